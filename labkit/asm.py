@@ -1,0 +1,117 @@
+"""Assemble and disassemble x86 code: guest programs stay readable assembly.
+
+Guest programs in the lab are GNU assembler source, shown to the learner and
+assembled here with binutils (``as``, ``ld``, ``objcopy``, ``nm``).  The result
+is a flat image to copy into guest memory (and the linked ELF, for loaders
+such as multiboot), plus the address of every label.  Disassembly uses
+capstone, so a register dump can show the instruction at RIP.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from labkit.errors import InvalidOptionError, MissingToolError
+
+Bits = Literal[16, 32, 64]
+_BINUTILS = ("as", "ld", "objcopy", "nm")
+
+
+@dataclass(frozen=True)
+class Program:
+    """An assembled guest program."""
+
+    source: str
+    bits: Bits
+    origin: int
+    image: bytes  # flat binary, loaded at ``origin``
+    elf: bytes  # the linked ELF executable
+    symbols: dict[str, int]  # label -> guest address
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+    def symbol(self, name: str) -> int:
+        """Guest address of label ``name``."""
+        try:
+            return self.symbols[name]
+        except KeyError:
+            raise InvalidOptionError(f"the program has no label {name!r}",
+                                     f"labels are: {', '.join(sorted(self.symbols)) or 'none'}") from None
+
+
+@dataclass(frozen=True)
+class Instruction:
+    address: int
+    size: int
+    mnemonic: str
+    op_str: str
+
+    def __str__(self) -> str:
+        return f"{self.address:#06x}: {self.mnemonic} {self.op_str}".rstrip()
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise MissingToolError(f"{name} (GNU binutils) is not installed",
+                               "sudo apt-get install binutils (make setup installs it)")
+    return path
+
+
+def _run(args: list[str], source: str) -> None:
+    proc = subprocess.run(args, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        numbered = "\n".join(f"{i:3}: {line}" for i, line in enumerate(source.splitlines(), 1))
+        raise InvalidOptionError(
+            f"{Path(args[0]).name} failed:\n{proc.stderr.strip()}\nsource:\n{numbered}",
+            "fix the assembly error on the line number shown")
+
+
+@functools.lru_cache(maxsize=128)
+def assemble(source: str, bits: Bits = 64, origin: int = 0) -> Program:
+    """Assemble GNU ``as`` source (AT&T or ``.intel_syntax``) for ``bits``-bit mode at ``origin``.
+
+    16-bit code is assembled as ``.code16`` in a 32-bit object: that is how
+    real-mode boot code is built with binutils.
+    """
+    if bits not in (16, 32, 64):
+        raise InvalidOptionError(f"bits must be 16, 32 or 64, not {bits!r}")
+    if not 0 <= origin < 1 << 32:
+        raise InvalidOptionError(f"origin {origin:#x} is outside the first 4 GiB", "load guest code low")
+    as_, ld, objcopy, nm = (_tool(t) for t in _BINUTILS)
+    prologue = {16: ".code16\n", 32: ".code32\n", 64: ".code64\n"}[bits]
+    emulation, as_mode = ("elf_x86_64", "--64") if bits == 64 else ("elf_i386", "--32")
+    with tempfile.TemporaryDirectory(prefix="labkit-asm-") as tmp:
+        d = Path(tmp)
+        (d / "prog.S").write_text(prologue + source + "\n")
+        _run([as_, as_mode, "-o", str(d / "prog.o"), str(d / "prog.S")], source)
+        _run([ld, "-m", emulation, "-N", "-e", "0", f"-Ttext=0x{origin:x}",
+              "-o", str(d / "prog.elf"), str(d / "prog.o")], source)
+        _run([objcopy, "-O", "binary", str(d / "prog.elf"), str(d / "prog.bin")], source)
+        listing = subprocess.run([nm, "--defined-only", str(d / "prog.elf")],
+                                 capture_output=True, text=True, check=True).stdout
+        symbols = {parts[2]: int(parts[0], 16) for parts in (l.split() for l in listing.splitlines())
+                   if len(parts) == 3 and parts[1] in "tTdDbBaA" and not parts[2].startswith(".")}
+        return Program(source, bits, origin, (d / "prog.bin").read_bytes(),
+                       (d / "prog.elf").read_bytes(), symbols)
+
+
+@functools.lru_cache(maxsize=4)
+def _disassembler(bits: Bits):
+    import capstone
+
+    mode = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}[bits]
+    return capstone.Cs(capstone.CS_ARCH_X86, mode)
+
+
+def disassemble(code: bytes, address: int = 0, bits: Bits = 64, count: int = 0) -> list[Instruction]:
+    """Decode ``code`` located at ``address`` (``count=0``: as many as decode)."""
+    return [Instruction(i.address, i.size, i.mnemonic, i.op_str)
+            for i in _disassembler(bits).disasm(bytes(code), address, count)]

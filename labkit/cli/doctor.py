@@ -1,0 +1,31 @@
+"""``labkit doctor [--json]``: a readiness report, one line per check."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from labkit import doctor
+
+_MARK = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="is this host ready for the lab? (ok/warn/fail with fixes)")
+    p.add_argument("--json", action="store_true", help="print the checks as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    checks = doctor.run_checks()
+    ready = doctor.can_run(checks)
+    if args.json:
+        print(json.dumps({"ready": ready, "checks": doctor.as_dicts(checks)}, indent=2))
+    else:
+        width = max(len(c.name) for c in checks)
+        for c in checks:
+            print(f"[{_MARK[c.status]}] {c.name:<{width}}  {c.detail}")
+            if c.fix and c.status != "ok":
+                print(f"       {'':<{width}}  fix: {c.fix}")
+        print("\nready: the lab can run" if ready else "\nNOT READY: fix the FAIL lines above")
+    return 0 if ready else 1

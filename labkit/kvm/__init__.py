@@ -1,0 +1,1 @@
+"""The raw KVM API from Python: ``/dev/kvm`` ioctls, a VM, its vCPUs and guests."""
