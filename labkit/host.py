@@ -246,6 +246,11 @@ def _cpuid_instruction(leaf: int) -> tuple[int, int, int, int] | None:
         code.close()
 
 
+def cpuid(leaf: int) -> tuple[int, int, int, int] | None:
+    """Ask this machine's CPU directly: EAX, EBX, ECX, EDX of CPUID ``leaf`` (None if unreadable)."""
+    return LiveSource().cpuid(leaf)
+
+
 # --------------------------------------------------------------------------- results
 
 

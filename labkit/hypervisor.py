@@ -1,0 +1,148 @@
+"""Hypervisor types, and this host's own place in the virtualization stack.
+
+A hypervisor shares one physical machine among virtual machines, like a
+building shared among apartments: each tenant thinks the flat is all theirs,
+but walls, water and power are the building's.  Type 1 hypervisors run on the
+hardware themselves; Type 2 run as programs on a host OS.  KVM turns the Linux
+kernel itself into the hypervisor.
+
+:func:`stack` derives the layers of *this* host from :mod:`labkit.host` facts;
+:func:`plan` carves the host's CPUs and memory into guests and calls out
+overcommit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from labkit.errors import InvalidOptionError
+from labkit.host import HostReport
+
+HypervisorType = Literal["Type 1 (bare-metal)", "Type 2 (hosted)", "Type 1 (kernel module)"]
+
+
+@dataclass(frozen=True)
+class Hypervisor:
+    name: str
+    type: HypervisorType
+    runs_on: str
+    example_use: str
+
+
+CATALOGUE: tuple[Hypervisor, ...] = (
+    Hypervisor("VMware ESXi", "Type 1 (bare-metal)", "the hardware (its own small kernel, vmkernel)",
+               "enterprise data centres"),
+    Hypervisor("Xen", "Type 1 (bare-metal)", "the hardware; a privileged guest (dom0) runs the drivers",
+               "early AWS EC2, Citrix"),
+    Hypervisor("Microsoft Hyper-V", "Type 1 (bare-metal)", "the hardware; Windows becomes the root partition",
+               "Azure, Windows Server"),
+    Hypervisor("KVM", "Type 1 (kernel module)", "the Linux kernel itself, made a hypervisor by kvm.ko",
+               "OpenStack, Google Cloud, AWS Nitro"),
+    Hypervisor("Oracle VirtualBox", "Type 2 (hosted)", "a desktop OS, as an application (plus a driver)",
+               "developer laptops"),
+    Hypervisor("VMware Workstation / Fusion", "Type 2 (hosted)", "a desktop OS, as an application",
+               "developer laptops"),
+    Hypervisor("QEMU (TCG, no KVM)", "Type 2 (hosted)", "any OS, as a process that emulates the CPU in software",
+               "running other CPU architectures"),
+)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer of the stack, bottom first, with the evidence for it."""
+
+    name: str
+    detail: str
+    evidence: str
+
+
+def stack(report: HostReport) -> tuple[Layer, ...]:
+    """This host's layers from the hardware up to you, each derived from a host fact."""
+    cpu, platform, verdict = report.cpu, report.platform, report.verdict
+    layers = [Layer("hardware", f"{cpu.model_name}, {cpu.logical_cpus} CPUs",
+                    "/proc/cpuinfo")]
+    if platform.virtual:
+        layers[0] = Layer("hardware (out of sight)", "the physical machine under the outer hypervisor",
+                          "inferred: this kernel is a guest")
+        layers.append(Layer("outer hypervisor", platform.hypervisor or "unknown",
+                            "; ".join(platform.evidence)))
+    mods = ", ".join(f"{m.name} ({m.state})" for m in report.kernel.kvm_modules if m.state != "absent")
+    layers.append(Layer("this Linux kernel", f"Linux {report.kernel.release}" +
+                        (f" with {mods}" if mods else ", no KVM module"),
+                        "/proc/sys/kernel/osrelease, /sys/module"))
+    if report.kvm.present:
+        how = ("guests run on the CPU's virtualization extensions (" + cpu.hardware_virtualization + ")"
+               if verdict.kind == "hardware" else
+               "no VT-x/AMD-V here: guest kernel code is handled in software by KVM")
+        layers.append(Layer("KVM hypervisor (in this kernel)", how, "/dev/kvm"))
+        layers.append(Layer("your guests", "nested: a VM inside a VM" if platform.virtual else
+                            "one level of virtualization", "notebooks 03-05"))
+    else:
+        layers.append(Layer("QEMU's TCG emulator (a Type 2 hypervisor)", "no /dev/kvm: guests are emulated",
+                            "notebook 04"))
+    return tuple(layers)
+
+
+# ----------------------------------------------------------------------------- carving a host
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    name: str
+    vcpus: int
+    memory_mib: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Guests carved out of a host, and how far they overcommit it."""
+
+    host_cpus: int
+    host_memory_mib: int
+    guests: tuple[GuestSpec, ...]
+
+    @property
+    def vcpus(self) -> int:
+        return sum(g.vcpus for g in self.guests)
+
+    @property
+    def memory_mib(self) -> int:
+        return sum(g.memory_mib for g in self.guests)
+
+    @property
+    def cpu_overcommit(self) -> float:
+        """vCPUs per physical CPU: above 1 the guests take turns on the real CPUs."""
+        return self.vcpus / self.host_cpus
+
+    @property
+    def memory_overcommit(self) -> float:
+        """Guest memory per byte of host memory: above 1, not every guest can touch all its RAM."""
+        return self.memory_mib / self.host_memory_mib
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        notes = []
+        if self.cpu_overcommit > 1:
+            notes.append(f"CPU overcommitted {self.cpu_overcommit:.1f}x: {self.vcpus} vCPUs share "
+                         f"{self.host_cpus} CPUs, so the host scheduler time-slices them")
+        if self.memory_overcommit > 1:
+            notes.append(f"memory overcommitted {self.memory_overcommit:.1f}x: fine while guests leave "
+                         "pages untouched; if all touch their RAM the host swaps or its OOM killer strikes")
+        big = [g.name for g in self.guests if g.vcpus > self.host_cpus]
+        if big:
+            notes.append(f"{', '.join(big)} has more vCPUs than the host has CPUs: "
+                         "its own threads will compete for the same core")
+        return tuple(notes)
+
+
+def plan(host_cpus: int, host_memory_mib: int, guests: list[GuestSpec] | tuple[GuestSpec, ...]) -> Plan:
+    """Validate and build a :class:`Plan` (apartments in the building)."""
+    if host_cpus < 1 or host_memory_mib < 1:
+        raise InvalidOptionError("the host needs at least 1 CPU and 1 MiB of memory")
+    for g in guests:
+        if g.vcpus < 1 or g.memory_mib < 16:
+            raise InvalidOptionError(f"guest {g.name!r} needs at least 1 vCPU and 16 MiB, "
+                                     f"not {g.vcpus} vCPUs and {g.memory_mib} MiB",
+                                     "give every guest >= 1 vCPU and >= 16 MiB")
+    return Plan(host_cpus, host_memory_mib, tuple(guests))

@@ -1,0 +1,282 @@
+"""The kernel at work: small live experiments for its jobs.
+
+The kernel sits between programs and hardware and manages processes, memory
+and the network; programs reach it through system calls.  Each function here
+makes the kernel do one of those jobs and returns what the kernel reports
+about it, so notebook 01 can *show* the claims instead of stating them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import mmap
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from labkit.errors import InvalidOptionError
+
+# ----------------------------------------------------------------------------- processes
+
+
+@dataclass(frozen=True)
+class ProcessView:
+    """What the kernel's process table says about one process."""
+
+    pid: int
+    ppid: int
+    name: str
+    state: str
+    nice: int
+    cpu: int  # the CPU it last ran on
+    voluntary_switches: int  # it gave up the CPU (sleep, I/O wait)
+    involuntary_switches: int  # the scheduler took the CPU away (time slice over)
+    threads: int
+
+
+def view(pid: int) -> ProcessView:
+    """The kernel's view of process ``pid`` (``/proc/<pid>/stat`` and ``status``, via psutil)."""
+    p = psutil.Process(pid)
+    with p.oneshot():
+        ctx = p.num_ctx_switches()
+        return ProcessView(pid, p.ppid(), p.name(), p.status(), p.nice(), p.cpu_num(),
+                           ctx.voluntary, ctx.involuntary, p.num_threads())
+
+
+@contextlib.contextmanager
+def child_process(kind: str = "sleeper") -> Iterator[subprocess.Popen]:
+    """Start a child process: ``sleeper`` blocks in the kernel, ``spinner`` burns CPU.
+
+    The child is always killed and reaped on exit, so no zombie outlives the cell.
+    """
+    programs = {
+        "sleeper": "import time\nwhile True: time.sleep(0.01)",
+        "spinner": "while True: pass",
+    }
+    if kind not in programs:
+        raise InvalidOptionError(f"unknown child kind {kind!r}", f"use one of {sorted(programs)}")
+    proc = subprocess.Popen([sys.executable, "-c", programs[kind]])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def wait_for_state(pid: int, states: set[str], timeout: float = 5.0) -> str:
+    """Poll until the scheduler reports one of ``states`` for ``pid``; return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = psutil.Process(pid).status()
+        if state in states or time.monotonic() > deadline:
+            return state
+        time.sleep(0.01)
+
+
+def stop_and_continue(pid: int) -> tuple[str, str]:
+    """Send SIGSTOP then SIGCONT: the states the kernel reports after each."""
+    os.kill(pid, signal.SIGSTOP)
+    stopped = wait_for_state(pid, {psutil.STATUS_STOPPED})
+    os.kill(pid, signal.SIGCONT)
+    resumed = wait_for_state(pid, {psutil.STATUS_RUNNING, psutil.STATUS_SLEEPING})
+    return stopped, resumed
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+@dataclass(frozen=True)
+class FirstTouch:
+    """Memory mapped, then touched page by page: what the kernel did and when."""
+
+    size: int
+    page_size: int
+    vms_growth: int  # virtual size grew at mmap() time ...
+    rss_growth_mapped: int  # ... but resident memory barely moved
+    rss_growth_touched: int  # touching the pages made them resident
+    minor_faults: int  # one page fault per first touch
+
+    @property
+    def pages(self) -> int:
+        return self.size // self.page_size
+
+
+def first_touch(mib: int = 64) -> FirstTouch:
+    """Map ``mib`` MiB of anonymous memory, then write one byte per page.
+
+    Transparent huge pages are switched off for the mapping (``MADV_NOHUGEPAGE``)
+    so that each 4 KiB page costs exactly one fault, as in the textbook.
+    """
+    if not 1 <= mib <= 1024:
+        raise InvalidOptionError(f"touch size must be 1..1024 MiB, not {mib}", "pick e.g. 64")
+    me = psutil.Process()
+    size, page = mib << 20, mmap.PAGESIZE
+    before = me.memory_info()
+    region = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        region.madvise(mmap.MADV_NOHUGEPAGE)
+        mapped = me.memory_info()
+        faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for offset in range(0, size, page):
+            region[offset] = 1
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
+        touched = me.memory_info()
+    finally:
+        region.close()
+    return FirstTouch(size, page, mapped.vms - before.vms, mapped.rss - before.rss,
+                      touched.rss - mapped.rss, faults)
+
+
+@dataclass(frozen=True)
+class Mapping:
+    start: int
+    end: int
+    perms: str
+    path: str
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+def memory_map(pid: int | None = None) -> list[Mapping]:
+    """The process's virtual address space, region by region (``/proc/<pid>/maps``)."""
+    rows = []
+    for line in Path(f"/proc/{pid or os.getpid()}/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        rows.append(Mapping(start, end, fields[1], fields[5] if len(fields) > 5 else "[anonymous]"))
+    return rows
+
+
+@dataclass(frozen=True)
+class Overcommit:
+    """The kernel promising more memory than it has."""
+
+    mode: int  # /proc/sys/vm/overcommit_memory: 0 heuristic, 1 always, 2 strict
+    physical: int
+    promised: int  # virtual memory successfully mapped
+    refused: str | None  # the error when the kernel said no
+
+
+def overcommit(factor: float = 2.0, pieces: int = 4) -> Overcommit:
+    """Map ``factor`` × physical RAM in ``pieces`` mappings without touching them.
+
+    Guest RAM in KVM is ordinary process memory, so this is how a host "sells"
+    more guest memory than it has: pages only become real when first touched.
+    """
+    mode = int(Path("/proc/sys/vm/overcommit_memory").read_text())
+    physical = psutil.virtual_memory().total
+    piece = int(physical * factor / pieces) // mmap.PAGESIZE * mmap.PAGESIZE
+    maps: list[mmap.mmap] = []
+    refused = None
+    try:
+        for _ in range(pieces):
+            maps.append(mmap.mmap(-1, piece, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))
+    except OSError as exc:
+        refused = exc.strerror
+    finally:
+        promised = sum(len(m) for m in maps)
+        for m in maps:
+            m.close()
+    return Overcommit(mode, physical, promised, refused)
+
+
+# ----------------------------------------------------------------------------- network
+
+
+@dataclass(frozen=True)
+class SocketSeen:
+    """A loopback conversation, and the kernel's own table entry for the listener."""
+
+    port: int
+    listener_status: str  # as the kernel's TCP table reports it
+    listener_pid: int | None
+    echoed: bytes
+
+
+def loopback_conversation(message: bytes = b"hello, kernel") -> SocketSeen:
+    """Listen on 127.0.0.1, connect, send, receive — then ask the kernel's socket table.
+
+    The bytes never reach a network card: the kernel's network stack delivers
+    them on the loopback interface, and it keeps the table ``ss`` and
+    ``/proc/net/tcp`` show.
+    """
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        ours = [c for c in psutil.net_connections(kind="tcp4") if c.laddr and c.laddr.port == port]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            peer, _ = server.accept()
+            with peer:
+                client.sendall(message)
+                peer.sendall(peer.recv(len(message)))
+                echoed = client.recv(len(message))
+    entry = ours[0] if ours else None
+    return SocketSeen(port, entry.status if entry else "not listed", entry.pid if entry else None, echoed)
+
+
+# ----------------------------------------------------------------------------- system calls
+
+
+@dataclass(frozen=True)
+class CallCost:
+    """Nanoseconds per call of a system call vs a call that stays in user space."""
+
+    syscall_ns: float
+    function_ns: float
+    repeats: int
+
+    @property
+    def ratio(self) -> float:
+        return self.syscall_ns / self.function_ns
+
+
+def _per_call_ns(func: Callable[[], object], n: int) -> float:
+    best = float("inf")
+    for _ in range(5):  # best of 5: the least disturbed run
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            func()
+        best = min(best, (time.perf_counter_ns() - t0) / n)
+    return best
+
+
+def syscall_cost(n: int = 100_000) -> CallCost:
+    """Time ``getppid()`` (a real system call every time) against ``abs()`` (no kernel entry).
+
+    Both are C functions called from Python the same way, so the Python
+    overhead is common to both and the difference is the trip into the kernel
+    and back.
+    """
+    if not 1_000 <= n <= 10_000_000:
+        raise InvalidOptionError(f"repeats must be 1,000..10,000,000, not {n}")
+    return CallCost(_per_call_ns(os.getppid, n), _per_call_ns(functools.partial(abs, -1), n), n)
+
+
+# ----------------------------------------------------------------------------- kernel image
+
+
+def kernel_symbols(names: set[str]) -> dict[str, str]:
+    """Which of ``names`` the running kernel has, and the module each belongs to.
+
+    ``/proc/kallsyms`` lists every symbol of the kernel *and* its modules in
+    one table: in a monolithic kernel a driver's functions live in the same
+    address space as the scheduler's.  Built-in code is tagged ``[kernel]``.
+    """
+    found: dict[str, str] = {}
+    with open("/proc/kallsyms") as table:
+        for line in table:
+            parts = line.split()
+            if len(parts) >= 3 and parts[2] in names:
+                found[parts[2]] = parts[3].strip("[]") if len(parts) > 3 else "kernel"
+    return found

@@ -1,0 +1,77 @@
+"""labkit.kernel: the live experiments of notebook 01 do what they say."""
+
+from __future__ import annotations
+
+import mmap
+import os
+
+import psutil
+import pytest
+
+from labkit import exercises, kernel
+from labkit.errors import InvalidOptionError
+
+
+def test_child_process_is_ours_and_reaped() -> None:
+    with kernel.child_process("sleeper") as child:
+        seen = kernel.view(child.pid)
+        assert seen.ppid == os.getpid() and seen.pid == child.pid
+        assert kernel.stop_and_continue(child.pid)[0] == "stopped"
+    assert child.returncode is not None  # killed and reaped
+    assert not psutil.pid_exists(child.pid) or psutil.Process(child.pid).status() != "zombie"
+
+
+def test_child_process_rejects_unknown_kind() -> None:
+    with pytest.raises(InvalidOptionError, match="unknown child kind 'daemon'"):
+        with kernel.child_process("daemon"):
+            pass
+
+
+def test_first_touch_counts_one_fault_per_page() -> None:
+    t = kernel.first_touch(8)
+    assert t.pages == (8 << 20) // mmap.PAGESIZE
+    assert t.vms_growth >= t.size and t.rss_growth_mapped < t.size // 4
+    assert t.pages <= t.minor_faults < t.pages * 1.5
+
+
+@pytest.mark.parametrize("mib", [0, 2048])
+def test_first_touch_bounds(mib: int) -> None:
+    with pytest.raises(InvalidOptionError, match="1..1024 MiB"):
+        kernel.first_touch(mib)
+
+
+def test_memory_map_has_stack_and_vdso() -> None:
+    paths = {m.path for m in kernel.memory_map()}
+    assert {"[stack]", "[vdso]"} <= paths
+
+
+def test_overcommit_follows_the_mode() -> None:
+    oc = kernel.overcommit(factor=1.5)
+    if oc.mode == 2:
+        assert oc.refused
+    else:
+        assert oc.promised > oc.physical and oc.refused is None
+
+
+def test_loopback_conversation() -> None:
+    talk = kernel.loopback_conversation(b"ping")
+    assert talk.echoed == b"ping" and talk.listener_status == "LISTEN" and talk.listener_pid == os.getpid()
+
+
+def test_syscall_cost_is_measured() -> None:
+    cost = kernel.syscall_cost(2_000)
+    assert cost.syscall_ns > 0 and cost.function_ns > 0 and cost.repeats == 2_000
+    with pytest.raises(InvalidOptionError):
+        kernel.syscall_cost(10)
+
+
+def test_kernel_symbols() -> None:
+    found = kernel.kernel_symbols({"schedule", "no_such_symbol_anywhere"})
+    assert set(found) == {"schedule"}
+
+
+@pytest.mark.parametrize("prediction, solved", [(None, False), (10, False), ((10 << 20) // mmap.PAGESIZE, True)])
+def test_page_fault_exercise(prediction: int | None, solved: bool) -> None:
+    feedback = exercises.page_faults(prediction, mib=10)
+    assert feedback.solved is solved
+    assert str(feedback).startswith("✔" if solved else "✘") and ("hint" in str(feedback)) is not solved
