@@ -22,3 +22,20 @@ def check(claim: str, holds: bool, evidence: str = "") -> None:
         raise ClaimFailed(f"the lesson claims: {claim!r}, but on this host it is not so. {evidence}".strip(),
                           "run `labkit doctor` and report the host and this message to your instructor")
     print(f"✔ {claim}")
+
+
+#: MIME type of the key results a notebook records (read back by ``labkit run``).
+RESULTS_MIME = "application/vnd.labkit.results+json"
+
+
+def record(**results: float | int | str | bool) -> None:
+    """Record a notebook's key results (boot time, accelerator, ratios...).
+
+    They are displayed as one line and stored in the executed notebook under
+    :data:`RESULTS_MIME`, where ``labkit run`` collects them into its summary
+    table.  Values are host-specific: call this in a ``# NBVAL_IGNORE_OUTPUT`` cell.
+    """
+    from IPython.display import display
+
+    text = ", ".join(f"{k} = {v}" for k, v in results.items())
+    display({RESULTS_MIME: results, "text/plain": f"recorded: {text}"}, raw=True)

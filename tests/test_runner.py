@@ -1,0 +1,71 @@
+"""`labkit run`: papermill runs with parameters, failures named by cell, sweeps."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import FIXTURES
+from labkit import runner
+from labkit.errors import InvalidOptionError
+
+ECHO = FIXTURES / "notebooks" / "10_echo.ipynb"
+FAILS = FIXTURES / "notebooks" / "11_fails.ipynb"
+
+
+def labkit(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "labkit", *args], capture_output=True, text=True)
+
+
+def test_parameters_reach_the_notebook(tmp_path: Path) -> None:
+    [result] = runner.run([ECHO], tmp_path, {"size": 21, "label": "x"}, progress=False)
+    assert result.ok and result.failure is None
+    assert result.results == {"size": 21, "doubled": 42, "label": "x"}
+    assert result.output == tmp_path / "10_echo.ipynb" and result.output.exists()
+
+
+def test_failing_notebook_names_the_cell(tmp_path: Path) -> None:
+    proc = labkit("run", str(ECHO), str(FAILS), "-p", "size", "7", "--out", str(tmp_path), "--no-progress")
+    assert proc.returncode == 1
+    assert "FAILED 11_fails: cell 3 (\"raise RuntimeError(f'broken on purpose with size={size}')\")" in proc.stdout
+    assert "RuntimeError: broken on purpose with size=7" in proc.stdout
+    assert "10_echo" in proc.stdout and (tmp_path / "11_fails.ipynb").exists()
+
+
+def test_sweep_table_and_plot(tmp_path: Path) -> None:
+    proc = labkit("run", str(ECHO), "--sweep", "size=1,2,3", "--out", str(tmp_path), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:4] == ["size", "notebook", "status", "seconds"]
+    for value in (1, 2, 3):
+        row = next(l for l in lines if l.startswith(f"{value} "))
+        assert f"doubled={value * 2}" in row and " ok " in row
+    assert (tmp_path / "sweep-size.png").stat().st_size > 1000
+    assert sorted(p.name for p in tmp_path.glob("*.ipynb")) == [
+        "10_echo-size=1.ipynb", "10_echo-size=2.ipynb", "10_echo-size=3.ipynb"]
+
+
+def test_unknown_parameter_and_notebook_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(InvalidOptionError, match=r"parameter\(s\) \['colour'\]"):
+        runner.run([ECHO], tmp_path, {"colour": "red"}, progress=False)
+    with pytest.raises(InvalidOptionError, match="no notebook called '99'"):
+        runner.resolve(["99"])
+    proc = labkit("run", str(ECHO), "--sweep", "size", "--out", str(tmp_path))
+    assert proc.returncode == 2 and "is not NAME=V1,V2" in proc.stderr
+
+
+def test_resolve_and_declared_parameters() -> None:
+    assert [p.stem for p in runner.resolve(["01", "02_hypervisor_types"])] == ["01_kernel", "02_hypervisor_types"]
+    assert runner.declared_parameters(ECHO) == {"size", "label"}
+    assert runner.parse_value("256") == 256 and runner.parse_value("kvm") == "kvm"
+
+
+def test_every_notebook_runs_under_papermill_with_its_defaults(tmp_path: Path) -> None:
+    """The real sequence, headless (a workshop's `labkit run`), first two notebooks."""
+    results = runner.run(runner.resolve(["01", "02"]), tmp_path, {"touch_mib": 16}, progress=False)
+    assert [r.status for r in results] == ["ok", "ok"], [r.failure for r in results]
+    assert results[0].parameters == {"touch_mib": 16}
+    assert results[0].results["syscall_ratio"] > 1
