@@ -1,0 +1,28 @@
+"""Run the notebooks' exercises with the instructors' reference solutions.
+
+The committed notebooks hold the learner's version of each exercise: an answer
+cell tagged ``exercise:NAME`` with a template, followed by a check cell.  When
+nbval runs a notebook, the answer cell's source is replaced by
+``solutions/NAME.py``, which also sets ``LABKIT_EXPECT_SOLVED=1`` in the
+notebook's kernel: from there on a checker raises unless the exercise is
+solved — so CI proves every reference solution works.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from labkit.exercises import exercise_name
+
+SOLUTIONS = Path(__file__).parent / "solutions"
+EXPECT_SOLVED = "import os; os.environ['LABKIT_EXPECT_SOLVED'] = '1'  # reference run\n"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        cell = getattr(item, "cell", None)  # nbval's notebook-cell items
+        name = exercise_name(cell) if cell is not None else None
+        if name:
+            item.cell.source = EXPECT_SOLVED + (SOLUTIONS / f"{name}.py").read_text()
