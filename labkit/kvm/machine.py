@@ -159,8 +159,10 @@ class Machine:
         phys = self.vcpu.translate(linear) if special.paging else linear
         if phys is None:
             return ()
-        start = max((a for a in self._labels if a <= phys and phys - a < 512), default=phys)
-        for origin in dict.fromkeys((start, phys)):  # from the label before RIP; else from RIP itself
+        # Decode from a code label before RIP (x86 cannot be decoded backwards); the earliest that
+        # lands exactly on RIP wins, else decode from RIP itself.
+        starts = sorted(a for a in self._labels if a < phys and phys - a < 512 and a not in self._data)
+        for origin in (*starts, phys):
             try:
                 slot = self.memory.slot_at(origin)
             except GuestAddressError:
@@ -170,7 +172,8 @@ class Machine:
             at = next((i for i, insn in enumerate(insns) if insn.address == phys), None)
             if at is not None:
                 window = insns[max(0, at - before):at + after]
-                stop = next((k for k, i in enumerate(window) if i.address > phys and i.address in self._data),
+                stop = next((k for k, i in enumerate(window)
+                             if i.address > phys and (i.address in self._data or phys in self._data)),
                             len(window))  # not into the program's data: it would decode as nonsense
                 return tuple(CodeLine(i.address, f"{i.mnemonic} {i.op_str}".rstrip(), self._labels.get(i.address),
                                       i.address == phys)
