@@ -162,3 +162,16 @@ def test_exit_stepper_shows_guest_errors() -> None:
         assert stepper._step.disabled
     finally:
         stepper.close()
+
+
+def test_notebook_exercise_starts_from_the_checked_starter() -> None:
+    """The cell the learner edits holds exercise.STARTER, so the stored check output is the starter's."""
+    import json
+    from pathlib import Path
+
+    notebook = Path(__file__).resolve().parent.parent / "notebooks" / "03_kvm.ipynb"
+    cells = ["".join(c["source"]) for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+    namespace: dict = {}
+    exec(next(c for c in cells if c.startswith("my_guest = ")), namespace)
+    assert namespace["my_guest"].strip() == exercise.STARTER.strip()
+    assert any("exercise.check_digits(my_guest)" in c for c in cells)

@@ -12,6 +12,7 @@ device: :class:`SerialPort` (COM1 at 0x3f8, what the guest prints),
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from labkit.errors import InvalidOptionError
@@ -152,6 +153,8 @@ class Bus:
     def __init__(self, *devices: Device) -> None:
         self.devices: list[Device] = []
         self._ports: dict[int, Device] = {}
+        #: port -> the bound ``out`` of its device: the run loop's hot path is one dict lookup
+        self.out_handlers: dict[int, Callable[[int, bytes], None]] = {}
         for device in devices:
             self.attach(device)
 
@@ -165,6 +168,7 @@ class Bus:
                 raise InvalidOptionError(f"{device.name} overlaps {other.name} at {device.mmio.start:#x}",
                                          "give the device another address")
         self._ports.update(dict.fromkeys(device.ports, device))
+        self.out_handlers.update(dict.fromkeys(device.ports, device.out))
         self.devices.append(device)
         return device
 

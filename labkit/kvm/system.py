@@ -143,12 +143,7 @@ class Kvm(KvmFd):
     def create_vm(self) -> Vm:
         """KVM_CREATE_VM: a new, empty VM (no memory, no vCPUs) with its own fd."""
         fd = self.ioctl(abi.KVM_CREATE_VM, note=lambda _: "→ a new VM (its own fd)")
-        try:
-            vm = Vm(fd, vcpu_mmap_size=self.vcpu_mmap_size(),
-                    max_slots=self.check_extension(abi.KVM_CAP_NR_MEMSLOTS), trace=self.trace)
-        except BaseException:
-            os.close(fd)
-            raise
+        vm = Vm(fd, self, self.trace)
         self.vms.append(vm)
         return vm
 

@@ -154,7 +154,8 @@ class Vcpu(KvmFd):
             return self._serve_slowly(bus, counts, max_exits)
         run, io, mmio, page, fd = self._run, self._io, self._mmio, self._page, self.fd
         io_exit, mmio_exit, request = abi.KVM_EXIT_IO, abi.KVM_EXIT_MMIO, abi.KVM_RUN
-        out, port_in, mmio_write, mmio_read = bus.out, bus.port_in, bus.mmio_write, bus.mmio_read
+        outs, out, port_in, mmio_write, mmio_read = (bus.out_handlers, bus.out, bus.port_in, bus.mmio_write,
+                                                     bus.mmio_read)
         self._thread = threading.get_ident()
         try:
             for _ in range(max_exits):
@@ -166,7 +167,8 @@ class Vcpu(KvmFd):
                 if reason == io_exit:
                     offset = io.data_offset
                     if io.direction:
-                        out(io.port, page[offset:offset + io.size * io.count])
+                        port = io.port
+                        (outs.get(port) or out)(port, page[offset:offset + io.size * io.count])
                     else:
                         page[offset:offset + io.size * io.count] = port_in(io.port, io.size, io.count)
                 elif reason == mmio_exit:

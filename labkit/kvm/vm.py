@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import os
+from typing import TYPE_CHECKING
 
 from labkit.kvm import abi
 from labkit.kvm.fd import KvmFd, Trace
 from labkit.kvm.memory import GuestMemory, MemorySlot, format_size, validate_region
 from labkit.kvm.vcpu import Vcpu
+
+if TYPE_CHECKING:
+    from labkit.kvm.system import Kvm
 
 
 class Vm(KvmFd):
@@ -22,10 +27,9 @@ class Vm(KvmFd):
 
     label = "VM"
 
-    def __init__(self, fd: int, *, vcpu_mmap_size: int, max_slots: int, trace: Trace | None = None) -> None:
+    def __init__(self, fd: int, system: Kvm, trace: Trace | None = None) -> None:
         super().__init__(fd, trace)
-        self.vcpu_mmap_size = vcpu_mmap_size
-        self.max_slots = max_slots
+        self.system = system  # the /dev/kvm fd: it knows the slot limit and the kvm_run size
         self.memory = GuestMemory()
         self.vcpus: list[Vcpu] = []
 
@@ -35,7 +39,8 @@ class Vm(KvmFd):
         A read-only slot makes guest writes there leave as ``KVM_EXIT_MMIO``
         (that is how ROM and flash are emulated).
         """
-        validate_region(guest_phys_addr, size, self.memory.slots, self.max_slots)
+        validate_region(guest_phys_addr, size, self.memory.slots,
+                        self.system.check_extension(abi.KVM_CAP_NR_MEMSLOTS))
         mapping = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         slot = MemorySlot(len(self.memory.slots), guest_phys_addr, size, readonly, mapping)
         region = abi.kvm_userspace_memory_region(
@@ -56,10 +61,16 @@ class Vm(KvmFd):
         self.ioctl(abi.KVM_SET_TSS_ADDR, address, note=lambda _: f"{address:#x}")
 
     def create_vcpu(self) -> Vcpu:
-        """KVM_CREATE_VCPU: a new vCPU (in its reset state, like a CPU after power-on) with its own fd."""
+        """KVM_CREATE_VCPU: a new vCPU (in its reset state, like a CPU after power-on) with its own fd,
+        and its ``kvm_run`` page mapped (KVM_GET_VCPU_MMAP_SIZE says how large)."""
         index = len(self.vcpus)
         fd = self.ioctl(abi.KVM_CREATE_VCPU, index, note=lambda _: f"→ vCPU {index} (its own fd)")
-        vcpu = Vcpu(fd, index, self.vcpu_mmap_size, self.trace)  # closes fd itself if it fails
+        try:
+            size = self.system.vcpu_mmap_size()
+        except BaseException:
+            os.close(fd)
+            raise
+        vcpu = Vcpu(fd, index, size, self.trace)  # closes fd itself if it fails
         self.vcpus.append(vcpu)
         return vcpu
 
