@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -23,6 +25,15 @@ TOP = Path(__file__).resolve().parent.parent
 
 def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
+
+
+def real_mode_vm(kvm: Kvm, source: str):
+    """A VM of ``kvm`` with 64 KiB of RAM holding ``source``, assembled for real mode at 0x8000."""
+    code = asm.assemble(".intel_syntax noprefix\n" + source, 16, 0x8000)
+    vm = kvm.create_vm()
+    vm.add_memory(0, 64 << 10)
+    vm.memory.write(0x8000, code.image)
+    return vm, code
 
 
 def test_missing_dev_kvm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -45,14 +56,19 @@ def test_not_a_kvm_device(tmp_path: Path) -> None:
 
 @needs_kvm
 def test_permission_denied_names_the_fix() -> None:
-    """As a user who may not open /dev/kvm (root runs this check as 'nobody')."""
+    """As a user who may not open /dev/kvm (root runs this check as 'nobody', from a copy of labkit
+    that 'nobody' can read, with the system's Python: the checkout may be private)."""
     code = ("from labkit.kvm.system import Kvm\nfrom labkit.errors import AccessDeniedError\n"
             "try:\n    Kvm()\nexcept AccessDeniedError as e:\n    print('denied:', e.fix)\n")
-    user = {"user": 65534, "group": 65534, "extra_groups": []} if os.getuid() == 0 else {}
-    if not user and os.access("/dev/kvm", os.R_OK | os.W_OK):
+    if os.getuid() != 0 and os.access("/dev/kvm", os.R_OK | os.W_OK):
         pytest.skip("this non-root user may open /dev/kvm, and only root can become another user")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=TOP,
-                          env={"PYTHONPATH": str(TOP), "PATH": os.environ["PATH"]}, **user)
+    as_nobody = {"user": 65534, "group": 65534, "extra_groups": []} if os.getuid() == 0 else {}
+    with tempfile.TemporaryDirectory(prefix="labkit-test-") as tmp:
+        os.chmod(tmp, 0o755)
+        shutil.copytree(TOP / "labkit", Path(tmp) / "labkit")
+        python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+        proc = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd=tmp,
+                              env={"PYTHONPATH": tmp, "PATH": os.environ["PATH"]}, **as_nobody)
     assert proc.stdout.startswith("denied:") and "usermod -aG kvm" in proc.stdout, proc.stderr
 
 
@@ -136,10 +152,8 @@ def test_guest_memory_is_bounds_checked() -> None:
 @needs_kvm
 def test_guest_and_host_share_the_slot_memory() -> None:
     """What the guest stores, the VMM reads in its own memory — no copy."""
-    code = asm.assemble(".intel_syntax noprefix\nstart: mov word ptr [0x500], 0x4b4f\n hlt", 16, 0x8000)
-    with Kvm() as kvm, kvm.create_vm() as vm:
-        vm.add_memory(0, 64 << 10)
-        vm.memory.write(0x8000, code.image)
+    with Kvm() as kvm:
+        vm, _ = real_mode_vm(kvm, "start: mov word ptr [0x500], 0x4b4f\n hlt")
         vcpu = vm.create_vcpu()
         modes.enter(vcpu, vm.memory, "real", 0x8000)
         assert isinstance(vcpu.run(), HltExit)
@@ -161,10 +175,8 @@ def test_registers_round_trip() -> None:
 
 @needs_kvm
 def test_two_vcpus_run_in_threads() -> None:
-    code = asm.assemble(".intel_syntax noprefix\nstart: mov ax, 1\n hlt\nsecond: mov ax, 2\n hlt", 16, 0x8000)
-    with Kvm() as kvm, kvm.create_vm() as vm:
-        vm.add_memory(0, 64 << 10)
-        vm.memory.write(0x8000, code.image)
+    with Kvm() as kvm:
+        vm, code = real_mode_vm(kvm, "start: mov ax, 1\n hlt\nsecond: mov ax, 2\n hlt")
         vcpus = [vm.create_vcpu() for _ in range(2)]
         for vcpu, label in zip(vcpus, ("start", "second")):
             modes.enter(vcpu, vm.memory, "real", code.symbol(label))

@@ -166,9 +166,7 @@ def test_time_budget_stops_a_spinning_ring0_guest() -> None:
 
 def test_time_budget_stops_a_guest_spinning_in_ring3() -> None:
     """Ring-3 code runs natively and never exits: only the kick gets the vCPU back."""
-    spin = ("push USER_DS\n push 0x7000\n push 0x3002\n push USER_CS\n lea rax, [rip + user]\n push rax\n"
-            " iretq\nuser: jmp user")
-    with Machine(build(spin, "long"), "long") as m:
+    with Machine(build(RING3_SPIN, "long"), "long") as m:
         with pytest.raises(GuestBudgetExceeded) as info:
             m.run(timeout=0.3)
         assert info.value.special.ring == 3
@@ -254,3 +252,33 @@ def test_a_program_needs_its_mode() -> None:
         Machine(guests.guest("hello_real").build())
     with pytest.raises(InvalidOptionError, match="no guest program called"):
         Machine("hello_nowhere")
+
+
+RING3_SPIN = ("push USER_DS\n push 0x7000\n push 0x3002\n push USER_CS\n lea rax, [rip + user]\n push rax\n"
+              " iretq\nuser: jmp user")
+
+
+def test_a_vcpu_thread_is_kicked_too() -> None:
+    """The kick is a signal to the thread inside KVM_RUN, whichever thread that is."""
+    errors: list[BaseException] = []
+
+    def spin() -> None:
+        with Machine(build(RING3_SPIN, "long"), "long") as m:
+            try:
+                m.run(timeout=0.3)
+            except GuestBudgetExceeded as exc:
+                errors.append(exc)
+
+    thread = threading.Thread(target=spin)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive() and len(errors) == 1 and errors[0].special.ring == 3
+
+
+def test_time_budget_refuses_to_run_without_a_kick_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    import labkit.kvm.machine as machine_module
+
+    monkeypatch.setattr(machine_module, "install_kick_handler", lambda: False)
+    with Machine("hello_real") as m:
+        with pytest.raises(InvalidOptionError, match="main thread"):
+            m.run()

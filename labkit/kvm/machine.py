@@ -32,6 +32,7 @@ from labkit.kvm.exits import INTERRUPTED, Exit
 from labkit.kvm.fd import Trace
 from labkit.kvm.regs import Mode, Registers, SpecialRegisters
 from labkit.kvm.system import Kvm
+from labkit.kvm.vcpu import install_kick_handler
 
 DEFAULT_MEMORY = 2 << 20
 #: A label followed by data directives (``message: .asciz "..."``): where code ends.
@@ -108,6 +109,10 @@ class Machine:
                  devices: tuple[Device, ...] = (), trace: Trace | None = None,
                  kvm_path: Path | str | None = None) -> None:
         self.program, self.mode = _resolve(program, mode)
+        self.serial = SerialPort()
+        self.post_codes = PostCodes()
+        self.counter = MmioCounter()
+        self.bus = Bus(self.serial, self.post_codes, DebugExit(), self.counter, *devices)
         self.kvm = Kvm(kvm_path, trace)
         try:
             modes.check_options(self.mode, pages, memory_size,
@@ -123,10 +128,6 @@ class Machine:
         except BaseException:
             self.kvm.close()
             raise
-        self.serial = SerialPort()
-        self.post_codes = PostCodes()
-        self.counter = MmioCounter()
-        self.bus = Bus(self.serial, self.post_codes, DebugExit(), self.counter, *devices)
         self.steps = 0
         self.finished: str | None = None  # why the guest stopped, once it has
         self._counts = [0] * 256
@@ -243,6 +244,11 @@ class Machine:
     @contextlib.contextmanager
     def _budget(self, timeout: float) -> Iterator[None]:
         """Kick the vCPU out of KVM_RUN when ``timeout`` seconds have passed."""
+        if not install_kick_handler():
+            raise InvalidOptionError(
+                "a time budget needs a handler for the vCPU kick signal, and only the main thread can install it",
+                "create the first Machine (or Vcpu) in the main thread, or call "
+                "labkit.kvm.vcpu.install_kick_handler() there first")
         self._expired = False
         timer = threading.Timer(timeout, self._expire)
         timer.daemon = True

@@ -60,25 +60,17 @@ class Registers:
         return replace(self, **changes)
 
     def table(self, bits: int = 64) -> str:
-        """The registers as a learner reads them: names for this mode's width, four per line."""
-        width = {16: 4, 32: 8}.get(bits, 16)
+        """The registers as a learner reads them: this mode's names and widths, four per line."""
+        digits = {16: 4, 32: 8}.get(bits, 16)
         prefix = {16: "", 32: "e"}.get(bits, "r")
-        names = ["ax", "bx", "cx", "dx", "si", "di", "sp", "bp"]
-        cells = [(f"{prefix}{n}", getattr(self, "r" + n)) for n in names]
+        mask = (1 << (digits * 4)) - 1
+        cells = [(f"{prefix}{n}", getattr(self, "r" + n) & mask, digits)
+                 for n in ("ax", "bx", "cx", "dx", "si", "di", "sp", "bp")]
         if bits == 64:
-            cells += [(f"r{i}", getattr(self, f"r{i}")) for i in range(8, 16)]
-        ip = {16: "ip", 32: "eip"}.get(bits, "rip")
-        cells += [(ip, self.rip), ("rflags", self.rflags)]
-        mask = (1 << (width * 4)) - 1
-        lines, row = [], []
-        for name, value in cells:
-            row.append(f"{name:>6}={value & mask if name != 'rflags' else value:0{width}x}")
-            if len(row) == 4:
-                lines.append("  ".join(row))
-                row = []
-        if row:
-            lines.append("  ".join(row))
-        return "\n".join(lines)
+            cells += [(f"r{i}", getattr(self, f"r{i}"), digits) for i in range(8, 16)]
+        cells += [(prefix + "ip" if bits != 64 else "rip", self.rip & mask, digits), ("rflags", self.rflags, 8)]
+        text = [f"{name:>6}={value:0{width}x}" for name, value, width in cells]
+        return "\n".join("  ".join(text[i:i + 4]) for i in range(0, len(text), 4))
 
 
 @dataclass(frozen=True)
