@@ -23,7 +23,6 @@ it into memory it treats as read-only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 from labkit.errors import InvalidOptionError
