@@ -145,6 +145,8 @@ def test_triple_fault_raises_shutdown_with_the_dump() -> None:
     with Machine(build("ud2", "long"), "long") as m:
         with pytest.raises(GuestShutdown) as info:
             m.run()
+        with pytest.raises(InvalidOptionError, match="has stopped .GuestShutdown"):
+            m.run()  # a crashed guest stays crashed
     err = info.value
     assert "KVM_EXIT_SHUTDOWN" in err.what and "→ 0x08000: ud2" in err.dump
     assert err.registers.rip == 0x8000 and "64-bit long mode" in err.dump and "rip=" in str(err)
@@ -179,6 +181,9 @@ def test_exit_budget() -> None:
         with pytest.raises(GuestBudgetExceeded, match="100 exits"):
             m.run(max_exits=100)
         assert m.exits == {"KVM_EXIT_IO": 100}
+        with pytest.raises(GuestBudgetExceeded):  # over budget is not crashed: it may go on
+            m.run(max_exits=50)
+        assert m.exits == {"KVM_EXIT_IO": 150}
 
 
 def test_unclaimed_port() -> None:

@@ -303,6 +303,9 @@ class Machine:
         return self._error(UnhandledAccessError, what, fix, exit_)
 
     def _error(self, cls: type[GuestError], what: str, fix: str, exit_: Exit | None = None) -> GuestError:
+        """The error to raise, with the dump; a guest that crashed (not one over budget) cannot run again."""
+        if cls is not GuestBudgetExceeded:
+            self.finished = f"{cls.__name__}: {what}"
         regs, special = self.registers(), self.special()
         return cls(what, fix, exit=exit_, registers=regs, special=special, dump=self.dump())
 
