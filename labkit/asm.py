@@ -10,9 +10,11 @@ capstone, so a register dump can show the instruction at RIP.
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,6 +23,7 @@ from labkit.errors import InvalidOptionError, MissingToolError
 
 Bits = Literal[16, 32, 64]
 _BINUTILS = ("as", "ld", "objcopy", "nm")
+_TEMP_PATH = re.compile(r"^\S*/prog\.S:")
 
 
 @dataclass(frozen=True)
@@ -65,40 +68,55 @@ def _tool(name: str) -> str:
     return path
 
 
+def _learner_view(stderr: str) -> str:
+    """``as`` names its temp file; the learner knows only line numbers of their source."""
+    return "\n".join(_TEMP_PATH.sub("line ", line) for line in stderr.strip().splitlines()
+                     if not line.endswith("Assembler messages:"))
+
+
 def _run(args: list[str], source: str) -> None:
     proc = subprocess.run(args, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         numbered = "\n".join(f"{i:3}: {line}" for i, line in enumerate(source.splitlines(), 1))
         raise InvalidOptionError(
-            f"{Path(args[0]).name} failed:\n{proc.stderr.strip()}\nsource:\n{numbered}",
+            f"{Path(args[0]).name} failed:\n{_learner_view(proc.stderr)}\nsource:\n{numbered}",
             "fix the assembly error on the line number shown")
 
 
-@functools.lru_cache(maxsize=128)
-def assemble(source: str, bits: Bits = 64, origin: int = 0) -> Program:
+def assemble(source: str, bits: Bits = 64, origin: int = 0,
+             defines: Mapping[str, int] | None = None) -> Program:
     """Assemble GNU ``as`` source (AT&T or ``.intel_syntax``) for ``bits``-bit mode at ``origin``.
 
     16-bit code is assembled as ``.code16`` in a 32-bit object: that is how
-    real-mode boot code is built with binutils.
+    real-mode boot code is built with binutils.  ``defines`` become absolute
+    symbols (``as --defsym``), so a program can name the addresses and ports
+    its VMM chose (``SERIAL_PORT``) instead of repeating numbers.
     """
+    return _assemble(source, bits, origin, tuple(sorted((defines or {}).items())))
+
+
+@functools.lru_cache(maxsize=128)
+def _assemble(source: str, bits: Bits, origin: int, defines: tuple[tuple[str, int], ...]) -> Program:
     if bits not in (16, 32, 64):
         raise InvalidOptionError(f"bits must be 16, 32 or 64, not {bits!r}")
     if not 0 <= origin < 1 << 32:
         raise InvalidOptionError(f"origin {origin:#x} is outside the first 4 GiB", "load guest code low")
     as_, ld, objcopy, nm = (_tool(t) for t in _BINUTILS)
-    prologue = {16: ".code16\n", 32: ".code32\n", 64: ".code64\n"}[bits]
+    prologue = f".code{bits};"  # same line as the source's first: as's line numbers stay the learner's
     emulation, as_mode = ("elf_x86_64", "--64") if bits == 64 else ("elf_i386", "--32")
     with tempfile.TemporaryDirectory(prefix="labkit-asm-") as tmp:
         d = Path(tmp)
         (d / "prog.S").write_text(prologue + source + "\n")
-        _run([as_, as_mode, "-o", str(d / "prog.o"), str(d / "prog.S")], source)
+        defsyms = [arg for name, value in defines for arg in ("--defsym", f"{name}={value:#x}")]
+        _run([as_, as_mode, *defsyms, "-o", str(d / "prog.o"), str(d / "prog.S")], source)
         _run([ld, "-m", emulation, "-N", "-e", "0", f"-Ttext=0x{origin:x}",
               "-o", str(d / "prog.elf"), str(d / "prog.o")], source)
         _run([objcopy, "-O", "binary", str(d / "prog.elf"), str(d / "prog.bin")], source)
         listing = subprocess.run([nm, "--defined-only", str(d / "prog.elf")],
                                  capture_output=True, text=True, check=True).stdout
         symbols = {parts[2]: int(parts[0], 16) for parts in (l.split() for l in listing.splitlines())
-                   if len(parts) == 3 and parts[1] in "tTdDbBaA" and not parts[2].startswith(".")}
+                   if len(parts) == 3 and parts[1] in "tTdDbBaA" and not parts[2].startswith(".")
+                   and parts[2] not in dict(defines)}
         return Program(source, bits, origin, (d / "prog.bin").read_bytes(),
                        (d / "prog.elf").read_bytes(), symbols)
 

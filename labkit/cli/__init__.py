@@ -14,7 +14,7 @@ import sys
 
 from labkit.errors import LabkitError
 
-COMMANDS = ("doctor", "host", "run")
+COMMANDS = ("doctor", "host", "kvm", "run")
 
 
 def build_parser() -> argparse.ArgumentParser:

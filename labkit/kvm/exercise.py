@@ -1,0 +1,82 @@
+"""The KVM notebook's exercise: write a guest that prints the digits, checked on a real VM.
+
+The learner edits :data:`STARTER` (16-bit real mode); :func:`check_digits`
+assembles and runs it and says what is right or, with a hint, what is not.
+It prints instead of raising, so the check cell is a conversation, not a
+traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from labkit.errors import LabkitError
+from labkit.kvm import guests
+from labkit.kvm.errors import GuestBudgetExceeded, GuestError, UnhandledAccessError
+from labkit.kvm.machine import Machine
+
+EXPECTED = "0123456789\n"
+
+STARTER = """\
+.intel_syntax noprefix
+# Print 0123456789 and a newline on the serial port, then halt.
+# Today it prints only "0".  Make it loop: out, next digit, until '9' is printed.
+start:
+    mov dx, SERIAL_PORT     # COM1's data register
+    mov al, '0'             # the first digit
+    out dx, al
+    # your loop here (inc al / cmp al, '9' / jbe ...)
+    mov al, '\\n'
+    out dx, al
+    hlt
+"""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        if self.passed:
+            return f"✔ {self.message}"
+        return f"✘ {self.message}" + (f"\n  hint: {self.hint}" if self.hint else "")
+
+
+def check_digits(source: str) -> Verdict:
+    """Run ``source`` in real mode; it passes when the guest prints EXPECTED, one ``out`` per character, and halts."""
+    try:
+        program = guests.build(source, "real")
+    except LabkitError as exc:
+        return Verdict(False, "the program does not assemble", exc.what.splitlines()[1] if "\n" in exc.what
+                       else exc.what)
+    try:
+        with Machine(program, "real") as machine:
+            result = machine.run(max_exits=1000, timeout=5.0)
+    except GuestError as exc:
+        end = program.origin + len(program.image)
+        if exc.registers is not None and not program.origin <= exc.registers.rip < end:
+            hint = ("the guest left your program (it ran past the end, or an exception sent it elsewhere): "
+                    "end it with hlt")
+        elif isinstance(exc, GuestBudgetExceeded):
+            hint = "does your loop end? compare al with '9' and jump back only while it is at most '9' (jbe)"
+        elif isinstance(exc, UnhandledAccessError):
+            hint = "print with `out dx, al` where dx = SERIAL_PORT (0x3f8)"
+        else:
+            hint = "look at the instruction at rip: " + exc.dump.splitlines()[-1].strip() if exc.dump else ""
+        return Verdict(False, exc.summary, hint)
+    printed = result.serial
+    outs = result.exits.get("KVM_EXIT_IO", 0)
+    if printed != EXPECTED:
+        if printed == "":
+            hint = "nothing reached COM1's data register: `out dx, al` with dx = SERIAL_PORT (0x3f8)"
+        elif printed == "0\n":
+            hint = "only the first digit came out: add the loop"
+        else:
+            hint = "each digit once, in order, then the newline"
+        return Verdict(False, f"the guest printed {printed!r}, expected {EXPECTED!r}", hint)
+    if outs != len(EXPECTED):
+        return Verdict(False, f"right output, but {outs} port exits for {len(EXPECTED)} characters",
+                       "one `out` per character")
+    return Verdict(True, f"the guest printed {printed!r} with {outs} port exits and halted")

@@ -1,0 +1,117 @@
+"""The exit stepper: run a KVM guest one VM exit at a time and watch the vCPU.
+
+Each press of *Step* is one ``KVM_RUN``: the view shows why the guest exited,
+the registers, the code around RIP (→ marks RIP) and the serial output so
+far.  *Run to end* runs the rest at full speed; *Restart* builds a fresh VM.
+Everything shown comes from :class:`labkit.kvm.machine.Step`.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+
+import ipywidgets as w
+
+from labkit.errors import LabkitError
+from labkit.kvm.machine import Machine, Step, format_code
+
+_PRE = "<pre style='margin:0; font-size:12px; line-height:1.3'>{}</pre>"
+
+
+def _pre(text: str) -> str:
+    return _PRE.format(html.escape(text))
+
+
+class ExitStepper:
+    """An ipywidgets view that steps a :class:`Machine` exit by exit.
+
+    ``guest`` is a guest name or a callable returning a new Machine (so
+    *Restart* can build another).  Display the stepper itself in a cell.
+    """
+
+    def __init__(self, guest: str | Callable[[], Machine]) -> None:
+        self._make = (lambda: Machine(guest)) if isinstance(guest, str) else guest
+        self.machine: Machine | None = None
+        self.steps: list[Step] = []
+        self._step = w.Button(description="Step", icon="step-forward", tooltip="one KVM_RUN")
+        self._finish = w.Button(description="Run to end", icon="fast-forward")
+        self._restart = w.Button(description="Restart", icon="refresh")
+        self._title = w.HTML()
+        self._regs = w.HTML(layout=w.Layout(width="62%"))
+        self._code = w.HTML(layout=w.Layout(width="38%"))
+        self._serial = w.HTML()
+        self._step.on_click(lambda _: self.step())
+        self._finish.on_click(lambda _: self.run_to_end())
+        self._restart.on_click(lambda _: self.restart())
+        self.widget = w.VBox([w.HBox([self._step, self._finish, self._restart]), self._title,
+                              w.HBox([self._regs, self._code]), self._serial])
+        self.restart()
+
+    def restart(self) -> None:
+        """Close the current VM and start the guest again on a new one."""
+        self.close()
+        self.machine = self._make()
+        self.steps = []
+        regs, special = self.machine.registers(), self.machine.special()
+        self._title.value = f"<b>ready</b>: {html.escape(special.describe())}, nothing has run yet"
+        self._regs.value = _pre(regs.table(special.bits) + "\n" + special.table())
+        self._code.value = _pre(format_code(self.machine.code_at_rip(regs, special)))
+        self._serial.value = _pre("serial: ''")
+        self._buttons(True)
+
+    def step(self) -> Step | None:
+        """One exit; shows it and returns it (None once the guest has stopped or failed)."""
+        if self.machine is None or self.machine.finished:
+            return None
+        try:
+            step = self.machine.step()
+        except LabkitError as exc:
+            return self._failed(exc)
+        self.steps.append(step)
+        self._show(step)
+        return step
+
+    def run_to_end(self) -> None:
+        """Run the rest of the guest at full speed (no per-exit view)."""
+        if self.machine is None or self.machine.finished:
+            return
+        try:
+            result = self.machine.run()
+        except LabkitError as exc:
+            self._failed(exc)
+            return
+        self._title.value = (f"<b>finished</b>: {html.escape(result.stopped_by)} after "
+                             f"{result.total_exits} exits")
+        self._regs.value = _pre(result.registers.table(result.special.bits) + "\n" + result.special.table()
+                                + "\n\nexits by reason:\n" + result.exit_table())
+        self._code.value = ""
+        self._serial.value = _pre(f"serial: {result.serial!r}")
+        self._buttons(False)
+
+    def _failed(self, exc: LabkitError) -> None:
+        """A guest error ends the run: show its message and register dump."""
+        self._title.value = f"<b style='color:#b00'>{html.escape(type(exc).__name__)}</b>"
+        self._regs.value = _pre(str(exc))
+        self._code.value = ""
+        self._buttons(False)
+
+    def _show(self, step: Step) -> None:
+        done = f" — guest stopped ({self.machine.finished})" if self.machine.finished else ""
+        self._title.value = f"<b>exit {step.index}</b>: {html.escape(str(step.exit))}{html.escape(done)}"
+        self._regs.value = _pre(f"cpu: {step.special.describe()}\n{step.registers.table(step.special.bits)}\n"
+                                f"{step.special.table()}")
+        self._code.value = _pre(format_code(step.code))
+        self._serial.value = _pre(f"serial so far: {step.serial!r}")
+        self._buttons(not self.machine.finished)
+
+    def _buttons(self, running: bool) -> None:
+        self._step.disabled = self._finish.disabled = not running
+
+    def close(self) -> None:
+        if self.machine is not None:
+            self.machine.close()
+            self.machine = None
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
