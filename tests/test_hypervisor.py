@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import HOSTS
-from labkit import exercises, host, hypervisor
+from labkit import host, hypervisor
+from labkit.exercises import hypervisor as exercises
 from labkit.errors import InvalidOptionError
 from labkit.widgets.host import ApartmentPlanner, host_card, stack_view
 

@@ -8,7 +8,8 @@ import os
 import psutil
 import pytest
 
-from labkit import exercises, kernel
+from labkit import kernel
+from labkit.exercises import kernel as exercises
 from labkit.errors import InvalidOptionError
 
 
@@ -74,4 +75,4 @@ def test_kernel_symbols() -> None:
 def test_page_fault_exercise(prediction: int | None, solved: bool) -> None:
     feedback = exercises.page_faults(prediction, mib=10)
     assert feedback.solved is solved
-    assert str(feedback).startswith("✔" if solved else "✘") and ("hint" in str(feedback)) is not solved
+    assert str(feedback).startswith("✔" if solved else "✘") and ("hint:" in str(feedback)) is not solved

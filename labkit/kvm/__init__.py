@@ -12,5 +12,5 @@ One job per module, from the bottom up:
 - :mod:`~labkit.kvm.devices` — serial port, MMIO counter, POST codes, debug exit, the bus
 - :mod:`~labkit.kvm.guests` — the guest programs (``guests/*.S``)
 - :mod:`~labkit.kvm.machine` — all of it as one VMM: step, run, budgets, crash dumps
-- :mod:`~labkit.kvm.measure`, :mod:`~labkit.kvm.exercise` — the notebook's measurement and exercise
+- :mod:`~labkit.kvm.measure` — the notebook's trap-and-emulate measurement
 """

@@ -44,8 +44,10 @@ class ExitStepper:
         self._step.on_click(lambda _: self.step())
         self._finish.on_click(lambda _: self.run_to_end())
         self._restart.on_click(lambda _: self.restart())
+        self._title.add_class("labkit-exit-state")  # the part each step redraws
         self.widget = w.VBox([w.HBox([self._step, self._finish, self._restart]), self._title,
                               w.HBox([self._regs, self._code]), self._serial])
+        self.widget.add_class("labkit-exit-stepper")
         self.restart()
 
     def restart(self) -> None:

@@ -97,6 +97,10 @@ EXPECTED: dict[str, Expected] = {
         pokes=(Poke(APARTMENTS, slider("guests"), "slide", DRAWING, shows="flat 4"),  # parameters: guests = 3
                Poke(APARTMENTS, slider("vCPUs each"), "slide", DRAWING),
                Poke(APARTMENTS, slider("MiB each"), "slide", DRAWING))),
+    "03_kvm": Expected(
+        views=(".labkit-exit-stepper",),
+        pokes=(Poke(".labkit-exit-stepper", "button:has-text('Step')", "click", ".labkit-exit-state",
+                    shows="KVM_EXIT_"),)),
 }
 
 

@@ -1,16 +1,13 @@
-"""The KVM notebook's exercise: write a guest that prints the digits, checked on a real VM.
+"""Notebook 03's exercise: write a guest that prints the digits, checked on a real VM.
 
 The learner edits :data:`STARTER` (16-bit real mode); :func:`check_digits`
 assembles and runs it and says what is right or, with a hint, what is not.
-It prints instead of raising, so the check cell is a conversation, not a
-traceback.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from labkit.errors import LabkitError
+from labkit.exercises import Feedback
 from labkit.kvm import guests
 from labkit.kvm.errors import GuestBudgetExceeded, GuestError, UnhandledAccessError
 from labkit.kvm.machine import Machine
@@ -32,24 +29,12 @@ start:
 """
 
 
-@dataclass(frozen=True)
-class Verdict:
-    passed: bool
-    message: str
-    hint: str = ""
-
-    def __str__(self) -> str:
-        if self.passed:
-            return f"✔ {self.message}"
-        return f"✘ {self.message}" + (f"\n  hint: {self.hint}" if self.hint else "")
-
-
-def check_digits(source: str) -> Verdict:
+def check_digits(source: str) -> Feedback:
     """Run ``source`` in real mode; it passes when the guest prints EXPECTED, one ``out`` per character, and halts."""
     try:
         program = guests.build(source, "real")
     except LabkitError as exc:
-        return Verdict(False, "the program does not assemble", exc.what.splitlines()[1] if "\n" in exc.what
+        return Feedback(False, "the program does not assemble", exc.what.splitlines()[1] if "\n" in exc.what
                        else exc.what)
     try:
         with Machine(program, "real") as machine:
@@ -65,7 +50,7 @@ def check_digits(source: str) -> Verdict:
             hint = "print with `out dx, al` where dx = SERIAL_PORT (0x3f8)"
         else:
             hint = "look at the instruction at rip: " + exc.dump.splitlines()[-1].strip() if exc.dump else ""
-        return Verdict(False, exc.summary, hint)
+        return Feedback(False, exc.summary, hint)
     printed = result.serial
     outs = result.exits.get("KVM_EXIT_IO", 0)
     if printed != EXPECTED:
@@ -75,8 +60,8 @@ def check_digits(source: str) -> Verdict:
             hint = "only the first digit came out: add the loop"
         else:
             hint = "each digit once, in order, then the newline"
-        return Verdict(False, f"the guest printed {printed!r}, expected {EXPECTED!r}", hint)
+        return Feedback(False, f"the guest printed {printed!r}, expected {EXPECTED!r}", hint)
     if outs != len(EXPECTED):
-        return Verdict(False, f"right output, but {outs} port exits for {len(EXPECTED)} characters",
+        return Feedback(False, f"right output, but {outs} port exits for {len(EXPECTED)} characters",
                        "one `out` per character")
-    return Verdict(True, f"the guest printed {printed!r} with {outs} port exits and halted")
+    return Feedback(True, f"the guest printed {printed!r} with {outs} port exits and halted")
