@@ -32,7 +32,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -606,10 +606,17 @@ class BootResult:
     exit_code: int | None
     notes: tuple[str, ...] = field(default=())  # choices labkit made for speed, and why
 
+    def to_dict(self) -> dict:
+        return {"accel": asdict(self.accel), "machine": self.config.machine, "cpu": self.config.cpu,
+                "memory_mib": self.config.memory_mib, "vcpus": self.config.vcpus,
+                "times": {**asdict(self.times), "before_kernel_s": self.times.before_kernel_s},
+                "report": self.report.to_dict(), "notes": list(self.notes),
+                "command_line": list(self.command_line), "exit_code": self.exit_code}
+
 
 def linux_config(image: images.GuestImage, accel: AccelChoice, *, machine: str = "auto",
                  cpu: str | None = None, memory_mib: int = 128, vcpus: int = 1,
-                 append: str = "") -> tuple[MachineConfig, tuple[str, ...]]:
+                 append: str = "", host_tuning: bool = True) -> tuple[MachineConfig, tuple[str, ...]]:
     """Options to boot ``image`` fast on this host, and the reasons (``notes``) for each choice.
 
     * the uncompressed ``vmlinux`` when the image has one: QEMU enters it at
@@ -619,7 +626,7 @@ def linux_config(image: images.GuestImage, accel: AccelChoice, *, machine: str =
       else ``pc``;
     * under TCG, ``tsc_early_khz=<host TSC kHz>`` so the guest need not
       calibrate its clock against an emulated timer (that calibration is slow
-      and sometimes fails on microvm).
+      and sometimes fails on microvm).  ``host_tuning=False`` leaves it out.
     """
     notes = []
     kernel = image.vmlinux or image.kernel
@@ -632,7 +639,7 @@ def linux_config(image: images.GuestImage, accel: AccelChoice, *, machine: str =
                                                  else "(the classic PC; a bzImage goes through SeaBIOS)"))
     cmdline = image.cmdline
     if accel.name == "tcg":
-        tsc = host_tsc_khz()
+        tsc = host_tsc_khz() if host_tuning else None
         if tsc:
             cmdline += f" tsc_early_khz={tsc.khz}"
             notes.append(f"tsc_early_khz={tsc.khz}: the guest's TSC is the host's under TCG "
@@ -653,7 +660,7 @@ REPORT_LINE = re.compile(re.escape(images.REPORT_MARKER) + r".*\n")
 
 async def boot(image: images.GuestImage | None = None, *, accel: Accel = "auto", machine: str = "auto",
                cpu: str | None = None, memory_mib: int = 128, vcpus: int = 1, command: str | None = None,
-               append: str = "", timeout: float = 60.0,
+               append: str = "", host_tuning: bool = True, timeout: float = 60.0,
                on_output: Callable[[str], None] | None = None) -> BootResult:
     """Boot the tiny guest once: wait for its report, let it power off, return what it saw and the timings.
 
@@ -664,7 +671,7 @@ async def boot(image: images.GuestImage | None = None, *, accel: Accel = "auto",
         image = images.tiny_guest(image.kernel if image else None, command, fetch=False, progress=False)
     choice = choose_accel(accel, "linux")
     config, notes = linux_config(image, choice, machine=machine, cpu=cpu, memory_mib=memory_mib,
-                                 vcpus=vcpus, append=append)
+                                 vcpus=vcpus, append=append, host_tuning=host_tuning)
     vm = Machine(config, name="tiny")
     if on_output:
         vm.on_output(on_output)

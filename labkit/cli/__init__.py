@@ -14,7 +14,7 @@ import sys
 
 from labkit.errors import LabkitError
 
-COMMANDS = ("doctor", "host", "image")
+COMMANDS = ("doctor", "host", "image", "boot")
 
 
 def build_parser() -> argparse.ArgumentParser:
