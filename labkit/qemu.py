@@ -21,6 +21,7 @@ used when asked for, and ``host`` only with hardware KVM.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import functools
 import os
 import re
@@ -288,6 +289,17 @@ class MachineConfig:
 # --------------------------------------------------------------------------- the machine
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL QEMU if labkit's process dies (even by SIGKILL).
+
+    QEMU runs in its own session (so a Ctrl-C in a terminal reaches labkit,
+    which then cleans up in order), so nothing else would stop it if the
+    notebook kernel were killed outright.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 @dataclass(frozen=True)
 class ConsoleChunk:
     at: float  # time.monotonic() when it arrived
@@ -342,7 +354,8 @@ class Machine:
             self.launched_at = time.monotonic()
             self._proc = subprocess.Popen(self.command_line, stdin=subprocess.DEVNULL, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True,
-                                          pass_fds=(console_child.fileno(), qmp_child.fileno()))
+                                          pass_fds=(console_child.fileno(), qmp_child.fileno()),
+                                          preexec_fn=_die_with_parent)
             self._exit_token = runtime.release_at_exit(self.kill)
         except BaseException:
             self.kill()
