@@ -178,6 +178,12 @@ def qemu_binary(name: str = QEMU) -> str:
     return path
 
 
+def qemu_version(binary: str | None = None) -> str:
+    """``QEMU emulator version …`` as the installed binary prints it."""
+    out = subprocess.run([binary or qemu_binary(), "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.splitlines()[0] if out.stdout else "unknown"
+
+
 @functools.lru_cache(maxsize=8)
 def _help_names(binary: str, option: str) -> frozenset[str]:
     out = subprocess.run([binary, option, "help"], capture_output=True, text=True, check=False).stdout
@@ -268,7 +274,7 @@ class MachineConfig:
         accel = self.accel + (f",tb-size={self.tb_size_mib}" if self.tb_size_mib else "")
         args = [qemu_binary(self.binary), "-name", f"{name},process={name}",
                 "-machine", self.machine, "-accel", accel, "-m", str(self.memory_mib), "-smp", str(self.vcpus),
-                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-S",
                 "-chardev", f"socket,id=console,fd={console_fd}", "-serial", "chardev:console",
                 "-chardev", f"socket,id=qmp,fd={qmp_fd}", "-mon", "chardev=qmp,mode=control"]
         if self.cpu:
@@ -339,8 +345,13 @@ class Machine:
 
     # ---- lifecycle
 
-    async def start(self, qmp_timeout: float = 20.0) -> Machine:
-        """Launch QEMU and connect QMP; on any failure nothing is left running."""
+    async def start(self, qmp_timeout: float = 20.0, paused: bool = False) -> Machine:
+        """Launch QEMU and connect QMP, then let the guest run (unless ``paused``).
+
+        QEMU starts with its vCPUs stopped (``-S``, as libvirt does), so QMP is
+        connected before the guest can do anything, even finish and exit.  On
+        any failure nothing is left running.
+        """
         if self._proc is not None:
             raise QemuError(f"{self.name} was already started", "create a new Machine")
         self.config.validate()
@@ -369,7 +380,7 @@ class Machine:
         try:
             self._qmp = QMPClient(self.name)
             await asyncio.wait_for(self._qmp.connect(qmp), qmp_timeout)
-        except (QMPError, OSError, asyncio.TimeoutError) as exc:
+        except (QMPError, OSError, EOFError, asyncio.TimeoutError) as exc:
             output = self.qemu_output()
             self.kill()
             raise LaunchError(f"QEMU did not start ({type(exc).__name__}: {exc})",
@@ -377,7 +388,22 @@ class Machine:
         except BaseException:
             self.kill()
             raise
+        if not paused:
+            await self._resume()
         return self
+
+    async def _resume(self) -> None:
+        """QMP ``cont``.  A guest may finish and QEMU exit before the reply: that is a success."""
+        try:
+            await self.qmp("cont")
+        except (QMPError, OSError, EOFError, QemuError) as exc:
+            if not await self._until(lambda: self.exited_at is not None, 5.0):
+                await self.stop(timeout=0.5)
+                raise QemuError(f"QEMU did not resume the guest ({type(exc).__name__}: {exc})",
+                                "try again; if it persists, run the command line by hand") from None
+        except BaseException:
+            await self.stop(timeout=0.5)
+            raise
 
     def _read_console(self) -> None:
         assert self._console is not None and self._proc is not None
@@ -702,3 +728,60 @@ async def boot(image: images.GuestImage | None = None, *, accel: Accel = "auto",
         poweroff_s=vm.exited_at - vm.launched_at if vm.exited_at else None,
         guest_uptime_s=report.uptime_s)
     return BootResult(report, times, choice, config, tuple(vm.command_line), console, exit_code, notes)
+
+
+# --------------------------------------------------------------------------- measuring accelerators
+
+#: A CPU-bound loop the guest runs after its report, timed by the guest's own clock.
+WORKLOAD_ITERATIONS = 100_000
+WORKLOAD_COMMAND = ("read a _ </proc/uptime; "
+                    f"awk 'BEGIN {{ for (i = 0; i < {WORKLOAD_ITERATIONS}; i++) s += i }}'; "
+                    "read b _ </proc/uptime; echo \"LABKIT-WORKLOAD $a $b\"")
+
+
+def workload_seconds(report: images.GuestReport) -> float | None:
+    """How long :data:`WORKLOAD_COMMAND` took by the guest's clock (10 ms resolution), if it ran."""
+    match = re.search(r"LABKIT-WORKLOAD ([\d.]+) ([\d.]+)", report.command_output or "")
+    return float(match.group(2)) - float(match.group(1)) if match else None
+
+
+async def compare_boots(image: images.GuestImage | None = None, boots: int = 3, workload: bool = True,
+                        **options: Any) -> list[BootResult]:
+    """Boot the tiny guest ``boots`` times under TCG and, where KVM can boot Linux, under KVM.
+
+    With ``workload``, each guest also runs :data:`WORKLOAD_COMMAND` (see
+    :func:`workload_seconds`).  Boots alternate between accelerators so a
+    busy moment on a shared host does not favour one of them.
+    """
+    accels: list[Accel] = ["tcg"] + (["kvm"] if choose_accel("auto", "linux").name == "kvm" else [])
+    results = []
+    for _ in range(boots):
+        for accel in accels:
+            results.append(await boot(image, accel=accel, command=WORKLOAD_COMMAND if workload else None,
+                                      **options))
+    return results
+
+
+def check_cpu_exercise(result: BootResult | None) -> bool:
+    """Notebook 04's exercise: a guest with 2 vCPUs whose own command printed how many CPUs it sees.
+
+    Prints ✔ or what is still missing with a hint; returns whether it is solved.
+    """
+    problems = []
+    if result is None:
+        problems.append("boot the guest first (the cell above sets `exercise`)")
+    else:
+        if result.config.vcpus != 2:
+            problems.append(f"the machine had {result.config.vcpus} vCPU(s), not 2 (hint: vcpus=2)")
+        output = (result.report.command_output or "").split()
+        if result.report.command_output is None:
+            problems.append("the guest ran no command (hint: command='nproc', or count 'processor' "
+                            "lines in /proc/cpuinfo)")
+        elif str(result.report.cpus) not in output:
+            problems.append(f"the command printed {' '.join(output)[:60]!r}, not the number of CPUs the guest "
+                            f"sees ({result.report.cpus}) (hint: nproc prints it)")
+    if problems:
+        print("✘ not yet: " + "; ".join(problems))
+        return False
+    print("✔ the guest has 2 vCPUs, and it counted them itself")
+    return True
