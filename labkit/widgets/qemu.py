@@ -83,7 +83,7 @@ def plot_accelerators(runs: list[payload.PayloadRun], boots: list[qemu.BootResul
     before = [statistics.median(t.before_kernel_s for t in groups[n]) for n in names]
     kernel = [statistics.median(t.userspace_s for t in groups[n]) - b for n, b in zip(names, before)]
     off = [statistics.median((t.poweroff_s or t.userspace_s) - t.userspace_s for t in groups[n]) for n in names]
-    right.bar(names, before, label="QEMU start, loading (before the guest clock)", color="#bbb")
+    right.bar(names, before, label="before the guest's clock ran (QEMU, loading, early kernel)", color="#bbb")
     right.bar(names, kernel, bottom=before, label="guest kernel → /init", color="#37c")
     right.bar(names, off, bottom=[a + b for a, b in zip(before, kernel)], label="/init: report, awk workload, power-off", color="#e93")
     right.set_ylabel("seconds since QEMU was launched (median)")
