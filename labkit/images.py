@@ -29,19 +29,15 @@ it exists) that an instructor can pre-build with ``labkit image build --into``.
 
 from __future__ import annotations
 
-import bz2
 import contextlib
 import fcntl
 import gzip
 import hashlib
-import io
 import json
-import lzma
 import os
 import platform
 import re
 import shutil
-import struct
 import subprocess
 import tarfile
 import tempfile
@@ -52,7 +48,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from labkit import asm, host, runtime
+from labkit import asm, formats, host, runtime
 from labkit.errors import InvalidOptionError, LabkitError, MissingToolError
 
 #: The marker that starts the guest's report line on the console.
@@ -85,7 +81,7 @@ GUESTS = Path(__file__).parent / "guests"
 _FORMAT = 1  # bump when the initramfs layout changes without init.sh changing
 _INIT_SOURCE = "init.sh"
 _CPUID_SOURCE = "cpuid.S"
-_CPUID_ORIGIN = 0x400000 + 64 + 56  # after the ELF header and the one program header
+_CPUID_ORIGIN = 0x400000 + formats.ELF_HEADERS  # the code follows the ELF headers in one segment
 
 
 class ImageError(LabkitError):
@@ -283,14 +279,6 @@ def _locked(cache: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # --------------------------------------------------------------------------- kernel
 
 
@@ -329,32 +317,13 @@ def _kernel_at(path: Path, how: str, into: Path | None) -> Kernel:
         raise ImageError(f"kernel {path} ({how}) is not readable by you",
                          f"sudo chmod a+r {path}, or leave it out to fetch a kernel package")
     data = path.read_bytes()
-    kind = _kernel_kind(data)
+    kind = formats.kernel_kind(data)
     if kind is None:
         raise InvalidOptionError(f"{path} ({how}) is neither a bzImage nor an ELF vmlinux with a PVH entry",
                                  "pass a Linux x86-64 kernel image such as /boot/vmlinuz-…")
     sha = hashlib.sha256(data).hexdigest()
     vmlinux = path if kind == "vmlinux" else _vmlinux_for(data, sha, _caches(into))
-    return Kernel(path, _kernel_release(data) or "unknown", f"{path} ({how})", sha, vmlinux)
-
-
-def _kernel_kind(data: bytes) -> str | None:
-    if data[0x202:0x206] == b"HdrS":
-        return "bzImage"
-    if data[:4] == b"\x7fELF" and _has_pvh_note(data):
-        return "vmlinux"
-    return None
-
-
-def _kernel_release(data: bytes) -> str | None:
-    """``uname -r`` of a kernel image, from its boot header or its banner."""
-    if data[0x202:0x206] == b"HdrS":
-        offset = struct.unpack_from("<H", data, 0x20E)[0]
-        if offset:
-            text = data[offset + 0x200:offset + 0x300].split(b"\0")[0].decode("ascii", "replace")
-            return text.split()[0] if text else None
-    match = re.search(rb"Linux version (\S+)", data)
-    return match.group(1).decode() if match else None
+    return Kernel(path, formats.kernel_release(data) or "unknown", f"{path} ({how})", sha, vmlinux)
 
 
 def _cached_kernels(caches: list[Path]) -> list[tuple[Path, dict]]:
@@ -443,10 +412,10 @@ def fetch_kernel(*, into: Path | None = None, progress: bool = True) -> Kernel:
         sha = hashlib.sha256(data).hexdigest()
         folder = cache / "kernels" / sha[:16]
         publish(data, folder / "vmlinuz")
-        vmlinux = _extract_vmlinux(data)
+        vmlinux = formats.extract_vmlinux(data)
         if vmlinux:
             publish(vmlinux, folder / "vmlinux")
-        info = {"release": _kernel_release(data) or package.removeprefix("linux-image-"),
+        info = {"release": formats.kernel_release(data) or package.removeprefix("linux-image-"),
                 "source": f"Debian/Ubuntu package {package} {version} (apt-get download)",
                 "package": package, "version": version, "sha256": sha, "fetched": time.time()}
         publish(json.dumps(info, indent=2).encode(), folder / "kernel.json")
@@ -474,46 +443,6 @@ def _vmlinuz_from_deb(deb: Path) -> bytes:
 # --------------------------------------------------------------------------- vmlinux
 
 
-#: Magic numbers of the compressors a bzImage payload may use, and how to undo each.
-_PAYLOADS = (
-    (b"\x1f\x8b", "gzip"), (b"\xfd7zXZ\x00", "xz"), (b"\x5d\x00\x00", "lzma"), (b"BZh", "bzip2"),
-    (b"\x02\x21\x4c\x18", "lz4"), (b"\x28\xb5\x2f\xfd", "zstd"),
-)
-
-
-def _extract_vmlinux(bzimage: bytes) -> bytes | None:
-    """The uncompressed kernel ELF inside a bzImage, or None when it cannot be had here.
-
-    The boot header (protocol ≥ 2.08) says where the compressed payload is; the
-    payload's magic says which compressor made it.  gzip, xz, lzma and bzip2
-    are undone with Python's standard library, lz4 and zstd with their command
-    line tools (``apt-get install lz4 zstd``).  Only an ELF with a PVH entry
-    note is returned: that is what QEMU can start directly.
-    """
-    if bzimage[0x202:0x206] != b"HdrS" or struct.unpack_from("<H", bzimage, 0x206)[0] < 0x208:
-        return None
-    start = ((bzimage[0x1F1] or 4) + 1) * 512
-    offset, length = struct.unpack_from("<II", bzimage, 0x248)
-    payload = bzimage[start + offset:start + offset + length]
-    kind = next((name for magic, name in _PAYLOADS if payload.startswith(magic)), None)
-    try:
-        if kind == "gzip":
-            import zlib
-            data = zlib.decompressobj(wbits=31).decompress(payload)
-        elif kind in ("xz", "lzma"):
-            data = lzma.LZMADecompressor(lzma.FORMAT_XZ if kind == "xz" else lzma.FORMAT_ALONE).decompress(payload)
-        elif kind == "bzip2":
-            data = bz2.BZ2Decompressor().decompress(payload)
-        elif kind in ("lz4", "zstd") and shutil.which(kind):
-            # The kernel build appends the 4-byte uncompressed size; the tools want the bare stream.
-            data = subprocess.run([kind, "-dc"], input=payload[:-4], capture_output=True, check=True).stdout
-        else:
-            return None
-    except (OSError, EOFError, lzma.LZMAError, subprocess.CalledProcessError):
-        return None
-    return data if data[:4] == b"\x7fELF" and _has_pvh_note(data) else None
-
-
 def _vmlinux_for(bzimage: bytes, sha: str, caches: list[Path]) -> Path | None:
     """The cached vmlinux of a bzImage (by its sha256), extracting it into the first cache once."""
     for cache in caches:
@@ -521,69 +450,11 @@ def _vmlinux_for(bzimage: bytes, sha: str, caches: list[Path]) -> Path | None:
         if candidate.is_file():
             return candidate
     with _locked(caches[0]):
-        data = _extract_vmlinux(bzimage)
+        data = formats.extract_vmlinux(bzimage)
         return publish(data, caches[0] / "kernels" / sha[:16] / "vmlinux") if data else None
 
 
-def _elf64_segments(data: bytes) -> list[tuple[int, int, int]]:
-    """(p_type, p_offset, p_filesz) of each program header of a little-endian ELF64 file."""
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
-        return []
-    phoff, = struct.unpack_from("<Q", data, 0x20)
-    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
-    return [struct.unpack_from("<IIQ", data, phoff + i * phentsize)[::2] + (
-        struct.unpack_from("<Q", data, phoff + i * phentsize + 32)[0],) for i in range(phnum)]
-
-
-_PT_INTERP, _PT_NOTE = 3, 4
-_XEN_ELFNOTE_PHYS32_ENTRY = 18  # the PVH entry point QEMU looks for
-
-
-def _has_pvh_note(data: bytes) -> bool:
-    for ptype, offset, size in _elf64_segments(data):
-        pos, end = offset, offset + size
-        while ptype == _PT_NOTE and pos + 12 <= end:
-            namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
-            name = data[pos + 12:pos + 12 + namesz]
-            if name == b"Xen\0" and ntype == _XEN_ELFNOTE_PHYS32_ENTRY:
-                return True
-            pos += 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
-    return False
-
-
 # --------------------------------------------------------------------------- initramfs
-
-
-def _static_elf(program: asm.Program) -> bytes:
-    """A Linux executable around an assembled flat image: one ELF header, one RWX PT_LOAD.
-
-    ``program`` must be assembled at :data:`_CPUID_ORIGIN` (just after the two headers).
-    """
-    base = _CPUID_ORIGIN - 120
-    size = 120 + len(program.image)
-    header = struct.pack("<4s5B7xHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0,  # ELF64, LSB, v1, SysV
-                         2, 0x3E, 1, program.origin, 64, 0, 0, 64, 56, 1, 0, 0, 0)  # ET_EXEC, x86-64
-    segment = struct.pack("<IIQQQQQQ", 1, 7, 0, base, base, size, size, 0x1000)  # PT_LOAD, RWX
-    return header + segment + program.image
-
-
-def _cpio(entries: list[tuple[str, int, bytes]]) -> bytes:
-    """A newc ("070701") cpio archive of (name, mode, data); character devices carry (major, minor) as data."""
-    out = io.BytesIO()
-
-    def pad() -> None:
-        out.write(b"\0" * (-out.tell() % 4))
-
-    for ino, (name, mode, data) in enumerate([*entries, ("TRAILER!!!", 0, b"")], start=1):
-        rdev = (0, 0)
-        if mode & 0o170000 == 0o020000:  # character device: data is "major,minor"
-            rdev, data = tuple(map(int, data.split(b","))), b""
-        fields = (ino, mode, 0, 0, 2 if mode & 0o040000 else 1, 0, len(data), 0, 0, *rdev, len(name) + 1, 0)
-        out.write(b"070701" + b"".join(b"%08X" % f for f in fields) + name.encode() + b"\0")
-        pad()
-        out.write(data)
-        pad()
-    return out.getvalue()
 
 
 def _busybox() -> tuple[Path, bytes]:
@@ -592,7 +463,7 @@ def _busybox() -> tuple[Path, bytes]:
         raise MissingToolError("busybox is not installed: the tiny guest's userland is busybox-static",
                                "sudo apt-get install busybox-static (bash scripts/setup.sh installs it)")
     data = Path(path).read_bytes()
-    if any(ptype == _PT_INTERP for ptype, _, _ in _elf64_segments(data)):
+    if formats.is_dynamic(data):
         raise ImageError(f"{path} is dynamically linked: inside the guest there is no C library for it",
                          "sudo apt-get install busybox-static (it replaces the dynamic busybox)")
     return Path(path), data
@@ -636,7 +507,7 @@ def build_initramfs(command: str | None = None, *, rebuild: bool = False, into: 
             publish(_base_archive(), base)
         if command is None:
             return base
-        extra = _cpio([("labkit", 0o040755, b""), ("labkit/command", 0o100755, command.encode() + b"\n")])
+        extra = formats.cpio([("labkit", 0o040755, b""), ("labkit/command", 0o100755, command.encode() + b"\n")])
         built = publish(base.read_bytes() + gzip.compress(extra, mtime=0), cache / name)
         _prune(cache / "initramfs", base_key)
         return built
@@ -664,9 +535,9 @@ def _base_archive() -> bytes:
     entries += [("dev/console", 0o020600, b"5,1"),  # the kernel opens it for /init's stdin/out
                 ("init", 0o100755, _guest_file(_INIT_SOURCE).encode()),
                 ("bin/busybox", 0o100755, busybox),
-                ("bin/labkit-cpuid", 0o100755, _static_elf(cpuid))]
+                ("bin/labkit-cpuid", 0o100755, formats.static_elf(cpuid.image, cpuid.origin))]
     entries += [(f"bin/{a}", 0o120777, b"busybox") for a in sorted(set(applets) - {"busybox"})]
-    return gzip.compress(_cpio(entries), compresslevel=6, mtime=0)
+    return gzip.compress(formats.cpio(entries), compresslevel=6, mtime=0)
 
 
 # --------------------------------------------------------------------------- the guest

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES
-from labkit import host, images
+from labkit import formats, host, images
 from labkit.errors import InvalidOptionError, MissingToolError
 
 CONSOLES = FIXTURES / "consoles"
@@ -142,7 +142,7 @@ def test_cpuid_program_runs_on_this_host() -> None:
     program = asm.assemble(images._guest_file("cpuid.S"), bits=64, origin=images._CPUID_ORIGIN)
     tool = Path(images.runtime.scratch_dir("test-cpuid")) / "labkit-cpuid"
     try:
-        tool.write_bytes(images._static_elf(program))
+        tool.write_bytes(formats.static_elf(program.image, program.origin))
         tool.chmod(0o755)
         out = subprocess.run([str(tool)], capture_output=True, text=True, check=True).stdout
     finally:
@@ -172,14 +172,14 @@ def test_guest_kernel_is_found_offline(guest: images.GuestImage) -> None:
     assert guest.kernel.is_file() and guest.kernel_release
     assert guest.cmdline == images.BASE_CMDLINE
     if guest.vmlinux:  # lz4 is installed by setup: the Debian cloud kernel decompresses here
-        assert images._has_pvh_note(guest.vmlinux.read_bytes())
+        assert formats.has_pvh_note(guest.vmlinux.read_bytes())
 
 
 def test_release_and_kind_of_a_bzimage(guest: images.GuestImage) -> None:
     data = guest.kernel.read_bytes()
-    if images._kernel_kind(data) == "bzImage":
-        assert images._kernel_release(data) == guest.kernel_release
-    assert images._kernel_kind(Path(sys.executable).read_bytes()) is None  # an ELF without a PVH note
+    if formats.kernel_kind(data) == "bzImage":
+        assert formats.kernel_release(data) == guest.kernel_release
+    assert formats.kernel_kind(Path(sys.executable).read_bytes()) is None  # an ELF without a PVH note
 
 
 def test_explicit_kernel_and_environment(guest: images.GuestImage, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -245,3 +245,30 @@ def test_cli_image_info_json(guest: images.GuestImage) -> None:
 def test_cli_image_build_bad_kernel(tmp_path: Path) -> None:
     proc = _labkit("image", "build", "--kernel", str(tmp_path / "nope"))
     assert proc.returncode == 2 and "does not exist" in proc.stderr and "fix:" in proc.stderr
+
+
+# --------------------------------------------------------------------------- byte formats (labkit.formats)
+
+
+def test_elf_helpers_on_real_binaries() -> None:
+    assert formats.is_dynamic(Path(sys.executable).read_bytes())
+    assert not formats.is_dynamic(Path(shutil.which("busybox")).read_bytes())  # busybox-static
+    assert formats.elf64_segments(b"not an elf") == [] and not formats.has_pvh_note(b"\x7fELF")
+
+
+def test_static_elf_needs_a_page_aligned_base() -> None:
+    with pytest.raises(ValueError, match="page boundary"):
+        formats.static_elf(b"\xc3", 0x400000)
+    elf = formats.static_elf(b"\xc3", 0x400000 + formats.ELF_HEADERS)
+    assert formats.elf64_segments(elf) == [(formats.PT_LOAD, 0, formats.ELF_HEADERS + 1)]
+
+
+def test_cpio_newc_header() -> None:
+    archive = formats.cpio([("hello", 0o100644, b"hi\n"), ("dev/null", 0o020666, b"1,3")])
+    assert archive.startswith(b"070701") and archive.endswith(b"\0") and len(archive) % 4 == 0
+    listing = subprocess.run(["cpio", "-itv", "--quiet"], input=archive, capture_output=True, check=True).stdout
+    assert b"hello" in listing and b"1,   3" in listing and b"crw-rw-rw-" in listing
+
+
+def test_not_a_bzimage_has_no_vmlinux() -> None:
+    assert formats.extract_vmlinux(b"\0" * 4096) is None and formats.kernel_kind(b"\0" * 4096) is None
