@@ -33,7 +33,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -431,7 +431,9 @@ class Machine:
         self._wake()
 
     def _wake(self) -> None:
-        for wake in list(self._wakers):
+        with self._lock:
+            wakers = list(self._wakers)
+        for wake in wakers:
             wake()
 
     async def stop(self, timeout: float = 5.0) -> int | None:
@@ -543,7 +545,8 @@ class Machine:
             except RuntimeError:  # the loop is closed
                 pass
 
-        self._wakers.add(wake)
+        with self._lock:
+            self._wakers.add(wake)
         deadline = loop.time() + timeout
         try:
             while True:
@@ -558,7 +561,8 @@ class Machine:
                 except asyncio.TimeoutError:
                     pass
         finally:
-            self._wakers.discard(wake)
+            with self._lock:
+                self._wakers.discard(wake)
 
     async def wait_for(self, pattern: str | re.Pattern[str], timeout: float = 60.0) -> float:
         """Wait until the console shows ``pattern``; returns when it arrived (time.monotonic()).
@@ -708,8 +712,10 @@ async def boot(image: images.GuestImage | None = None, *, accel: Accel = "auto",
     ``command`` runs in the guest after its report (output in
     ``result.report.command_output``).  The machine never outlives the call.
     """
-    if image is None or command is not None:
-        image = images.tiny_guest(image.kernel if image else None, command, fetch=False, progress=False)
+    if image is None:
+        image = images.tiny_guest(command=command, fetch=False, progress=False)
+    elif command is not None:
+        image = replace(image, initrd=images.build_initramfs(command), command=command)
     choice = choose_accel(accel, "linux")
     config, notes = linux_config(image, choice, machine=machine, cpu=cpu, memory_mib=memory_mib,
                                  vcpus=vcpus, append=append, host_tuning=host_tuning)
