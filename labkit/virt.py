@@ -37,8 +37,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import libvirt
+import psutil
 
-from labkit import host, libvirtd, runtime
+from labkit import host, images, libvirtd, runtime
 from labkit.errors import AccessDeniedError, InvalidOptionError, LabkitError, MissingToolError
 
 SESSION_URI = "qemu:///session"
@@ -53,6 +54,10 @@ STATES = ("no state", "running", "blocked", "paused", "shutting down", "shut off
 EVENTS = ("defined", "undefined", "started", "suspended", "resumed", "stopped", "shutdown", "pmsuspended",
           "crashed")
 
+_STATS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
+          | libvirt.VIR_DOMAIN_STATS_VCPU)
+#: Undefine also drops a managed-save image and snapshot metadata, which would otherwise block it.
+_UNDEFINE_FLAGS = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
@@ -153,6 +158,33 @@ def choose_uri(euid: int | None = None, env: Mapping[str, str] | None = None) ->
                                      "guest on this host (and may use /dev/kvm)")
     return UriChoice(SESSION_URI, "you are not root: a private per-user daemon that libvirt starts for you; "
                                   "your guests run as you and other users cannot see them")
+
+
+@dataclass(frozen=True)
+class UriParts:
+    """A libvirt URI taken apart: ``driver[+transport]://[user@][host]/path``."""
+
+    driver: str  # qemu, test, xen, lxc, ...
+    transport: str  # '' (local unix socket), ssh, tls, tcp, unix, libssh, ...
+    user: str
+    host: str  # '' = this machine
+    path: str  # /system (root's daemon), /session (per-user), /default (test driver)
+
+    @property
+    def remote(self) -> bool:
+        return bool(self.host)
+
+
+def uri_parts(uri: str) -> UriParts:
+    """Split a libvirt connection URI (see https://libvirt.org/uri.html)."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or not scheme:
+        raise InvalidOptionError(f"{uri!r} is not a libvirt URI", "write it as driver[+transport]://[user@][host]/path, "
+                                                                  "e.g. qemu:///system or qemu+ssh://me@server/system")
+    driver, _, transport = scheme.partition("+")
+    authority, _, path = rest.partition("/")
+    user, _, hostname = authority.rpartition("@")
+    return UriParts(driver, transport, user, hostname, "/" + path.split("?")[0])
 
 
 _loop_lock = threading.Lock()
@@ -258,6 +290,22 @@ def choose_domain_type(offered: Iterable[str], verdict: host.KvmVerdict) -> Doma
     return DomainTypeChoice("qemu", offered, why)
 
 
+def _destroy(dom: libvirt.virDomain) -> None:
+    """Destroy ``dom`` if it runs; a guest that powers off by itself meanwhile is not an error."""
+    try:
+        if dom.isActive():
+            dom.destroy()
+    except libvirt.libvirtError:
+        if dom.isActive():
+            raise
+
+
+def _remove(dom: libvirt.virDomain) -> None:
+    """Destroy and undefine ``dom`` (also its managed-save image and snapshot metadata)."""
+    _destroy(dom)
+    dom.undefineFlags(_UNDEFINE_FLAGS)
+
+
 class Connection:
     """An open libvirt connection, with the reason labkit chose it.  A context manager.
 
@@ -318,10 +366,7 @@ class Connection:
         removed = []
         for name in self.domains():
             try:
-                dom = self.raw.lookupByName(name)
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefineFlags(_UNDEFINE_FLAGS)
+                _remove(self.raw.lookupByName(name))
                 removed.append(name)
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # gone meanwhile: fine
@@ -493,12 +538,6 @@ class LifecycleEvent:
         return f"{self.at:6.2f} s  {self.event} ({self.detail})"
 
 
-_STATS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
-          | libvirt.VIR_DOMAIN_STATS_VCPU)
-#: Undefine also drops a managed-save image and snapshot metadata, which would otherwise block it.
-_UNDEFINE_FLAGS = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-
-
 @dataclass(frozen=True)
 class DomainStats:
     """State, CPU time and memory of a domain, from ``virDomainListGetStats`` (``virsh domstats``).
@@ -507,7 +546,8 @@ class DomainStats:
     """
 
     state: str
-    cpu_time_ns: int  # guest CPU time, all vCPUs (QEMU's threads as the host kernel accounts them)
+    cpu_time_ns: int  # all of QEMU's threads: vCPUs, main loop, I/O (as the host kernel accounts them)
+    vcpu_time_ns: int  # only the vCPU threads: time the guest's CPUs really ran
     vcpus: int
     memory_kib: int  # balloon.current: memory the guest has now
     max_memory_kib: int
@@ -515,8 +555,10 @@ class DomainStats:
 
     @classmethod
     def from_record(cls, record: Mapping[str, int]) -> DomainStats:
+        vcpus = record.get("vcpu.current", 0)
         return cls(state=STATES[record.get("state.state", 0)], cpu_time_ns=record.get("cpu.time", 0),
-                   vcpus=record.get("vcpu.current", 0), memory_kib=record.get("balloon.current", 0),
+                   vcpu_time_ns=sum(record.get(f"vcpu.{i}.time", 0) for i in range(vcpus)),
+                   vcpus=vcpus, memory_kib=record.get("balloon.current", 0),
                    max_memory_kib=record.get("balloon.maximum", 0), rss_kib=record.get("balloon.rss", 0))
 
 
@@ -612,14 +654,16 @@ class Domain:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
-    def wait_for_event(self, event: str, timeout: float = 10.0) -> LifecycleEvent:
-        """Block until a lifecycle ``event`` (e.g. ``'stopped'``) has arrived; return it."""
+    def wait_for_event(self, event: str, detail: str | None = None, timeout: float = 10.0) -> LifecycleEvent:
+        """Block until a lifecycle ``event`` (and ``detail``, e.g. ``'stopped', 'shutdown'``) has arrived."""
+        def match(e: LifecycleEvent) -> bool:
+            return e.event == event and detail in (None, e.detail)
         with self._changed:
-            if not self._changed.wait_for(lambda: any(e.event == event for e in self.events), timeout):
-                raise VirtError(f"no {event!r} event for {self.name} within {timeout} s "
+            if not self._changed.wait_for(lambda: any(map(match, self.events)), timeout):
+                raise VirtError(f"no {event!r} {detail or ''} event for {self.name} within {timeout} s "
                                 f"(events so far: {[str(e) for e in self.events]})",
                                 "is libvirt's event loop running? virt.connect() starts it")
-            return next(e for e in self.events if e.event == event)
+            return next(filter(match, self.events))
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -662,8 +706,7 @@ class Domain:
 
     def destroy(self) -> None:
         """Pull the plug (``virsh destroy``): QEMU is killed; the definition stays."""
-        if self._raw is not None and self._do("check", self.raw.isActive):
-            self._do("destroy", self.raw.destroy)
+        self._do("destroy", _destroy, self.raw)
 
     def stats(self) -> DomainStats:
         """``virsh domstats NAME``: state, CPU time, vCPUs, memory."""
@@ -671,6 +714,33 @@ class Domain:
         if not records:  # undefined by another thread meanwhile
             raise VirtError(f"{self.name} is gone: no statistics", "define a new one: conn.define(spec)")
         return DomainStats.from_record(records[0][1])
+
+    def save(self, path: Path | None = None) -> Path:
+        """Write the running guest's RAM and device state to a file and stop it (``virsh save``).
+
+        Like hibernating: the QEMU process ends, the definition stays, and
+        :meth:`restore` continues the guest where it was, in a new QEMU.
+        """
+        if path is None:
+            self._scratch = self._scratch or runtime.scratch_dir("virt")
+            path = self._scratch / "saved-state.img"
+        self._do("save", self.raw.save, str(path))
+        return Path(path)
+
+    def restore(self, path: Path) -> None:
+        """Continue a guest from a file :meth:`save` wrote (``virsh restore FILE``)."""
+        self._do("restore", self.conn.raw.restore, str(path))
+
+    def snapshot(self, name: str) -> str:
+        """Take an internal snapshot, RAM and disks (``virsh snapshot-create-as NAME SNAP``); its name.
+
+        QEMU keeps internal snapshots *inside* the guest's qcow2 disks, so a
+        guest without a disk (like the lab's direct-kernel-boot guest) cannot
+        have one: libvirt says so, and so does the :class:`VirtError`.
+        """
+        snap = ET.Element("domainsnapshot")
+        ET.SubElement(snap, "name").text = name
+        return self._do("snapshot", self.raw.snapshotCreateXML, ET.tostring(snap, encoding="unicode")).getName()
 
     def live_xml(self) -> str:
         """``virsh dumpxml``: the definition as libvirt completed it (devices, addresses, defaults)."""
@@ -696,7 +766,7 @@ class Domain:
             raise VirtError(f"{self.name} has no file console to read", "define it from a DomainSpec")
         deadline = time.monotonic() + timeout
         while True:
-            stopped = any(e.event == "stopped" for e in self.events if e.at >= self.timeline.get("started", 0))
+            stopped = self.state in ("shut off", "crashed")  # asked before reading: no line can slip by
             for line in self.console().splitlines():
                 if line.startswith(prefix):
                     self.timeline.setdefault("report", self._elapsed())
@@ -708,7 +778,12 @@ class Domain:
                                      f"console. Last console lines:\n{tail}",
                                      f"read the whole console ({self.console_log}) and QEMU's log "
                                      f"({qemu_log_path(self.conn.choice.uri, self.name)})")
-            time.sleep(0.02)
+            time.sleep(0.05)
+
+    def wait_for_report(self, timeout: float = 60.0) -> images.Report:
+        """Block until the tiny guest's report line is on the console; return it parsed."""
+        self.wait_for_line(images.REPORT_PREFIX, timeout)
+        return images.parse_report(self.console())
 
     def qemu_command_line(self) -> tuple[str, ...]:
         """The QEMU command line libvirt generated: from QEMU's log once started, else ``domxml-to-native``."""
@@ -741,9 +816,7 @@ class Domain:
         try:
             if dom is not None:
                 try:
-                    if dom.isActive():
-                        dom.destroy()
-                    dom.undefineFlags(_UNDEFINE_FLAGS)
+                    _remove(dom)
                 except libvirt.libvirtError as exc:
                     if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                         raise _translate(exc, self.conn.choice.uri, f"remove {self.name}") from exc
@@ -777,10 +850,20 @@ class Domain:
 
 def qemu_log_path(uri: str, name: str) -> Path:
     """Where libvirt logs QEMU's command line and stderr for domain ``name``."""
-    if uri.endswith("/session"):
+    if uri_parts(uri).path == "/session":
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
         return Path(base) / "libvirt/qemu/log" / f"{name}.log"
     return Path("/var/log/libvirt/qemu") / f"{name}.log"
+
+
+def qemu_pids(name: str) -> tuple[int, ...]:
+    """PIDs of the QEMU processes running domain ``name`` (libvirt passes ``-name guest=NAME,…``)."""
+    pids = []
+    for proc in psutil.process_iter(["cmdline"]):
+        argv = proc.info["cmdline"] or []
+        if "-name" in argv[:-1] and argv[argv.index("-name") + 1].startswith(f"guest={name},"):
+            pids.append(proc.pid)
+    return tuple(pids)
 
 
 def _strip_env(argv: list[str]) -> tuple[str, ...]:

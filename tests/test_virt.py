@@ -273,8 +273,10 @@ def test_cleanup_touches_only_this_users_lab_domains(conn: virt.Connection, file
 
 def test_stats_from_a_record() -> None:
     s = virt.DomainStats.from_record({"state.state": 1, "cpu.time": 2_500_000_000, "vcpu.current": 2,
+                                      "vcpu.0.time": 1_000_000_000, "vcpu.1.time": 500_000_000,
                                       "balloon.current": 262144, "balloon.maximum": 262144, "balloon.rss": 51200})
-    assert (s.state, s.cpu_time_ns, s.vcpus, s.memory_kib >> 10, s.rss_kib) == ("running", 2_500_000_000, 2, 256, 51200)
+    assert (s.state, s.cpu_time_ns, s.vcpu_time_ns, s.vcpus, s.memory_kib >> 10, s.rss_kib) == (
+        "running", 2_500_000_000, 1_500_000_000, 2, 256, 51200)
     assert virt.DomainStats.from_record({"state.state": 5}).cpu_time_ns == 0
 
 

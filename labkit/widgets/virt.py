@@ -27,7 +27,8 @@ def render(name: str, stats: virt.DomainStats | None, events: list[virt.Lifecycl
     else:
         state = stats.state
         rows = [("state", f"<b style='color:{_COLOURS.get(state, '#000')}'>{state}</b>"),
-                ("CPU time", f"{stats.cpu_time_ns / 1e9:.2f} s"),
+                ("CPU time", f"{stats.vcpu_time_ns / 1e9:.2f} s in vCPUs, {stats.cpu_time_ns / 1e9:.2f} s "
+                             "for all of QEMU"),
                 ("vCPUs", str(stats.vcpus)),
                 ("memory", f"{stats.memory_kib >> 10} MiB of {stats.max_memory_kib >> 10} MiB"),
                 ("host RSS of QEMU", f"{stats.rss_kib >> 10} MiB")]
