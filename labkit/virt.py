@@ -325,6 +325,12 @@ class Connection:
         """The URI as the daemon reports it (``virsh uri``)."""
         return self.raw.getURI()
 
+    def versions(self) -> tuple[str, str]:
+        """(libvirt, hypervisor) versions as text (``virsh version``)."""
+        def text(n: int) -> str:
+            return f"{n // 1_000_000}.{n // 1000 % 1000}.{n % 1000}"
+        return text(self.raw.getLibVersion()), text(self.raw.getVersion())
+
     def capabilities(self) -> HostCapabilities:
         """``virsh capabilities``, parsed (cached: it does not change while connected)."""
         if self._caps is None:
@@ -740,7 +746,15 @@ class Domain:
         """
         snap = ET.Element("domainsnapshot")
         ET.SubElement(snap, "name").text = name
-        return self._do("snapshot", self.raw.snapshotCreateXML, ET.tostring(snap, encoding="unicode")).getName()
+        try:
+            return self._do("snapshot", self.raw.snapshotCreateXML, ET.tostring(snap, encoding="unicode")).getName()
+        except VirtError as exc:
+            if ET.fromstring(self.live_xml()).find("devices/disk") is None:
+                raise VirtError(f"{self.name} has no disk, and internal snapshots are stored inside the guest's "
+                                f"qcow2 disks: libvirt refuses ({exc.what})",
+                                "use save()/restore() (virsh save/restore) to keep a diskless guest's state, or "
+                                "give the guest a qcow2 disk") from exc
+            raise
 
     def live_xml(self) -> str:
         """``virsh dumpxml``: the definition as libvirt completed it (devices, addresses, defaults)."""
@@ -767,7 +781,8 @@ class Domain:
         deadline = time.monotonic() + timeout
         while True:
             stopped = self.state in ("shut off", "crashed")  # asked before reading: no line can slip by
-            for line in self.console().splitlines():
+            text = self.console()
+            for line in text[:text.rfind("\n") + 1].splitlines():  # whole lines only: QEMU may be mid-line
                 if line.startswith(prefix):
                     self.timeline.setdefault("report", self._elapsed())
                     return line
@@ -780,9 +795,9 @@ class Domain:
                                      f"({qemu_log_path(self.conn.choice.uri, self.name)})")
             time.sleep(0.05)
 
-    def wait_for_report(self, timeout: float = 60.0) -> images.Report:
+    def wait_for_report(self, timeout: float = 60.0) -> images.GuestReport:
         """Block until the tiny guest's report line is on the console; return it parsed."""
-        self.wait_for_line(images.REPORT_PREFIX, timeout)
+        self.wait_for_line(images.REPORT_MARKER, timeout)
         return images.parse_report(self.console())
 
     def qemu_command_line(self) -> tuple[str, ...]:
@@ -919,3 +934,47 @@ def compare_command_lines(libvirt_argv: Iterable[str], labkit_argv: Iterable[str
     a, b = option_groups(libvirt_argv), option_groups(labkit_argv)
     order = list(a) + [opt for opt in b if opt not in a]
     return tuple(OptionRow(opt or "(program)", tuple(a.get(opt, ())), tuple(b.get(opt, ()))) for opt in order)
+
+
+# --------------------------------------------------------------------------- the whole stack
+
+
+@dataclass(frozen=True)
+class StackLayer:
+    """One layer of the KVM stack: its job, where the learner ran it, and what shows it on this host."""
+
+    name: str
+    role: str
+    you_ran: str
+    here: str
+
+
+def kvm_stack(report: host.HostReport, conn: Connection, domain_type: str,
+              qemu_argv: Iterable[str]) -> tuple[StackLayer, ...]:
+    """Hardware → Linux kernel → KVM module → QEMU → libvirt, each with this host's live evidence.
+
+    ``domain_type`` and ``qemu_argv`` are those of a guest libvirt ran here.
+    """
+    cpu, argv = report.cpu, list(qemu_argv)
+    accel = argv[argv.index("-accel") + 1] if "-accel" in argv[:-1] else "?"
+    modules = ", ".join(m.name for m in report.kernel.kvm_modules if m.state != "absent") or "none"
+    libvirt_version, qemu_version = conn.versions()
+    return (
+        StackLayer("hardware", "runs the code; VT-x/AMD-V lets a CPU run a guest's kernel safely",
+                   "01: host.inspect() read /proc/cpuinfo; 03: KVM_RUN ran your instructions",
+                   f"{cpu.model_name}: " + (cpu.hardware_virtualization or "no VT-x/AMD-V flag")
+                   + (" (inside a VM: nested)" if report.platform.virtual else "")),
+        StackLayer("Linux kernel (host OS)", "schedules each vCPU as a thread, backs guest RAM with its memory",
+                   "01: processes, memory and system calls of this kernel",
+                   f"Linux {report.kernel.release}: every guest here was a process of it (qemu_pids)"),
+        StackLayer("KVM module", "turns the kernel into a hypervisor: /dev/kvm and its ioctls",
+                   "03: KVM_CREATE_VM, KVM_SET_USER_MEMORY_REGION, KVM_CREATE_VCPU, KVM_RUN",
+                   f"modules: {modules}; /dev/kvm " + ("present" if report.kvm.present else "absent")
+                   + f"; {report.verdict.label}"),
+        StackLayer("QEMU", "emulates a whole PC (devices, firmware); runs the CPU with KVM or with TCG",
+                   "04: qemu-system-x86_64 booted the tiny Linux guest",
+                   f"QEMU {qemu_version}: libvirt ran {Path(argv[0]).name if argv else '?'} -accel {accel}"),
+        StackLayer("libvirt", "manages guests: definitions, lifecycle, events, stats, remote URIs",
+                   "05: virt.connect(), define, start, suspend, save/restore, destroy, undefine",
+                   f"libvirt {libvirt_version} on {conn.choice.uri}: domain type '{domain_type}'"),
+    )

@@ -14,7 +14,7 @@ import libvirt
 import pytest
 
 from conftest import FIXTURES, HOSTS
-from labkit import host, libvirtd, runtime, virt
+from labkit import exercises, host, libvirtd, runtime, virt
 from labkit.errors import AccessDeniedError, InvalidOptionError
 from labkit.widgets import virt as virt_widgets
 
@@ -374,3 +374,36 @@ def test_dashboard_follows_the_domain(conn: virt.Connection, files) -> None:
 
 def test_render_without_stats() -> None:
     assert "gone" in virt_widgets.render("labkit-x-y", None, [])
+
+
+# --------------------------------------------------------------------------- URIs and the exercise
+
+
+@pytest.mark.parametrize("uri, parts", [
+    ("qemu:///system", ("qemu", "", "", "", "/system")),
+    ("qemu:///session", ("qemu", "", "", "", "/session")),
+    ("qemu+ssh://alice@lab.example.org/system", ("qemu", "ssh", "alice", "lab.example.org", "/system")),
+    ("test:///default", ("test", "", "", "", "/default")),
+    ("qemu+unix:///system?socket=/tmp/s", ("qemu", "unix", "", "", "/system")),
+])
+def test_uri_parts(uri: str, parts: tuple) -> None:
+    p = virt.uri_parts(uri)
+    assert (p.driver, p.transport, p.user, p.host, p.path) == parts
+    assert p.remote is bool(parts[3])
+
+
+def test_uri_parts_rejects_what_is_no_uri() -> None:
+    with pytest.raises(InvalidOptionError, match="not a libvirt URI"):
+        virt.uri_parts("localhost")
+
+
+def test_exercise_feedback_without_a_booted_guest(conn: virt.Connection, files) -> None:
+    assert not exercises.libvirt_guest(None).solved
+    assert "conn.define" in exercises.libvirt_guest("labkit-me-guest").message
+    wrong = conn.define(spec(files, vcpus=1, memory_mib=192))
+    feedback = exercises.libvirt_guest(wrong)
+    assert not feedback.solved and "1 vCPUs and 192 MiB, not 2 and 192" in feedback.message
+    assert not _exists(conn, wrong.name)  # the check tears the domain down
+    unbooted = conn.define(spec(files, vcpus=2, memory_mib=192))
+    assert "has not printed its report" in exercises.libvirt_guest(unbooted).message
+    assert not _exists(conn, unbooted.name)

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from labkit import host, images, libvirtd, runtime, virt
+from labkit import exercises, host, images, libvirtd, runtime, virt
 
 TOP = Path(__file__).resolve().parent.parent
 
@@ -186,3 +186,20 @@ def _stop_session_daemons(home: Path) -> None:
         if proc.info["name"] in ("libvirtd", "virtlogd") and (proc.info["environ"] or {}).get("HOME") == str(home):
             proc.terminate()
             proc.wait(10)
+
+
+def test_exercise_solved_with_a_real_guest(conn: virt.Connection, image, domain_type: str) -> None:
+    dom = conn.define(guest(image, domain_type, "exercise", vcpus=2, memory_mib=192))
+    dom.start()
+    dom.wait_for_report(timeout=120)
+    feedback = exercises.libvirt_guest(dom, vcpus=2, memory_mib=192)
+    assert feedback.solved, feedback.message
+    assert_gone(conn, dom.name)
+
+
+def test_the_stack_from_hardware_to_libvirt(conn: virt.Connection, domain_type: str) -> None:
+    argv = ["/usr/bin/qemu-system-x86_64", "-accel", "tcg" if domain_type == "qemu" else "kvm"]
+    layers = virt.kvm_stack(host.inspect(), conn, domain_type, argv)
+    assert [l.name for l in layers] == ["hardware", "Linux kernel (host OS)", "KVM module", "QEMU", "libvirt"]
+    assert conn.versions()[0] in layers[-1].here and conn.choice.uri in layers[-1].here
+    assert f"-accel {argv[2]}" in layers[3].here and conn.versions()[1] in layers[3].here

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import ipywidgets as w
 
@@ -96,3 +96,24 @@ class Dashboard(w.VBox):
         self._stop.set()
         self._wake.set()
         self._unlisten()
+
+
+def command_line_table(rows: Iterable[virt.OptionRow]) -> w.HTML:
+    """libvirt's QEMU command line next to labkit.qemu's, option by option; differences shaded."""
+    def cell(values: tuple[str, ...]) -> str:
+        return "<br>".join(f"<code>{html.escape(v) or '(flag)'}</code>" for v in values) or "—"
+    body = "".join(
+        f"<tr style='background:{'#fff' if r.libvirt == r.labkit else '#fff8e1'}'><td><code>"
+        f"{html.escape(r.option)}</code></td><td>{cell(r.libvirt)}</td><td>{cell(r.labkit)}</td></tr>"
+        for r in rows)
+    return w.HTML("<table class='labkit-cmdline'><tr><th>option</th><th>libvirt generated</th>"
+                  f"<th>labkit.qemu builds</th></tr>{body}</table>")
+
+
+def stack_table(layers: Iterable[virt.StackLayer]) -> w.HTML:
+    """The KVM stack, top (libvirt) to bottom (hardware): role, where you ran it, what shows it here."""
+    body = "".join(f"<tr><th style='text-align:left'>{html.escape(l.name)}</th><td>{html.escape(l.role)}</td>"
+                   f"<td>{html.escape(l.you_ran)}</td><td>{html.escape(l.here)}</td></tr>"
+                   for l in reversed(tuple(layers)))
+    return w.HTML("<table class='labkit-stack'><tr><th>layer</th><th>its job</th><th>you ran</th>"
+                  f"<th>on this host</th></tr>{body}</table>")
