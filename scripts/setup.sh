@@ -12,6 +12,7 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 APT_PACKAGES=(
   qemu-system-x86 qemu-utils           # QEMU: TCG emulator and KVM front end (04, 05)
   busybox-static cpio                  # the tiny guest's userland and initramfs (04, 05)
+  lz4                                  # unpacks the guest kernel for fast direct (PVH) boots (04, 05)
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients  # libvirtd + virsh (05)
   libvirt-dev pkg-config gcc           # to build libvirt-python; gcc for the C benchmark (03)
   binutils                             # as/ld: guest programs are assembly (03, 04)
@@ -64,5 +65,9 @@ mkdir -p "$settings"
 [[ -f $settings/overrides.json ]] || cat > "$settings/overrides.json" <<'JSON'
 { "@jupyterlab/apputils-extension:notification": { "fetchNews": "false", "checkForUpdates": false } }
 JSON
+
+# The tiny guest (kernel from the package archive + busybox initramfs) into the user's
+# cache, so notebooks and tests never download anything.
+.venv/bin/labkit image build --quiet
 
 say "ready: .venv/bin/labkit doctor tells what this host can do"

@@ -1,0 +1,43 @@
+#!/bin/sh
+# /init of labkit's tiny guest (busybox sh).  The kernel runs it as PID 1.
+# It looks at the machine from the inside, prints ONE line
+#   LABKIT-REPORT {json}
+# that labkit.images.parse_report() reads, runs the learner's command if the
+# image has one (/labkit/command), and powers the machine off.
+# Every program started costs time in an emulated guest, so one awk does the work.
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+awk '
+function slurp(file,   line, text) {          # a whole file as one line
+  while ((getline line < file) > 0) text = text (text == "" ? "" : " ") line
+  close(file); return text
+}
+function str(s) { gsub(/\\/, "\\\\", s); gsub(/"/, "\\\"", s); gsub(/\t/, " ", s); return "\"" s "\"" }
+BEGIN {
+  split(slurp("/proc/uptime"), up, " ")       # the guest clock: seconds since the kernel started
+  while ((getline line < "/proc/cpuinfo") > 0) {
+    split(line, kv, /[ \t]*: ?/)
+    if (kv[1] == "processor") cpus++
+    else if (!(kv[1] in cpu)) cpu[kv[1]] = substr(line, index(line, ":") + 2)
+  }
+  while ((getline line < "/proc/meminfo") > 0) if (line ~ /^MemTotal:/) { split(line, m, " "); mem = m[2] }
+  "/bin/labkit-cpuid" | getline sig           # CPUID leaf 0x40000000: the hypervisor names itself
+  while (("dmesg" | getline line) > 0)        # what the guest kernel concluded about its platform
+    if (line ~ /Hypervisor detected/) { sub(/.*detected: */, "", line); hv = line }
+  printf "LABKIT-REPORT {\"v\":1,\"kernel\":%s,\"machine\":%s,\"cpus\":%d,\"mem_kib\":%d,", \
+    str(slurp("/proc/sys/kernel/osrelease")), str(slurp("/proc/sys/kernel/arch")), cpus, mem
+  printf "\"vendor\":%s,\"model\":%s,\"flags\":%s,\"cpuid_40000000\":%s,\"kernel_hypervisor\":%s,", \
+    str(cpu["vendor_id"]), str(cpu["model name"]), str(cpu["flags"]), str(sig), str(hv)
+  printf "\"clocksource\":%s,\"uptime_s\":%s,\"cmdline\":%s}\n", \
+    str(slurp("/sys/devices/system/clocksource/clocksource0/current_clocksource")), up[1], \
+    str(slurp("/proc/cmdline"))
+}'
+if [ -f /labkit/command ]; then
+  echo "LABKIT-COMMAND-BEGIN"
+  sh /labkit/command </dev/null 2>&1
+  echo "LABKIT-COMMAND-END $?"
+fi
+echo "LABKIT-POWEROFF"
+poweroff -f
