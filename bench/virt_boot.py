@@ -33,8 +33,8 @@ def main() -> None:
         print(f"{conn.uri}, domain type {dtype.type}; connect {connect_s:.3f} s")
         rows = []
         for i in range(args.runs):
-            spec = virt.DomainSpec(f"bench-{i}", image.kernel, image.initrd, image.cmdline,
-                                   memory_mib=args.memory, vcpus=args.vcpus, domain_type=dtype.type)
+            spec = virt.DomainSpec.for_image(f"bench-{i}", image, memory_mib=args.memory, vcpus=args.vcpus,
+                                             domain_type=dtype.type)
             with conn.define(spec) as dom:
                 dom.start()
                 dom.wait_for_report(timeout=120)

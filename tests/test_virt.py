@@ -93,6 +93,8 @@ def test_parse_recorded_capabilities() -> None:
 def test_capabilities_from_the_mock_driver(conn: virt.Connection) -> None:
     caps = conn.capabilities()
     assert caps.cpus > 0 and caps.domain_types("i686") == ("test",)
+    with pytest.raises(virt.VirtError, match="neither kvm nor qemu"):
+        conn.domain_type()  # the mock driver runs no x86_64 guests at all
 
 
 # --------------------------------------------------------------------------- spec → XML
@@ -113,6 +115,7 @@ def test_domain_xml_has_what_the_lab_guest_needs(files) -> None:
     assert root.findtext("on_poweroff") == root.findtext("on_reboot") == "destroy"
     serial = root.find("devices/serial")
     assert serial.get("type") == "file" and serial.find("source").get("path") == "/tmp/c.log"
+    assert serial.find("source").get("append") == "on"  # a second start must not wipe the first boot's console
 
 
 def test_domain_xml_escapes_what_it_must(files) -> None:
@@ -407,3 +410,14 @@ def test_exercise_feedback_without_a_booted_guest(conn: virt.Connection, files) 
     unbooted = conn.define(spec(files, vcpus=2, memory_mib=192))
     assert "has not printed its report" in exercises.libvirt_guest(unbooted).message
     assert not _exists(conn, unbooted.name)
+
+
+def test_waiting_for_a_line_fails_fast_and_says_why(conn: virt.Connection, files) -> None:
+    with conn.define(spec(files)) as dom:
+        dom.start()  # the mock driver "runs" it, but nothing ever writes the console
+        with pytest.raises(virt.GuestBootError, match="0.2 s passed") as exc:
+            dom.wait_for_line("LABKIT-REPORT", timeout=0.2)
+        assert "the console is empty" in exc.value.what and str(dom.console_log) in exc.value.fix
+        dom.destroy()
+        with pytest.raises(virt.GuestBootError, match="the domain stopped"):  # not "60 s passed"
+            dom.wait_for_line("LABKIT-REPORT", timeout=60)
