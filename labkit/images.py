@@ -249,7 +249,7 @@ def _caches(into: Path | None) -> list[Path]:
     return [into] if into else [user_cache(), *shared_caches()]
 
 
-def _publish(data: bytes, target: Path) -> Path:
+def publish(data: bytes, target: Path) -> Path:
     """Write ``data`` to ``target`` atomically, readable by every user (a shared cache)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(target.parent, 0o755)
@@ -436,14 +436,14 @@ def fetch_kernel(*, into: Path | None = None, progress: bool = True) -> Kernel:
         bar.set_postfix_str("decompressing to vmlinux")
         sha = hashlib.sha256(data).hexdigest()
         folder = cache / "kernels" / sha[:16]
-        _publish(data, folder / "vmlinuz")
+        publish(data, folder / "vmlinuz")
         vmlinux = _extract_vmlinux(data)
         if vmlinux:
-            _publish(vmlinux, folder / "vmlinux")
+            publish(vmlinux, folder / "vmlinux")
         info = {"release": _kernel_release(data) or package.removeprefix("linux-image-"),
                 "source": f"Debian/Ubuntu package {package} {version} (apt-get download)",
                 "package": package, "version": version, "sha256": sha, "fetched": time.time()}
-        _publish(json.dumps(info, indent=2).encode(), folder / "kernel.json")
+        publish(json.dumps(info, indent=2).encode(), folder / "kernel.json")
         bar.update(1)
         return _cached_package_kernel([cache], package)
 
@@ -516,7 +516,7 @@ def _vmlinux_for(bzimage: bytes, sha: str, caches: list[Path]) -> Path | None:
             return candidate
     with _locked(caches[0]):
         data = _extract_vmlinux(bzimage)
-        return _publish(data, caches[0] / "kernels" / sha[:16] / "vmlinux") if data else None
+        return publish(data, caches[0] / "kernels" / sha[:16] / "vmlinux") if data else None
 
 
 def _elf64_segments(data: bytes) -> list[tuple[int, int, int]]:
@@ -627,11 +627,11 @@ def build_initramfs(command: str | None = None, *, rebuild: bool = False, into: 
     base = cache / f"initramfs/tiny-{base_key}.cpio.gz"
     with _locked(cache):
         if rebuild or not base.is_file():
-            _publish(_base_archive(), base)
+            publish(_base_archive(), base)
         if command is None:
             return base
         extra = _cpio([("labkit", 0o040755, b""), ("labkit/command", 0o100755, command.encode() + b"\n")])
-        built = _publish(base.read_bytes() + gzip.compress(extra, mtime=0), cache / name)
+        built = publish(base.read_bytes() + gzip.compress(extra, mtime=0), cache / name)
         _prune(cache / "initramfs", base_key)
         return built
 
