@@ -1004,7 +1004,8 @@ def kvm_stack(report: host.HostReport, conn: Connection, domain_type: str,
                    + (" (inside a VM: nested)" if report.platform.virtual else "")),
         StackLayer("Linux kernel (host OS)", "schedules each vCPU as a thread, backs guest RAM with its memory",
                    "01: processes, memory and system calls of this kernel",
-                   f"Linux {report.kernel.release}: every guest here was a process of it (qemu_pids)"),
+                   f"Linux {report.kernel.release}: each guest was an ordinary QEMU process of this kernel "
+                   "(virt.qemu_pids found it)"),
         StackLayer("KVM module", "turns the kernel into a hypervisor: /dev/kvm and its ioctls",
                    "03: KVM_CREATE_VM, KVM_SET_USER_MEMORY_REGION, KVM_CREATE_VCPU, KVM_RUN",
                    f"modules: {modules}; /dev/kvm " + ("present" if report.kvm.present else "absent")

@@ -204,9 +204,10 @@ def test_unreachable_daemon_says_how_to_start_one() -> None:
     assert "libvirtd" in exc.value.fix
 
 
-def test_unknown_uri_is_a_clear_error() -> None:
-    with pytest.raises(virt.VirtError, match="cannot connect on qemu:///nonsense"):
-        virt.connect("qemu:///nonsense")
+def test_other_libvirt_refusals_keep_libvirts_words(conn: virt.Connection, files) -> None:
+    with conn.define(spec(files)) as dom:
+        with pytest.raises(virt.VirtError, match=f"cannot suspend {dom.name} on test:///default: .*not running"):
+            dom.suspend()  # it was never started
 
 
 # --------------------------------------------------------------------------- lifecycle and events
@@ -421,3 +422,12 @@ def test_waiting_for_a_line_fails_fast_and_says_why(conn: virt.Connection, files
         dom.destroy()
         with pytest.raises(virt.GuestBootError, match="the domain stopped"):  # not "60 s passed"
             dom.wait_for_line("LABKIT-REPORT", timeout=60)
+
+
+def test_render_shows_counters_only_while_the_guest_runs() -> None:
+    record = {"state.state": 1, "cpu.time": 3_000_000_000, "vcpu.current": 1, "vcpu.0.time": 2_000_000_000,
+              "balloon.current": 262144, "balloon.maximum": 262144, "balloon.rss": 51200}
+    running = virt_widgets.render("labkit-x-y", virt.DomainStats.from_record(record), [])
+    assert "2.00 s in vCPUs, 3.00 s for all of QEMU" in running and "256 MiB of 256 MiB" in running
+    stopped = virt_widgets.render("labkit-x-y", virt.DomainStats.from_record({**record, "state.state": 5}), [])
+    assert "data-state='shut off'" in stopped and "CPU time" not in stopped

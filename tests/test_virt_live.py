@@ -128,13 +128,28 @@ def test_abandoned_domain_is_removed_at_exit(conn: virt.Connection, image, domai
     assert_gone(conn, proc.stdout.strip())
 
 
+def labkit_virt(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "labkit", "virt", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
 def test_cli_status_and_up(conn: virt.Connection) -> None:
-    run = lambda *a: subprocess.run([sys.executable, "-m", "labkit", "virt", *a], capture_output=True, text=True)
-    status = run("status")
+    status = labkit_virt("status")
     assert status.returncode == 0, status.stderr
     assert f"uri          {conn.choice.uri}" in status.stdout and "domain type" in status.stdout
-    up = run("up")
+    up = labkit_virt("up")
     assert up.returncode == 0 and f"connected to {conn.uri}" in up.stdout
+
+
+def test_cli_boot(conn: virt.Connection, domain_type: str) -> None:
+    name = f"cli-{os.getpid()}"
+    proc = labkit_virt("boot", "--name", name, "--vcpus", "2", "--cmdline")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "report: Linux " in out and "2 CPU(s)" in out
+    assert f"-accel {'tcg' if domain_type == 'qemu' else 'kvm'}" in out and "-smp 2" in out
+    assert "started (booted)" in out and "undefined (removed)" in out
+    assert_gone(conn, runtime.prefix() + name)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="running a guest as another (unprivileged) user needs root")

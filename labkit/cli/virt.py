@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 from dataclasses import asdict
 
-from labkit import libvirtd, virt
+from labkit import images, libvirtd, virt
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     status.set_defaults(func=run_status)
     vsub.add_parser("cleanup", help="destroy and undefine your leftover lab guests (labkit-<you>-*)").set_defaults(
         func=run_cleanup)
+    boot = vsub.add_parser("boot", help="define, start and watch the tiny guest through libvirt, then remove it")
+    boot.add_argument("--name", default="cli", help="short domain name (default %(default)s)")
+    boot.add_argument("--memory", type=int, default=256, metavar="MIB", help="guest memory (default %(default)s)")
+    boot.add_argument("--vcpus", type=int, default=1, help="virtual CPUs (default %(default)s)")
+    boot.add_argument("--timeout", type=float, default=120, metavar="S", help="wait this long for the report")
+    boot.add_argument("--xml", action="store_true", help="print the domain XML labkit defines")
+    boot.add_argument("--cmdline", action="store_true", help="print the QEMU command line libvirt generated")
+    boot.set_defaults(func=run_boot)
 
 
 def run_up(args: argparse.Namespace) -> int:
@@ -92,4 +101,32 @@ def run_cleanup(_args: argparse.Namespace) -> int:
     for name in removed:
         print(f"destroyed and undefined {name}")
     print(f"{len(removed)} lab guest(s) removed from {conn.choice.uri}")
+    return 0
+
+
+def run_boot(args: argparse.Namespace) -> int:
+    image = images.tiny_guest()
+    with virt.connect() as conn:
+        dtype = conn.domain_type()
+        print(f"{conn.uri}: domain type {dtype.type} ({dtype.reason})")
+        spec = virt.DomainSpec.for_image(args.name, image, memory_mib=args.memory, vcpus=args.vcpus,
+                                         domain_type=dtype.type)
+        with conn.define(spec) as dom:
+            print(f"defined {dom.name}   (virsh define FILE)")
+            if args.xml:
+                print(dom.xml)
+            dom.start()
+            print(f"started             (virsh start {dom.name})")
+            report = dom.wait_for_report(timeout=args.timeout)
+            t = dom.timeline
+            print(f"report: Linux {report.kernel_release}, {report.cpus} CPU(s), {report.memory_mib} MiB, "
+                  f"hypervisor {report.hypervisor or 'none'}; guest userspace {report.uptime_s:.2f} s after its "
+                  f"kernel started")
+            print(f"times: define {t['defined']:.2f} s, start returned {t['started']:.2f} s, "
+                  f"report {t['report']:.2f} s (define → guest userspace)")
+            if args.cmdline:
+                print("QEMU command line libvirt generated   (virsh domxml-to-native qemu-argv --domain NAME):")
+                print("  " + " ".join(shlex.quote(a) for a in dom.qemu_command_line()))
+        print("events: " + ", ".join(f"{e.event} ({e.detail})" for e in dom.events))
+        print(f"destroyed and undefined {dom.name}   (virsh destroy; virsh undefine)")
     return 0

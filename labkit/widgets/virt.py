@@ -26,12 +26,13 @@ def render(name: str, stats: virt.DomainStats | None, events: list[virt.Lifecycl
         state, rows = "undefined", []
     else:
         state = stats.state
-        rows = [("state", f"<b style='color:{_COLOURS.get(state, '#000')}'>{state}</b>"),
-                ("CPU time", f"{stats.vcpu_time_ns / 1e9:.2f} s in vCPUs, {stats.cpu_time_ns / 1e9:.2f} s "
-                             "for all of QEMU"),
-                ("vCPUs", str(stats.vcpus)),
-                ("memory", f"{stats.memory_kib >> 10} MiB of {stats.max_memory_kib >> 10} MiB"),
-                ("host RSS of QEMU", f"{stats.rss_kib >> 10} MiB")]
+        rows = [("state", f"<b style='color:{_COLOURS.get(state, '#000')}'>{state}</b>")]
+        if state not in ("shut off", "crashed"):  # a stopped domain's counters are leftovers: not shown
+            rows += [("CPU time", f"{stats.vcpu_time_ns / 1e9:.2f} s in vCPUs, {stats.cpu_time_ns / 1e9:.2f} s "
+                                  "for all of QEMU"),
+                     ("vCPUs", str(stats.vcpus)),
+                     ("memory", f"{stats.memory_kib >> 10} MiB of {stats.max_memory_kib >> 10} MiB"),
+                     ("host RSS of QEMU", f"{stats.rss_kib >> 10} MiB")]
     table = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{v}</td></tr>"
                     for k, v in rows) or "<tr><td>the domain is gone (destroyed and undefined)</td></tr>"
     log = "".join(f"<li><code>{html.escape(str(e))}</code></li>" for e in events)
