@@ -31,6 +31,7 @@ import shutil
 import threading
 import time
 import uuid
+import weakref
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -327,6 +328,7 @@ class Connection:
         self.choice = choice
         self.daemon = daemon
         self._caps: HostCapabilities | None = None
+        self._domains: weakref.WeakSet[Domain] = weakref.WeakSet()  # closed with the connection
         self._token = runtime.release_at_exit(self.close)
 
     @property
@@ -404,8 +406,10 @@ class Connection:
         return tuple(removed)
 
     def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Close the connection (idempotent), first destroying and undefining the domains defined on it."""
         runtime.forget(self._token)
+        for dom in list(self._domains):
+            dom.close()
         try:
             self.raw.close()
         except libvirt.libvirtError:
@@ -630,6 +634,7 @@ class Domain:
         self._scratch: Path | None = None
         self.name = self.uuid = ""
         self._token = runtime.release_at_exit(self.close)
+        conn._domains.add(self)
         try:
             if isinstance(guest, DomainSpec):
                 guest.validate()
@@ -727,6 +732,8 @@ class Domain:
 
     def start(self) -> None:
         """Boot the defined domain (``virsh start``): libvirt builds QEMU's command line and runs it."""
+        root = ET.fromstring(self.xml)
+        _require_files(root.findtext("os/kernel"), root.findtext("os/initrd"))  # still there since define?
         if self.console_log is not None and self.console_log.exists():
             self._console_offset = self.console_log.stat().st_size  # the file is appended to across boots
         self._do("start", self.raw.create)

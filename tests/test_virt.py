@@ -147,6 +147,14 @@ def test_bad_specs_say_what_and_how(files, change: dict, error: type, words: str
     assert exc.value.fix
 
 
+def test_kernel_gone_since_define_is_refused_before_start(conn: virt.Connection, files) -> None:
+    with conn.define(spec(files)) as dom:
+        files[1].unlink()  # e.g. the image cache was rebuilt meanwhile
+        with pytest.raises(virt.MissingKernelError, match="initramfs"):
+            dom.start()
+        assert dom.state == "shut off"
+
+
 def test_missing_kernel_is_refused_before_define(conn: virt.Connection, files) -> None:
     files[0].unlink()
     with pytest.raises(virt.MissingKernelError, match="does not exist") as exc:

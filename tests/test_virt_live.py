@@ -113,6 +113,14 @@ def test_raise_mid_boot_leaves_no_domain_and_no_qemu(conn: virt.Connection, imag
     assert_gone(conn, dom.name)
 
 
+def test_closing_the_connection_removes_its_domains(image, domain_type: str) -> None:
+    with virt.connect() as other:
+        dom = other.define(guest(image, domain_type, "conn-closed"))
+        dom.start()
+    with virt.connect() as check:
+        assert_gone(check, dom.name)
+
+
 def test_abandoned_domain_is_removed_at_exit(conn: virt.Connection, image, domain_type: str) -> None:
     """A script that never closes its domain (a notebook kernel shut down mid-boot) still cleans up."""
     name = guest(image, domain_type, "abandoned").name
@@ -139,6 +147,9 @@ def test_cli_status_and_up(conn: virt.Connection) -> None:
     assert f"uri          {conn.choice.uri}" in status.stdout and "domain type" in status.stdout
     up = labkit_virt("up")
     assert up.returncode == 0 and f"connected to {conn.uri}" in up.stdout
+    bad = labkit_virt("boot", "--memory", "1")
+    assert bad.returncode == 2 and "labkit: error: memory must be 16-65536 MiB, not 1" in bad.stderr
+    assert "fix:" in bad.stderr
 
 
 def test_cli_boot(conn: virt.Connection, domain_type: str) -> None:
