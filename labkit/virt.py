@@ -59,7 +59,8 @@ _STATS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | 
           | libvirt.VIR_DOMAIN_STATS_VCPU)
 #: Undefine also drops a managed-save image and snapshot metadata, which would otherwise block it.
 _UNDEFINE_FLAGS = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-_DUPLICATE_FIX = "choose another name, or remove the old domain: labkit virt cleanup (or virsh undefine NAME)"
+_DUPLICATE_FIX = ("choose another name, or remove the old domain: its Domain's close() in Python, conn.cleanup() for "
+                  "all your lab domains, or from a shell: labkit virt cleanup (virsh destroy/undefine NAME)")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
