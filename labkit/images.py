@@ -47,7 +47,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -173,6 +173,12 @@ class GuestReport:
     def hardware_virtualization(self) -> str | None:
         """VT-x/AMD-V as the guest's CPU advertises it (what nested virtualization would need)."""
         return "Intel VT-x" if "vmx" in self.flags else "AMD-V" if "svm" in self.flags else None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.update(flags=sorted(self.flags), hypervisor=self.hypervisor,
+                    hardware_virtualization=self.hardware_virtualization)
+        return data
 
 
 # --------------------------------------------------------------------------- report parsing

@@ -13,6 +13,7 @@ PVM hosts: ring 3 natively, ring 0 through KVM's instruction emulator).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ SOURCE = images.GUESTS / "payload.S"
 ORIGIN = 0xF0000  # QEMU maps a 64 KiB -bios image at 0xF0000-0xFFFFF (and below 4 GiB)
 EXIT_OK = 0x10  # the value the payload writes to the isa-debug-exit port
 EXIT_STATUS = EXIT_OK << 1 | 1  # QEMU's exit status when the payload finished
+LOOP_END = re.compile(r"loop end, TSC cycles: ([0-9a-f]{16})\n")
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ class PayloadRun:
     iterations: int
     exit_status: int | None
     first_output_s: float | None  # launch → the payload's first byte (QEMU start-up + mode switches)
-    loop_s: float | None  # "loop start" → "loop end" on the console
+    loop_cycles: int | None  # the loop as the guest's own time-stamp counter (RDTSC) measured it
+    loop_s: float | None  # loop_cycles at the host's TSC rate (console timestamps where that is unknown)
     total_s: float  # launch → QEMU exited
     console: str
     command_line: tuple[str, ...]
@@ -89,11 +92,16 @@ async def run(accel: qemu.Accel = "auto", iterations: int = 50_000_000, ring: in
         await vm.wait_exit(timeout)
     assert vm.launched_at is not None and vm.exited_at is not None
     first = vm.first_output_at()
-    start, end = vm.seen_at("loop start\n"), vm.seen_at("loop end\n")
-    return PayloadRun(choice, ring, iterations, vm.returncode,
-                      first - vm.launched_at if first else None,
-                      end - start if start and end else None,
-                      vm.exited_at - vm.launched_at, vm.console, tuple(vm.command_line))
+    match = LOOP_END.search(vm.console)
+    cycles = int(match.group(1), 16) if match else None
+    tsc = qemu.host_tsc_khz()
+    if cycles is not None and tsc:  # both TCG and KVM guests read the host's counter (KVM adds an offset)
+        loop_s = cycles / (tsc.khz * 1000)
+    else:
+        start, end = vm.seen_at("loop start\n"), vm.seen_at(LOOP_END)
+        loop_s = end - start if start and end else None
+    return PayloadRun(choice, ring, iterations, vm.returncode, first - vm.launched_at if first else None,
+                      cycles, loop_s, vm.exited_at - vm.launched_at, vm.console, tuple(vm.command_line))
 
 
 async def compare(iterations: int = 50_000_000, ring: int = 3, timeout: float = 60.0) -> list[PayloadRun]:

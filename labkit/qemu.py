@@ -21,6 +21,7 @@ used when asked for, and ``host`` only with hardware KVM.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import functools
 import os
 import re
@@ -32,7 +33,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -177,6 +178,12 @@ def qemu_binary(name: str = QEMU) -> str:
     return path
 
 
+def qemu_version(binary: str | None = None) -> str:
+    """``QEMU emulator version …`` as the installed binary prints it."""
+    out = subprocess.run([binary or qemu_binary(), "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.splitlines()[0] if out.stdout else "unknown"
+
+
 @functools.lru_cache(maxsize=8)
 def _help_names(binary: str, option: str) -> frozenset[str]:
     out = subprocess.run([binary, option, "help"], capture_output=True, text=True, check=False).stdout
@@ -267,7 +274,7 @@ class MachineConfig:
         accel = self.accel + (f",tb-size={self.tb_size_mib}" if self.tb_size_mib else "")
         args = [qemu_binary(self.binary), "-name", f"{name},process={name}",
                 "-machine", self.machine, "-accel", accel, "-m", str(self.memory_mib), "-smp", str(self.vcpus),
-                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-S",
                 "-chardev", f"socket,id=console,fd={console_fd}", "-serial", "chardev:console",
                 "-chardev", f"socket,id=qmp,fd={qmp_fd}", "-mon", "chardev=qmp,mode=control"]
         if self.cpu:
@@ -286,6 +293,17 @@ class MachineConfig:
 
 
 # --------------------------------------------------------------------------- the machine
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL QEMU if labkit's process dies (even by SIGKILL).
+
+    QEMU runs in its own session (so a Ctrl-C in a terminal reaches labkit,
+    which then cleans up in order), so nothing else would stop it if the
+    notebook kernel were killed outright.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 @dataclass(frozen=True)
@@ -327,8 +345,13 @@ class Machine:
 
     # ---- lifecycle
 
-    async def start(self, qmp_timeout: float = 20.0) -> Machine:
-        """Launch QEMU and connect QMP; on any failure nothing is left running."""
+    async def start(self, qmp_timeout: float = 20.0, paused: bool = False) -> Machine:
+        """Launch QEMU and connect QMP, then let the guest run (unless ``paused``).
+
+        QEMU starts with its vCPUs stopped (``-S``, as libvirt does), so QMP is
+        connected before the guest can do anything, even finish and exit.  On
+        any failure nothing is left running.
+        """
         if self._proc is not None:
             raise QemuError(f"{self.name} was already started", "create a new Machine")
         self.config.validate()
@@ -342,7 +365,8 @@ class Machine:
             self.launched_at = time.monotonic()
             self._proc = subprocess.Popen(self.command_line, stdin=subprocess.DEVNULL, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True,
-                                          pass_fds=(console_child.fileno(), qmp_child.fileno()))
+                                          pass_fds=(console_child.fileno(), qmp_child.fileno()),
+                                          preexec_fn=_die_with_parent)
             self._exit_token = runtime.release_at_exit(self.kill)
         except BaseException:
             self.kill()
@@ -356,7 +380,7 @@ class Machine:
         try:
             self._qmp = QMPClient(self.name)
             await asyncio.wait_for(self._qmp.connect(qmp), qmp_timeout)
-        except (QMPError, OSError, asyncio.TimeoutError) as exc:
+        except (QMPError, OSError, EOFError, asyncio.TimeoutError) as exc:
             output = self.qemu_output()
             self.kill()
             raise LaunchError(f"QEMU did not start ({type(exc).__name__}: {exc})",
@@ -364,7 +388,22 @@ class Machine:
         except BaseException:
             self.kill()
             raise
+        if not paused:
+            await self._resume()
         return self
+
+    async def _resume(self) -> None:
+        """QMP ``cont``.  A guest may finish and QEMU exit before the reply: that is a success."""
+        try:
+            await self.qmp("cont")
+        except (QMPError, OSError, EOFError, QemuError) as exc:
+            if not await self._until(lambda: self.exited_at is not None, 5.0):
+                await self.stop(timeout=0.5)
+                raise QemuError(f"QEMU did not resume the guest ({type(exc).__name__}: {exc})",
+                                "try again; if it persists, run the command line by hand") from None
+        except BaseException:
+            await self.stop(timeout=0.5)
+            raise
 
     def _read_console(self) -> None:
         assert self._console is not None and self._proc is not None
@@ -606,10 +645,17 @@ class BootResult:
     exit_code: int | None
     notes: tuple[str, ...] = field(default=())  # choices labkit made for speed, and why
 
+    def to_dict(self) -> dict:
+        return {"accel": asdict(self.accel), "machine": self.config.machine, "cpu": self.config.cpu,
+                "memory_mib": self.config.memory_mib, "vcpus": self.config.vcpus,
+                "times": {**asdict(self.times), "before_kernel_s": self.times.before_kernel_s},
+                "report": self.report.to_dict(), "notes": list(self.notes),
+                "command_line": list(self.command_line), "exit_code": self.exit_code}
+
 
 def linux_config(image: images.GuestImage, accel: AccelChoice, *, machine: str = "auto",
                  cpu: str | None = None, memory_mib: int = 128, vcpus: int = 1,
-                 append: str = "") -> tuple[MachineConfig, tuple[str, ...]]:
+                 append: str = "", host_tuning: bool = True) -> tuple[MachineConfig, tuple[str, ...]]:
     """Options to boot ``image`` fast on this host, and the reasons (``notes``) for each choice.
 
     * the uncompressed ``vmlinux`` when the image has one: QEMU enters it at
@@ -619,7 +665,7 @@ def linux_config(image: images.GuestImage, accel: AccelChoice, *, machine: str =
       else ``pc``;
     * under TCG, ``tsc_early_khz=<host TSC kHz>`` so the guest need not
       calibrate its clock against an emulated timer (that calibration is slow
-      and sometimes fails on microvm).
+      and sometimes fails on microvm).  ``host_tuning=False`` leaves it out.
     """
     notes = []
     kernel = image.vmlinux or image.kernel
@@ -632,7 +678,7 @@ def linux_config(image: images.GuestImage, accel: AccelChoice, *, machine: str =
                                                  else "(the classic PC; a bzImage goes through SeaBIOS)"))
     cmdline = image.cmdline
     if accel.name == "tcg":
-        tsc = host_tsc_khz()
+        tsc = host_tsc_khz() if host_tuning else None
         if tsc:
             cmdline += f" tsc_early_khz={tsc.khz}"
             notes.append(f"tsc_early_khz={tsc.khz}: the guest's TSC is the host's under TCG "
@@ -653,7 +699,7 @@ REPORT_LINE = re.compile(re.escape(images.REPORT_MARKER) + r".*\n")
 
 async def boot(image: images.GuestImage | None = None, *, accel: Accel = "auto", machine: str = "auto",
                cpu: str | None = None, memory_mib: int = 128, vcpus: int = 1, command: str | None = None,
-               append: str = "", timeout: float = 60.0,
+               append: str = "", host_tuning: bool = True, timeout: float = 60.0,
                on_output: Callable[[str], None] | None = None) -> BootResult:
     """Boot the tiny guest once: wait for its report, let it power off, return what it saw and the timings.
 
@@ -664,7 +710,7 @@ async def boot(image: images.GuestImage | None = None, *, accel: Accel = "auto",
         image = images.tiny_guest(image.kernel if image else None, command, fetch=False, progress=False)
     choice = choose_accel(accel, "linux")
     config, notes = linux_config(image, choice, machine=machine, cpu=cpu, memory_mib=memory_mib,
-                                 vcpus=vcpus, append=append)
+                                 vcpus=vcpus, append=append, host_tuning=host_tuning)
     vm = Machine(config, name="tiny")
     if on_output:
         vm.on_output(on_output)
@@ -682,3 +728,60 @@ async def boot(image: images.GuestImage | None = None, *, accel: Accel = "auto",
         poweroff_s=vm.exited_at - vm.launched_at if vm.exited_at else None,
         guest_uptime_s=report.uptime_s)
     return BootResult(report, times, choice, config, tuple(vm.command_line), console, exit_code, notes)
+
+
+# --------------------------------------------------------------------------- measuring accelerators
+
+#: A CPU-bound loop the guest runs after its report, timed by the guest's own clock.
+WORKLOAD_ITERATIONS = 100_000
+WORKLOAD_COMMAND = ("read a _ </proc/uptime; "
+                    f"awk 'BEGIN {{ for (i = 0; i < {WORKLOAD_ITERATIONS}; i++) s += i }}'; "
+                    "read b _ </proc/uptime; echo \"LABKIT-WORKLOAD $a $b\"")
+
+
+def workload_seconds(report: images.GuestReport) -> float | None:
+    """How long :data:`WORKLOAD_COMMAND` took by the guest's clock (10 ms resolution), if it ran."""
+    match = re.search(r"LABKIT-WORKLOAD ([\d.]+) ([\d.]+)", report.command_output or "")
+    return float(match.group(2)) - float(match.group(1)) if match else None
+
+
+async def compare_boots(image: images.GuestImage | None = None, boots: int = 3, workload: bool = True,
+                        **options: Any) -> list[BootResult]:
+    """Boot the tiny guest ``boots`` times under TCG and, where KVM can boot Linux, under KVM.
+
+    With ``workload``, each guest also runs :data:`WORKLOAD_COMMAND` (see
+    :func:`workload_seconds`).  Boots alternate between accelerators so a
+    busy moment on a shared host does not favour one of them.
+    """
+    accels: list[Accel] = ["tcg"] + (["kvm"] if choose_accel("auto", "linux").name == "kvm" else [])
+    results = []
+    for _ in range(boots):
+        for accel in accels:
+            results.append(await boot(image, accel=accel, command=WORKLOAD_COMMAND if workload else None,
+                                      **options))
+    return results
+
+
+def check_cpu_exercise(result: BootResult | None) -> bool:
+    """Notebook 04's exercise: a guest with 2 vCPUs whose own command printed how many CPUs it sees.
+
+    Prints ✔ or what is still missing with a hint; returns whether it is solved.
+    """
+    problems = []
+    if result is None:
+        problems.append("boot the guest first (the cell above sets `exercise`)")
+    else:
+        if result.config.vcpus != 2:
+            problems.append(f"the machine had {result.config.vcpus} vCPU(s), not 2 (hint: vcpus=2)")
+        output = (result.report.command_output or "").split()
+        if result.report.command_output is None:
+            problems.append("the guest ran no command (hint: command='nproc', or count 'processor' "
+                            "lines in /proc/cpuinfo)")
+        elif str(result.report.cpus) not in output:
+            problems.append(f"the command printed {' '.join(output)[:60]!r}, not the number of CPUs the guest "
+                            f"sees ({result.report.cpus}) (hint: nproc prints it)")
+    if problems:
+        print("✘ not yet: " + "; ".join(problems))
+        return False
+    print("✔ the guest has 2 vCPUs, and it counted them itself")
+    return True

@@ -14,7 +14,7 @@ import sys
 
 from labkit.errors import LabkitError
 
-COMMANDS = ("doctor", "host", "image", "virt")
+COMMANDS = ("doctor", "host", "image", "boot", "virt")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@
 # real mode -> protected mode -> long mode (with page tables it writes to RAM),
 # prints on the serial port (COM1, I/O port 0x3F8), runs a counting loop of
 # ITERATIONS steps in ring 0 or -- after an iretq -- in ring 3 (user mode),
+# timed with the CPU's own time-stamp counter (RDTSC, printed in hex),
 # and tells QEMU to exit by writing to the isa-debug-exit device (port 0xF4):
 # QEMU then exits with status (value << 1) | 1 = 33.
 #
@@ -84,11 +85,24 @@ user:
 .endif
     lea rsi, [rip + loop_start]
     call print
+    rdtsc                        # EDX:EAX = time-stamp counter
+    shl rdx, 32
+    or rax, rdx
+    mov r12, rax
     mov rcx, ITERATIONS
 count:
     dec rcx
     jnz count
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    sub rax, r12                 # TSC cycles the loop took
+    mov r12, rax
     lea rsi, [rip + loop_end]
+    call print
+    mov rax, r12
+    call print_hex
+    lea rsi, [rip + newline]
     call print
     mov dx, EXIT_PORT
     mov al, EXIT_OK
@@ -104,10 +118,27 @@ print:                           # write the NUL-terminated string at RSI to COM
     jmp 1b
 2:  ret
 
+print_hex:                       # write RAX to COM1 as 16 hex digits
+    mov rbx, rax
+    mov rcx, 16
+    mov dx, COM1
+1:  rol rbx, 4
+    mov al, bl
+    and al, 15
+    add al, '0'
+    cmp al, '9'
+    jbe 2f
+    add al, 'a' - '9' - 1
+2:  out dx, al
+    dec rcx
+    jnz 1b
+    ret
+
 hello:      .asciz "LABKIT-PAYLOAD long mode, ring 0\n"
 in_ring3:   .asciz "LABKIT-PAYLOAD ring 3\n"
 loop_start: .asciz "LABKIT-PAYLOAD loop start\n"
-loop_end:   .asciz "LABKIT-PAYLOAD loop end\n"
+loop_end:   .asciz "LABKIT-PAYLOAD loop end, TSC cycles: "
+newline:    .asciz "\n"
 
 .balign 8
 gdt:                             # Accessed bits preset: the GDT is in ROM, the CPU cannot set them

@@ -1,0 +1,93 @@
+"""Views for notebook 04: a guest's console live, guest vs host, and the TCG/KVM timing plot."""
+
+from __future__ import annotations
+
+import html
+import statistics
+import threading
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from labkit import host, images, payload, qemu
+
+
+class ConsoleView:
+    """The last lines of a guest's serial console, updated as they arrive.
+
+    Pass :meth:`append` as ``on_output`` to :func:`labkit.qemu.boot` (or to
+    ``Machine.on_output``); it is called from the console thread.
+    """
+
+    def __init__(self, lines: int = 14, title: str = "serial console (ttyS0)") -> None:
+        self.lines = lines
+        self._text = ""
+        self._lock = threading.Lock()
+        self._pre = widgets.HTML(self._render())
+        self.widget = widgets.VBox([widgets.HTML(f"<b>{html.escape(title)}</b>"), self._pre])
+
+    def append(self, text: str) -> None:
+        with self._lock:
+            self._text += text.replace("\r", "")
+            self._pre.value = self._render()
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+    def _render(self) -> str:
+        tail = "\n".join(self._text.splitlines()[-self.lines:]) or "(waiting for the guest…)"
+        return (f"<pre style='background:#111;color:#ddd;padding:6px;height:{self.lines * 1.25}em;"
+                f"overflow:auto;white-space:pre-wrap;font-size:85%'>{html.escape(tail)}</pre>")
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+def guest_vs_host(report: images.GuestReport, host_report: host.HostReport) -> widgets.HTML:
+    """A table: the same questions asked of the host and of the guest."""
+    cpu = host_report.cpu
+    rows = [
+        ("kernel", f"Linux {host_report.kernel.release}", f"Linux {report.kernel_release}"),
+        ("CPU", f"{cpu.vendor} {cpu.model_name}", f"{report.cpu_vendor} {report.cpu_model}"),
+        ("logical CPUs", cpu.logical_cpus, report.cpus),
+        ("memory", f"{host.memory().total // 2**20} MiB", f"{report.memory_mib} MiB"),
+        ("'hypervisor' CPU flag", cpu.hypervisor_flag, report.hypervisor_flag),
+        ("hypervisor (CPUID 0x40000000)", host_report.platform.hypervisor or "none", report.hypervisor or "none"),
+        ("VT-x / AMD-V offered", cpu.hardware_virtualization or "no", report.hardware_virtualization or "no"),
+        ("CPU flags", len(cpu.flags), len(report.flags)),
+    ]
+    body = "".join(f"<tr><th style='text-align:left'>{html.escape(str(a))}</th><td>{html.escape(str(b))}</td>"
+                   f"<td>{html.escape(str(c))}</td></tr>" for a, b, c in rows)
+    return widgets.HTML(f"<table><tr><th></th><th>host</th><th>guest</th></tr>{body}</table>")
+
+
+def plot_accelerators(runs: list[payload.PayloadRun], boots: list[qemu.BootResult]) -> Figure:
+    """Left: the payload's loop rate per accelerator and ring (log scale).  Right: Linux boot phases."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    labels = [f"{r.accel.name.upper()}\nring {r.ring}" for r in runs]
+    rates = [(r.iterations_per_s or 0) / 1e6 for r in runs]
+    bars = left.bar(labels, rates, color=["#2a7" if r.accel.name == "kvm" else "#37c" for r in runs])
+    left.bar_label(bars, fmt="%.1f")
+    left.set_yscale("log")
+    left.set_ylabel("loop iterations per second (millions)")
+    left.set_title("bare-metal payload: the same loop")
+
+    groups: dict[str, list[qemu.BootTimes]] = {}
+    for b in boots:
+        groups.setdefault(f"{b.accel.name.upper()}\n{b.config.machine}", []).append(b.times)
+    names = list(groups)
+    before = [statistics.median(t.before_kernel_s for t in groups[n]) for n in names]
+    kernel = [statistics.median(t.userspace_s for t in groups[n]) - b for n, b in zip(names, before)]
+    off = [statistics.median((t.poweroff_s or t.userspace_s) - t.userspace_s for t in groups[n]) for n in names]
+    right.bar(names, before, label="QEMU start, loading (before the guest clock)", color="#bbb")
+    right.bar(names, kernel, bottom=before, label="guest kernel → /init", color="#37c")
+    right.bar(names, off, bottom=[a + b for a, b in zip(before, kernel)], label="/init: report, awk workload, power-off", color="#e93")
+    right.set_ylabel("seconds since QEMU was launched (median)")
+    right.set_title(f"tiny Linux guest boot ({len(boots)} boots)")
+    right.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig

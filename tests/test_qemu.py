@@ -1,0 +1,315 @@
+"""labkit.qemu: options, the accelerator choice, real TCG boots of the tiny guest, QMP and cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import HOSTS
+from labkit import host, images, payload, qemu, runtime
+from labkit.errors import InvalidOptionError, KvmUnavailableError, MissingToolError
+
+ROOT = host.User(0, frozenset({0}))
+
+
+def leftovers(name: str = "") -> list[psutil.Process]:
+    """QEMU processes this test process started (their -name carries our pid) that are still alive."""
+    mark = f"{runtime.prefix()}{name}"
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if any(mark in arg and f"-{os.getpid()}-" in arg for arg in cmdline) and proc.is_running():
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+    return found
+
+
+@pytest.fixture(scope="module")
+def guest() -> images.GuestImage:
+    return images.tiny_guest(fetch=False, progress=False)
+
+
+@pytest.fixture(scope="module")
+def booted(guest: images.GuestImage) -> qemu.BootResult:
+    """One real TCG boot, shared by the tests that read it (a boot takes ~1.5-2 s here)."""
+    return asyncio.run(qemu.boot(guest, accel="tcg", vcpus=2, memory_mib=160,
+                                 command="echo hello from the guest; cat /proc/cpuinfo | grep -c ^processor"))
+
+
+# --------------------------------------------------------------------------- the accelerator
+
+
+@pytest.mark.parametrize("name, linux, payload_accel", [
+    ("intel-vtx-baremetal", "kvm", "kvm"),
+    ("amd-svm-baremetal", "kvm", "kvm"),
+    ("pvm-nested", "tcg", "kvm"),
+    ("no-dev-kvm", "tcg", "tcg"),
+])
+def test_auto_accel_per_host(name: str, linux: str, payload_accel: str) -> None:
+    report = host.inspect(HOSTS / name, user=ROOT)
+    choice = qemu.choose_accel("auto", "linux", report)
+    assert choice.name == linux and choice.requested == "auto"
+    assert qemu.choose_accel("auto", "payload", report).name == payload_accel
+    if name == "pvm-nested":
+        assert "VT-x/AMD-V" in choice.reason and "TCG" in choice.reason
+
+
+def test_kvm_for_linux_refused_where_it_cannot_boot() -> None:
+    with pytest.raises(qemu.KvmCannotBootLinuxError) as err:
+        qemu.choose_accel("kvm", "linux", host.inspect(HOSTS / "pvm-nested", user=ROOT))
+    assert "tcg" in err.value.fix
+    with pytest.raises(KvmUnavailableError, match="no KVM"):
+        qemu.choose_accel("kvm", "linux", host.inspect(HOSTS / "no-dev-kvm", user=ROOT))
+    with pytest.raises(InvalidOptionError):
+        qemu.choose_accel("fast")  # type: ignore[arg-type]
+    assert qemu.choose_accel("tcg").name == "tcg"
+
+
+def test_kvm_not_openable_by_a_student_falls_back() -> None:
+    report = host.inspect(HOSTS / "intel-vtx-baremetal", user=host.User(1000, frozenset({1000})))
+    choice = qemu.choose_accel("auto", "linux", report)
+    assert choice.name == "tcg" and "no usable KVM" in choice.reason
+
+
+def test_host_tsc_frequency() -> None:
+    tsc = qemu.host_tsc_khz()
+    if "constant_tsc" in host.cpu_info(host.LiveSource()).flags and tsc is not None:
+        assert 300_000 <= tsc.khz <= 10_000_000 and tsc.source
+
+
+def test_no_tsc_frequency_without_constant_tsc(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = host.cpu_info(host.LiveSource())
+    monkeypatch.setattr(qemu.host, "cpu_info", lambda src: qemu.host.CpuInfo(
+        real.vendor, real.model_name, real.logical_cpus, real.physical_cores, real.flags - {"constant_tsc"}))
+    assert qemu.host_tsc_khz() is None
+
+
+# --------------------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(memory_mib=0), "memory_mib=0"),
+    (dict(memory_mib=10**9), "between 16"),
+    (dict(memory_mib="128"), "whole number"),
+    (dict(vcpus=0), "vcpus=0"),
+    (dict(vcpus=65), "vcpus=65"),
+    (dict(machine="pdp11"), "no machine type"),
+    (dict(cpu="Pentium-9000"), "cannot emulate"),
+    (dict(cpu="host"), "-cpu host"),
+    (dict(accel="auto"), "choose_accel"),
+    (dict(initrd=Path("/etc/hostname")), "needs a kernel"),
+    (dict(append="quiet"), "needs a kernel"),
+    (dict(tb_size_mib=0), "TCG only"),
+])
+def test_bad_options(change: dict, message: str) -> None:
+    with pytest.raises(InvalidOptionError, match=re.escape(message)):
+        qemu.MachineConfig(**change).validate()
+
+
+def test_cpu_max_under_nested_kvm_refused() -> None:
+    config = qemu.MachineConfig(accel="kvm", cpu="max")
+    with pytest.raises(InvalidOptionError, match="max"):
+        config.validate(host.inspect(HOSTS / "pvm-nested", user=ROOT))
+    config.validate(host.inspect(HOSTS / "intel-vtx-baremetal", user=ROOT))  # fine with VT-x
+
+
+def test_missing_kernel_file(tmp_path: Path) -> None:
+    with pytest.raises(MissingToolError, match="kernel file"):
+        qemu.MachineConfig(kernel=tmp_path / "vmlinuz").validate()
+
+
+def test_missing_qemu_binary(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, guest: images.GuestImage) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MissingToolError, match="qemu-system-x86_64 is not installed") as err:
+        asyncio.run(qemu.boot(guest, accel="tcg"))
+    assert "apt-get install qemu-system-x86" in err.value.fix
+
+
+def test_command_line_has_no_shell_and_no_defaults() -> None:
+    config = qemu.MachineConfig(cpu="qemu64", devices=(qemu.DEBUG_EXIT_DEVICE,), memory_mib=64, vcpus=2)
+    argv = config.argv("labkit-x-test", 5, 6)
+    assert argv[0].endswith("qemu-system-x86_64") and "-nodefaults" in argv and "-no-reboot" in argv
+    assert argv[argv.index("-cpu") + 1] == "qemu64" and argv[argv.index("-smp") + 1] == "2"
+    assert "socket,id=console,fd=5" in argv and "socket,id=qmp,fd=6" in argv
+    assert argv[argv.index("-device") + 1] == "isa-debug-exit,iobase=0xf4,iosize=0x04"
+
+
+def test_linux_config_derives_from_the_host(guest: images.GuestImage) -> None:
+    tcg = qemu.AccelChoice("tcg", "tcg", "test")
+    config, notes = qemu.linux_config(guest, tcg)
+    tsc = qemu.host_tsc_khz()
+    if tsc:
+        assert f"tsc_early_khz={tsc.khz}" in config.append
+    if guest.vmlinux and tsc:
+        assert config.machine == "microvm" and config.kernel == guest.vmlinux
+    assert config.append.startswith(images.BASE_CMDLINE) and notes
+    plain, _ = qemu.linux_config(guest, tcg, machine="pc", host_tuning=False)
+    assert plain.machine == "pc" and "tsc_early_khz" not in plain.append
+    kvm, _ = qemu.linux_config(guest, qemu.AccelChoice("kvm", "auto", "test"))
+    assert "tsc_early_khz" not in kvm.append  # KVM guests have kvm-clock
+
+
+def test_parse_registers() -> None:
+    text = ("RAX=0000000000000000 RBX=0000000000000001 RCX=0000000000000002 RDX=0000000000000003\n"
+            "RIP=ffffffff81e6b3bf RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1\n"
+            "ES =0000 0000000000000000 00000000 00000000\nCR0=80050033 CR2=00007f CR3=0000000002e0a000\n")
+    regs = qemu.parse_registers(text)
+    assert regs["RIP"] == 0xFFFFFFFF81E6B3BF and regs["CR0"] == 0x80050033 and regs["CPL"] == 0
+    assert regs["RBX"] == 1 and regs["ES"] == 0
+
+
+# --------------------------------------------------------------------------- real boots (TCG)
+
+
+def test_boot_reports_what_the_guest_saw(booted: qemu.BootResult, guest: images.GuestImage) -> None:
+    report = booted.report
+    assert report.kernel_release == guest.kernel_release
+    assert report.cpus == 2 and 100 <= report.memory_mib <= 160
+    assert report.hypervisor == "QEMU TCG" and report.hypervisor_flag
+    assert booted.accel.name == "tcg" and booted.exit_code == 0
+    assert report.command_output.split() == ["hello", "from", "the", "guest", "2"] and report.command_status == 0
+    assert report.cmdline.startswith(images.BASE_CMDLINE)
+
+
+def test_boot_timings_are_ordered(booted: qemu.BootResult) -> None:
+    t = booted.times
+    assert t.first_output_s is not None and t.poweroff_s is not None
+    assert 0 < t.first_output_s <= t.userspace_s <= t.poweroff_s
+    assert 0 < t.guest_uptime_s and t.before_kernel_s >= 0
+    assert not leftovers()
+
+
+def test_boot_result_dict(booted: qemu.BootResult) -> None:
+    data = booted.to_dict()
+    assert data["report"]["hypervisor"] == "QEMU TCG" and data["times"]["userspace_s"] > 0
+    assert data["command_line"][0].endswith("qemu-system-x86_64")
+
+
+def test_guest_that_never_boots_times_out_cleanly(guest: images.GuestImage) -> None:
+    with pytest.raises(qemu.BootTimeoutError) as err:
+        asyncio.run(qemu.boot(guest, accel="tcg", timeout=0.3))
+    assert "within 0.3 s" in str(err.value) and "Console tail" in str(err.value)
+    assert not leftovers("tiny-")
+
+
+def test_guest_that_panics_is_a_clean_error(guest: images.GuestImage, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.cpio.gz"
+    broken.write_bytes(b"\x1f\x8b this is no initramfs")
+    image = images.GuestImage(guest.kernel, broken, guest.cmdline, guest.kernel_release, "test", guest.vmlinux)
+    with pytest.raises(qemu.GuestStoppedError) as err:
+        asyncio.run(qemu.boot(image, accel="tcg"))
+    assert "panic" in str(err.value).lower()  # the kernel's last words are quoted
+    assert not leftovers("tiny-")
+
+
+def test_launch_failure_carries_command_line_and_output() -> None:
+    config = qemu.MachineConfig(extra_args=("-device", "no-such-device"))
+    with pytest.raises(qemu.LaunchError) as err:
+        asyncio.run(qemu.Machine(config).start())
+    assert "no-such-device" in err.value.output and "-nodefaults" in err.value.command_line
+    assert "QEMU said" in str(err.value)
+    assert not leftovers()
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_no_qemu_survives_an_error_mid_boot(guest: images.GuestImage, error: type[BaseException]) -> None:
+    config, _ = qemu.linux_config(guest, qemu.choose_accel("tcg"))
+    seen = {}
+
+    async def boot_and_fail() -> None:
+        async with qemu.Machine(config, name="midboot") as vm:
+            seen["pid"] = vm.pid
+            await asyncio.sleep(0.2)  # the kernel is booting
+            raise error("the test stops here")
+
+    with pytest.raises(error):
+        asyncio.run(boot_and_fail())
+    assert not psutil.pid_exists(seen["pid"]) or psutil.Process(seen["pid"]).status() == psutil.STATUS_ZOMBIE
+    assert not leftovers("midboot")
+
+
+def test_interpreter_exit_kills_an_abandoned_machine(tmp_path: Path) -> None:
+    """A notebook kernel shut down with a guest still running: the exit hook kills QEMU."""
+    script = textwrap.dedent("""
+        import asyncio
+        from labkit import payload, qemu
+        async def main():
+            p = payload.build(iterations=10**15)  # runs for days
+            vm = await qemu.Machine(qemu.MachineConfig(bios=p.path, memory_mib=16), name="abandoned").start()
+            print(vm.pid, flush=True)
+        asyncio.run(main())
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    pid = int(proc.stdout.split()[0])
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+# --------------------------------------------------------------------------- QMP
+
+
+def test_qmp_status_cpus_kvm_registers_stop_cont() -> None:
+    async def scenario() -> dict:
+        p = payload.build(iterations=10**15)
+        config = qemu.MachineConfig(bios=p.path, memory_mib=16, vcpus=2, devices=(qemu.DEBUG_EXIT_DEVICE,))
+        async with qemu.Machine(config, name="qmp") as vm:
+            await vm.wait_for("loop start", timeout=20)
+            out = {"status": (await vm.qmp("query-status"))["status"],
+                   "cpus": await vm.qmp("query-cpus-fast"),
+                   "kvm": await vm.qmp("query-kvm")}
+            await vm.qmp("stop")
+            out["stopped"] = (await vm.qmp("query-status"))["status"]
+            out["registers"] = qemu.parse_registers(await vm.hmp("info registers"))
+            await vm.qmp("cont")
+            out["resumed"] = (await vm.qmp("query-status"))["status"]
+        out["running_after"] = vm.running
+        return out
+
+    out = asyncio.run(scenario())
+    assert out["status"] == "running" and len(out["cpus"]) == 2
+    assert out["kvm"]["enabled"] is False  # TCG
+    assert out["stopped"] == "paused" and out["resumed"] == "running"
+    assert payload.ORIGIN <= out["registers"]["RIP"] < payload.ORIGIN + 0x10000  # inside the payload
+    assert out["registers"]["CPL"] == 3  # the loop runs in ring 3
+    assert out["running_after"] is False and not leftovers("qmp")
+
+
+def test_qmp_on_a_stopped_machine_is_an_error() -> None:
+    vm = qemu.Machine(qemu.MachineConfig())
+    with pytest.raises(qemu.QemuError, match="not running"):
+        asyncio.run(vm.qmp("query-status"))
+
+
+def test_bad_machine_name() -> None:
+    with pytest.raises(InvalidOptionError, match="machine name"):
+        qemu.Machine(qemu.MachineConfig(), name="Bad Name")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _labkit(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "labkit", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_boot_prints_report_and_timings() -> None:
+    proc = _labkit("boot", "--vcpus", "1", "--memory", "128")
+    assert proc.returncode == 0, proc.stderr
+    assert "guest      Linux " in proc.stdout and "userspace" in proc.stdout
+    assert re.search(r"CPUID says: (QEMU TCG|KVM)", proc.stdout)
+
+
+def test_cli_boot_bad_options() -> None:
+    proc = _labkit("boot", "--memory", "0")
+    assert proc.returncode == 2 and "memory_mib=0" in proc.stderr and "fix:" in proc.stderr
+    if qemu.choose_accel("auto", "linux").name == "tcg" and host.inspect().verdict.usable:
+        proc = _labkit("boot", "--accel", "kvm")  # these hosts: KVM works but cannot boot Linux
+        assert proc.returncode == 2 and "cannot boot a Linux guest" in proc.stderr

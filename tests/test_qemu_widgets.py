@@ -1,0 +1,38 @@
+"""labkit.widgets.qemu: the views notebook 04 shows (fed with recorded data, no QEMU)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from conftest import FIXTURES  # noqa: E402
+from labkit import host, images, payload, qemu  # noqa: E402
+from labkit.widgets import qemu as views  # noqa: E402
+
+REPORT = images.parse_report((FIXTURES / "consoles" / "tiny-tcg.txt").read_text())
+
+
+def test_console_view_shows_the_tail_as_text() -> None:
+    view = views.ConsoleView(lines=2)
+    assert "waiting for the guest" in view._pre.value
+    view.append("one\r\ntwo\r\n")
+    view.append("three <b>\r\n")
+    assert view.text == "one\ntwo\nthree <b>\n"
+    assert "one" not in view._pre.value and "three &lt;b&gt;" in view._pre.value  # escaped, last 2 lines
+
+
+def test_guest_vs_host_table() -> None:
+    table = views.guest_vs_host(REPORT, host.inspect(FIXTURES / "hosts" / "pvm-nested")).value
+    assert "QEMU TCG" in table and "AMD-V" in table and "<th>guest</th>" in table
+
+
+def test_plot_accelerators() -> None:
+    choice = qemu.AccelChoice("tcg", "auto", "test")
+    run = payload.PayloadRun(choice, 3, 1000, payload.EXIT_STATUS, 0.03, 2000, 0.001, 0.05, "", ())
+    times = qemu.BootTimes(0.7, 1.3, 1.35, 0.8)
+    boot = qemu.BootResult(REPORT, times, choice, qemu.MachineConfig(machine="microvm"), (), "", 0)
+    fig = views.plot_accelerators([run], [boot, boot])
+    left, right = fig.axes
+    assert [t.get_text() for t in left.get_xticklabels()] == ["TCG\nring 3"]
+    assert [round(p.get_height(), 2) for p in right.patches] == [0.5, 0.8, 0.05]
