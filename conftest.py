@@ -5,7 +5,8 @@ cell tagged ``exercise:NAME`` with a template, followed by a check cell.  When
 nbval runs a notebook, the answer cell's source is replaced by
 ``solutions/NAME.py``, which also sets ``LABKIT_EXPECT_SOLVED=1`` in the
 notebook's kernel: from there on a checker raises unless the exercise is
-solved — so CI proves every reference solution works.
+solved — so CI proves every reference solution works.  A solution prints
+nothing (as its template does), so nbval compares the cells around it as usual.
 """
 
 from __future__ import annotations

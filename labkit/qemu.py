@@ -768,28 +768,3 @@ async def compare_boots(image: images.GuestImage | None = None, boots: int = 3, 
             results.append(await boot(image, accel=accel, command=WORKLOAD_COMMAND if workload else None,
                                       **options))
     return results
-
-
-def check_cpu_exercise(result: BootResult | None) -> bool:
-    """Notebook 04's exercise: a guest with 2 vCPUs whose own command printed how many CPUs it sees.
-
-    Prints ✔ or what is still missing with a hint; returns whether it is solved.
-    """
-    problems = []
-    if result is None:
-        problems.append("boot the guest first (the cell above sets `exercise`)")
-    else:
-        if result.config.vcpus != 2:
-            problems.append(f"the machine had {result.config.vcpus} vCPU(s), not 2 (hint: vcpus=2)")
-        output = (result.report.command_output or "").split()
-        if result.report.command_output is None:
-            problems.append("the guest ran no command (hint: command='nproc', or count 'processor' "
-                            "lines in /proc/cpuinfo)")
-        elif str(result.report.cpus) not in output:
-            problems.append(f"the command printed {' '.join(output)[:60]!r}, not the number of CPUs the guest "
-                            f"sees ({result.report.cpus}) (hint: nproc prints it)")
-    if problems:
-        print("✘ not yet: " + "; ".join(problems))
-        return False
-    print("✔ the guest has 2 vCPUs, and it counted them itself")
-    return True

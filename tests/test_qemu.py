@@ -328,3 +328,18 @@ def test_cli_boot_bad_options() -> None:
     if qemu.choose_accel("auto", "linux").name == "tcg" and host.inspect().verdict.usable:
         proc = _labkit("boot", "--accel", "kvm")  # these hosts: KVM works but cannot boot Linux
         assert proc.returncode == 2 and "cannot boot a Linux guest" in proc.stderr
+
+
+def test_cpu_count_exercise(booted: qemu.BootResult) -> None:
+    """Notebook 04's checker on a real boot (2 vCPUs, the guest counted them) and on altered copies."""
+    import dataclasses
+
+    from labkit.exercises import qemu as exercise
+
+    assert exercise.cpu_count(booted).solved
+    one_vcpu = dataclasses.replace(booted, config=dataclasses.replace(booted.config, vcpus=1))
+    feedback = exercise.cpu_count(one_vcpu)
+    assert not feedback.solved and "not 2" in feedback.message and feedback.hint == "vcpus=2"
+    silent = dataclasses.replace(booted, report=dataclasses.replace(booted.report, command_output=None))
+    assert "ran no command" in exercise.cpu_count(silent).message
+    assert not exercise.cpu_count(None).solved

@@ -26,6 +26,7 @@ class ConsoleView:
         self._lock = threading.Lock()
         self._pre = widgets.HTML(self._render())
         self.widget = widgets.VBox([widgets.HTML(f"<b>{html.escape(title)}</b>"), self._pre])
+        self.widget.add_class("labkit-console")
 
     def append(self, text: str) -> None:
         with self._lock:

@@ -1,0 +1,132 @@
+"""``labkit virt up|down|status|boot|cleanup``: libvirt guests from the command line.
+
+Each subcommand prints the ``virsh`` command that does the same thing by hand,
+so the CLI teaches the tool it wraps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+from dataclasses import asdict
+
+from labkit import images, libvirtd, virt
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("virt", help="libvirt: the daemon, and real guests managed by it")
+    vsub = p.add_subparsers(dest="virt_command", required=True, metavar="ACTION")
+    up = vsub.add_parser("up", help="make sure a libvirt daemon answers (as root: start libvirtd if none runs)")
+    up.add_argument("--idle-timeout", type=int, default=libvirtd.IDLE_TIMEOUT_S, metavar="S",
+                    help="a daemon labkit starts exits after S seconds without clients or guests "
+                         "(0: never; default %(default)s)")
+    up.set_defaults(func=run_up)
+    vsub.add_parser("down", help="destroy your lab guests and stop the libvirtd labkit started").set_defaults(
+        func=run_down)
+    status = vsub.add_parser("status", help="connection, daemon, domain type and your lab guests")
+    status.add_argument("--json", action="store_true", help="print as JSON")
+    status.set_defaults(func=run_status)
+    vsub.add_parser("cleanup", help="destroy and undefine your leftover lab guests (labkit-<you>-*)").set_defaults(
+        func=run_cleanup)
+    boot = vsub.add_parser("boot", help="define, start and watch the tiny guest through libvirt, then remove it")
+    boot.add_argument("--name", default="cli", help="short domain name (default %(default)s)")
+    boot.add_argument("--memory", type=int, default=256, metavar="MIB", help="guest memory (default %(default)s)")
+    boot.add_argument("--vcpus", type=int, default=1, help="virtual CPUs (default %(default)s)")
+    boot.add_argument("--timeout", type=float, default=120, metavar="S", help="wait this long for the report")
+    boot.add_argument("--xml", action="store_true", help="print the domain XML labkit defines")
+    boot.add_argument("--cmdline", action="store_true", help="print the QEMU command line libvirt generated")
+    boot.set_defaults(func=run_boot)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    choice = virt.choose_uri()
+    if choice.uri == virt.SYSTEM_URI and os.geteuid() == 0:
+        daemon = libvirtd.start(idle_timeout_s=args.idle_timeout)
+        print(daemon.detail)
+    with virt.connect(start_daemon=False) as conn:
+        print(f"connected to {conn.uri}: {conn.choice.reason}")
+        print(f"  by hand: virsh -c {conn.choice.uri} uri")
+    return 0
+
+
+def run_down(_args: argparse.Namespace) -> int:
+    choice = virt.choose_uri()
+    if choice.uri != virt.SYSTEM_URI or os.geteuid() != 0:
+        with virt.connect(start_daemon=False) as conn:
+            removed = conn.cleanup()
+        print(f"removed {len(removed)} lab guest(s); {choice.uri} is a per-user daemon that libvirt starts and "
+              "stops by itself (it exits after 120 s idle)" if choice.uri == virt.SESSION_URI else
+              f"removed {len(removed)} lab guest(s) on {choice.uri}; labkit only stops a daemon it started")
+        return 0
+    current = libvirtd.status()
+    if current.running:
+        with virt.connect(start_daemon=False) as conn:
+            for name in conn.cleanup():
+                print(f"destroyed and undefined {name}   (virsh destroy {name}; virsh undefine {name})")
+    print(libvirtd.stop().detail)
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    choice = virt.choose_uri()
+    daemon = libvirtd.status(choice.uri) if choice.uri == virt.SYSTEM_URI else None
+    data: dict = {"uri": choice.uri, "reason": choice.reason,
+                  "daemon": asdict(daemon) if daemon else None}
+    if daemon is None or daemon.running:
+        with virt.connect(start_daemon=False) as conn:
+            dtype = conn.domain_type()
+            data["domain_type"] = asdict(dtype)
+            data["guests"] = {name: asdict(s) for name, s in conn.all_stats().items()}
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"uri          {choice.uri}  ({choice.reason})")
+    if daemon:
+        print(f"daemon       {daemon.detail}")
+        if not daemon.running:
+            print(f"             fix: {'sudo ' if os.geteuid() else ''}labkit virt up")
+            return 1
+    print(f"domain type  {data['domain_type']['type']}  ({data['domain_type']['reason']})")
+    print(f"lab guests   {len(data['guests'])}   (virsh -c {choice.uri} list --all)")
+    for name, s in data["guests"].items():
+        print(f"  {name:<32} {s['state']:<10} cpu {s['cpu_time_ns'] / 1e9:.2f} s  {s['memory_kib'] >> 10} MiB")
+    return 0
+
+
+def run_cleanup(_args: argparse.Namespace) -> int:
+    with virt.connect() as conn:
+        removed = conn.cleanup()
+    for name in removed:
+        print(f"destroyed and undefined {name}")
+    print(f"{len(removed)} lab guest(s) removed from {conn.choice.uri}")
+    return 0
+
+
+def run_boot(args: argparse.Namespace) -> int:
+    image = images.tiny_guest()
+    with virt.connect() as conn:
+        dtype = conn.domain_type()
+        print(f"{conn.uri}: domain type {dtype.type} ({dtype.reason})")
+        spec = virt.DomainSpec.for_image(args.name, image, memory_mib=args.memory, vcpus=args.vcpus,
+                                         domain_type=dtype.type)
+        with conn.define(spec) as dom:
+            print(f"defined {dom.name}   (virsh define FILE)")
+            if args.xml:
+                print(dom.xml)
+            dom.start()
+            print(f"started             (virsh start {dom.name})")
+            report = dom.wait_for_report(timeout=args.timeout)
+            t = dom.timeline
+            print(f"report: Linux {report.kernel_release}, {report.cpus} CPU(s), {report.memory_mib} MiB, "
+                  f"hypervisor {report.hypervisor or 'none'}; guest userspace {report.uptime_s:.2f} s after its "
+                  f"kernel started")
+            print(f"times: define {t['defined']:.2f} s, start returned {t['started']:.2f} s, "
+                  f"report {t['report']:.2f} s (define → guest userspace)")
+            if args.cmdline:
+                print("QEMU command line libvirt generated   (virsh domxml-to-native qemu-argv --domain NAME):")
+                print("  " + " ".join(shlex.quote(a) for a in dom.qemu_command_line()))
+        print("events: " + ", ".join(f"{e.event} ({e.detail})" for e in dom.events))
+        print(f"destroyed and undefined {dom.name}   (virsh destroy; virsh undefine)")
+    return 0

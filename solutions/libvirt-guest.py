@@ -1,0 +1,4 @@
+exercise_spec = virt.DomainSpec.for_image("exercise", image, memory_mib=192, vcpus=2, domain_type=dtype.type)
+my_domain = conn.define(exercise_spec)           # virsh define
+my_domain.start()                                # virsh start
+exercise_report = my_domain.wait_for_report(timeout=boot_timeout_s)
