@@ -160,7 +160,9 @@ def table(results: list[RunResult], sweep_name: str | None = None) -> str:
 
 
 def _fmt(value: object) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+    return str(value)
 
 
 def plot_sweep(results: list[RunResult], sweep_name: str, path: Path) -> Path:
