@@ -13,12 +13,12 @@ import functools
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from labkit import runtime
 from labkit.errors import InvalidOptionError, MissingToolError
 
 Bits = Literal[16, 32, 64]
@@ -104,8 +104,7 @@ def _assemble(source: str, bits: Bits, origin: int, defines: tuple[tuple[str, in
     as_, ld, objcopy, nm = (_tool(t) for t in _BINUTILS)
     prologue = f".code{bits};"  # same line as the source's first: as's line numbers stay the learner's
     emulation, as_mode = ("elf_x86_64", "--64") if bits == 64 else ("elf_i386", "--32")
-    with tempfile.TemporaryDirectory(prefix="labkit-asm-") as tmp:
-        d = Path(tmp)
+    with runtime.scratch("asm") as d:  # in the user's run dir: a killed run leaves it to `labkit cleanup`
         (d / "prog.S").write_text(prologue + source + "\n")
         defsyms = [arg for name, value in defines for arg in ("--defsym", f"{name}={value:#x}")]
         _run([as_, as_mode, *defsyms, "-o", str(d / "prog.o"), str(d / "prog.S")], source)

@@ -2,31 +2,47 @@
 
 Many students can share one workshop host, so everything labkit creates
 (guests, sockets, logs, libvirt domains, temp dirs) carries the prefix
-``labkit-<user>-`` and lives in per-user directories.  ``labkit cleanup``
-relies on these names to find what the lab left behind, and nothing else.
+``labkit-<user>-`` and lives in per-user directories; the names also carry
+the pid of the process that made them.  ``labkit cleanup``
+(:mod:`labkit.cleanup`) relies on these names to find what the lab left
+behind, and nothing else, and on the pid to tell a leftover from a live
+notebook's guest.
 """
 
 from __future__ import annotations
 
 import atexit
-import getpass
+import contextlib
 import os
+import pwd
 import re
+import shutil
+import stat
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from labkit.errors import AccessDeniedError
 
 _SAFE = re.compile(r"[^a-z0-9_.-]")
 
 
-def user_name() -> str:
-    """The login name of the current user, made safe for file and domain names."""
+def user_name(uid: int | None = None) -> str:
+    """The login name of ``uid`` (default: the effective user), made safe for file and domain names.
+
+    Taken from the passwd entry of the uid, never from ``$USER``/``$LOGNAME``:
+    those survive ``setpriv``, ``su -m`` or a hand-set environment, and a
+    student whose ``$USER`` said ``root`` would name everything after root
+    (and fail on root's private run dir).  The uid is what the kernel checks,
+    so the name follows it.
+    """
+    uid = os.geteuid() if uid is None else uid
     try:
-        name = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (some containers)
-        name = f"uid{os.getuid()}"
-    return _SAFE.sub("_", name.lower()) or f"uid{os.getuid()}"
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:  # no passwd entry (some containers)
+        name = f"uid{uid}"
+    return _SAFE.sub("_", name.lower()) or f"uid{uid}"
 
 
 def prefix(user: str | None = None) -> str:
@@ -42,20 +58,52 @@ def cache_dir() -> Path:
     return path
 
 
+def run_dir_of(user: str | None = None) -> Path:
+    """Where :func:`run_dir` is for ``user`` (default: this user), without creating it."""
+    return Path(tempfile.gettempdir()) / prefix(user).rstrip("-")
+
+
 def run_dir() -> Path:
     """Per-user directory for sockets, consoles and scratch dirs of live guests.
 
     Lives under the system temp dir (not ``$XDG_RUNTIME_DIR``, which many
-    Jupyter and CI environments lack) and is private to its owner.
+    Jupyter and CI environments lack) and is private to its owner.  The
+    temp dir is shared by every user, so a directory of that name that
+    someone else made first (by mistake or to read your consoles) is refused,
+    not used.
     """
-    path = Path(tempfile.gettempdir()) / prefix().rstrip("-")
-    path.mkdir(mode=0o700, exist_ok=True)
+    path = run_dir_of()
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        owner = user_name(st.st_uid)
+        raise AccessDeniedError(f"{path} should be your private lab directory, but it is "
+                                f"{'not a directory' if not stat.S_ISDIR(st.st_mode) else 'a directory'} "
+                                f"owned by {owner} with mode {stat.filemode(st.st_mode)}: labkit will not put "
+                                "your guests' consoles and sockets there",
+                                f"ask the host's administrator to remove it (sudo rm -rf {path}); labkit "
+                                "then recreates it, private to you")
     return path
 
 
+#: ``<purpose>-<pid>-<random>``: the pid says which process a scratch dir belongs to (``labkit cleanup``).
+SCRATCH_NAME = re.compile(r"(?P<purpose>[a-z][a-z0-9_-]*?)-(?P<pid>\d+)-[a-z0-9_]+")
+
+
 def scratch_dir(purpose: str) -> Path:
-    """A fresh private directory under :func:`run_dir`; the caller removes it."""
-    return Path(tempfile.mkdtemp(prefix=f"{purpose}-", dir=run_dir()))
+    """A fresh private directory under :func:`run_dir`, named after its process; the caller removes it."""
+    return Path(tempfile.mkdtemp(prefix=f"{purpose}-{os.getpid()}-", dir=run_dir()))
+
+
+@contextlib.contextmanager
+def scratch(purpose: str) -> Iterator[Path]:
+    """:func:`scratch_dir` as a context manager: removed on the way out, whatever happens."""
+    path = scratch_dir(purpose)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 _lock = threading.Lock()

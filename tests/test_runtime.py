@@ -1,0 +1,80 @@
+"""labkit.runtime: whose names, which private dirs — what makes many students on one host safe."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+from pathlib import Path
+
+import pytest
+
+from labkit import asm, runtime
+from labkit.errors import AccessDeniedError
+
+
+@pytest.fixture
+def tmp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private stand-in for /tmp, where run dirs are made."""
+    monkeypatch.setattr(runtime.tempfile, "gettempdir", lambda: str(tmp_path))
+    return tmp_path
+
+
+def test_the_name_follows_the_uid_not_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`setpriv`, `su -m` or a hand-set $USER must not make a student name things after someone else."""
+    real = pwd.getpwuid(os.geteuid()).pw_name
+    for var in ("USER", "LOGNAME", "LNAME", "USERNAME"):
+        monkeypatch.setenv(var, "someone-else")
+    assert runtime.user_name() == runtime.user_name(os.geteuid()) == real.lower()
+    assert runtime.prefix() == f"labkit-{real.lower()}-"
+
+
+def test_a_uid_without_a_passwd_entry_still_has_a_name() -> None:
+    unknown = max(p.pw_uid for p in pwd.getpwall()) + 12345
+    assert runtime.user_name(unknown) == f"uid{unknown}"
+
+
+def test_run_dir_is_private_and_created_once(tmp_root: Path) -> None:
+    path = runtime.run_dir()
+    assert path == runtime.run_dir_of() == tmp_root / runtime.prefix().rstrip("-")
+    assert path.stat().st_mode & 0o777 == 0o700 and path.stat().st_uid == os.geteuid()
+    assert runtime.run_dir() == path
+
+
+@pytest.mark.parametrize("squat", ["open to all", "symlink", "someone else's"])
+def test_run_dir_made_by_someone_else_is_refused(tmp_root: Path, squat: str) -> None:
+    """/tmp is shared: a dir of that name that is not private to this user is never used."""
+    path = runtime.run_dir_of()
+    if squat == "open to all":
+        path.mkdir()
+        path.chmod(0o777)
+    elif squat == "symlink":
+        (tmp_root / "elsewhere").mkdir(mode=0o700)
+        path.symlink_to(tmp_root / "elsewhere")
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("giving a directory to another user needs root (CI runs as root)")
+        path.mkdir(mode=0o700)
+        shutil.chown(path, "nobody")
+    with pytest.raises(AccessDeniedError, match="private lab directory") as err:
+        runtime.run_dir()
+    assert f"rm -rf {path}" in err.value.fix
+
+
+def test_scratch_dirs_carry_their_process_id(tmp_root: Path) -> None:
+    path = runtime.scratch_dir("qemu")
+    match = runtime.SCRATCH_NAME.fullmatch(path.name)
+    assert path.parent == runtime.run_dir() and match and int(match["pid"]) == os.getpid()
+    assert match["purpose"] == "qemu"
+    with pytest.raises(RuntimeError), runtime.scratch("test-cpuid") as scratch:
+        assert runtime.SCRATCH_NAME.fullmatch(scratch.name)["purpose"] == "test-cpuid"
+        raise RuntimeError("interrupted")
+    assert not scratch.exists()
+
+
+def test_assembling_leaves_nothing_in_tmp(tmp_root: Path) -> None:
+    """The assembler's files live in the run dir while it works, and are gone after."""
+    asm._assemble.cache_clear()
+    program = asm.assemble("hlt", bits=16)
+    assert program.image == b"\xf4"
+    assert list(tmp_root.iterdir()) == [runtime.run_dir()] and not any(runtime.run_dir().iterdir())
