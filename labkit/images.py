@@ -301,6 +301,9 @@ def find_kernel(path: Path | str | None = None, *, fetch: bool = True, refresh: 
         cached = _cached_package_kernel(_caches(into))
         if cached:
             return cached
+        own = _cached_package_kernel(_caches(None)) if into is not None else None
+        if own:  # filling a shared cache: copy the kernel this user has rather than download it again
+            return _copy_kernel(own, into)
     if not fetch:
         raise ImageError("no kernel for the tiny guest: none given, /boot has none readable, none cached",
                          "run `labkit image build` (fetches the distribution's cloud kernel), "
@@ -421,6 +424,18 @@ def fetch_kernel(*, into: Path | None = None, progress: bool = True) -> Kernel:
         publish(json.dumps(info, indent=2).encode(), folder / "kernel.json")
         bar.update(1)
         return _cached_package_kernel([cache], package)
+
+
+def _copy_kernel(kernel: Kernel, into: Path) -> Kernel:
+    """A cached package kernel (vmlinuz, vmlinux, kernel.json) copied into the cache ``into``."""
+    info = json.loads((kernel.path.parent / "kernel.json").read_text())
+    with _locked(into):
+        for name in ("vmlinuz", "vmlinux", "kernel.json"):
+            if (kernel.path.parent / name).is_file():
+                publish((kernel.path.parent / name).read_bytes(), into / "kernels" / kernel.sha256[:16] / name)
+    copied = _cached_package_kernel([into], info["package"])
+    assert copied is not None  # just written
+    return copied
 
 
 def _vmlinuz_from_deb(deb: Path) -> bytes:

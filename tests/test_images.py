@@ -227,6 +227,19 @@ def test_shared_read_only_cache(guest: images.GuestImage, no_host_kernel: None, 
     assert {f.kind for f in images.cache_info()} >= {"kernel", "initramfs"}
 
 
+def test_build_into_a_shared_cache_copies_the_cached_kernel(guest: images.GuestImage, no_host_kernel: None,
+                                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`labkit image build --into DIR` reuses the kernel package this user has: no second download."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # no apt-get: a download would fail
+    shared = tmp_path / "shared"
+    kernel = images.find_kernel(into=shared, progress=False)
+    assert kernel.path.is_relative_to(shared) and kernel.path.read_bytes() == guest.kernel.read_bytes()
+    assert kernel.release == guest.kernel_release and kernel.vmlinux is not None
+    assert kernel.vmlinux.read_bytes() == guest.vmlinux.read_bytes()
+    assert stat.S_IMODE(kernel.path.stat().st_mode) == 0o644  # students can read it
+    assert images.find_kernel(into=shared, fetch=False) == kernel  # found there from now on
+
+
 # --------------------------------------------------------------------------- CLI
 
 
