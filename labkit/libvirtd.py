@@ -29,7 +29,7 @@ import pwd
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +45,9 @@ LIBVIRTD = Path("/usr/sbin/libvirtd")
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
 PID_FILE = Path("/run/libvirtd.pid")
 LOG_FILE = Path("/var/log/libvirt/libvirtd.log")
+#: Where the system daemon keeps persistent domain definitions, and each domain's QEMU log.
+SYSTEM_DEFINITIONS = Path("/etc/libvirt/qemu")
+SYSTEM_QEMU_LOGS = Path("/var/log/libvirt/qemu")
 STATE_DIRS = (Path("/var/log/libvirt"), Path("/var/lib/libvirt"), Path("/var/cache/libvirt"))
 QEMU_USER = "libvirt-qemu"
 #: What ``qemu.conf`` must say for guests to start here (and why, in the module doc).
@@ -224,6 +227,74 @@ def stop(timeout_s: float = 30.0) -> Daemon:
         proc.wait(5)
     _marker_path().unlink(missing_ok=True)
     return status()
+
+
+# --------------------------------------------------------------------------- per-user session daemons
+
+
+def _xdg(env: Mapping[str, str] | None, var: str, default: str) -> Path:
+    if env is None:
+        env, home = os.environ, Path.home()
+    else:
+        home = Path(env.get("HOME", "/nonexistent"))
+    return Path(env.get(var) or home / default)
+
+
+def session_definitions(env: Mapping[str, str] | None = None) -> Path:
+    """Where a user's session daemon keeps persistent domain XML: ``$XDG_CONFIG_HOME/libvirt/qemu``.
+
+    ``env`` is that user's environment (default: this process's).
+    """
+    return _xdg(env, "XDG_CONFIG_HOME", ".config") / "libvirt" / "qemu"
+
+
+def session_qemu_logs(env: Mapping[str, str] | None = None) -> Path:
+    """Where a user's session daemon writes each domain's QEMU log: ``$XDG_CACHE_HOME/libvirt/qemu/log``."""
+    return _xdg(env, "XDG_CACHE_HOME", ".cache") / "libvirt" / "qemu" / "log"
+
+
+@dataclass(frozen=True)
+class SessionDaemon:
+    """A per-user ``libvirtd`` serving someone's ``qemu:///session`` (libvirt autostarts one per user).
+
+    On a shared host each student has one while their guests run (it exits
+    after 120 s idle); root can reach it through its socket to see and
+    remove that student's lab domains.
+    """
+
+    pid: int
+    uid: int
+    user: str  # runtime.user_name(uid)
+    socket: Path  # its libvirt-sock
+    qemu_logs: Path  # where it writes each domain's QEMU log
+
+    @property
+    def uri(self) -> str:
+        """A URI that reaches this very daemon, also from another user (root)."""
+        return f"qemu+unix:///session?socket={self.socket}"
+
+
+def session_daemons(uid: int | None = None) -> tuple[SessionDaemon, ...]:
+    """The running per-user daemons of every non-root user (or only of ``uid``) that this process can inspect.
+
+    Found by process, not by guessing paths: the socket is whatever the
+    daemon listens on (``$XDG_RUNTIME_DIR/libvirt`` or ``~/.cache/libvirt``),
+    and its log dir follows the daemon's own environment.
+    """
+    found = []
+    for proc in psutil.process_iter(["name", "uids"]):
+        uids = proc.info["uids"]
+        if proc.info["name"] != "libvirtd" or uids is None or uids.real == 0 or uid not in (None, uids.real):
+            continue
+        try:
+            env = proc.environ()
+            sockets = [c.laddr for c in proc.net_connections("unix") if str(c.laddr).endswith("/libvirt-sock")]
+        except psutil.Error:  # another user's daemon, seen by a non-root user; or it just exited
+            continue
+        if sockets:
+            found.append(SessionDaemon(proc.pid, uids.real, runtime.user_name(uids.real), Path(sockets[0]),
+                                       session_qemu_logs(env)))
+    return tuple(found)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -378,9 +378,12 @@ class Connection:
         """Define a domain from a spec or XML text (``virsh define``); see :class:`Domain`."""
         return Domain(self, guest)
 
-    def domains(self) -> tuple[str, ...]:
-        """Names of this user's labkit domains (``virsh list --all``, filtered by the lab prefix)."""
-        mine = runtime.prefix()
+    def domains(self, prefix: str | None = None) -> tuple[str, ...]:
+        """Names of this user's labkit domains (``virsh list --all``, filtered by the lab prefix).
+
+        ``prefix`` picks another user's (``runtime.prefix(user)``), or all users' lab domains (``"labkit-"``).
+        """
+        mine = prefix or runtime.prefix()
         return tuple(sorted(d.name() for d in self._call("list domains", self.raw.listAllDomains)
                             if d.name().startswith(mine)))
 
@@ -390,14 +393,16 @@ class Connection:
         mine = runtime.prefix()
         return {d.name(): DomainStats.from_record(r) for d, r in records if d.name().startswith(mine)}
 
-    def cleanup(self) -> tuple[str, ...]:
-        """Destroy and undefine every domain of this user's labkit prefix; return their names.
+    def cleanup(self, names: Iterable[str] | None = None, prefix: str | None = None) -> tuple[str, ...]:
+        """Destroy and undefine every domain of this user's labkit prefix (only ``names``, if given); return them.
 
         For leftovers of a crashed kernel or a killed process: domains of
-        other users or outside the lab are never touched.
+        other users or outside the lab are never touched (``prefix`` as in
+        :meth:`domains`).  ``labkit cleanup`` decides which are leftovers.
         """
         removed = []
-        for name in self.domains():
+        wanted = None if names is None else set(names)
+        for name in (n for n in self.domains(prefix) if wanted is None or n in wanted):
             try:
                 _remove(self.raw.lookupByName(name))
                 removed.append(name)
@@ -912,10 +917,8 @@ class Domain:
 
 def qemu_log_path(uri: str, name: str) -> Path:
     """Where libvirt logs QEMU's command line and stderr for domain ``name``."""
-    if uri_parts(uri).path == "/session":
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        return Path(base) / "libvirt/qemu/log" / f"{name}.log"
-    return Path("/var/log/libvirt/qemu") / f"{name}.log"
+    logs = libvirtd.session_qemu_logs() if uri_parts(uri).path == "/session" else libvirtd.SYSTEM_QEMU_LOGS
+    return logs / f"{name}.log"
 
 
 def qemu_pids(name: str) -> tuple[int, ...]:
