@@ -14,7 +14,7 @@ import sys
 
 from labkit.errors import LabkitError
 
-COMMANDS = ("doctor", "host", "kvm", "image", "boot", "virt", "run")
+COMMANDS = ("doctor", "host", "kvm", "image", "boot", "virt", "cleanup", "run")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,8 @@ import os
 import shlex
 from dataclasses import asdict
 
-from labkit import images, libvirtd, virt
+from labkit import cleanup, images, libvirtd, virt
+from labkit.cli import cleanup as cli_cleanup
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     status = vsub.add_parser("status", help="connection, daemon, domain type and your lab guests")
     status.add_argument("--json", action="store_true", help="print as JSON")
     status.set_defaults(func=run_status)
-    vsub.add_parser("cleanup", help="destroy and undefine your leftover lab guests (labkit-<you>-*)").set_defaults(
+    vsub.add_parser("cleanup", help="destroy and undefine all your lab guests (labkit-<you>-*), also those of "
+                                    "running notebooks (labkit cleanup: everything, orphans only)").set_defaults(
         func=run_cleanup)
     boot = vsub.add_parser("boot", help="define, start and watch the tiny guest through libvirt, then remove it")
     boot.add_argument("--name", default="cli", help="short domain name (default %(default)s)")
@@ -96,12 +98,10 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_cleanup(_args: argparse.Namespace) -> int:
-    with virt.connect() as conn:
-        removed = conn.cleanup()
-    for name in removed:
-        print(f"destroyed and undefined {name}")
-    print(f"{len(removed)} lab guest(s) removed from {conn.choice.uri}")
-    return 0
+    """Every lab domain of yours, also a running notebook's: `labkit cleanup --force`, for libvirt only."""
+    report = cleanup.cleanup(force=True, kinds=("domain", "log"))
+    cli_cleanup.show(report)
+    return 1 if report.failed else 0
 
 
 def run_boot(args: argparse.Namespace) -> int:

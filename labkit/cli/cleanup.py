@@ -1,0 +1,50 @@
+"""``labkit cleanup [--all-users] [--force] [--dry-run] [--json]``: remove what the lab left behind."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from labkit import cleanup
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cleanup", help="stop and remove the QEMU processes, libvirt domains, scratch dirs and logs "
+                                       "that killed lab runs left behind (labkit-<you>-*)",
+                       description="Finds what the lab made by its names (labkit-<user>-..., scratch dirs in "
+                                   "/tmp/labkit-<user>) and removes the orphans: things whose labkit process is "
+                                   "gone. A notebook that still runs keeps its guests (it releases them itself); "
+                                   "--force removes those too. The guest image cache is never touched.")
+    p.add_argument("--all-users", action="store_true", help="as root: every user's leftovers")
+    p.add_argument("--force", action="store_true",
+                   help="also what still-running lab processes (a notebook) own; by default only orphans go")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = cleanup.cleanup(all_users=args.all_users, force=args.force, dry_run=args.dry_run)
+    show(report, args.json)
+    return 1 if report.failed else 0
+
+
+def show(report: cleanup.CleanupReport, as_json: bool = False) -> None:
+    """Print a cleanup report: one row per thing found, then a summary line (or JSON)."""
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    whose = "every user" if report.users == ("*",) else ", ".join(report.users)
+    if not report.items:
+        print(f"nothing left behind by the lab for {whose} (QEMU processes, libvirt domains, scratch dirs, logs)")
+        return
+    rows = [("action", "kind", "user", "owner", "name", "why")]
+    for i in report.items:
+        owner = "-" if i.owner_pid is None else f"{i.owner_pid} ({'running' if i.owner_alive else 'gone'})"
+        rows.append((i.action, i.kind, i.user, owner, i.name, i.detail))
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    removed = "would remove" if report.dry_run else "removed"
+    print(f"{len(report.removed)} {removed}, {len(report.kept)} kept, {len(report.failed)} failed, for {whose}"
+          + ("; --force also removes the kept ones" if report.kept and not report.force else ""))
