@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+import psutil
+
 from labkit import host
 
 Status = Literal["ok", "warn", "fail"]
@@ -93,14 +95,115 @@ def check_modules() -> list[Check]:
     return checks
 
 
+def check_guest_image() -> Check:
+    """The tiny guest is built (notebooks 04/05 never download at run time)."""
+    try:
+        from labkit import images
+
+        cached = {f.kind for f in images.cache_info()}
+    except (ImportError, OSError) as exc:
+        return Check("guest image", "warn", f"cannot look at the image cache ({exc})", "./kvmlab setup")
+    if {"kernel", "initramfs"} <= cached:
+        return Check("guest image", "ok", "tiny guest kernel and initramfs are cached")
+    return Check("guest image", "warn", "the tiny guest is not built yet (notebooks 04 and 05 would build it)",
+                 "labkit image build (./kvmlab setup does it; instructors: labkit image build --into "
+                 "/var/cache/labkit for every user)")
+
+
+def check_libvirt() -> Check:
+    """Which libvirt this user gets, and whether its daemon answers (without starting one)."""
+    try:
+        from labkit import libvirtd, virt
+    except ImportError as exc:
+        return Check("libvirt", "warn", f"libvirt-python is missing ({exc.name})", "./kvmlab setup")
+    choice = virt.choose_uri()
+    if choice.uri != libvirtd.SYSTEM_URI:
+        return Check("libvirt", "ok", f"{choice.uri}: {choice.reason}")
+    daemon = libvirtd.status()
+    if daemon.running:
+        return Check("libvirt", "ok", daemon.detail)
+    return Check("libvirt", "warn", f"{daemon.detail} (notebook 05 starts it when it needs it)",
+                 "labkit virt up (as root, where no init system runs libvirtd)")
+
+
+def check_students(report: host.HostReport) -> Check:
+    """What an unprivileged student account gets here: /dev/kvm or not, libvirt session mode."""
+    student = host.User(65534, frozenset({65534}))  # nobody: a user in no special group
+    dev = host.kvm_device(host.source_for("/"), student)
+    kvm_group = report.kvm.group == "kvm" and report.kvm.mode is not None and int(report.kvm.mode, 8) & 0o060
+    if not report.kvm.present:
+        kvm = "no /dev/kvm: everyone runs TCG"
+    elif dev.accessible:
+        kvm = "every user can open /dev/kvm"
+    elif kvm_group:
+        kvm = "members of the kvm group can open /dev/kvm (add students: sudo usermod -aG kvm NAME)"
+    else:
+        kvm = f"only {report.kvm.owner} can open /dev/kvm (mode {report.kvm.mode}): students run TCG"
+    session = shutil.which("libvirtd", path="/usr/sbin:/usr/bin:/sbin") is not None
+    detail = kvm + "; libvirt: " + ("each student gets a private qemu:///session daemon" if session
+                                    else "libvirtd is not installed")
+    fix = None if dev.accessible or not report.kvm.present else (
+        "to give students KVM: sudo chgrp kvm /dev/kvm && sudo chmod 0660 /dev/kvm && sudo usermod -aG kvm NAME")
+    return Check("students", "ok" if session else "warn", detail, fix)
+
+
+@dataclass(frozen=True)
+class SeatEstimate:
+    """Memory and CPU one student needs for the whole sequence, and how many this host can seat.
+
+    The parts were measured on the machines this lab is tested on (2 cores,
+    TCG; peak resident memory while running notebooks 03-05 with their
+    default parameters): a notebook kernel ~115 MiB, a QEMU process for the
+    tiny guest ~200-210 MiB (for 128 or 256 MiB of guest RAM: the guest
+    touches little of it), a per-user libvirtd ~60 MiB, and a JupyterLab
+    server ~120 MiB when each student has their own (JupyterHub).  Only one
+    guest runs at a time in the sequence; a guest boot keeps one core busy
+    for 1.5-3 s under TCG.
+    """
+
+    parts_mib: dict[str, int]
+    available_mib: int
+    cpus: int
+
+    @property
+    def per_seat_mib(self) -> int:
+        return sum(self.parts_mib.values())
+
+    @property
+    def seats_by_memory(self) -> int:
+        return self.available_mib // self.per_seat_mib
+
+    @property
+    def simultaneous_boots(self) -> int:
+        """Students who can boot a guest at the very same moment without slowing each other."""
+        return self.cpus
+
+
+SEAT_PARTS_MIB = {"JupyterLab server": 120, "notebook kernel": 115, "QEMU + tiny guest": 210, "libvirtd (session)": 60}
+
+
+def seat_estimate(report: host.HostReport) -> SeatEstimate:
+    return SeatEstimate(dict(SEAT_PARTS_MIB), psutil.virtual_memory().available >> 20, report.cpu.logical_cpus)
+
+
+def check_seats(report: host.HostReport) -> Check:
+    seats = seat_estimate(report)
+    return Check("per seat", "ok",
+                 f"about {seats.per_seat_mib} MiB and 1 CPU while a guest boots, per student; this host has "
+                 f"{seats.available_mib} MiB available and {seats.cpus} CPUs: about {seats.seats_by_memory} "
+                 f"students by memory, {seats.simultaneous_boots} booting at the same moment")
+
+
 HOST_CHECKS: tuple[Callable[[host.HostReport], Check], ...] = (
     check_kernel, check_cpu, check_platform, check_kvm)
+INSTRUCTOR_CHECKS: tuple[Callable[[host.HostReport], Check], ...] = (check_students, check_seats)
 
 
 def run_checks(report: host.HostReport | None = None) -> list[Check]:
     """All checks, in the order the report prints them."""
     report = report or host.inspect()
-    return [c(report) for c in HOST_CHECKS] + check_programs() + check_modules()
+    return ([c(report) for c in HOST_CHECKS] + check_programs() + check_modules()
+            + [check_guest_image(), check_libvirt()] + [c(report) for c in INSTRUCTOR_CHECKS])
 
 
 def can_run(checks: list[Check]) -> bool:

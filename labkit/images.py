@@ -513,6 +513,7 @@ def build_initramfs(command: str | None = None, *, rebuild: bool = False, into: 
     if not rebuild:
         for cache in _caches(into):
             if (cache / name).is_file():
+                _touch(cache / name)  # in use: keeps it from being pruned as idle
                 return cache / name
     cache = into or user_cache()
     base_key = key.split("-cmd-")[0]
@@ -528,17 +529,36 @@ def build_initramfs(command: str | None = None, *, rebuild: bool = False, into: 
         return built
 
 
+#: Cached images used in the last hour are never pruned: another notebook, or another
+#: checkout of the lab sharing this cache, may be booting one right now.
+PRUNE_MIN_AGE_S = 3600
+
+
 def _prune(folder: Path, base_key: str, keep: int = 16) -> None:
-    """Drop initramfs files of an older base, and all but the ``keep`` newest command images."""
+    """Drop idle initramfs files of another base, and idle command images beyond the ``keep`` newest."""
+    idle_since = time.time() - PRUNE_MIN_AGE_S
     commands = []
     for path in folder.glob("tiny-*.cpio.gz"):
+        try:
+            idle = path.stat().st_mtime < idle_since
+        except FileNotFoundError:  # pruned by a concurrent build
+            continue
         if not path.name.startswith(f"tiny-{base_key}"):
-            path.unlink(missing_ok=True)
+            if idle:
+                path.unlink(missing_ok=True)
         elif "-cmd-" in path.name:
-            commands.append(path)
-    commands.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in commands[keep:]:
-        path.unlink(missing_ok=True)
+            commands.append((path.stat().st_mtime, idle, path))
+    commands.sort(reverse=True)
+    for _mtime, idle, path in commands[keep:]:
+        if idle:
+            path.unlink(missing_ok=True)
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:  # a read-only shared cache: its owner prunes it
+        pass
 
 
 def _base_archive() -> bytes:

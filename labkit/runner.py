@@ -14,9 +14,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nbformat
-from tqdm.auto import tqdm
-
 import labkit
 from labkit.errors import InvalidOptionError, MissingToolError
 from labkit.lesson import RESULTS_MIME
@@ -82,6 +79,8 @@ def parse_value(text: str) -> object:
 
 def declared_parameters(path: Path) -> set[str]:
     """Names the notebook's ``parameters`` cell assigns."""
+    import nbformat  # the CLI starts faster without it
+
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         if "parameters" in cell.get("metadata", {}).get("tags", []):
@@ -92,6 +91,8 @@ def declared_parameters(path: Path) -> set[str]:
 
 
 def _results(path: Path) -> dict[str, object]:
+    import nbformat
+
     found: dict[str, object] = {}
     for cell in nbformat.read(path, as_version=4).cells:
         for out in cell.get("outputs", []):
@@ -134,6 +135,8 @@ def run(paths: list[Path], out_dir: Path, parameters: dict[str, object] | None =
     if unknown:
         raise InvalidOptionError(f"no chosen notebook has parameter(s) {sorted(unknown)}",
                                  "see each notebook's parameters cell (the first code cell)")
+    from tqdm.auto import tqdm
+
     jobs = [({**parameters, sweep[0]: v}, f"-{sweep[0]}={v}") for v in sweep[1]] if sweep else [(parameters, "")]
     results = []
     with tqdm(total=len(jobs) * len(paths), desc="notebooks", unit="nb", disable=not progress) as bar:

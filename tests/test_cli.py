@@ -73,3 +73,65 @@ def test_errors_become_one_line_with_fix(monkeypatch: pytest.MonkeyPatch, capsys
     assert cli.main(["doctor"]) == 2
     err = capsys.readouterr().err
     assert err == "labkit: error: memory must be at least 16 MiB, not 1\n  fix: pass --memory 128\n"
+
+
+def test_a_command_with_a_missing_dependency_says_so(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """Without libvirt-python, `labkit virt` explains itself and the other commands still run."""
+    real_import = cli.importlib.import_module
+
+    def import_module(name: str):
+        if name == "labkit.cli.virt":  # what importing it raises where libvirt-python is missing
+            raise ModuleNotFoundError("No module named 'libvirt'", name="libvirt")
+        return real_import(name)
+
+    monkeypatch.setattr(cli.importlib, "import_module", import_module)
+    assert cli.main(["virt", "status"]) == 2
+    assert "`labkit virt` needs the Python module 'libvirt'" in capsys.readouterr().err
+    assert cli.main(["host", "--root", str(HOSTS / "no-dev-kvm")]) == 0
+
+
+# ----------------------------------------------------------------- instructor checks
+
+
+@pytest.mark.parametrize("name, says", [
+    ("intel-vtx-baremetal", "members of the kvm group can open /dev/kvm"),
+    ("pvm-nested", "only root can open /dev/kvm (mode 0600): students run TCG"),
+    ("no-dev-kvm", "no /dev/kvm: everyone runs TCG"),
+])
+def test_students_check_per_host(name: str, says: str) -> None:
+    """What a student account gets, judged from the host's /dev/kvm (here: recorded hosts)."""
+    report = host.inspect(HOSTS / name, user=host.User(0, frozenset({0})))
+    check = doctor.check_students(report)
+    assert says in check.detail
+    assert (check.fix is None) is (name == "no-dev-kvm")
+
+
+def test_seat_estimate_arithmetic() -> None:
+    seats = doctor.SeatEstimate({"a": 300, "b": 200}, available_mib=2600, cpus=4)
+    assert (seats.per_seat_mib, seats.seats_by_memory, seats.simultaneous_boots) == (500, 5, 4)
+
+
+def test_guest_image_check_without_a_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    from labkit import images
+
+    monkeypatch.setattr(images, "cache_info", lambda: [])
+    check = doctor.check_guest_image()
+    assert check.status == "warn" and "labkit image build" in check.fix
+
+
+def test_libvirt_check_for_a_student(monkeypatch: pytest.MonkeyPatch) -> None:
+    from labkit import virt
+
+    as_student = virt.choose_uri(euid=1000, env={})
+    monkeypatch.setattr(virt, "choose_uri", lambda: as_student)
+    check = doctor.check_libvirt()
+    assert check.status == "ok" and check.detail.startswith("qemu:///session: you are not root")
+
+
+def test_doctor_json_has_the_seat_estimate() -> None:
+    data = json.loads(labkit("doctor", "--json").stdout)
+    seat = data["seat"]
+    assert seat["per_seat_mib"] == sum(seat["parts_mib"].values()) > 0
+    assert seat["seats_by_memory"] == seat["available_mib"] // seat["per_seat_mib"]
+    assert data["kvm"] == host.inspect().verdict.kind and data["hostname"]

@@ -285,3 +285,27 @@ def test_cpio_newc_header() -> None:
 
 def test_not_a_bzimage_has_no_vmlinux() -> None:
     assert formats.extract_vmlinux(b"\0" * 4096) is None and formats.kernel_kind(b"\0" * 4096) is None
+
+
+def test_prune_removes_only_idle_images(tmp_path: Path) -> None:
+    """Another checkout's (or version's) image in use right now survives; idle ones beyond the cap go."""
+    import time
+
+    old = time.time() - images.PRUNE_MIN_AGE_S - 60
+
+    def make(name: str, mtime: float | None = None) -> Path:
+        path = tmp_path / f"tiny-{name}.cpio.gz"
+        path.write_bytes(b"x")
+        if mtime is not None:
+            os.utime(path, (mtime, mtime))
+        return path
+
+    other_busy, other_idle = make("other"), make("otherold", old)
+    base = make("mine")
+    recent = [make(f"mine-cmd-r{i}", time.time() - i) for i in range(3)]
+    idle = [make(f"mine-cmd-o{i}", old - i) for i in range(3)]
+    images._prune(tmp_path, "mine", keep=2)
+    left = set(tmp_path.iterdir())
+    assert other_busy in left and other_idle not in left and base in left
+    assert set(recent) <= left  # beyond the cap, but used within the hour
+    assert not set(idle) & left

@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from labkit.errors import LabkitError
+from labkit.errors import LabkitError, MissingToolError
 
 COMMANDS = ("doctor", "host", "kvm", "image", "boot", "virt", "cleanup", "run")
 
@@ -21,8 +21,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labkit", description="KVM Lab: inspect this host and run real guests.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"labkit.cli.{name}").register(sub)
+        try:
+            module = importlib.import_module(f"labkit.cli.{name}")
+        except ImportError as exc:  # e.g. libvirt-python missing: the other commands still work
+            _register_unavailable(sub, name, exc)
+            continue
+        module.register(sub)
     return parser
+
+
+def _register_unavailable(sub: argparse._SubParsersAction, name: str, exc: ImportError) -> None:
+    """A stand-in for a command whose Python dependencies are missing: it says which, and the fix."""
+    def unavailable(_args: argparse.Namespace) -> int:
+        raise MissingToolError(f"`labkit {name}` needs the Python module {exc.name!r}, which is not installed",
+                               "./kvmlab setup (or: pip install -e '.[test]' in the lab's venv)")
+
+    p = sub.add_parser(name, help=f"(unavailable: {exc.name} is not installed)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=unavailable)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 
-from labkit import doctor
+from labkit import doctor, host
 
 _MARK = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
 
@@ -17,10 +18,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    checks = doctor.run_checks()
+    report = host.inspect()
+    checks = doctor.run_checks(report)
     ready = doctor.can_run(checks)
-    if args.json:
-        print(json.dumps({"ready": ready, "checks": doctor.as_dicts(checks)}, indent=2))
+    if args.json:  # one document per lab machine, for an instructor to collect
+        seats = doctor.seat_estimate(report)
+        print(json.dumps({"ready": ready, "hostname": socket.gethostname(), "kvm": report.verdict.kind,
+                          "checks": doctor.as_dicts(checks),
+                          "seat": {"per_seat_mib": seats.per_seat_mib, "parts_mib": seats.parts_mib,
+                                   "available_mib": seats.available_mib, "seats_by_memory": seats.seats_by_memory,
+                                   "simultaneous_boots": seats.simultaneous_boots}}, indent=2))
     else:
         width = max(len(c.name) for c in checks)
         for c in checks:
