@@ -25,6 +25,7 @@ touches a domain without that prefix.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -901,6 +902,10 @@ class Domain:
             if self._scratch is not None:
                 shutil.rmtree(self._scratch, ignore_errors=True)
                 self._scratch = None
+            if self._ours and not uri_parts(self.conn.choice.uri).remote:
+                # libvirt keeps NAME.log after the domain is gone; the name dies with us, so does the log
+                with contextlib.suppress(OSError):
+                    qemu_log_path(self.conn.choice.uri, self.name).unlink(missing_ok=True)
 
     def __enter__(self) -> Domain:
         return self

@@ -50,6 +50,7 @@ def guest(image: images.GuestImage, domain_type: str, name: str, **kw) -> virt.D
 def assert_gone(conn: virt.Connection, name: str) -> None:
     assert name not in {d.name() for d in conn.raw.listAllDomains()}, f"domain {name} was left defined"
     assert virt.qemu_pids(name) == (), f"a QEMU process of {name} was left running"
+    assert not virt.qemu_log_path(conn.choice.uri, name).exists(), f"libvirt's log of {name} was left behind"
 
 
 def assert_none_named(conn: virt.Connection, stem: str) -> None:
