@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from labkit import asm, images, qemu, runtime
+from labkit import asm, host, images, qemu, runtime
 from labkit.errors import InvalidOptionError
 
 SOURCE = images.GUESTS / "payload.S"
@@ -94,7 +94,7 @@ async def run(accel: qemu.Accel = "auto", iterations: int = 50_000_000, ring: in
     first = vm.first_output_at()
     match = LOOP_END.search(vm.console)
     cycles = int(match.group(1), 16) if match else None
-    tsc = qemu.host_tsc_khz()
+    tsc = host.tsc_frequency()
     if cycles is not None and tsc:  # both TCG and KVM guests read the host's counter (KVM adds an offset)
         loop_s = cycles / (tsc.khz * 1000)
     else:

@@ -124,48 +124,6 @@ def choose_accel(requested: Accel = "auto", purpose: Purpose = "linux",
     return AccelChoice("tcg", requested, f"{why}; QEMU emulates with TCG instead")
 
 
-@dataclass(frozen=True)
-class TscFrequency:
-    """The host's TSC frequency and where it was read."""
-
-    khz: int
-    source: str
-
-
-def host_tsc_khz() -> TscFrequency | None:
-    """The host's (invariant) TSC frequency, or None when it cannot be known for sure.
-
-    Under TCG the guest's TSC *is* the host's (QEMU reads the host counter),
-    but the guest kernel calibrates it against an emulated timer, which is
-    slow and can fail ("Unable to calibrate against PIT") on a busy host.
-    Passing the known frequency as ``tsc_early_khz`` skips that.
-    """
-    src = host.LiveSource()
-    cpu = host.cpu_info(src)
-    if "constant_tsc" not in cpu.flags:
-        return None
-    sysfs = src.read("sys/devices/system/cpu/cpu0/tsc_freq_khz")
-    if sysfs and sysfs.strip().isdigit():
-        return TscFrequency(int(sysfs), "/sys/devices/system/cpu/cpu0/tsc_freq_khz")
-    leaf0 = src.cpuid(0)
-    if leaf0 and leaf0[0] >= 0x15:
-        denominator, numerator, crystal_hz, _ = src.cpuid(0x15) or (0, 0, 0, 0)
-        if denominator and numerator and crystal_hz:
-            return TscFrequency(crystal_hz * numerator // denominator // 1000,
-                                "CPUID leaf 0x15 (crystal clock × TSC ratio)")
-    hv = src.cpuid(0x40000000) if cpu.hypervisor_flag else None
-    if hv and hv[0] >= 0x40000010:
-        khz = (src.cpuid(0x40000010) or (0,))[0]
-        if khz:
-            return TscFrequency(khz, "CPUID leaf 0x40000010 (the hypervisor's timing leaf)")
-    if not src.exists("sys/devices/system/cpu/cpu0/cpufreq"):
-        match = re.search(r"^cpu MHz\s*:\s*([\d.]+)", src.read("proc/cpuinfo") or "", re.MULTILINE)
-        if match:  # no frequency scaling: the kernel's figure is its TSC calibration
-            return TscFrequency(round(float(match.group(1)) * 1000),
-                                "/proc/cpuinfo 'cpu MHz' (constant TSC, no frequency scaling)")
-    return None
-
-
 # --------------------------------------------------------------------------- options
 
 
@@ -684,7 +642,7 @@ def linux_config(image: images.GuestImage, accel: AccelChoice, *, machine: str =
                                                  else "(the classic PC; a bzImage goes through SeaBIOS)"))
     cmdline = image.cmdline
     if accel.name == "tcg":
-        tsc = host_tsc_khz() if host_tuning else None
+        tsc = host.tsc_frequency() if host_tuning else None
         if tsc:
             cmdline += f" tsc_early_khz={tsc.khz}"
             notes.append(f"tsc_early_khz={tsc.khz}: the guest's TSC is the host's under TCG "

@@ -169,3 +169,14 @@ def test_live_resources() -> None:
     lo = {i.name: i for i in host.network_interfaces()}["lo"]
     assert lo.is_up and "127.0.0.1" in lo.addresses
     assert os.getpid() > 0
+
+
+def test_tsc_frequency_from_recorded_hosts(tmp_path: Path) -> None:
+    """Invariant TSC: sysfs first; else, with no frequency scaling, the kernel's calibration in cpuinfo."""
+    pvm = host.tsc_frequency(HOSTS / "pvm-nested")
+    assert pvm is not None and pvm.khz == 2_596_126 and "cpu MHz" in pvm.source
+    assert host.tsc_frequency(HOSTS / "no-dev-kvm") is None  # no 'cpu MHz' recorded: not knowable
+    tree = shutil.copytree(HOSTS / "intel-vtx-baremetal", tmp_path / "h")
+    (tree / "sys/devices/system/cpu/cpu0").mkdir(parents=True)
+    (tree / "sys/devices/system/cpu/cpu0/tsc_freq_khz").write_text("2112000\n")
+    assert host.tsc_frequency(tree) == host.TscFrequency(2_112_000, "/sys/devices/system/cpu/cpu0/tsc_freq_khz")

@@ -82,7 +82,7 @@ def test_kvm_not_openable_by_a_student_falls_back() -> None:
 
 def test_host_tsc_frequency() -> None:
     """On a host with an invariant TSC and no frequency scaling (these machines) it is always known."""
-    tsc = qemu.host_tsc_khz()
+    tsc = host.tsc_frequency()
     knowable = ("constant_tsc" in host.cpu_info(host.LiveSource()).flags
                 and not Path("/sys/devices/system/cpu/cpu0/cpufreq").exists())
     if knowable:
@@ -93,9 +93,9 @@ def test_host_tsc_frequency() -> None:
 
 def test_no_tsc_frequency_without_constant_tsc(monkeypatch: pytest.MonkeyPatch) -> None:
     real = host.cpu_info(host.LiveSource())
-    monkeypatch.setattr(qemu.host, "cpu_info", lambda src: qemu.host.CpuInfo(
+    monkeypatch.setattr(host, "cpu_info", lambda src: host.CpuInfo(
         real.vendor, real.model_name, real.logical_cpus, real.physical_cores, real.flags - {"constant_tsc"}))
-    assert qemu.host_tsc_khz() is None
+    assert host.tsc_frequency() is None
 
 
 # --------------------------------------------------------------------------- options
@@ -151,7 +151,7 @@ def test_command_line_has_no_shell_and_no_defaults() -> None:
 def test_linux_config_derives_from_the_host(guest: images.GuestImage) -> None:
     tcg = qemu.AccelChoice("tcg", "tcg", "test")
     config, notes = qemu.linux_config(guest, tcg)
-    tsc = qemu.host_tsc_khz()
+    tsc = host.tsc_frequency()
     if tsc:
         assert f"tsc_early_khz={tsc.khz}" in config.append
     if guest.vmlinux and tsc:
