@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from labkit import images, payload, qemu  # noqa: E402
+from labkit import host, images, payload, qemu  # noqa: E402
 
 STOCK_CMDLINE = "console=ttyS0 quiet panic=-1"
 VARIANTS = {
@@ -91,7 +91,7 @@ async def main() -> None:
     image = images.tiny_guest(progress=False)
     linux_accel = qemu.choose_accel("auto", "linux")
     accels = ["tcg"] + (["kvm"] if linux_accel.name == "kvm" else [])
-    print(f"guest: Linux {image.kernel_release}; {args.n} boots per variant; host: {qemu.host_tsc_khz()}")
+    print(f"guest: Linux {image.kernel_release}; {args.n} boots per variant; host TSC: {host.tsc_frequency()}")
     print(f"KVM for Linux: {'yes' if linux_accel.name == 'kvm' else 'no'} — {linux_accel.reason}\n")
     print(f"{'variant':<11} {'accel':<4} {'machine':<8} " + "  ".join(f"{p:<22}" for p in PHASES))
     print("                           (median (min–max) seconds)")
