@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import re
-import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from labkit import runtime
-from labkit.errors import InvalidOptionError, MissingToolError
+from labkit.errors import InvalidOptionError
 
 Bits = Literal[16, 32, 64]
 _BINUTILS = ("as", "ld", "objcopy", "nm")
@@ -60,14 +59,6 @@ class Instruction:
         return f"{self.address:#06x}: {self.mnemonic} {self.op_str}".rstrip()
 
 
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise MissingToolError(f"{name} (GNU binutils) is not installed",
-                               "sudo apt-get install binutils (make setup installs it)")
-    return path
-
-
 def _learner_view(stderr: str) -> str:
     """``as`` names its temp file; the learner knows only line numbers of their source."""
     return "\n".join(_TEMP_PATH.sub("line ", line) for line in stderr.strip().splitlines()
@@ -101,7 +92,7 @@ def _assemble(source: str, bits: Bits, origin: int, defines: tuple[tuple[str, in
         raise InvalidOptionError(f"bits must be 16, 32 or 64, not {bits!r}")
     if not 0 <= origin < 1 << 32:
         raise InvalidOptionError(f"origin {origin:#x} is outside the first 4 GiB", "load guest code low")
-    as_, ld, objcopy, nm = (_tool(t) for t in _BINUTILS)
+    as_, ld, objcopy, nm = (runtime.require_program(t, "binutils") for t in _BINUTILS)
     prologue = f".code{bits};"  # same line as the source's first: as's line numbers stay the learner's
     emulation, as_mode = ("elf_x86_64", "--64") if bits == 64 else ("elf_i386", "--32")
     with runtime.scratch("asm") as d:  # in the user's run dir: a killed run leaves it to `labkit cleanup`

@@ -129,11 +129,7 @@ def choose_accel(requested: Accel = "auto", purpose: Purpose = "linux",
 
 def qemu_binary(name: str = QEMU) -> str:
     """Path of the QEMU system emulator, or a :class:`MissingToolError` saying what to install."""
-    path = shutil.which(name)
-    if path is None:
-        raise MissingToolError(f"{name} is not installed (or not on PATH)",
-                               "sudo apt-get install qemu-system-x86 (bash scripts/setup.sh installs it)")
-    return path
+    return runtime.require_program(name, "qemu-system-x86")
 
 
 def qemu_version(binary: str | None = None) -> str:

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from labkit.errors import AccessDeniedError
+from labkit.errors import AccessDeniedError, MissingToolError
 
 _SAFE = re.compile(r"[^a-z0-9_.-]")
 
@@ -43,6 +43,15 @@ def user_name(uid: int | None = None) -> str:
     except KeyError:  # no passwd entry (some containers)
         name = f"uid{uid}"
     return _SAFE.sub("_", name.lower()) or f"uid{uid}"
+
+
+def require_program(name: str, package: str) -> str:
+    """Path of program ``name`` on PATH, or a :class:`MissingToolError` naming the apt ``package``."""
+    path = shutil.which(name)
+    if path is None:
+        raise MissingToolError(f"{name} is not installed (or not on PATH)",
+                               f"sudo apt-get install {package} (./kvmlab setup installs it)")
+    return path
 
 
 def prefix(user: str | None = None) -> str:

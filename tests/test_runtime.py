@@ -78,3 +78,14 @@ def test_assembling_leaves_nothing_in_tmp(tmp_root: Path) -> None:
     program = asm.assemble("hlt", bits=16)
     assert program.image == b"\xf4"
     assert list(tmp_root.iterdir()) == [runtime.run_dir()] and not any(runtime.run_dir().iterdir())
+
+
+def test_a_missing_program_names_its_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """asm and qemu find their programs through runtime.require_program: a clear error, the apt package."""
+    from labkit.errors import MissingToolError
+
+    assert runtime.require_program("sh", "dash").endswith("/sh")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MissingToolError, match="as is not installed") as err:
+        asm.assemble(f"nop  # {tmp_path}", bits=64)  # source never assembled before: nothing cached
+    assert err.value.fix == "sudo apt-get install binutils (./kvmlab setup installs it)"
