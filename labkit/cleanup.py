@@ -310,12 +310,9 @@ def _qemus(all_users: bool, managed: set[str]) -> Iterator[_Found]:
     """QEMU processes carrying the lab name of the user they run as (not those of domains seen above)."""
     me = os.geteuid()
     for proc in psutil.process_iter(["cmdline", "uids", "create_time"]):
-        argv, uids = proc.info["cmdline"] or [], proc.info["uids"]
-        if not argv or uids is None or not Path(argv[0]).name.startswith("qemu-system") or "-name" not in argv[:-1]:
+        label, uids = virt.qemu_name(proc.info["cmdline"] or []), proc.info["uids"]
+        if label is None or uids is None or (not all_users and uids.effective != me):
             continue
-        if not all_users and uids.effective != me:
-            continue
-        label = argv[argv.index("-name") + 1].split(",")[0]
         name = label.removeprefix("guest=")  # libvirt's QEMU: -name guest=NAME,debug-threads=on
         user = runtime.user_name(uids.effective)
         if not name.startswith(runtime.prefix(user)) or name in managed:

@@ -928,12 +928,15 @@ def qemu_log_path(uri: str, name: str) -> Path:
 
 def qemu_pids(name: str) -> tuple[int, ...]:
     """PIDs of the QEMU processes running domain ``name`` (libvirt passes ``-name guest=NAME,…``)."""
-    pids = []
-    for proc in psutil.process_iter(["cmdline"]):
-        argv = proc.info["cmdline"] or []
-        if "-name" in argv[:-1] and argv[argv.index("-name") + 1].startswith(f"guest={name},"):
-            pids.append(proc.pid)
-    return tuple(pids)
+    return tuple(proc.pid for proc in psutil.process_iter(["cmdline"])
+                 if qemu_name(proc.info["cmdline"] or []) == f"guest={name}")
+
+
+def qemu_name(argv: list[str]) -> str | None:
+    """The ``-name`` label of a QEMU command line (``guest=NAME`` when libvirt started it); None if not QEMU."""
+    if not argv or not Path(argv[0]).name.startswith("qemu-system") or "-name" not in argv[:-1]:
+        return None
+    return argv[argv.index("-name") + 1].split(",")[0]
 
 
 def _strip_env(argv: list[str]) -> tuple[str, ...]:

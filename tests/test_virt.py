@@ -441,3 +441,11 @@ def test_render_shows_counters_only_while_the_guest_runs() -> None:
     assert "2.00 s in vCPUs, 3.00 s for all of QEMU" in running and "256 MiB of 256 MiB" in running
     stopped = virt_widgets.render("labkit-x-y", virt.DomainStats.from_record({**record, "state.state": 5}), [])
     assert "data-state='shut off'" in stopped and "CPU time" not in stopped
+
+
+def test_qemu_name_reads_the_label_of_qemu_command_lines_only() -> None:
+    assert virt.qemu_name(["/usr/bin/qemu-system-x86_64", "-name", "guest=labkit-u-a-1,debug-threads=on"]) \
+        == "guest=labkit-u-a-1"
+    assert virt.qemu_name(["qemu-system-x86_64", "-m", "64", "-name", "labkit-u-b-2-3,process=x"]) == "labkit-u-b-2-3"
+    assert virt.qemu_name(["/bin/sleep", "-name", "guest=labkit-u-a-1"]) is None
+    assert virt.qemu_name(["qemu-system-x86_64", "-name"]) is None and virt.qemu_name([]) is None
