@@ -116,7 +116,7 @@ def cpu_info(src: Source) -> CpuInfo:
         vendor=first.get("vendor_id") or (ARM_IMPLEMENTERS.get(implementer, f"implementer {implementer:#x}")
                                           if implementer is not None else "unknown"),
         model_name=_arm_name(implementer, part) if implementer is not None else first.get("model name", "unknown"),
-        logical_cpus=len(procs),
+        logical_cpus=len(procs) if any("processor" in p for p in procs) else text.count("model name"),
         physical_cores=len(cores),
         flags=frozenset((flag_line or "").split()),
         flags_known=flag_line is not None,
@@ -164,7 +164,7 @@ def _arch(src: Source, cpuinfo: str, first: dict[str, str]) -> str:
                 return arch
     if "CPU implementer" in cpuinfo:  # an arm64 kernel lists asimd; a 32-bit one lists neon/vfp
         return "aarch64" if "asimd" in first.get("Features", "").split() else "arm"
-    return "x86" if "vendor_id" in cpuinfo else "unknown"
+    return "x86" if "vendor_id" in cpuinfo or "fpu" in first.get("flags", "").split() else "unknown"
 
 
 def _normalise(machine: str) -> str:

@@ -61,7 +61,11 @@ DMI_PRODUCTS = (
 
 #: DMI vendors whose machines may be VMs *or* bare metal: they name the provider only.
 DMI_PROVIDERS = (("Amazon EC2", "Amazon EC2"), ("Google", "Google Compute Engine"),
-                 ("Microsoft Corporation", "Microsoft"), ("Xen", "Xen"))
+                 ("Microsoft Corporation", "Microsoft"))
+
+#: CPU model names that only a hypervisor's virtual CPU models carry.
+VIRTUAL_CPU_MODELS = (("QEMU Virtual CPU", "KVM/QEMU"), ("Common KVM processor", "KVM"),
+                      ("Common 32-bit KVM processor", "KVM"), ("QEMU TCG CPU", "QEMU TCG"))
 
 #: Azure's chassis asset tag: "MSFT AZURE VM" in decimal ASCII.
 AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
@@ -110,7 +114,9 @@ def platform_info(src: Source, cpu: CpuInfo, kernel: KernelInfo) -> Platform:
     if dmi_line and not any(dmi.values()):
         dmi["dmesg"] = dmi_line.group(1).strip()
     clues += _cpu_clues(src, cpu)
-    clues += _dmesg_clues(kernel.dmesg, kernel.cmdline)
+    clues += _dmesg_clues(kernel.dmesg, kernel.cmdline + " " + kernel.release)
+    clues += [Clue("vm", 1, hv, f"the CPU model {cpu.model_name!r} is a hypervisor's virtual CPU")
+              for fragment, hv in VIRTUAL_CPU_MODELS if fragment in cpu.model_name]
     hv_type = (src.read("sys/hypervisor/type") or "").strip()
     if hv_type:
         clues.append(Clue("vm", 2, hv_type.capitalize(), f"/sys/hypervisor/type = {hv_type!r}"))
@@ -207,7 +213,7 @@ def _dmi_clues(dmi: dict[str, str]) -> tuple[list[Clue], str | None, str | None]
     if re.search(r"(\.|-|\b)metal\b", product, re.IGNORECASE):
         clues.append(Clue("bare metal", 1, None, f"{label} (a *.metal product: a bare-metal instance)"))
         return clues, provider, None
-    if "virtual machine" in product.lower() and "microsoft" in text.lower():
+    if ("virtual machine" in product.lower() and "microsoft" in text.lower()) or "Hyper-V" in text:
         bios = dmi.get("bios_version", "") + " " + dmi.get("bios_vendor", "") + " " + dmi.get("dmesg", "")
         detail = ("generation 2 (UEFI)" if "Hyper-V UEFI" in bios else
                   "generation 1 (BIOS)" if "American Megatrends" in bios or "090008" in bios else None)

@@ -137,6 +137,10 @@ def vt_support(src: Source, cpu: CpuInfo, platform: Platform, kernel: KernelInfo
         what = f"/proc/cpuinfo has the {'vmx' if cpu.vmx else 'svm'} flag"
         return VtSupport(cpu.hardware_virtualization, "offered", (what,) + (
             ("a 'vmx flags' line: VMX is usable",) if cpu.vmx_flags else ()))
+    vendor_module = next((m for m in ("kvm_intel", "kvm_amd") if kernel.module(m).state == "loaded module"), None)
+    if vendor_module:  # it refuses to load where VT-x/AMD-V is missing or off
+        return VtSupport("Intel VT-x" if vendor_module == "kvm_intel" else "AMD-V", "offered",
+                         (f"{vendor_module} is loaded (it loads only where the extension works)",))
     in_use = re.search(r"KVM: vmx: [^\n]*|kvm_intel: [^\n]*|kvm_amd: Nested[^\n]*|SVM: kvm: Nested Paging[^\n]*",
                        dmesg)
     if in_use:
@@ -156,8 +160,9 @@ def vt_support(src: Source, cpu: CpuInfo, platform: Platform, kernel: KernelInfo
     if "no hardware support" in dmesg:
         evidence.append("dmesg: 'kvm: no hardware support'")
     if platform.virtual and (cpu.flags_known or "no hardware support" in dmesg):
-        return VtSupport(ext, "not exposed by the hypervisor",
-                         tuple(evidence) + ("this VM's CPU shows no vmx/svm: the hypervisor does not pass them through",))
+        return VtSupport(ext, "not exposed by the hypervisor", tuple(evidence) + (
+            "this VM's CPU shows no vmx/svm: the hypervisor does not pass them through" if cpu.flags_known else
+            "inside a VM the kernel found no VT-x/AMD-V: the hypervisor does not pass it through",))
     model = cpu.no_vt_model()
     if model:
         return VtSupport(ext, "not in this CPU", (f"{cpu.model_name} is an {model.name}: sold without VT-x/AMD-V"
@@ -215,15 +220,22 @@ def kvm_verdict(kernel: KernelInfo, cpu: CpuInfo, platform: Platform, dev: KvmDe
         reasons.append(dev.error or "/dev/kvm does not exist")
         return KvmVerdict("none", VERDICT_LABELS["none"], False, False, tuple(reasons),
                           _absent_fix(kernel, cpu, platform, vt), vt)
-    # /dev/kvm unknown: say "none" only where the evidence rules KVM out
+    # /dev/kvm unknown: say "none" only where the evidence rules KVM out, "hardware" where a vendor module runs
     reasons.append(dev.error or "/dev/kvm was not recorded")
+    if any(kernel.module(m).present for m in ("kvm_intel", "kvm_amd")):
+        reasons.append("a loaded kvm_intel/kvm_amd creates /dev/kvm; who may open it was not recorded")
+        return KvmVerdict("hardware", VERDICT_LABELS["hardware"], False, False, tuple(reasons),
+                          "check who may open it: ls -l /dev/kvm", vt)
     ruled_out = (vt.state in ("disabled by firmware", "not in this CPU")
                  or (platform.detail or "").startswith("Xen PV") or cpu.arch == "arm" or "no hardware support" in
                  kernel.dmesg)
-    kind = "none" if ruled_out else "unknown"
-    fix = _absent_fix(kernel, cpu, platform, vt) if ruled_out else (
-        "record the whole host (`labkit host --record DIR` there), or check: ls -l /dev/kvm; lsmod | grep kvm")
-    return KvmVerdict(kind, VERDICT_LABELS[kind], False, False, tuple(reasons), fix, vt)
+    if ruled_out:
+        return KvmVerdict("none", VERDICT_LABELS["none"], False, False, tuple(reasons),
+                          _absent_fix(kernel, cpu, platform, vt), vt)
+    known = vt.state != "unknown" or platform.virtual is not None or cpu.is_arm
+    fix = ("if /dev/kvm is missing there: " + _absent_fix(kernel, cpu, platform, vt) if known else
+           "record the whole host (`labkit host --record DIR` there), or check: ls -l /dev/kvm; lsmod | grep kvm")
+    return KvmVerdict("unknown", VERDICT_LABELS["unknown"], False, False, tuple(reasons), fix, vt)
 
 
 def _cpu_reason(cpu: CpuInfo, vt: VtSupport) -> str:
