@@ -1,7 +1,9 @@
-"""Is this host ready for the lab?  One check per part, each with its fix.
+"""Is this host ready for the lab?  One check per part, each with its fix, then notebook by notebook.
 
 A check is ``ok``, ``warn`` (works, but worse than it could: e.g. KVM without
-hardware virtualization) or ``fail`` (a notebook of the sequence cannot run).
+hardware virtualization, or notebook 03 showing a recorded run because this
+user may not open ``/dev/kvm``) or ``fail`` (a notebook of the sequence cannot
+run).  The notebook lines say what each notebook will do *for this user*.
 """
 
 from __future__ import annotations
@@ -29,18 +31,18 @@ class Check:
 
 def check_kernel(report: host.HostReport) -> Check:
     k = report.kernel
-    kvm = ", ".join(f"{m.name} ({m.state})" for m in k.kvm_modules if m.state != "absent") or "none"
-    return Check("kernel", "ok", f"Linux {k.release}; KVM modules: {kvm}")
+    kvm = ", ".join(f"{m.name} ({m.state})" for m in k.kvm_modules if m.present) or "none"
+    return Check("kernel", "ok", f"Linux {k.release} ({report.cpu.arch}); KVM modules: {kvm}")
 
 
 def check_cpu(report: host.HostReport) -> Check:
-    cpu = report.cpu
-    hw = cpu.hardware_virtualization
+    cpu, vt = report.cpu, report.verdict.virtualization
+    ok = vt.state == "offered"
     detail = f"{cpu.model_name} ({cpu.vendor}), {cpu.logical_cpus} logical CPUs; " + (
-        f"{hw} available" if hw else "no vmx/svm flag: no hardware virtualization visible")
-    fix = None if hw else ("on bare metal enable VT-x/AMD-V in the firmware; in a VM enable "
-                           "nested virtualization in the outer hypervisor")
-    return Check("cpu", "ok" if hw else "warn", detail, fix)
+        f"{vt.extension} available" if ok else
+        f"{vt.extension or 'hardware virtualization'}: {vt.state} ({'; '.join(vt.evidence)})")
+    fix = None if ok else report.verdict.fix
+    return Check("cpu", "ok" if ok else "warn", detail, fix)
 
 
 def check_platform(report: host.HostReport) -> Check:
@@ -126,6 +128,25 @@ def check_libvirt() -> Check:
                  "labkit virt up (as root, where no init system runs libvirtd)")
 
 
+def check_notebooks(report: host.HostReport, checks: list[Check]) -> list[Check]:
+    """One line per notebook: what it will do here for this user, failing where a part it needs failed."""
+    failed = {c.name: c for c in checks if c.status == "fail"}
+    needs = {nb: [name for name, (_, users) in PROGRAMS.items() if nb in users] for nb in
+             ("03 KVM", "04 QEMU", "05 libvirt")}
+    needs["05 libvirt"] += ["python:libvirt"]
+    needs["04 QEMU"] += ["python:qemu.qmp"]
+    needs["03 KVM"] += ["python:capstone"]
+    out = []
+    for o in host.notebook_outlook(report):
+        missing = [failed[n] for n in needs.get(o.notebook, []) if n in failed]
+        if missing:
+            out.append(Check(f"notebook {o.notebook}", "fail", "cannot run: " + "; ".join(
+                f"{c.name} {c.detail}" for c in missing), missing[0].fix))
+        else:
+            out.append(Check(f"notebook {o.notebook}", "ok" if o.runs == "live" else "warn", o.detail, o.fix))
+    return out
+
+
 def check_students(report: host.HostReport) -> Check:
     """What an unprivileged student account gets here: /dev/kvm or not, libvirt session mode."""
     student = host.User(65534, frozenset({65534}))  # nobody: a user in no special group
@@ -143,7 +164,8 @@ def check_students(report: host.HostReport) -> Check:
     detail = kvm + "; libvirt: " + ("each student gets a private qemu:///session daemon" if session
                                     else "libvirtd is not installed")
     fix = None if dev.accessible or not report.kvm.present else (
-        "to give students KVM: sudo chgrp kvm /dev/kvm && sudo chmod 0660 /dev/kvm && sudo usermod -aG kvm NAME")
+        "add students: sudo usermod -aG kvm NAME" if kvm_group else
+        "to give students KVM: " + host.group_access_commands(report.kvm, "NAME"))
     return Check("students", "ok" if session else "warn", detail, fix)
 
 
@@ -200,15 +222,32 @@ INSTRUCTOR_CHECKS: tuple[Callable[[host.HostReport], Check], ...] = (check_stude
 
 
 def run_checks(report: host.HostReport | None = None) -> list[Check]:
-    """All checks, in the order the report prints them."""
+    """All checks, in the order the report prints them: host, programs, modules, notebooks, instructor."""
     report = report or host.inspect()
-    return ([c(report) for c in HOST_CHECKS] + check_programs() + check_modules()
-            + [check_guest_image(), check_libvirt()] + [c(report) for c in INSTRUCTOR_CHECKS])
+    checks = ([c(report) for c in HOST_CHECKS] + check_programs() + check_modules()
+              + [check_guest_image(), check_libvirt()])
+    return checks + check_notebooks(report, checks) + [c(report) for c in INSTRUCTOR_CHECKS]
 
 
 def can_run(checks: list[Check]) -> bool:
     """The lab can run when no check failed (warnings only make it slower or narrower)."""
     return all(c.status != "fail" for c in checks)
+
+
+def limited_notebooks(checks: list[Check]) -> list[Check]:
+    """Notebooks that run only partly here (e.g. 03 showing a recorded run)."""
+    return [c for c in checks if c.name.startswith("notebook ") and c.status == "warn"]
+
+
+def summary(checks: list[Check]) -> str:
+    """The last line of the report: never a plain "ready" when a notebook will run only partly."""
+    if not can_run(checks):
+        return "NOT READY: fix the FAIL lines above"
+    limited = limited_notebooks(checks)
+    if limited:
+        names = ", ".join(c.name.removeprefix("notebook ") for c in limited)
+        return f"PARTLY READY: every notebook runs, but {names} only partly for you (see its WARN line and fix)"
+    return "ready: the lab can run"
 
 
 def as_dicts(checks: list[Check]) -> list[dict]:

@@ -24,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:  # one document per lab machine, for an instructor to collect
         seats = doctor.seat_estimate(report)
         print(json.dumps({"ready": ready, "hostname": socket.gethostname(), "kvm": report.verdict.kind,
+                          "summary": doctor.summary(checks),
+                          "limited_notebooks": [c.name for c in doctor.limited_notebooks(checks)],
                           "checks": doctor.as_dicts(checks),
                           "seat": {"per_seat_mib": seats.per_seat_mib, "parts_mib": seats.parts_mib,
                                    "available_mib": seats.available_mib, "seats_by_memory": seats.seats_by_memory,
@@ -34,5 +36,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"[{_MARK[c.status]}] {c.name:<{width}}  {c.detail}")
             if c.fix and c.status != "ok":
                 print(f"       {'':<{width}}  fix: {c.fix}")
-        print("\nready: the lab can run" if ready else "\nNOT READY: fix the FAIL lines above")
+        print("\n" + doctor.summary(checks))
     return 0 if ready else 1

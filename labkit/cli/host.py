@@ -1,4 +1,4 @@
-"""``labkit host [--root DIR] [--json] [--record DIR]``: what is this machine?"""
+"""``labkit host [--root DIR] [--json] [--record DIR]``: what is this machine (or a recorded one)?"""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from labkit import host
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("host", help="kernel, CPU, bare metal or VM, and the /dev/kvm verdict")
     p.add_argument("--root", type=Path, default=Path("/"),
-                   help="inspect a recorded host tree instead of this one")
+                   help="inspect a recorded host (a directory made by --record, or a partial capture) instead")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
     p.add_argument("--record", type=Path, metavar="DIR",
                    help="record this host into DIR (to inspect it elsewhere)")
@@ -25,17 +25,25 @@ def run(args: argparse.Namespace) -> int:
         return 0
     report = host.inspect(args.root)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        data = report.to_dict()
+        data["notebooks"] = [vars(o) for o in host.notebook_outlook(report)]
+        print(json.dumps(data, indent=2))
         return 0
-    print(f"kernel    Linux {report.kernel.release}: {report.kernel.design}")
-    print(f"cpu       {report.cpu.model_name}, {report.cpu.logical_cpus} CPUs, "
-          f"hardware virtualization: {report.cpu.hardware_virtualization or 'none'}")
-    print(f"platform  {report.platform.summary}")
-    for line in report.platform.evidence:
+    cpu, platform, verdict = report.cpu, report.platform, report.verdict
+    print(f"kernel    Linux {report.kernel.release} ({cpu.arch}): {report.kernel.design}")
+    print(f"cpu       {cpu.model_name}, {cpu.logical_cpus or 'unknown number of'} CPUs, "
+          f"virtualization: {verdict.virtualization.extension or 'none known'} "
+          f"({verdict.virtualization.state})")
+    print(f"platform  {platform.summary}")
+    if platform.virtual is not None:
+        print(f"          decided by: {platform.decided_by}")
+    for line in platform.conflicts:
+        print(f"          ! {line}")
+    for line in platform.evidence:
         print(f"          - {line}")
-    print(f"kvm       {report.verdict.label}")
-    for line in report.verdict.reasons:
+    print(f"kvm       {verdict.label}")
+    for line in verdict.reasons:
         print(f"          - {line}")
-    if report.verdict.fix:
-        print(f"fix       {report.verdict.fix}")
+    if verdict.fix:
+        print(f"fix       {verdict.fix}")
     return 0

@@ -14,6 +14,7 @@ host.inspect()``):
 - :mod:`~labkit.host.evidence`: bare metal or VM, every clue weighed;
 - :mod:`~labkit.host.verdict`: ``/dev/kvm``, VT-x/AMD-V state, the verdict and its fix;
 - :mod:`~labkit.host.report`: :func:`inspect`, the whole :class:`HostReport`;
+- :mod:`~labkit.host.outlook`: what each notebook can do here, and notebook 03's gate;
 - :mod:`~labkit.host.record`, :mod:`~labkit.host.tsc`, :mod:`~labkit.host.resources`.
 """
 
@@ -23,6 +24,8 @@ from labkit.host.cpu import ARM_IMPLEMENTERS, ARM_PARTS, NO_VT_MODELS, CpuInfo, 
 from labkit.host.evidence import (DMI_PRODUCTS, HYPERVISOR_SIGNATURES, UNKNOWN_HYPERVISOR, Platform,
                                   platform_info)
 from labkit.host.kernel import GUEST_DRIVERS, KVM_MODULES, KernelInfo, KvmModule, kernel_info
+from labkit.host.outlook import (NotebookOutlook, RawKvmUnavailable, notebook_outlook, raw_kvm_blocker,
+                                 recorded_run, require_raw_kvm)
 from labkit.host.record import record
 from labkit.host.report import HostReport, inspect
 from labkit.host.resources import Memory, NetInterface, ProcessSummary, memory, network_interfaces, processes
@@ -30,15 +33,16 @@ from labkit.host.sources import (HOST_JSON_SCHEMA, KVM_DEVICE_NUMBER, DeviceNode
                                  LiveSource, RecordedSource, Source, _cpuid_instruction, cpuid, source_for)
 from labkit.host.tsc import TscFrequency, tsc_frequency
 from labkit.host.verdict import (HOW_TO_TELL, NESTED_FIXES, VERDICT_LABELS, KvmDevice, KvmKind, KvmVerdict,
-                                 User, VtSupport, access_fix, kvm_device, kvm_verdict, nested_fix, vt_support)
+                                 User, VtSupport, access_fix, group_access_commands, kvm_device, kvm_verdict, nested_fix, vt_support)
 
 __all__ = [
     "ARM_IMPLEMENTERS", "ARM_PARTS", "DMI_PRODUCTS", "GUEST_DRIVERS", "HOST_JSON_SCHEMA", "HOW_TO_TELL",
     "HYPERVISOR_SIGNATURES", "KVM_DEVICE_NUMBER", "KVM_MODULES", "NESTED_FIXES", "NO_VT_MODELS",
     "UNKNOWN_HYPERVISOR", "VERDICT_LABELS", "CpuInfo", "DeviceNode", "HostDataError", "HostReport", "KernelInfo",
     "KvmDevice", "KvmKind", "KvmModule", "KvmProbe", "KvmVerdict", "LiveSource", "Memory", "NetInterface",
+    "NotebookOutlook", "RawKvmUnavailable", "notebook_outlook", "raw_kvm_blocker", "recorded_run", "require_raw_kvm",
     "Platform", "ProcessSummary", "RecordedSource", "Source", "TscFrequency", "User", "VtSupport",
-    "_cpuid_instruction", "access_fix", "cpu_info", "cpuid", "inspect", "kernel_info", "kvm_device",
+    "_cpuid_instruction", "access_fix", "group_access_commands", "cpu_info", "cpuid", "inspect", "kernel_info", "kvm_device",
     "kvm_verdict", "memory", "nested_fix", "network_interfaces", "platform_info", "processes", "record",
     "source_for", "tsc_frequency", "vt_support",
 ]

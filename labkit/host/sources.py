@@ -389,7 +389,14 @@ def source_for(root: Path | str = "/") -> Source:
     if not any(root.iterdir()):
         raise HostDataError(f"{root} is empty: nothing was recorded there",
                             "record a host into it with `labkit host --record DIR`")
+    if not any(os.path.lexists(root / name) for name in _RECORDING_ENTRIES):
+        raise HostDataError(f"{root} holds none of {', '.join(_RECORDING_ENTRIES)}: it is not a recorded host",
+                            "give a directory made by `labkit host --record DIR` (or a capture laid out like it)")
     return RecordedSource(root)
+
+
+#: What a recording's top level may hold.
+_RECORDING_ENTRIES = ("host.json", "proc", "sys", "dev", "dmesg", "lsmod")
 
 
 def _kind(mode: int) -> str:

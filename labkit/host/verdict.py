@@ -282,12 +282,16 @@ def access_fix(dev: KvmDevice) -> str:
     """How a user gets /dev/kvm here: join the group it has, or give it one (creating the group if needed)."""
     if dev.group == "kvm" and dev.mode and int(dev.mode, 8) & 0o060 == 0o060:
         return "add yourself to the kvm group: sudo usermod -aG kvm $USER, then log in again"
+    return (f"/dev/kvm is {dev.owner}:{dev.group} mode {dev.mode}: run the lab as root, or give a group "
+            f"access: {group_access_commands(dev)} (log in again; a udev rule KERNEL==\"kvm\", GROUP=\"kvm\", "
+            "MODE=\"0660\" keeps it after a reboot)")
+
+
+def group_access_commands(dev: KvmDevice, who: str = "$USER") -> str:
+    """The commands that let group kvm open /dev/kvm, creating the group only where it is missing."""
     make_group = {True: "", False: "sudo groupadd --system kvm && ",
                   None: "(if there is no kvm group: sudo groupadd --system kvm) "}[dev.kvm_group_exists]
-    return (f"/dev/kvm is {dev.owner}:{dev.group} mode {dev.mode}: run the lab as root, or give a group "
-            f"access: {make_group}sudo chgrp kvm /dev/kvm && sudo chmod 0660 /dev/kvm && "
-            "sudo usermod -aG kvm $USER (log in again; a udev rule KERNEL==\"kvm\", GROUP=\"kvm\", "
-            "MODE=\"0660\" keeps it after a reboot)")
+    return f"{make_group}sudo chgrp kvm /dev/kvm && sudo chmod 0660 /dev/kvm && sudo usermod -aG kvm {who}"
 
 
 def _absent_fix(kernel: KernelInfo, cpu: CpuInfo, platform: Platform, vt: VtSupport) -> str:
