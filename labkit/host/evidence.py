@@ -117,6 +117,10 @@ def platform_info(src: Source, cpu: CpuInfo, kernel: KernelInfo) -> Platform:
     clues += _dmesg_clues(kernel.dmesg, kernel.cmdline + " " + kernel.release)
     clues += [Clue("vm", 1, hv, f"the CPU model {cpu.model_name!r} is a hypervisor's virtual CPU")
               for fragment, hv in VIRTUAL_CPU_MODELS if fragment in cpu.model_name]
+    if cpu.arm_implementer is not None and cpu.arm_part == 0:  # no real core has part number 0
+        clues.append(Clue("vm", 1, "Apple Hypervisor.framework" if cpu.arm_implementer == 0x61 else None,
+                          "CPU part 0x000: a hypervisor hid the core's part number (Apple's Virtualization "
+                          "framework, used by UTM and Parallels, does this)"))
     hv_type = (src.read("sys/hypervisor/type") or "").strip()
     if hv_type:
         clues.append(Clue("vm", 2, hv_type.capitalize(), f"/sys/hypervisor/type = {hv_type!r}"))

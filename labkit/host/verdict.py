@@ -299,8 +299,9 @@ def _absent_fix(kernel: KernelInfo, cpu: CpuInfo, platform: Platform, vt: VtSupp
         return ("KVM for 32-bit Arm hosts was removed in Linux 5.7: install a 64-bit (arm64) kernel; "
                 "QEMU's TCG still runs the lab's x86 guests")
     if cpu.is_arm:
-        where = ("ask for a bare-metal instance (*.metal): cloud Arm VMs get no EL2"
-                 if platform.virtual or platform.provider else
+        where = ("ask for a bare-metal instance (*.metal): cloud Arm VMs get no EL2" if platform.provider else
+                 "this Arm VM gets EL2 only if its hypervisor offers nested virtualization (Apple's "
+                 "Virtualization framework: M3 or later with macOS 15)" if platform.virtual else
                  "boot the kernel at EL2 (the firmware/boot loader decides) with CONFIG_KVM=y")
         return f"{where}; QEMU's TCG still runs the lab's x86 guests"
     if (platform.detail or "").startswith("Xen PV"):
@@ -342,6 +343,10 @@ NESTED_FIXES = {
     "Xen": "on the Xen host: nestedhvm=1 in the guest's config (HVM guests only)",
 }
 
+#: Hypervisors that offer their guests no VT-x/AMD-V at all.
+NO_NESTED = {"bhyve": "bhyve gives its guests no VT-x/AMD-V: run the lab on bare metal or under a hypervisor "
+                      "with nested virtualization"}
+
 
 def nested_fix(platform: Platform) -> str:
     hv = platform.hypervisor or ""
@@ -349,6 +354,8 @@ def nested_fix(platform: Platform) -> str:
         return "enable nested virtualization: create the VM with --enable-nested-virtualization (GCE)"
     if platform.provider and "Amazon" in platform.provider:
         return "use a bare-metal instance (*.metal) or an instance type that offers nested virtualization"
+    if hv in NO_NESTED:
+        return NO_NESTED[hv]
     key = next((k for k in NESTED_FIXES if k in hv), None)
     return ("enable nested virtualization: " + NESTED_FIXES[key] if key else
             "enable nested virtualization in the outer hypervisor (this VM's hypervisor was not identified)")

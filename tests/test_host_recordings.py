@@ -1,0 +1,236 @@
+"""Every recorded real host under tests/fixtures/hosts: the verdict a virtualization engineer would sign.
+
+The expected values below were written by hand from each host's SOURCE (what
+was published), not from the code's output: bare metal or VM, hypervisor,
+architecture, CPU flags, KVM module states, VT-x/AMD-V state, verdict kind,
+and a phrase the fix must contain.  Then, for every host, generic rules
+check that no printed fix contradicts the evidence printed with it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from conftest import HOSTS
+from labkit import host
+
+ROOT = host.User(0, frozenset({0}))
+U = "unknown"
+ALL_UNKNOWN = {"kvm": U, "kvm_intel": U, "kvm_amd": U, "kvm_pvm": U}
+
+
+@dataclass(frozen=True)
+class Expect:
+    virtual: bool | None
+    hypervisor: str | None
+    arch: str
+    flags: frozenset[str] | None  # flags that must be there; None: no flags were recorded
+    no_flags: frozenset[str] = frozenset()  # flags that must not be there
+    modules: dict[str, str] = field(default_factory=lambda: dict(ALL_UNKNOWN))
+    vt: str = "unknown"
+    kind: str = "unknown"
+    fix: str | None = None  # a phrase of the fix; None: no fix at all
+    model: str | None = None
+    detail: str | None = None
+    provider: str | None = None
+
+
+F = frozenset
+INTEL = F({"vmx"})
+AMD = F({"svm"})
+NOHV = F({"hypervisor"})
+HV = F({"hypervisor"})
+MODPROBE_INTEL = "sudo modprobe kvm_intel"
+NESTED_KVM = "nested=1 for kvm_intel/kvm_amd"
+
+EXPECTED: dict[str, Expect] = {
+    # --- bare metal, Intel, old and new (only cpuinfo published: modules and /dev/kvm unknown)
+    "intel-xeon-e5620-westmere": Expect(False, None, "x86", INTEL, NOHV, vt="offered", fix=MODPROBE_INTEL,
+                                        model="Intel(R) Xeon(R) CPU           E5620  @ 2.40GHz"),
+    "intel-xeon-e5-2660v3-haswell": Expect(False, None, "x86", INTEL | F({"ept"}), NOHV, vt="offered",
+                                           fix=MODPROBE_INTEL),
+    "intel-desktop-flags-only": Expect(False, None, "x86", INTEL | F({"ept", "vpid"}), NOHV, vt="offered",
+                                       fix=MODPROBE_INTEL, model="unknown"),
+    # --- firmware-disabled VT-x / AMD-V: dmesg says so; the fix is the firmware, then modprobe
+    "intel-vtx-disabled-by-bios": Expect(None, None, "unknown", None, vt="disabled by firmware", kind="none",
+                                         fix="in the firmware (BIOS/UEFI) setup"),
+    "amd-ryzen-4750g-svm-disabled": Expect(None, None, "unknown", None, vt="disabled by firmware", kind="none",
+                                           fix="enable AMD-V in the firmware"),
+    # --- bare metal, AMD, old (K10) and new (Zen 2), and Hygon (uses kvm_amd)
+    "amd-k10-svm-flags": Expect(False, None, "x86", AMD | F({"npt", "3dnow"}), NOHV, vt="offered",
+                                fix="sudo modprobe kvm_amd"),
+    "amd-ryzen-3700u-laptop": Expect(False, None, "x86", AMD | F({"npt", "sev"}), NOHV, vt="offered",
+                                     fix="sudo modprobe kvm_amd"),
+    "hygon-c86-kvm-amd": Expect(None, None, "x86_64", None,
+                                modules={"kvm": "loaded module", "kvm_intel": "not loaded",
+                                         "kvm_amd": "loaded module", "kvm_pvm": "not loaded"},
+                                vt="offered", kind="hardware", fix="ls -l /dev/kvm"),
+    # --- a CPU that never had VT-x (and is 32-bit only: an i686 netbook)
+    "atom-n270-netbook": Expect(None, None, "unknown", None, vt="not in this CPU", kind="none",
+                                fix="this CPU has no VT-x/AMD-V", model="Intel(R) Atom(TM) CPU N270 @ 1.60GHz"),
+    # --- guests of KVM/QEMU
+    "kvm-guest-qemu-virtual-cpu": Expect(True, "KVM/QEMU", "x86", HV, INTEL | AMD, vt="not exposed by the hypervisor",
+                                         fix=NESTED_KVM),
+    "kvm-guest-debian8-dmesg": Expect(True, "KVM", "unknown", None, fix=NESTED_KVM),
+    "nutanix-ahv-guest": Expect(True, "KVM", "x86", HV, INTEL | AMD, vt="not exposed by the hypervisor",
+                                fix=NESTED_KVM, provider="Nutanix AHV"),
+    "epyc-milan-guest-no-svm": Expect(True, host.UNKNOWN_HYPERVISOR, "x86_64", HV | F({"vmmcall"}), AMD,
+                                      vt="not exposed by the hypervisor",
+                                      fix="hypervisor was not identified", model="AMD EPYC-Milan Processor"),
+    "proxmox-q35-guest": Expect(True, "KVM/QEMU", "unknown", None, fix="enable nested virtualization"),
+    # --- Xen HVM and PV
+    "xen-hvm-aws": Expect(True, "Xen", "unknown", None, fix="nestedhvm=1", detail="Xen HVM guest"),
+    "xen-pv-aws": Expect(True, "Xen", "unknown", None, kind="none", fix="a Xen PV guest never gets VT-x/AMD-V",
+                         detail="Xen PV guest (paravirtualized: never gets VT-x/AMD-V)"),
+    # --- VMware, VirtualBox, Parallels, bhyve
+    "vmware-guest": Expect(True, "VMware", "unknown", None, fix="Virtualize Intel VT-x/EPT"),
+    "vmware-workstation-uefi": Expect(True, "VMware", "unknown", None, fix="Virtualize Intel VT-x/EPT"),
+    "virtualbox-guest": Expect(True, "VirtualBox", "unknown", None, fix="--nested-hw-virt on"),
+    "parallels-guest": Expect(True, "Parallels", "x86_64", None, fix="in Parallels"),
+    "bhyve-guest": Expect(True, "bhyve", "unknown", None, fix="bhyve gives its guests no VT-x/AMD-V"),
+    # --- Hyper-V generation 1 and 2, and WSL2 with and without nested virtualization
+    "hyperv-gen1-azure": Expect(True, "Microsoft Hyper-V", "unknown", None, fix="ExposeVirtualizationExtensions",
+                                detail="generation 1 (BIOS)"),
+    "hyperv-gen2-uefi": Expect(True, "Microsoft Hyper-V", "unknown", None, fix="ExposeVirtualizationExtensions",
+                               detail="generation 2 (UEFI)"),
+    "hyperv-debian9-ws2012r2": Expect(True, "Microsoft Hyper-V", "unknown", None,
+                                      fix="ExposeVirtualizationExtensions"),
+    "wsl2-nested-kvm": Expect(True, "Microsoft Hyper-V", "unknown", None, vt="offered", kind="hardware", fix=None),
+    "wsl2-no-nested": Expect(True, "Microsoft Hyper-V", "unknown", None, vt="not exposed by the hypervisor",
+                             kind="none", fix="nestedVirtualization=true"),
+    # --- clouds: GCE, Azure, AWS Nitro VM and bare metal
+    "gce-vm": Expect(True, "KVM", "unknown", None, fix="--enable-nested-virtualization",
+                     provider="Google Compute Engine"),
+    "azure-vm-kernel-only": Expect(None, None, "x86_64", None, fix="labkit host --record"),
+    "aws-t3-small-nitro": Expect(True, "KVM", "unknown", None, fix="*.metal", provider="Amazon EC2 (Nitro)"),
+    "aws-m6g-metal": Expect(False, None, "unknown", None, fix="sudo modprobe", provider="Amazon EC2"),
+    "nvr-n5105-dmi-only": Expect(None, None, "unknown", None, fix="labkit host --record"),
+    # --- Arm: cloud VM, boards (64- and 32-bit kernels), an Apple-silicon VM
+    "oracle-ampere-neoverse-n1": Expect(None, None, "aarch64", F({"asimd"}), vt="unknown",
+                                        fix="boot the kernel at EL2", model="Arm Neoverse-N1"),
+    "rpi4-arm64": Expect(None, None, "aarch64", F({"asimd"}), fix="boot the kernel at EL2", model="Arm Cortex-A72"),
+    "rpi4-armv7l": Expect(None, None, "arm", F({"neon"}), kind="none", fix="install a 64-bit (arm64) kernel",
+                          model="Arm Cortex-A72"),
+    "apple-m1-utm-vm": Expect(True, "Apple Hypervisor.framework", "aarch64", F({"asimd"}),
+                              fix="nested virtualization", model="Apple (part number hidden by the hypervisor)"),
+    # --- the lab's own kinds (full recordings)
+    "intel-vtx-baremetal": Expect(False, None, "x86_64", INTEL, NOHV,
+                                  {"kvm": "loaded module", "kvm_intel": "loaded module", "kvm_amd": "absent",
+                                   "kvm_pvm": "absent"}, "offered", "hardware", None),
+    "amd-svm-baremetal": Expect(False, None, "x86_64", AMD, NOHV,
+                                {"kvm": "loaded module", "kvm_intel": "absent", "kvm_amd": "loaded module",
+                                 "kvm_pvm": "absent"}, "offered", "hardware", None),
+    "kvm-guest-no-nested": Expect(True, "KVM", "x86_64", HV, INTEL | AMD,
+                                  {"kvm": "absent", "kvm_intel": "absent", "kvm_amd": "absent", "kvm_pvm": "absent"},
+                                  "not exposed by the hypervisor", "none", NESTED_KVM),
+    "no-dev-kvm": Expect(False, None, "x86_64", F(), INTEL | AMD | NOHV,
+                         {"kvm": "absent", "kvm_intel": "absent", "kvm_amd": "absent", "kvm_pvm": "absent"},
+                         "unknown", "none", "rdmsr 0x3a"),
+    "pvm-nested": Expect(True, "KVM", "x86_64", HV, INTEL | AMD,
+                         {"kvm": "built in", "kvm_intel": "absent", "kvm_amd": "absent", "kvm_pvm": "built in"},
+                         "not exposed by the hypervisor", "nested", None),
+}
+
+
+def test_every_recording_is_in_the_table() -> None:
+    assert sorted(p.name for p in HOSTS.iterdir() if p.is_dir()) == sorted(EXPECTED)
+    assert len(EXPECTED) >= 30
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_recorded_host(name: str) -> None:
+    e = EXPECTED[name]
+    report = host.inspect(HOSTS / name, user=ROOT)
+    assert (report.platform.virtual, report.platform.hypervisor) == (e.virtual, e.hypervisor)
+    assert report.cpu.arch == e.arch
+    if e.flags is None:
+        assert not report.cpu.flags_known and not report.cpu.flags
+    else:
+        assert report.cpu.flags_known and e.flags <= report.cpu.flags
+    assert not e.no_flags & report.cpu.flags
+    assert {m.name: m.state for m in report.kernel.kvm_modules} == e.modules
+    assert report.verdict.virtualization.state == e.vt
+    assert report.verdict.kind == e.kind
+    assert report.verdict.label == host.VERDICT_LABELS[e.kind]
+    assert (report.verdict.fix is None) if e.fix is None else (e.fix in report.verdict.fix), report.verdict.fix
+    if e.model is not None:
+        assert report.cpu.model_name == e.model
+    assert report.platform.detail == e.detail
+    if e.provider is not None:
+        assert report.platform.provider == e.provider
+    json.dumps(report.to_dict())  # the whole report is JSON-serialisable
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_no_fix_contradicts_the_evidence(name: str) -> None:
+    report = host.inspect(HOSTS / name, user=ROOT)
+    fix, v, cpu = report.verdict.fix or "", report.verdict, report.cpu
+    loaded = {m.name for m in report.kernel.kvm_modules if m.present}
+    for module in loaded & {"kvm_intel", "kvm_amd"}:
+        assert f"modprobe {module}" not in fix  # it is loaded already
+    if "usermod -aG kvm" in fix and report.kvm.kvm_group_exists is not True and report.kvm.group != "kvm":
+        assert "groupadd" in fix  # no kvm group known: the fix must make one
+    if v.virtualization.state == "not in this CPU":
+        assert "firmware" not in fix and "BIOS" not in fix
+    if v.virtualization.state == "disabled by firmware":
+        assert "firmware" in fix
+    if report.platform.virtual:
+        assert "BIOS" not in fix  # a VM's firmware setup cannot give it VT-x
+    if report.platform.virtual is False:
+        assert "nested" not in fix
+    if cpu.is_arm:
+        assert not any(word in fix for word in ("VT-x", "kvm_intel", "kvm_amd", "BIOS", "rdmsr"))
+    if v.usable:
+        assert v.fix is None
+    if report.platform.virtual and report.platform.hypervisor != host.UNKNOWN_HYPERVISOR:
+        assert "was not identified" not in fix
+    assert report.platform.hypervisor != "none"
+
+
+@pytest.mark.parametrize("name", ["parallels-guest", "nutanix-ahv-guest", "aws-m6g-metal"])
+def test_which_evidence_won_is_said(name: str) -> None:
+    """DMI names the product; the CPU or kernel decides VM vs metal; the winner is named in the report."""
+    platform = host.inspect(HOSTS / name, user=ROOT).platform
+    assert platform.decided_by and platform.decided_by in platform.evidence
+
+
+def test_cpu_beats_a_metal_product_name(tmp_path) -> None:
+    """A '*.metal' DMI name with the CPU's hypervisor bit set: the CPU wins, and the report says why."""
+    tree = tmp_path / "h"
+    (tree / "proc").mkdir(parents=True)
+    (tree / "proc/cpuinfo").write_text((HOSTS / "kvm-guest-no-nested/proc/cpuinfo").read_text())
+    (tree / "sys/class/dmi/id").mkdir(parents=True)
+    (tree / "sys/class/dmi/id/sys_vendor").write_text("Amazon EC2\n")
+    (tree / "sys/class/dmi/id/product_name").write_text("c5.metal\n")
+    platform = host.inspect(tree, user=ROOT).platform
+    assert platform.virtual is True and "hypervisor' flag" in platform.decided_by
+    assert len(platform.conflicts) == 1 and "c5.metal" in platform.conflicts[0] and "outranks" in platform.conflicts[0]
+
+
+def test_a_hidden_hypervisor_bit_loses_to_a_vm_product_name(tmp_path) -> None:
+    """No hypervisor flag, but DMI says VMware: a hypervisor can hide the bit, firmware strings say VM."""
+    tree = tmp_path / "h"
+    (tree / "proc").mkdir(parents=True)
+    (tree / "proc/cpuinfo").write_text((HOSTS / "intel-xeon-e5620-westmere/proc/cpuinfo").read_text())
+    (tree / "sys/class/dmi/id").mkdir(parents=True)
+    (tree / "sys/class/dmi/id/product_name").write_text("VMware Virtual Platform\n")
+    platform = host.inspect(tree, user=ROOT).platform
+    assert (platform.virtual, platform.hypervisor) == (True, "VMware")
+    assert "can hide it" in platform.conflicts[0]
+
+
+def test_arm_cpu_names() -> None:
+    src = host.RecordedSource(HOSTS / "rpi4-arm64")
+    cpu = host.cpu_info(src)
+    assert (cpu.vendor, cpu.model_name, cpu.arm_implementer, cpu.arm_part, cpu.logical_cpus) == (
+        "Arm", "Arm Cortex-A72", 0x41, 0xD08, 4)
+
+
+def test_arm_outlook_names_the_x86_only_notebook() -> None:
+    report = host.inspect(HOSTS / "rpi4-arm64", user=ROOT)
+    outlook = {o.notebook: o for o in host.notebook_outlook(report)}
+    assert outlook["03 KVM"].runs == "partly" and "x86-64 host" in outlook["03 KVM"].detail
+    assert "TCG" in outlook["04 QEMU"].detail and outlook["04 QEMU"].runs == "live"
