@@ -9,7 +9,7 @@ import ipywidgets as w
 from labkit import hypervisor
 from labkit.host import HostReport
 
-_COLOURS = {"hardware": "#2e7d32", "nested": "#ef6c00", "none": "#c62828"}
+_COLOURS = {"hardware": "#2e7d32", "nested": "#ef6c00", "none": "#c62828", "unknown": "#616161"}
 
 
 def host_card(report: HostReport) -> w.HTML:
