@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     cpu, platform, verdict = report.cpu, report.platform, report.verdict
     print(f"kernel    Linux {report.kernel.release} ({cpu.arch}): {report.kernel.design}")
     print(f"cpu       {cpu.model_name}, {cpu.logical_cpus or 'unknown number of'} CPUs, "
-          f"virtualization: {verdict.virtualization.extension or 'none known'} "
+          f"hardware virtualization: {verdict.virtualization.extension or 'none known'} "
           f"({verdict.virtualization.state})")
     print(f"platform  {platform.summary}")
     if platform.virtual is not None:

@@ -6,7 +6,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from labkit.host.cpu import cpu_info
 from labkit.host.sources import source_for
 
 
@@ -26,8 +25,10 @@ def tsc_frequency(root: Path | str = "/") -> TscFrequency | None:
     slow and can fail ("Unable to calibrate against PIT") on a busy host.
     Passing the known frequency as ``tsc_early_khz`` skips that.
     """
+    from labkit import host  # looked up on the package, where a test may stand in another CPU
+
     src = source_for(root)
-    cpu = cpu_info(src)
+    cpu = host.cpu_info(src)
     if "constant_tsc" not in cpu.flags:
         return None
     sysfs = src.read("sys/devices/system/cpu/cpu0/tsc_freq_khz")
