@@ -197,27 +197,27 @@ def test_which_evidence_won_is_said(name: str) -> None:
     assert platform.decided_by and platform.decided_by in platform.evidence
 
 
-def test_cpu_beats_a_metal_product_name(tmp_path) -> None:
-    """A '*.metal' DMI name with the CPU's hypervisor bit set: the CPU wins, and the report says why."""
+def _cpu_with_dmi(tmp_path, cpu_of: str, **dmi: str):
+    """A recording with another host's /proc/cpuinfo and the given DMI strings."""
     tree = tmp_path / "h"
     (tree / "proc").mkdir(parents=True)
-    (tree / "proc/cpuinfo").write_text((HOSTS / "kvm-guest-no-nested/proc/cpuinfo").read_text())
+    (tree / "proc/cpuinfo").write_text((HOSTS / cpu_of / "proc/cpuinfo").read_text())
     (tree / "sys/class/dmi/id").mkdir(parents=True)
-    (tree / "sys/class/dmi/id/sys_vendor").write_text("Amazon EC2\n")
-    (tree / "sys/class/dmi/id/product_name").write_text("c5.metal\n")
-    platform = host.inspect(tree, user=ROOT).platform
+    for name, value in dmi.items():
+        (tree / "sys/class/dmi/id" / name).write_text(value + "\n")
+    return host.inspect(tree, user=ROOT).platform
+
+
+def test_cpu_beats_a_metal_product_name(tmp_path) -> None:
+    """A '*.metal' DMI name with the CPU's hypervisor bit set: the CPU wins, and the report says why."""
+    platform = _cpu_with_dmi(tmp_path, "kvm-guest-no-nested", sys_vendor="Amazon EC2", product_name="c5.metal")
     assert platform.virtual is True and "hypervisor' flag" in platform.decided_by
     assert len(platform.conflicts) == 1 and "c5.metal" in platform.conflicts[0] and "outranks" in platform.conflicts[0]
 
 
 def test_a_hidden_hypervisor_bit_loses_to_a_vm_product_name(tmp_path) -> None:
     """No hypervisor flag, but DMI says VMware: a hypervisor can hide the bit, firmware strings say VM."""
-    tree = tmp_path / "h"
-    (tree / "proc").mkdir(parents=True)
-    (tree / "proc/cpuinfo").write_text((HOSTS / "intel-xeon-e5620-westmere/proc/cpuinfo").read_text())
-    (tree / "sys/class/dmi/id").mkdir(parents=True)
-    (tree / "sys/class/dmi/id/product_name").write_text("VMware Virtual Platform\n")
-    platform = host.inspect(tree, user=ROOT).platform
+    platform = _cpu_with_dmi(tmp_path, "intel-xeon-e5620-westmere", product_name="VMware Virtual Platform")
     assert (platform.virtual, platform.hypervisor) == (True, "VMware")
     assert "can hide it" in platform.conflicts[0]
 
