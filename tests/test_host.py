@@ -279,7 +279,8 @@ def test_an_old_kernel_keeps_the_vmx_flag_when_firmware_disabled_it(tmp_path: Pa
 
 
 def test_vmx_flags_line_is_read(tmp_path: Path) -> None:
-    text = CPUINFO.replace("flags\t\t:", "vmx flags\t: vnmi preemption_timer ept vpid unrestricted_guest\nflags\t\t:", 1)
+    vmx_flags = "vmx flags\t: vnmi preemption_timer ept vpid unrestricted_guest\n"
+    text = CPUINFO.replace("flags\t\t:", vmx_flags + "flags\t\t:", 1)
     cpu = host.cpu_info(host.RecordedSource(_tree(tmp_path, {"proc/cpuinfo": text})))
     assert {"ept", "unrestricted_guest"} <= cpu.vmx_flags
 

@@ -33,7 +33,8 @@ from labkit.host.sources import (HOST_JSON_SCHEMA, KVM_DEVICE_NUMBER, DeviceNode
                                  LiveSource, RecordedSource, Source, _cpuid_instruction, cpuid, source_for)
 from labkit.host.tsc import TscFrequency, tsc_frequency
 from labkit.host.verdict import (HOW_TO_TELL, NESTED_FIXES, VERDICT_LABELS, KvmDevice, KvmKind, KvmVerdict,
-                                 User, VtSupport, access_fix, group_access_commands, kvm_device, kvm_verdict, nested_fix, vt_support)
+                                 User, VtSupport, access_fix, group_access_commands, kvm_device, kvm_verdict,
+                                 nested_fix, vt_support)
 
 __all__ = [
     "ARM_IMPLEMENTERS", "ARM_PARTS", "DMI_PRODUCTS", "GUEST_DRIVERS", "HOST_JSON_SCHEMA", "HOW_TO_TELL",
@@ -42,7 +43,8 @@ __all__ = [
     "KvmDevice", "KvmKind", "KvmModule", "KvmProbe", "KvmVerdict", "LiveSource", "Memory", "NetInterface",
     "NotebookOutlook", "RawKvmUnavailable", "notebook_outlook", "raw_kvm_blocker", "recorded_run", "require_raw_kvm",
     "Platform", "ProcessSummary", "RecordedSource", "Source", "TscFrequency", "User", "VtSupport",
-    "_cpuid_instruction", "access_fix", "group_access_commands", "cpu_info", "cpuid", "inspect", "kernel_info", "kvm_device",
+    "_cpuid_instruction", "access_fix", "group_access_commands", "cpu_info", "cpuid", "inspect", "kernel_info",
+    "kvm_device",
     "kvm_verdict", "memory", "nested_fix", "network_interfaces", "platform_info", "processes", "record",
     "source_for", "tsc_frequency", "vt_support",
 ]

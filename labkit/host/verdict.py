@@ -146,23 +146,21 @@ def vt_support(src: Source, cpu: CpuInfo, platform: Platform, kernel: KernelInfo
     if in_use:
         return VtSupport(ext or ("Intel VT-x" if "vmx" in in_use.group(0).lower() else "AMD-V"), "offered",
                          (f"dmesg: {in_use.group(0).strip()!r} (the vendor module runs)",))
-    evidence: list[str] = []
+    evidence: list[str] = ["dmesg: 'kvm: no hardware support'"] if "no hardware support" in dmesg else []
+    if platform.virtual and (cpu.flags_known or evidence):  # a VM's firmware is not the reason
+        return VtSupport(ext, "not exposed by the hypervisor", tuple(evidence) + (
+            "this VM's CPU shows no vmx/svm: the hypervisor does not pass them through" if cpu.flags_known else
+            "inside a VM the kernel found no VT-x/AMD-V: the hypervisor does not pass it through",))
     leaf1 = src.cpuid(1)
     if cpu.flags_known and leaf1 and leaf1[2] & (1 << 5) and ext == "Intel VT-x":
-        return VtSupport(ext, "disabled by firmware",
-                         ("CPUID.1:ECX bit 5 (VMX) is set but the kernel removed the vmx flag: the firmware locked VMX off",))
+        return VtSupport(ext, "disabled by firmware", ("CPUID.1:ECX bit 5 (VMX) is set but the kernel removed "
+                                                       "the vmx flag: the firmware locked VMX off",))
     feature_control = src.msr(0x3A)
     if feature_control is not None and ext == "Intel VT-x":
         if feature_control & 1 and not feature_control & 4:
             return VtSupport(ext, "disabled by firmware",
                              (f"MSR 0x3a = {feature_control:#x}: locked with VMX-outside-SMX clear",))
         evidence.append(f"MSR 0x3a = {feature_control:#x}")
-    if "no hardware support" in dmesg:
-        evidence.append("dmesg: 'kvm: no hardware support'")
-    if platform.virtual and (cpu.flags_known or "no hardware support" in dmesg):
-        return VtSupport(ext, "not exposed by the hypervisor", tuple(evidence) + (
-            "this VM's CPU shows no vmx/svm: the hypervisor does not pass them through" if cpu.flags_known else
-            "inside a VM the kernel found no VT-x/AMD-V: the hypervisor does not pass it through",))
     model = cpu.no_vt_model()
     if model:
         return VtSupport(ext, "not in this CPU", (f"{cpu.model_name} is an {model.name}: sold without VT-x/AMD-V"
