@@ -52,6 +52,8 @@ EXPECTED: dict[str, Expect] = {
                                         model="Intel(R) Xeon(R) CPU           E5620  @ 2.40GHz"),
     "intel-xeon-e5-2660v3-haswell": Expect(False, None, "x86", INTEL | F({"ept"}), NOHV, vt="offered",
                                            fix=MODPROBE_INTEL),
+    "intel-i5-6500-skylake": Expect(False, None, "x86", INTEL | F({"ept_ad"}), NOHV, vt="offered",
+                                    fix=MODPROBE_INTEL, model="Intel(R) Core(TM) i5-6500 CPU @ 3.20GHz"),
     "intel-desktop-flags-only": Expect(False, None, "x86", INTEL | F({"ept", "vpid"}), NOHV, vt="offered",
                                        fix=MODPROBE_INTEL, model="unknown"),
     # --- firmware-disabled VT-x / AMD-V: dmesg says so; the fix is the firmware, then modprobe
@@ -114,6 +116,8 @@ EXPECTED: dict[str, Expect] = {
     "rpi4-arm64": Expect(None, None, "aarch64", F({"asimd"}), fix="boot the kernel at EL2", model="Arm Cortex-A72"),
     "rpi4-armv7l": Expect(None, None, "arm", F({"neon"}), kind="none", fix="install a 64-bit (arm64) kernel",
                           model="Arm Cortex-A72"),
+    "arm64-implementer-0x70": Expect(None, None, "aarch64", F({"asimd"}), fix="boot the kernel at EL2",
+                                     model="implementer 0x70 part 0x662"),
     "apple-m1-utm-vm": Expect(True, "Apple Hypervisor.framework", "aarch64", F({"asimd"}),
                               fix="nested virtualization", model="Apple (part number hidden by the hypervisor)"),
     # --- the lab's own kinds (full recordings)
@@ -220,6 +224,11 @@ def test_a_hidden_hypervisor_bit_loses_to_a_vm_product_name(tmp_path) -> None:
     platform = _cpu_with_dmi(tmp_path, "intel-xeon-e5620-westmere", product_name="VMware Virtual Platform")
     assert (platform.virtual, platform.hypervisor) == (True, "VMware")
     assert "can hide it" in platform.conflicts[0]
+
+
+def test_vmx_flags_line_of_a_real_host() -> None:
+    cpu = host.inspect(HOSTS / "intel-i5-6500-skylake", user=ROOT).cpu
+    assert {"ept_1gb", "preemption_timer"} <= cpu.vmx_flags
 
 
 def test_arm_cpu_names() -> None:
