@@ -8,7 +8,7 @@ One module per job, all re-exported here (``from labkit import host;
 host.inspect()``):
 
 - :mod:`~labkit.host.sources`: this machine (:class:`LiveSource`) or a
-  recording (:class:`RecordedSource`, with its ``host.json`` manifest);
+  recording (:class:`RecordedSource`); :mod:`~labkit.host.manifest`: its ``host.json``;
 - :mod:`~labkit.host.cpu`: ``/proc/cpuinfo`` for x86 and Arm, the kernel's architecture;
 - :mod:`~labkit.host.kernel`: release, modules, the KVM modules' states, guest drivers;
 - :mod:`~labkit.host.evidence`: bare metal or VM, every clue weighed;
@@ -24,12 +24,13 @@ from labkit.host.cpu import ARM_IMPLEMENTERS, ARM_PARTS, NO_VT_MODELS, CpuInfo, 
 from labkit.host.evidence import (DMI_PRODUCTS, HYPERVISOR_SIGNATURES, UNKNOWN_HYPERVISOR, Platform,
                                   platform_info)
 from labkit.host.kernel import GUEST_DRIVERS, KVM_MODULES, KernelInfo, KvmModule, kernel_info
+from labkit.host.manifest import HOST_JSON_SCHEMA, HostDataError
 from labkit.host.outlook import (NotebookOutlook, RawKvmUnavailable, notebook_outlook, raw_kvm_blocker,
                                  recorded_run, require_raw_kvm)
 from labkit.host.record import record
 from labkit.host.report import HostReport, inspect
 from labkit.host.resources import Memory, NetInterface, ProcessSummary, memory, network_interfaces, processes
-from labkit.host.sources import (HOST_JSON_SCHEMA, KVM_DEVICE_NUMBER, DeviceNode, HostDataError, KvmProbe,
+from labkit.host.sources import (KVM_DEVICE_NUMBER, DeviceNode, KvmProbe,
                                  LiveSource, RecordedSource, Source, _cpuid_instruction, cpuid, source_for)
 from labkit.host.tsc import TscFrequency, tsc_frequency
 from labkit.host.verdict import (HOW_TO_TELL, NESTED_FIXES, VERDICT_LABELS, KvmDevice, KvmKind, KvmVerdict,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import grp
-import json
 import mmap
 import os
 import pwd
@@ -30,9 +29,8 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import fcntl
-import jsonschema
 
-from labkit.errors import InvalidOptionError
+from labkit.host.manifest import FORMAT1_RECORDED, HostDataError, load_manifest
 from labkit.kvm import abi
 
 State = Literal["present", "absent", "unknown"]
@@ -46,58 +44,6 @@ RECORDED_FILES = ("proc/cpuinfo", "proc/version", "proc/cmdline", "proc/modules"
                   "sys/class/dmi/id/product_name", "sys/class/dmi/id/bios_vendor",
                   "sys/class/dmi/id/bios_version", "sys/class/dmi/id/board_vendor",
                   "sys/class/dmi/id/chassis_asset_tag", "sys/hypervisor/type")
-
-#: What recordings made before the manifest existed (format 1) recorded.
-_FORMAT1_RECORDED = ("proc/cpuinfo", "proc/version", "proc/cmdline", "proc/modules",
-                     "proc/sys/kernel/osrelease", "sys/class/dmi/id/sys_vendor",
-                     "sys/class/dmi/id/product_name", "sys/hypervisor/type",
-                     "sys/module/kvm", "sys/module/kvm_intel", "sys/module/kvm_amd",
-                     "sys/module/kvm_pvm", "dev/kvm")
-
-_DEVICE_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "mode": {"type": "string", "pattern": "^0?[0-7]{3,4}$"},
-        "uid": {"type": "integer", "minimum": 0}, "gid": {"type": "integer", "minimum": 0},
-        "owner": {"type": "string"}, "group": {"type": "string"},
-        "type": {"enum": ["char", "block", "regular file", "directory", "symlink", "other"]},
-        "rdev": {"type": "string", "pattern": "^[0-9]+:[0-9]+$"},
-        "target": {"type": "string"},
-    },
-    "additionalProperties": False,
-}
-
-#: The schema of ``host.json``: every key optional, nothing else allowed.
-HOST_JSON_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "format": {"enum": [1, 2]},
-        "source": {"type": "string"},
-        "machine": {"type": "string"},
-        "recorded": {"type": "array", "items": {"type": "string", "minLength": 1}},
-        "modules_filter": {"type": "string", "minLength": 1},
-        "devices": {"type": "object", "additionalProperties": _DEVICE_SCHEMA},
-        "kvm_probe": {
-            "type": "object",
-            "properties": {"api_version": {"type": "integer"},
-                           "capabilities": {"type": "object", "additionalProperties": {"type": "integer"}},
-                           "error": {"type": "string"}},
-            "additionalProperties": False,
-        },
-        "cpuid": {"type": "object", "patternProperties": {
-            "^0x[0-9a-f]+$": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 4,
-                              "maxItems": 4}}, "additionalProperties": False},
-        "msr": {"type": "object", "patternProperties": {"^0x[0-9a-f]+$": {"type": "integer", "minimum": 0}},
-                "additionalProperties": False},
-        "groups": {"type": "array", "items": {"type": "string"}},
-    },
-    "additionalProperties": False,
-}
-
-
-class HostDataError(InvalidOptionError):
-    """A path given as a host, or a recording, cannot be read as one."""
-
 
 @dataclass(frozen=True)
 class DeviceNode:
@@ -283,9 +229,9 @@ class RecordedSource:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
-        self.meta = _load_manifest(self.root)
+        self.meta = load_manifest(self.root)
         fmt = self.meta.get("format", 1 if "devices" in self.meta else None)
-        recorded = self.meta.get("recorded", _FORMAT1_RECORDED if fmt == 1 else ())
+        recorded = self.meta.get("recorded", FORMAT1_RECORDED if fmt == 1 else ())
         self.recorded = tuple(p.strip("/") for p in recorded)
 
     def read(self, rel: str) -> str | None:
@@ -349,25 +295,6 @@ class RecordedSource:
     def modules_filter(self) -> str | None:
         """A capture such as ``lsmod | grep kvm`` knows only the modules whose name contains this."""
         return self.meta.get("modules_filter")
-
-
-def _load_manifest(root: Path) -> dict:
-    path = root / "host.json"
-    if not path.exists():
-        return {}
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HostDataError(f"{path} is not valid JSON ({exc})",
-                            f"fix or delete {path}; `labkit host --record DIR` writes a valid one") from None
-    try:
-        jsonschema.validate(meta, HOST_JSON_SCHEMA)
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "the top level"
-        raise HostDataError(f"{path}: at {where}: {exc.message}",
-                            "see labkit/host/sources.py HOST_JSON_SCHEMA for the format, or record "
-                            "the host again with `labkit host --record DIR`") from None
-    return meta
 
 
 def source_for(root: Path | str = "/") -> Source:
