@@ -380,3 +380,16 @@ def test_garbage_proc_files_give_honest_unknowns(tmp_path: Path) -> None:
     (root / "proc/cpuinfo").write_bytes(b"\x00\xff: :\n\n:::\nflags:\n")
     report = host.inspect(root, user=ROOT_USER)
     assert report.verdict.kind == "unknown" and report.kernel.module("kvm").state == "loaded module"
+
+
+@pytest.mark.parametrize("files, hypervisor, decided", [
+    ({"proc/modules": "hv_vmbus 131072 7 hv_netvsc, Live 0x0\n"}, "Microsoft Hyper-V", "guest driver hv_vmbus"),
+    ({"proc/modules": "virtio_pci 28672 0 - Live 0x0\n"}, "KVM/QEMU (virtio)", "guest driver virtio_pci"),
+    ({"sys/hypervisor/type": "xen\n"}, "Xen", "/sys/hypervisor/type = 'xen'"),
+    ({"dmesg": "Booting paravirtualized kernel on bare hardware\n"}, None, "on bare hardware"),
+])
+def test_drivers_sysfs_and_dmesg_are_evidence(tmp_path: Path, files: dict, hypervisor: str | None,
+                                               decided: str) -> None:
+    platform = host.inspect(_tree(tmp_path, files), user=ROOT_USER).platform
+    assert platform.virtual is (hypervisor is not None) and platform.hypervisor == hypervisor
+    assert decided in platform.decided_by
