@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -123,4 +124,26 @@ def test_notebook_03_as_a_student_ends_with_one_explanation() -> None:
     assert "RECORDED RUN, FOR REFERENCE ONLY" in shown and "fix: " in shown
     assert "Traceback" not in shown and "AccessDeniedError" not in json.dumps(cells)
     assert all(c["ran"] for c in cells[:gate]) and not any(c["ran"] for c in cells[gate + 1:])
-    assert sys.executable  # the student ran the same interpreter as this test
+
+
+#: /dev as on a host without KVM: a fresh tmpfs with only the nodes a Jupyter kernel needs.
+WITHOUT_DEV_KVM = """mount -t tmpfs -o mode=755 none /dev && mkdir /dev/shm /dev/pts &&
+for n in null:1:3 zero:1:5 random:1:8 urandom:1:9; do IFS=: read -r name major minor <<< "$n";
+  mknod -m 666 /dev/$name c $major $minor; done && exec "$@" """
+
+
+@needs_student  # root, for a private mount namespace
+def test_notebook_03_without_dev_kvm_stops_before_its_claims() -> None:
+    """On a host with no /dev/kvm, 03 stops at its first gate (not on a failed claim telling you to report it)."""
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", WITHOUT_DEV_KVM,
+                           "bash", sys.executable, "-c", NOTEBOOK_UNTIL_THE_GATE],
+                          capture_output=True, text=True, timeout=240, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stderr
+    cells = json.loads(proc.stdout)
+    gate = next(i for i, c in enumerate(cells) if "host.require_kvm(report)" in c["source"])
+    errors = [o for c in cells for o in c["outputs"] if o["output_type"] == "error"]
+    assert len(errors) == 1 and errors[0] in cells[gate]["outputs"]
+    shown = "\n".join(errors[0]["traceback"])
+    assert shown.startswith("Notebook 03 stops here: this host has no KVM") and "/dev/kvm does not exist" in shown
+    assert "RECORDED RUN, FOR REFERENCE ONLY" in shown and "Traceback" not in shown
+    assert all(c["ran"] for c in cells[:gate]) and not any(c["ran"] for c in cells[gate + 1:])

@@ -89,6 +89,18 @@ def recorded_run() -> str:
     return "\n".join(lines + [bar, "END OF THE RECORDED RUN", bar])
 
 
+def require_kvm(report: HostReport) -> None:
+    """Notebook 03's first gate, before its claims about ``/dev/kvm``: stop where nobody here can run it.
+
+    A host without KVM, or not x86, would fail those claims with a misleading "report this" message.  A
+    student who only lacks permission to open ``/dev/kvm`` reads on through the modules and the device (they
+    are there to see) and stops at :func:`require_raw_kvm`, just before the first ioctl.
+    """
+    if report.kvm.present and report.kvm.accessible is False:
+        return
+    require_raw_kvm(report)
+
+
 def require_raw_kvm(report: HostReport) -> None:
     """Return quietly where notebook 03 can drive /dev/kvm; else stop it with the reason, fix and recorded run."""
     blocker = raw_kvm_blocker(report)
