@@ -20,11 +20,20 @@ Stable API (the QEMU and libvirt layers both boot this guest):
 * :func:`cache_info` → what is cached where (``labkit image info``)
 
 Everything built is keyed by content (a changed ``init.sh``, busybox or kernel
-gives a new file; an unchanged one is reused by every notebook and user of the
-cache), written atomically, and readable by other users.  Caches are searched
-in order: the user's (``runtime.cache_dir()/images``), then shared read-only
-ones (``$LABKIT_SHARED_CACHE``, colon-separated, else ``/var/cache/labkit`` if
-it exists) that an instructor can pre-build with ``labkit image build --into``.
+gives a new file; an unchanged one is reused by every notebook of the user),
+written atomically with a ``.sha256`` beside it that is checked on every use
+(a truncated or corrupted file is an :class:`CorruptCacheError`, never a
+guest that panics).  The user's cache is private (0700 dirs, 0600 files: a
+guest command may hold secrets) and capped (:data:`CACHE_MAX_ENV`, least
+recently used images go first).  Caches are searched in order: the user's
+(``runtime.cache_dir()/images``), then shared read-only ones
+(``$LABKIT_SHARED_CACHE``, colon-separated, else ``/var/cache/labkit`` if it
+exists) that an instructor pre-builds, readable by all, with
+``labkit image build --into``.
+
+Each boot gets a :func:`nonce`: the report line and the command's markers
+carry it, so a guest command cannot fake the end of its output or its exit
+status (see :func:`with_nonce`).
 """
 
 from __future__ import annotations
@@ -37,7 +46,9 @@ import json
 import os
 import platform
 import re
+import secrets
 import shutil
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -49,7 +60,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from labkit import asm, formats, host, runtime
-from labkit.errors import InvalidOptionError, LabkitError, MissingToolError
+from labkit.errors import DiskFullError, InvalidOptionError, LabkitError, MissingToolError, from_os_error
 
 #: The marker that starts the guest's report line on the console.
 REPORT_MARKER = "LABKIT-REPORT "
@@ -90,6 +101,27 @@ class ImageError(LabkitError):
 
 class ReportNotFoundError(ImageError):
     """The console transcript holds no ``LABKIT-REPORT`` line."""
+
+
+class GuestPanicError(ImageError):
+    """The guest's kernel panicked (its console says ``Kernel panic - not syncing``)."""
+
+
+class CorruptCacheError(ImageError):
+    """A cached kernel or initramfs does not match the hash it was stored with."""
+
+    def __init__(self, what: str, fix: str, path: Path) -> None:
+        super().__init__(what, fix)
+        self.path = path
+
+
+#: Cap of the user's image cache in MiB (default :data:`CACHE_MAX_MIB`); least recently used images go first.
+CACHE_MAX_ENV = "LABKIT_CACHE_MAX_MIB"
+CACHE_MAX_MIB = 256
+#: The longest kernel command line x86 Linux takes (COMMAND_LINE_SIZE), terminating NUL included.
+CMDLINE_MAX = 2048
+#: Nothing bigger is a kernel image (a stock bzImage is ~8-15 MiB, a vmlinux ~60 MiB).
+KERNEL_MAX_BYTES = 512 * 2**20
 
 
 # --------------------------------------------------------------------------- results
@@ -180,27 +212,81 @@ class GuestReport:
 # --------------------------------------------------------------------------- report parsing
 
 
-def parse_report(console: str) -> GuestReport:
+_PANIC = re.compile(r"^(?:\[[ \d.]+\] )?Kernel panic - not syncing: .*$", re.MULTILINE)
+
+
+def nonce() -> str:
+    """A fresh unguessable token for one boot (see :func:`with_nonce`)."""
+    return secrets.token_hex(8)
+
+
+def with_nonce(initrd: Path, folder: Path, token: str) -> Path:
+    """A copy of ``initrd`` in ``folder`` that also holds ``/labkit/nonce`` = ``token``; its path.
+
+    ``/init`` reads the nonce, deletes the file and only then runs the
+    learner's command, so the command cannot learn it (it is not on the
+    kernel command line, in ``dmesg`` or in the environment): the markers it
+    would have to print to fake the end of its output are unknown to it.
+    """
+    extra = formats.cpio([("labkit", 0o040755, b""), ("labkit/nonce", 0o100600, token.encode() + b"\n")])
+    target = folder / "initrd.cpio.gz"
+    with open(target, "wb") as out:
+        with open(initrd, "rb") as src:
+            shutil.copyfileobj(src, out)
+        out.write(gzip.compress(extra, mtime=0))
+    target.chmod(0o644)  # libvirt's QEMU (another user) reads it; the folder is what is private
+    return target
+
+
+def report_prefix(token: str | None = None) -> str:
+    """How the report line starts: ``LABKIT-REPORT <nonce> `` for a boot with a nonce."""
+    return f"{REPORT_MARKER}{token} " if token else REPORT_MARKER
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:]) or "(the console is empty)"
+
+
+def parse_report(console: str, token: str | None = None) -> GuestReport:
     """The guest's report from a console transcript (serial log), with the command's output.
 
-    Raises :class:`ReportNotFoundError`, quoting the end of the transcript,
-    when the guest never printed its report (it did not reach ``/init``).
+    ``token`` is the boot's nonce (:func:`with_nonce`): only a report line
+    and command markers carrying it count.  Raises :class:`GuestPanicError`
+    when the guest's kernel panicked before the command finished, and
+    :class:`ReportNotFoundError`, quoting the end of the transcript, when the
+    guest never printed its report (it did not reach ``/init``).
     """
     text = console.replace("\r\n", "\n").replace("\r", "")
-    line = next((l for l in text.splitlines() if l.startswith(REPORT_MARKER)), None)
+    start = report_prefix(token)
+    line = next((l for l in text.splitlines() if l.startswith(start)), None)
+    output, status = _command_result(text, token) if line is not None else (None, None)
+    panic = _PANIC.search(text)
+    if panic and status is None:
+        raise GuestPanicError(
+            f"the guest's kernel panicked: {panic.group(0).split('Kernel panic - ')[-1]}. Last console lines:\n"
+            f"{_tail(text[:panic.end()], 12)}",
+            "if your command crashed the guest on purpose (echo c > /proc/sysrq-trigger), that is the "
+            "expected end; otherwise the lines above say why, and a damaged image is rebuilt with "
+            "`labkit image build --force`")
     if line is None:
-        tail = "\n".join(text.strip().splitlines()[-15:]) or "(the console is empty)"
+        tail = _tail(text)
         raise ReportNotFoundError(
             f"the guest printed no {REPORT_MARKER.strip()} line: it did not reach its /init. "
             f"Last console lines:\n{tail}",
             "look at the console lines above for the kernel's last words (a panic, a missing "
             "initramfs); rebuild the image with `labkit image build --force`")
+    body = line[len(start):]
+    if token is None and re.match(r"[0-9a-f]{16} \{", body):  # a boot with a nonce, read without it
+        body = body[17:]
     try:
-        data = json.loads(line[len(REPORT_MARKER):])
-    except json.JSONDecodeError as exc:
-        raise ReportNotFoundError(f"the guest's report line is not valid JSON ({exc}): {line!r}",
-                                  "a truncated console? boot again; if it persists, report a bug") from None
-    output, status = _command_result(text)
+        data = json.loads(body)
+        if not isinstance(data, dict) or not {"kernel", "cpus", "mem_kib", "flags"} <= data.keys():
+            raise ValueError("fields are missing")
+    except ValueError as exc:
+        raise ReportNotFoundError(f"the guest's report line is not valid JSON ({exc}): {line!r}. "
+                                  f"Last console lines:\n{_tail(text)}",
+                                  "the guest stopped while printing it, or something else wrote to its "
+                                  "console meanwhile: see the lines above; boot again") from None
     return GuestReport(
         kernel_release=data["kernel"], machine=data["machine"], cpus=int(data["cpus"]),
         mem_kib=int(data["mem_kib"]), cpu_vendor=data["vendor"], cpu_model=data["model"],
@@ -219,12 +305,15 @@ def _signature(hex_text: str) -> str:
     return raw.rstrip(b"\0").decode("ascii", "replace")
 
 
-def _command_result(text: str) -> tuple[str | None, int | None]:
-    start = text.find(COMMAND_BEGIN + "\n")
-    if start < 0:
+def _command_result(text: str, token: str | None) -> tuple[str | None, int | None]:
+    tag = f" {token}" if token else ""
+    begin = re.search(rf"^{COMMAND_BEGIN}{tag}\n" if token else rf"^{COMMAND_BEGIN}(?: [0-9a-f]{{16}})?\n",
+                      text, re.MULTILINE)
+    if begin is None:
         return None, None
-    body = text[start + len(COMMAND_BEGIN) + 1:]
-    match = re.search(rf"^{COMMAND_END} (\d+)$", body, re.MULTILINE)
+    body = text[begin.end():]
+    match = re.search(rf"^{COMMAND_END}{tag} (\d+)$" if token else rf"^{COMMAND_END}(?: [0-9a-f]{{16}})? (\d+)$",
+                      body, re.MULTILINE)
     if match is None:  # the guest stopped while the command ran
         return body, None
     return body[:match.start()], int(match.group(1))
@@ -243,40 +332,157 @@ def shared_caches() -> list[Path]:
 
 
 def user_cache() -> Path:
-    """Where this user's images are built: ``runtime.cache_dir()/images``."""
-    return runtime.cache_dir() / "images"
+    """Where this user's images are built: ``runtime.cache_dir()/images`` (not created here)."""
+    return runtime.cache_dir(create=False) / "images"
 
 
 def _caches(into: Path | None) -> list[Path]:
     return [into] if into else [user_cache(), *shared_caches()]
 
 
+def _is_shared(path: Path) -> bool:
+    """Whether ``path`` lies outside this user's own cache (an instructor's cache: readable by all)."""
+    return not path.resolve().is_relative_to(user_cache().resolve())
+
+
+def _mkdirs(folder: Path, shared: bool) -> None:
+    """Create ``folder`` (and parents): 0755 in a shared cache, 0700 in the user's private one."""
+    if not shared:
+        os.chmod(runtime.cache_dir(), 0o700)  # its own mode (made as a parent, it would get 0755)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o755 if shared else 0o700)
+    os.chmod(folder, 0o755 if shared else 0o700)
+
+
 def publish(data: bytes, target: Path) -> Path:
-    """Write ``data`` to ``target`` atomically, readable by every user (a shared cache)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(target.parent, 0o755)
+    """Write ``data`` to ``target`` atomically with its ``.sha256`` beside it (checked by :func:`verified`).
+
+    In the user's cache the file is private (0600 in 0700 dirs: a guest
+    command may hold a password); anywhere else (``image build --into``,
+    a payload cache) it is readable by every user.
+    """
+    shared = _is_shared(target)
+    _mkdirs(target.parent, shared)
+    _atomic_write(data, target, 0o644 if shared else 0o600)
+    _atomic_write(hashlib.sha256(data).hexdigest().encode() + b"\n", _sum_file(target), 0o644 if shared else 0o600)
+    _verified_ok[target] = _identity(target)
+    return target
+
+
+def _atomic_write(data: bytes, target: Path, mode: int) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return target
+
+
+def _sum_file(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+#: Files whose hash matched, by (inode, size, mtime): a notebook booting ten times hashes each file once.
+_verified_ok: dict[Path, tuple[int, int, int]] = {}
+
+
+def verified(path: Path, sha256: str | None = None) -> Path:
+    """``path`` after checking its content against ``sha256`` (default: its ``.sha256`` file).
+
+    Raises :class:`CorruptCacheError` with the fix when it does not match: a
+    truncated initramfs or kernel would otherwise boot into a kernel panic.
+    """
+    try:
+        ident = _identity(path)
+        if _verified_ok.get(path) == ident:
+            return path
+        expected = sha256 or _sum_file(path).read_text().strip()
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    except FileNotFoundError as exc:
+        raise CorruptCacheError(f"the cached {path.name} is incomplete: {exc.filename} is missing",
+                                "labkit image build --force (rebuilds it)", path) from None
+    except OSError as exc:
+        raise from_os_error(exc, f"read the cached {path}") from None
+    if digest.hexdigest() != expected:
+        raise CorruptCacheError(f"the cached {path} is damaged: its content does not match the sha256 it was "
+                                f"stored with (a truncated copy, a full disk, or an edit)",
+                                "labkit image build --force (replaces it)" if not _is_shared(path) else
+                                f"ask the instructor to rebuild the shared cache (labkit image build --force "
+                                f"--into {path.parent.parent}); meanwhile unset LABKIT_SHARED_CACHE", path)
+    _verified_ok[path] = ident
+    return path
+
+
+@contextlib.contextmanager
+def _writing(cache: Path, what: str) -> Iterator[None]:
+    """Turn a failed write into the cache into a clear error (full disk, read-only cache) saying which."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, LabkitError):
+            raise
+        raise from_os_error(exc, f"{what} in {cache}") from None
 
 
 @contextlib.contextmanager
 def _locked(cache: Path) -> Iterator[None]:
     """One builder at a time per cache (parallel test workers, two notebooks)."""
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / ".lock", "a") as lock:
+    with _writing(cache, "write the guest image cache"):
+        _mkdirs(cache, _is_shared(cache))
+        lock = open(cache / ".lock", "a")
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _is_shared(cache):
+            _make_private(cache)
         try:
-            yield
+            with _writing(cache, "write the guest image cache"):
+                yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _make_private(cache: Path) -> None:
+    """Tighten a user cache an older labkit left world-readable (0755/0644) to 0700/0600."""
+    for path in [cache, *cache.rglob("*")]:
+        with contextlib.suppress(OSError):
+            st = path.lstat()
+            if st.st_mode & 0o077 and not stat.S_ISLNK(st.st_mode):
+                os.chmod(path, 0o700 if stat.S_ISDIR(st.st_mode) else 0o600)
+
+
+def check_into(into: Path) -> Path:
+    """``image build --into DIR``: a new directory, or one that already is a labkit cache — nothing else.
+
+    Building into an existing directory of other files (``/etc``, a home)
+    would mix the lab's files into it; a file or a missing parent is a typo.
+    """
+    into = Path(into)
+    if into.exists() and not into.is_dir():
+        raise InvalidOptionError(f"--into {into}: that is a file, not a directory",
+                                 "name a new directory (it is created) or an existing labkit image cache")
+    if into.is_dir():
+        try:
+            entries = {e.name for e in into.iterdir()}
+        except OSError as exc:
+            raise from_os_error(exc, f"read --into {into}") from None
+        if entries - {"kernels", "initramfs", ".lock"}:
+            raise InvalidOptionError(f"--into {into}: that directory already holds other files "
+                                     f"({', '.join(sorted(entries)[:3])}…), it is not a labkit image cache",
+                                     "name a new directory (it is created), e.g. /var/cache/labkit")
+    elif not into.parent.is_dir():
+        raise InvalidOptionError(f"--into {into}: its parent {into.parent} does not exist",
+                                 f"create it first (mkdir -p {into.parent}) or name another directory")
+    return into
 
 
 # --------------------------------------------------------------------------- kernel
@@ -312,14 +518,7 @@ def find_kernel(path: Path | str | None = None, *, fetch: bool = True, refresh: 
 
 
 def _kernel_at(path: Path, how: str, into: Path | None) -> Kernel:
-    if not path.is_file():
-        raise MissingToolError(f"kernel {path} ({how}) does not exist",
-                               "pass the path of a bzImage (e.g. /boot/vmlinuz-…), or leave it out to "
-                               "let labkit fetch the distribution's cloud kernel")
-    if not os.access(path, os.R_OK):
-        raise ImageError(f"kernel {path} ({how}) is not readable by you",
-                         f"sudo chmod a+r {path}, or leave it out to fetch a kernel package")
-    data = path.read_bytes()
+    data = read_kernel_file(path, how)
     kind = formats.kernel_kind(data)
     if kind is None:
         raise InvalidOptionError(f"{path} ({how}) is neither a bzImage nor an ELF vmlinux with a PVH entry",
@@ -327,6 +526,40 @@ def _kernel_at(path: Path, how: str, into: Path | None) -> Kernel:
     sha = hashlib.sha256(data).hexdigest()
     vmlinux = path if kind == "vmlinux" else _vmlinux_for(data, sha, _caches(into))
     return Kernel(path, formats.kernel_release(data) or "unknown", f"{path} ({how})", sha, vmlinux)
+
+
+def read_kernel_file(path: Path, how: str) -> bytes:
+    """The bytes of a kernel image the user named, or an error that says what ``path`` really is.
+
+    ``/dev/zero`` (endless), ``/dev/null`` (empty) or ``/tmp`` (a directory)
+    exist: "does not exist" would mislead, and reading a device could hang.
+    """
+    fix = ("pass the path of a bzImage (e.g. /boot/vmlinuz-…), or leave it out to let labkit fetch the "
+           "distribution's cloud kernel")
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise MissingToolError(f"kernel {path} ({how}) does not exist", fix) from None
+    except OSError as exc:
+        raise from_os_error(exc, f"look at kernel {path} ({how})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InvalidOptionError(f"kernel {path} ({how}) is a directory, not a kernel image", fix)
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a character device" if stat.S_ISCHR(st.st_mode) else "a block device" if stat.S_ISBLK(
+            st.st_mode) else "a pipe or socket"
+        raise InvalidOptionError(f"kernel {path} ({how}) is {kind}, not a kernel image file", fix)
+    if st.st_size == 0:
+        raise InvalidOptionError(f"kernel {path} ({how}) is an empty file", fix)
+    if st.st_size > KERNEL_MAX_BYTES:
+        raise InvalidOptionError(f"kernel {path} ({how}) is {st.st_size >> 20} MiB: too big to be a kernel "
+                                 "image", fix)
+    if not os.access(path, os.R_OK):
+        raise ImageError(f"kernel {path} ({how}) is not readable by you",
+                         f"sudo chmod a+r {path}, or leave it out to fetch a kernel package")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise from_os_error(exc, f"read kernel {path} ({how})") from None
 
 
 def _cached_kernels(caches: list[Path]) -> list[tuple[Path, dict]]:
@@ -347,15 +580,32 @@ def _cached_package_kernel(caches: list[Path], package: str | None = None) -> Ke
     if not found:
         return None
     folder, info = max(found, key=lambda f: f[1].get("fetched", 0))
-    vmlinux = folder / "vmlinux"
-    return Kernel(folder / "vmlinuz", info["release"], info["source"], info["sha256"],
-                  vmlinux if vmlinux.is_file() else None)
+    vmlinuz = verified(folder / "vmlinuz", info["sha256"])
+    _touch(_sum_file(vmlinuz))  # in use: least recently used kernels are pruned first
+    return Kernel(vmlinuz, info["release"], info["source"], info["sha256"], _checked_vmlinux(vmlinuz))
+
+
+def _checked_vmlinux(vmlinuz: Path) -> Path | None:
+    """The verified ``vmlinux`` beside a cached ``vmlinuz``; one an older labkit stored without a hash is
+    extracted again (in the user's cache) or not used (a read-only shared cache: the bzImage boots too)."""
+    vmlinux = vmlinuz.with_name("vmlinux")
+    if vmlinux.is_file() and _sum_file(vmlinux).is_file():
+        return verified(vmlinux)
+    if _is_shared(vmlinux):
+        return None
+    with _locked(vmlinux.parent.parent.parent):
+        data = formats.extract_vmlinux(vmlinuz.read_bytes())
+        return publish(data, vmlinux) if data else None
 
 
 def _apt(args: list[str], cwd: Path | None = None) -> str:
     proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        if "No space left" in proc.stderr or "Disk quota" in proc.stderr:
+            raise DiskFullError(f"`{' '.join(args)}` failed: the disk is full ({' / '.join(detail)})",
+                                f"free space in {cwd or 'the cache'} (df -h), `labkit cleanup --cache`, or set "
+                                "LABKIT_KERNEL=/path/to/vmlinuz to use a kernel you have")
         fix = ("sudo apt-get update (the package lists are missing or stale), then run "
                "`labkit image build` again" if "Unable to locate" in proc.stderr or "No packages" in proc.stderr
                else "check that this host reaches its package archive (deb.debian.org), or pass a kernel "
@@ -462,8 +712,8 @@ def _vmlinux_for(bzimage: bytes, sha: str, caches: list[Path]) -> Path | None:
     """The cached vmlinux of a bzImage (by its sha256), extracting it into the first cache once."""
     for cache in caches:
         candidate = cache / "kernels" / sha[:16] / "vmlinux"
-        if candidate.is_file():
-            return candidate
+        if candidate.is_file() and _sum_file(candidate).is_file():
+            return verified(candidate)
     with _locked(caches[0]):
         data = formats.extract_vmlinux(bzimage)
         return publish(data, caches[0] / "kernels" / sha[:16] / "vmlinux") if data else None
@@ -512,46 +762,115 @@ def build_initramfs(command: str | None = None, *, rebuild: bool = False, into: 
     name = f"initramfs/tiny-{key}.cpio.gz"
     if not rebuild:
         for cache in _caches(into):
-            if (cache / name).is_file():
-                _touch(cache / name)  # in use: keeps it from being pruned as idle
-                return cache / name
+            if (cache / name).is_file() and (_is_shared(cache) or _sum_file(cache / name).is_file()):
+                _touch(_sum_file(cache / name))  # in use (the .sha256: the image's own times key its check)
+                return verified(cache / name)
     cache = into or user_cache()
     base_key = key.split("-cmd-")[0]
     base = cache / f"initramfs/tiny-{base_key}.cpio.gz"
     with _locked(cache):
-        if rebuild or not base.is_file():
+        if rebuild or not base.is_file() or not _sum_file(base).is_file():
             publish(_base_archive(), base)
-        if command is None:
-            return base
-        extra = formats.cpio([("labkit", 0o040755, b""), ("labkit/command", 0o100755, command.encode() + b"\n")])
-        built = publish(base.read_bytes() + gzip.compress(extra, mtime=0), cache / name)
-        _prune(cache / "initramfs", base_key)
-        return built
+        if command is not None:
+            extra = formats.cpio([("labkit", 0o040755, b""),
+                                  ("labkit/command", 0o100755, command.encode() + b"\n")])
+            publish(verified(base).read_bytes() + gzip.compress(extra, mtime=0), cache / name)
+        if not _is_shared(cache):
+            prune(cache, keep=(cache / name, base))
+        return verified(cache / name)
 
 
-#: Cached images used in the last hour are never pruned: another notebook, or another
-#: checkout of the lab sharing this cache, may be booting one right now.
-PRUNE_MIN_AGE_S = 3600
+#: An image used in the last minute is never pruned: a boot may be about to open it.
+PRUNE_MIN_AGE_S = 60
 
 
-def _prune(folder: Path, base_key: str, keep: int = 16) -> None:
-    """Drop idle initramfs files of another base, and idle command images beyond the ``keep`` newest."""
-    idle_since = time.time() - PRUNE_MIN_AGE_S
-    commands = []
-    for path in folder.glob("tiny-*.cpio.gz"):
-        try:
-            idle = path.stat().st_mtime < idle_since
-        except FileNotFoundError:  # pruned by a concurrent build
+def cache_max_bytes() -> int:
+    """The user's cache cap: ``$LABKIT_CACHE_MAX_MIB`` MiB, default :data:`CACHE_MAX_MIB`."""
+    raw = os.environ.get(CACHE_MAX_ENV, "")
+    try:
+        mib = int(raw) if raw else CACHE_MAX_MIB
+    except ValueError:
+        raise InvalidOptionError(f"{CACHE_MAX_ENV}={raw!r} is not a whole number of MiB",
+                                 f"e.g. export {CACHE_MAX_ENV}={CACHE_MAX_MIB}") from None
+    if mib < 1:
+        raise InvalidOptionError(f"{CACHE_MAX_ENV}={raw!r}: the cap must be at least 1 MiB",
+                                 f"e.g. export {CACHE_MAX_ENV}={CACHE_MAX_MIB}")
+    return mib * 2**20
+
+
+def _entries(cache: Path) -> list[tuple[Path, list[Path]]]:
+    """The cache's prunable entries: each initramfs (with its .sha256), each kernel folder (all its files)."""
+    entries = [(p, [p, _sum_file(p)]) for p in (cache / "initramfs").glob("tiny-*.cpio.gz")]
+    entries += [(folder, [f for f in folder.rglob("*") if not f.is_dir()])
+                for folder in (cache / "kernels").glob("*") if folder.is_dir()]
+    return entries
+
+
+def _used_at(entry: Path) -> float:
+    """When an entry was last used: an initramfs is touched on use, a kernel folder when its vmlinuz is."""
+    with contextlib.suppress(OSError):
+        return max(p.stat().st_mtime for p in ([entry] if entry.is_file() else entry.iterdir()))
+    return 0.0
+
+
+def _size(files: list[Path]) -> int:
+    total = 0
+    for f in files:
+        with contextlib.suppress(OSError):
+            total += f.lstat().st_size
+    return total
+
+
+def _drop(entry: Path) -> None:
+    """Remove one cache entry: a kernel folder, or an image file with its ``.sha256``."""
+    if entry.is_dir():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        entry.unlink(missing_ok=True)
+        _sum_file(entry).unlink(missing_ok=True)
+        _verified_ok.pop(entry, None)
+
+
+def cache_size(cache: Path | None = None) -> int:
+    """Bytes the user's cache (or ``cache``) holds."""
+    return sum(_size(files) for _, files in _entries(cache or user_cache()))
+
+
+def prune(cache: Path, keep: tuple[Path, ...] = ()) -> list[Path]:
+    """Remove least recently used images until the cache is under :func:`cache_max_bytes`; what went.
+
+    ``keep`` (the image just built) and anything used in the last
+    :data:`PRUNE_MIN_AGE_S` seconds stay, even over the cap.
+    """
+    limit, fresh = cache_max_bytes(), time.time() - PRUNE_MIN_AGE_S
+    entries = sorted(_entries(cache), key=lambda e: _used_at(e[0]))
+    total = sum(_size(files) for _, files in entries)
+    removed = []
+    for entry, files in entries:
+        if total <= limit:
+            break
+        if entry in keep or any(entry == k.parent for k in keep) or _used_at(entry) > fresh:
             continue
-        if not path.name.startswith(f"tiny-{base_key}"):
-            if idle:
-                path.unlink(missing_ok=True)
-        elif "-cmd-" in path.name:
-            commands.append((path.stat().st_mtime, idle, path))
-    commands.sort(reverse=True)
-    for _mtime, idle, path in commands[keep:]:
-        if idle:
-            path.unlink(missing_ok=True)
+        total -= _size(files)
+        _drop(entry)
+        removed.append(entry)
+    return removed
+
+
+def clear_cache() -> tuple[list[Path], int]:
+    """``labkit cleanup --cache``: every image in the user's cache except those in use this minute; (gone, bytes)."""
+    cache, fresh = user_cache(), time.time() - PRUNE_MIN_AGE_S
+    gone, freed = [], 0
+    if not cache.is_dir():
+        return gone, freed
+    with _locked(cache):
+        for entry, files in _entries(cache):
+            if _used_at(entry) > fresh:
+                continue
+            freed += _size(files)
+            _drop(entry)
+            gone.append(entry)
+    return gone, freed
 
 
 def _touch(path: Path) -> None:
@@ -578,6 +897,30 @@ def _base_archive() -> bytes:
 # --------------------------------------------------------------------------- the guest
 
 
+def check_guest(memory_mib: object, vcpus: object, cmdline: str | None = None, *,
+                max_memory_mib: int = 65536) -> None:
+    """What QEMU (:mod:`labkit.qemu`) and libvirt (:mod:`labkit.virt`) both refuse before a boot, said clearly.
+
+    Whole numbers only (``"256"`` is a typo, not 256), and no more vCPUs than
+    the host has CPUs: each vCPU is a host thread, so an overcommitted guest
+    mostly waits (64 vCPUs on 2 CPUs did not boot in 60 s).
+    """
+    cpus = os.cpu_count() or 1
+    if isinstance(memory_mib, bool) or not isinstance(memory_mib, int) or not 16 <= memory_mib <= max_memory_mib:
+        raise InvalidOptionError(f"memory_mib={memory_mib!r}: must be a whole number of MiB between 16 and "
+                                 f"{max_memory_mib}", "the tiny guest is happy with 128-256")
+    if isinstance(vcpus, bool) or not isinstance(vcpus, int) or not 1 <= vcpus <= 64:
+        raise InvalidOptionError(f"vcpus={vcpus!r}: must be a whole number from 1 to 64",
+                                 f"this host has {cpus} CPUs; 1 or 2 boot fastest")
+    if vcpus > cpus:
+        raise InvalidOptionError(f"vcpus={vcpus}: this host has only {cpus} CPUs. Each vCPU is a thread on a "
+                                 "host CPU, so the extra ones only wait their turn: the guest boots much slower "
+                                 "(64 vCPUs on 2 CPUs did not boot within 60 s)", f"use 1 to {cpus} vCPUs")
+    if cmdline is not None and len(cmdline.encode()) >= CMDLINE_MAX:
+        raise InvalidOptionError(f"the kernel command line is {len(cmdline.encode())} bytes: Linux on x86 takes "
+                                 f"at most {CMDLINE_MAX - 1}", "shorten it (the tiny guest's own is ~80 bytes)")
+
+
 def tiny_guest(kernel: Path | str | None = None, command: str | None = None, *, fetch: bool = True,
                refresh: bool = False, rebuild: bool = False, into: Path | None = None,
                progress: bool = True) -> GuestImage:
@@ -587,7 +930,16 @@ def tiny_guest(kernel: Path | str | None = None, command: str | None = None, *, 
     comes back in :attr:`GuestReport.command_output`).  Nothing is downloaded
     unless no kernel is found and ``fetch`` is true.
     """
-    found = find_kernel(kernel, fetch=fetch, refresh=refresh, into=into, progress=progress)
+    if into is not None:
+        into = check_into(into)
+    try:
+        found = find_kernel(kernel, fetch=fetch, refresh=refresh, into=into, progress=progress)
+    except CorruptCacheError as exc:
+        if not rebuild or (_is_shared(exc.path) and into is None):
+            raise
+        _drop(exc.path.parent if exc.path.parent.parent.name == "kernels" and exc.path.name == "vmlinuz"
+              else exc.path)  # a damaged package kernel is fetched again, a damaged vmlinux re-extracted
+        found = find_kernel(kernel, fetch=fetch, refresh=refresh, into=into, progress=progress)
     initrd = build_initramfs(command, rebuild=rebuild, into=into)
     return GuestImage(found.path, initrd, BASE_CMDLINE, found.release, found.source, found.vmlinux, command)
 

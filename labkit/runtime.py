@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from labkit.errors import AccessDeniedError, MissingToolError
+from labkit.errors import AccessDeniedError, MissingToolError, from_os_error
 
 _SAFE = re.compile(r"[^a-z0-9_.-]")
 
@@ -59,11 +59,19 @@ def prefix(user: str | None = None) -> str:
     return f"labkit-{user or user_name()}-"
 
 
-def cache_dir() -> Path:
-    """Per-user cache (guest kernels, initramfs): ``$XDG_CACHE_HOME/labkit``."""
+def cache_dir(create: bool = True) -> Path:
+    """Per-user cache (guest kernels, initramfs): ``$XDG_CACHE_HOME/labkit``, private (0700) to its user.
+
+    ``create=False`` only says where it is: reading a cache (``labkit image
+    info``) must work where it cannot be written.
+    """
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     path = Path(base) / "labkit"
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise from_os_error(exc, "create the lab's cache directory") from None
     return path
 
 

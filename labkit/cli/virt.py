@@ -12,6 +12,7 @@ import os
 import shlex
 from dataclasses import asdict
 
+from labkit.cli import seconds
 from labkit import cleanup, images, libvirtd, virt
 from labkit.cli import cleanup as cli_cleanup
 
@@ -36,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     boot.add_argument("--name", default="cli", help="short domain name (default %(default)s)")
     boot.add_argument("--memory", type=int, default=256, metavar="MIB", help="guest memory (default %(default)s)")
     boot.add_argument("--vcpus", type=int, default=1, help="virtual CPUs (default %(default)s)")
-    boot.add_argument("--timeout", type=float, default=120, metavar="S", help="wait this long for the report")
+    boot.add_argument("--timeout", type=seconds, default=120, metavar="S", help="wait this long for the report")
     boot.add_argument("--xml", action="store_true", help="print the domain XML labkit defines")
     boot.add_argument("--cmdline", action="store_true", help="print the QEMU command line libvirt generated")
     boot.set_defaults(func=run_boot)
