@@ -51,6 +51,7 @@ from typing import Literal
 import psutil
 
 from labkit import libvirtd, runtime, virt
+from labkit.runtime import owner_alive
 from labkit.errors import AccessDeniedError, LabkitError
 
 Kind = Literal["domain", "qemu", "dir", "log"]
@@ -60,8 +61,6 @@ KINDS: tuple[Kind, ...] = ("domain", "qemu", "dir", "log")
 #: labkit.qemu names a QEMU ``<prefix><name>-<pid>-<n>``; a domain is ``<prefix><name>-<pid>``.
 _QEMU_OWNER = re.compile(r"-(\d+)-\d+$")
 _DOMAIN_OWNER = re.compile(r"-(\d+)$")
-#: psutil's start times are in jiffies (10 ms), file times in ns: a little slack for the comparison.
-_CLOCK_SLACK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -107,24 +106,6 @@ class CleanupReport:
         return {"users": list(self.users), "dry_run": self.dry_run, "force": self.force,
                 "removed": len(self.removed), "kept": len(self.kept), "failed": len(self.failed),
                 "items": [asdict(i) for i in self.items]}
-
-
-def owner_alive(pid: int, uid: int | None = None, since: float | None = None) -> bool:
-    """Whether process ``pid`` still runs — as ``uid``, and started no later than ``since``.
-
-    ``since`` is when the thing it owns appeared: a process that started
-    after that cannot have made it, so its pid was reused after the owner died.
-    """
-    try:
-        proc = psutil.Process(pid)
-        with proc.oneshot():
-            if proc.status() == psutil.STATUS_ZOMBIE or not proc.cmdline():  # a kernel thread made nothing
-                return False
-            if uid is not None and proc.uids().effective != uid:
-                return False
-            return since is None or proc.create_time() <= since + _CLOCK_SLACK_S
-    except psutil.Error:
-        return False
 
 
 @dataclass(frozen=True)

@@ -296,6 +296,17 @@ def parse_report(console: str, token: str | None = None) -> GuestReport:
         command_output=output, command_status=status)
 
 
+def find_panic(console: str, token: str | None = None) -> GuestPanicError | None:
+    """The :class:`GuestPanicError` a console shows (the kernel panicked before the command ended), or None."""
+    try:
+        parse_report(console, token)
+    except GuestPanicError as exc:
+        return exc
+    except ImageError:
+        pass
+    return None
+
+
 def _signature(hex_text: str) -> str:
     """The 12 signature bytes (EBX, ECX, EDX) as text, NULs dropped."""
     try:

@@ -722,12 +722,9 @@ async def boot(image: images.GuestImage | None = None, *, accel: Accel = "auto",
 
 def _raise_panic(console: str, token: str) -> None:
     """Raise :class:`GuestPanicError` if the guest's kernel panicked (its console says so); else nothing."""
-    try:
-        images.parse_report(console, token)
-    except images.GuestPanicError as exc:
-        raise GuestPanicError(exc.what, exc.fix) from None
-    except images.ImageError:
-        pass  # not a panic: the caller's own error says what happened
+    panic = images.find_panic(console, token)
+    if panic is not None:
+        raise GuestPanicError(panic.what, panic.fix)
 
 
 # --------------------------------------------------------------------------- measuring accelerators

@@ -23,6 +23,8 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
+
 from labkit.errors import AccessDeniedError, MissingToolError, from_os_error
 
 _SAFE = re.compile(r"[^a-z0-9_.-]")
@@ -102,6 +104,28 @@ def run_dir() -> Path:
                                 f"ask the host's administrator to remove it (sudo rm -rf {path}); labkit "
                                 "then recreates it, private to you")
     return path
+
+
+#: psutil's start times are in jiffies (10 ms), file times in ns: a little slack for the comparison.
+_CLOCK_SLACK_S = 1.0
+
+
+def owner_alive(pid: int, uid: int | None = None, since: float | None = None) -> bool:
+    """Whether process ``pid`` still runs — as ``uid``, and started no later than ``since``.
+
+    ``since`` is when the thing it owns appeared: a process that started
+    after that cannot have made it, so its pid was reused after the owner died.
+    """
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            if proc.status() == psutil.STATUS_ZOMBIE or not proc.cmdline():  # a kernel thread made nothing
+                return False
+            if uid is not None and proc.uids().effective != uid:
+                return False
+            return since is None or proc.create_time() <= since + _CLOCK_SLACK_S
+    except psutil.Error:
+        return False
 
 
 #: ``<purpose>-<pid>-<random>``: the pid says which process a scratch dir belongs to (``labkit cleanup``).

@@ -78,6 +78,20 @@ def wait_gone(pid: int, timeout: float = 10.0) -> bool:
     return False
 
 
+def wait_until(condition, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def conn_has(name: str) -> bool:
+    with virt.connect() as conn:
+        return name in conn.domains()
+
+
 def dead_pid() -> int:
     """The pid of a process that has exited: what a leftover's name carries after its owner died."""
     child = subprocess.Popen(["true"])
@@ -121,11 +135,12 @@ def test_killed_run_leaves_what_cleanup_removes_exactly(foreign_domain: str) -> 
     try:
         killed.kill()
         killed.wait()
-        # labkit.qemu's QEMU dies with its process (PR_SET_PDEATHSIG); the libvirt domain and scratch dirs stay
+        # labkit.qemu's QEMU dies with its process (PR_SET_PDEATHSIG), libvirt's with its connection (autodestroy);
+        # the persistent definition (the lesson's define/undefine), the scratch dirs and the log stay
         assert wait_gone(info["qemu_pid"]), "QEMU outlived the process that started it"
+        assert wait_until(lambda: not virt.qemu_pids(info["domain"])), "the domain's QEMU outlived its owner"
         with virt.connect() as conn:
-            assert info["domain"] in conn.domains() and conn.raw.lookupByName(info["domain"]).isActive()
-        assert virt.qemu_pids(info["domain"]), "the domain's QEMU should still run under libvirtd"
+            assert info["domain"] in conn.domains() and not conn.raw.lookupByName(info["domain"]).isActive()
         qemu_scratch = [str(p) for p in runtime.run_dir().glob(f"qemu-{killed.pid}-*")]
         assert len(qemu_scratch) == 1 and Path(info["domain_scratch"]).is_dir()
         log = str(virt.qemu_log_path(info["uri"], info["domain"]))
@@ -134,7 +149,7 @@ def test_killed_run_leaves_what_cleanup_removes_exactly(foreign_domain: str) -> 
 
         dry = labkit_cleanup("--dry-run")
         assert owned_by(dry, killed.pid) == {(k, n, "would remove") for k, n in leftovers}
-        assert virt.qemu_pids(info["domain"]) and Path(qemu_scratch[0]).is_dir() and Path(log).is_file()
+        assert conn_has(info["domain"]) and Path(qemu_scratch[0]).is_dir() and Path(log).is_file()
 
         report = labkit_cleanup()
         assert owned_by(report, killed.pid) == {(k, n, "removed") for k, n in leftovers}
