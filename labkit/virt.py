@@ -418,10 +418,15 @@ class Connection:
             if owner is not None and owner != os.getpid() and not runtime.owner_alive(owner, os.geteuid()):
                 orphans.append(name)
         removed = self.cleanup(orphans) if orphans else ()
-        if not uri_parts(self.choice.uri).remote:
-            for name in removed:
-                with contextlib.suppress(OSError):
-                    qemu_log_path(self.choice.uri, name).unlink(missing_ok=True)
+        if not uri_parts(self.choice.uri).remote:  # the logs of gone domains of dead owners (transient ones too)
+            logs, defined = qemu_log_path(self.choice.uri, runtime.prefix()).parent, set(self.domains())
+            with contextlib.suppress(OSError):
+                for log in logs.glob(f"{runtime.prefix()}*.log"):
+                    name = log.name.removesuffix(".log")
+                    owner = _owner_pid(name)
+                    if name in removed or (owner is not None and owner != os.getpid() and name not in defined
+                                           and not runtime.owner_alive(owner, os.geteuid())):
+                        log.unlink(missing_ok=True)
         return removed
 
     def alive(self) -> bool:
@@ -932,10 +937,11 @@ class Domain:
                 except OSError:
                     qemu_says = f"(cannot read {log})"
                 why = "the domain stopped" if stopped else f"{timeout:g} s passed"
+                shown = (prefix.replace(f" {self.nonce}", "") if self.nonce else prefix).strip()
                 panic = images.find_panic(text, self.nonce) if stopped else None
                 if panic is not None:
                     raise GuestPanicError(f"{self.name}: {panic.what}", panic.fix)
-                raise GuestBootError(f"{self.name}: {why} before a line starting {prefix.strip()!r} appeared on "
+                raise GuestBootError(f"{self.name}: {why} before a line starting {shown!r} appeared on "
                                      f"its console. Last console lines:\n{tail}\nQEMU's log ends:\n{qemu_says}",
                                      "a slow host? allow more time (labkit virt boot --timeout S, "
                                      "wait_for_report(timeout=S)); the console and log lines above are all there "
