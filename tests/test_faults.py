@@ -121,6 +121,18 @@ def test_virt_boot_timeout_points_at_nothing_deleted(guest: images.GuestImage) -
             assert Path(word.rstrip(".,:;")).exists(), f"the error points at {word}, which is gone"
 
 
+def test_a_guest_side_timeout_speaks_to_a_cli_user(guest: images.GuestImage) -> None:
+    err = assert_clear_error(labkit("boot", "--command", "sleep 100", "--timeout", "6"),
+                             "did not power off", "labkit boot --timeout S")
+    assert "await" not in err  # not the Python API's advice
+
+
+def test_a_panicking_guest_says_its_kernel_panicked(guest: images.GuestImage) -> None:
+    err = assert_clear_error(labkit("boot", "--command", "echo c > /proc/sysrq-trigger"),
+                             "the guest's kernel panicked", "sysrq triggered crash", "Kernel panic - not syncing")
+    assert "report a bug" not in err and "not valid JSON" not in err
+
+
 # --------------------------------------------------------------------------- a read-only or full cache
 
 

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     except LabkitError as exc:
         return _error(exc)
     except OSError as exc:
-        return _error(from_os_error(exc))
+        return _error(from_os_error(exc, f"complete `labkit {args.command}`"))
     except KeyboardInterrupt:
         print("labkit: interrupted", file=sys.stderr)
         return 130
