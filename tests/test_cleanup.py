@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 import students
+from conftest import lab_guests
 from labkit import cleanup, images, libvirtd, qemu, runtime, virt
 from labkit.errors import AccessDeniedError
 
@@ -35,12 +36,7 @@ LAB_RUN = textwrap.dedent("""
     from labkit import images, qemu, virt
 
     async def main():
-        vm = await qemu.Machine(qemu.MachineConfig(memory_mib=32), name="run").start(paused=True)
-        conn = virt.connect()
-        dom = conn.define(virt.DomainSpec.for_image("run", images.tiny_guest(fetch=False, progress=False),
-                                                    memory_mib=64))
-        dom.start()
-        dom.suspend()
+""") + textwrap.indent(lab_guests("run"), "    ") + textwrap.dedent("""
         print(json.dumps({"qemu_pid": vm.pid, "qemu_name": vm.name, "domain": dom.name, "uri": conn.choice.uri,
                           "domain_scratch": str(dom.console_log.parent)}), flush=True)
         sys.stdin.read()

@@ -22,7 +22,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from conftest import lab_guests
 from labkit import images, runtime, virt
 from labkit.errors import DiskFullError, InvalidOptionError
 
@@ -291,17 +291,7 @@ def test_kill_labkit_virt_boot(guest: images.GuestImage, tmp_path: Path, point: 
     assert not list(run_dir_in(env).glob(f"*-{proc.pid}-*"))
 
 
-NOTEBOOK_CELL = textwrap.dedent("""
-    import asyncio, time
-    from labkit import images, qemu, virt
-    vm = await qemu.Machine(qemu.MachineConfig(memory_mib=32), name="nb").start(paused=True)
-    conn = virt.connect()
-    dom = conn.define(virt.DomainSpec.for_image("nbkill", images.tiny_guest(fetch=False, progress=False),
-                                                memory_mib=64))
-    dom.start()
-    dom.suspend()
-    time.sleep(600)
-""")
+NOTEBOOK_CELL = "import time\nfrom labkit import images, qemu, virt\n" + lab_guests("nb") + "time.sleep(600)\n"
 
 
 def test_kill_a_papermill_run(guest: images.GuestImage, tmp_path: Path) -> None:
@@ -320,7 +310,7 @@ def test_kill_a_papermill_run(guest: images.GuestImage, tmp_path: Path) -> None:
     tmp = Path(env["TMPDIR"])
     kernel = wait_for(lambda: next((p for p in psutil.Process(proc.pid).children(recursive=True)
                                     if "ipykernel" in " ".join(p.cmdline())), None), what="the kernel")
-    domain = f"{runtime.prefix()}nbkill-{kernel.pid}"
+    domain = f"{runtime.prefix()}nb-{kernel.pid}"
     with virt.connect() as conn:
         wait_for(lambda: domain in conn.domains() and conn.raw.lookupByName(domain).isActive(), timeout=120,
                  what="the notebook's domain")
@@ -333,9 +323,9 @@ def test_kill_a_papermill_run(guest: images.GuestImage, tmp_path: Path) -> None:
         # without any cleanup: the kernel ends (its parent is gone), and takes its QEMU and running guest along
         wait_for(lambda: not kernel.is_running() or kernel.status() == psutil.STATUS_ZOMBIE, timeout=30,
                  what="the kernel to exit")
-        wait_for(lambda: not qemus_named(qemu_label) and not virt.qemu_pids(domain), timeout=20,
-                 what="QEMU and the domain's QEMU to end")
-        assert not conn.raw.lookupByName(domain).isActive()
+        wait_for(lambda: not qemus_named(qemu_label) and not virt.qemu_pids(domain)
+                 and not conn.raw.lookupByName(domain).isActive(), timeout=20,
+                 what="QEMU and the libvirt guest to end with the kernel")
         # the next start: a new domain's define reclaims the definition, a new scratch dir the dirs,
         # the next `labkit run` the connection file (once it is older than a starting kernel's would be)
         assert domain in conn.reclaim()
