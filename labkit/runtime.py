@@ -25,8 +25,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psutil
-
 from labkit.errors import AccessDeniedError, MissingToolError, from_os_error
 
 _SAFE = re.compile(r"[^a-z0-9_.-]")
@@ -181,6 +179,8 @@ def owner_alive(pid: int, uid: int | None = None, since: float | None = None) ->
     ``since`` is when the thing it owns appeared: a process that started
     after that cannot have made it, so its pid was reused after the owner died.
     """
+    import psutil  # here, not at the top: the raw KVM layer imports runtime and needs no psutil
+
     try:
         proc = psutil.Process(pid)
         with proc.oneshot():
@@ -263,6 +263,8 @@ def orphan_kernel_files(uid: int | None = None) -> list[Path]:
             candidates.append(path)
     if not candidates:
         return []
+    import psutil
+
     named = set()
     for proc in psutil.process_iter(["cmdline"]):
         named.update(proc.info["cmdline"] or ())
