@@ -330,3 +330,24 @@ def test_cli_table() -> None:
     lines = proc.stdout.strip().splitlines()
     assert lines[-1].startswith("nothing left behind by the lab for") or (
         lines[0].split() == ["action", "kind", "user", "owner", "name", "why"] and " would remove, " in lines[-1])
+
+
+def test_dead_kernels_connection_files_are_listed_and_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """papermill's /tmp/tmp*.json of a kernel that is gone; one a live kernel names, or a young one, stays."""
+    monkeypatch.setattr(runtime.tempfile, "gettempdir", lambda: str(tmp_path))
+    keys = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5, "ip": "127.0.0.1",
+            "key": "k", "transport": "tcp", "signature_scheme": "hmac-sha256", "kernel_name": "python3"}
+    dead, live, young = (tmp_path / f"tmp{n}.json" for n in ("dead", "live", "young"))
+    for path in (dead, live, young, tmp_path / "tmpother.json"):
+        path.write_text(json.dumps(keys if path.name != "tmpother.json" else {"not": "a kernel"}))
+        if path != young:
+            os.utime(path, (time.time() - 120, time.time() - 120))
+    kernel = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-f", str(live)])
+    try:
+        assert runtime.orphan_kernel_files() == [dead]
+        rows = [r for r in cleanup.cleanup(kinds=("kernelfile",)).items]
+        assert [(r.kind, r.name, r.action) for r in rows] == [("kernelfile", str(dead), "removed")]
+        assert not dead.exists() and live.exists() and young.exists()
+    finally:
+        kernel.kill()
+        kernel.wait()

@@ -208,6 +208,21 @@ def test_corrupt_cache_is_refused_with_the_force_fix(guest: images.GuestImage, t
     assert labkit("boot", env=env).returncode == 0
 
 
+def test_cache_size_cap_and_cleanup_cache_from_the_cli(guest: images.GuestImage, tmp_path: Path) -> None:
+    env = {"XDG_CACHE_HOME": str(tmp_path), "LABKIT_SHARED_CACHE": "", "LABKIT_KERNEL": str(guest.kernel),
+           images.CACHE_MAX_ENV: "64"}
+    assert labkit("image", "build", "--command", "echo one", "--quiet", env=env).returncode == 0
+    info = labkit("image", "info", env=env)
+    assert info.returncode == 0 and "MiB of at most 64 MiB" in info.stdout, info.stdout + info.stderr
+    initramfs = tmp_path / "labkit" / "images" / "initramfs"
+    for path in initramfs.iterdir():  # idle for a while: nothing is using them
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    cleared = labkit("cleanup", "--cache", "--json", env=env)
+    assert cleared.returncode == 0, cleared.stderr
+    assert len(json.loads(cleared.stdout)["removed"]) >= 2 and not list(initramfs.glob("*.cpio.gz"))
+    assert_clear_error(labkit("image", "info", env={**env, images.CACHE_MAX_ENV: "0"}), "at least 1 MiB")
+
+
 # --------------------------------------------------------------------------- kill -9
 
 
