@@ -227,6 +227,8 @@ def with_nonce(initrd: Path, folder: Path, token: str) -> Path:
     learner's command, so the command cannot learn it (it is not on the
     kernel command line, in ``dmesg`` or in the environment): the markers it
     would have to print to fake the end of its output are unknown to it.
+    (A command that digs through PID 1's memory as the guest's root could
+    still find it: this guards the output's framing, not against a hostile guest.)
     """
     extra = formats.cpio([("labkit", 0o040755, b""), ("labkit/nonce", 0o100600, token.encode() + b"\n")])
     target = folder / "initrd.cpio.gz"
@@ -961,18 +963,33 @@ class CachedFile:
     kind: str  # "kernel", "vmlinux", "initramfs"
     size: int
     detail: str
+    damaged: str | None = None  # why its content does not match its stored hash (labkit image build --force)
+
+
+def _check(path: Path, sha256: str | None = None) -> str | None:
+    """Why a cached file fails :func:`verified` (None if it passes, or has no hash: stored by an older labkit)."""
+    if sha256 is None and not _sum_file(path).is_file():
+        return None
+    try:
+        verified(path, sha256)
+    except CorruptCacheError as exc:
+        return exc.what
+    return None
 
 
 def cache_info() -> list[CachedFile]:
-    """Every kernel and initramfs in the user's and the shared caches."""
+    """Every kernel and initramfs in the user's and the shared caches, each checked against its hash."""
     files = []
     for cache in _caches(None):
         for folder, info in _cached_kernels([cache]):
             files.append(CachedFile(folder / "vmlinuz", "kernel", (folder / "vmlinuz").stat().st_size,
-                                    f"{info['release']} from {info['source']}"))
+                                    f"{info['release']} from {info['source']}",
+                                    _check(folder / "vmlinuz", info.get("sha256"))))
         for vmlinux in sorted((cache / "kernels").glob("*/vmlinux")):
-            files.append(CachedFile(vmlinux, "vmlinux", vmlinux.stat().st_size, "uncompressed kernel (PVH entry)"))
+            files.append(CachedFile(vmlinux, "vmlinux", vmlinux.stat().st_size, "uncompressed kernel (PVH entry)",
+                                    _check(vmlinux)))
         for initrd in sorted((cache / "initramfs").glob("tiny-*.cpio.gz")):
             files.append(CachedFile(initrd, "initramfs", initrd.stat().st_size,
-                                    "with a command" if "-cmd-" in initrd.name else "busybox + /init"))
+                                    "with a command" if "-cmd-" in initrd.name else "busybox + /init",
+                                    _check(initrd)))
     return files

@@ -178,6 +178,10 @@ def test_a_damaged_cached_image_is_refused_until_rebuilt(guest: images.GuestImag
     with pytest.raises(images.CorruptCacheError) as err:
         images.build_initramfs("echo hi")
     assert "labkit image build --force" in err.value.fix and str(built) in err.value.what
+    images._verified_ok.clear()
+    damaged = {f.path: f.damaged for f in images.cache_info()}
+    base = next(p for p in damaged if "-cmd-" not in p.name and p.name.startswith("tiny-"))
+    assert damaged[built] and "damaged" in damaged[built] and damaged[base] is None  # image info says so
     assert images.build_initramfs("echo hi", rebuild=True).read_bytes() == data
     assert images.build_initramfs("echo hi") == built
 
