@@ -122,7 +122,7 @@ def test_virt_boot_timeout_points_at_nothing_deleted(guest: images.GuestImage) -
 
 
 def test_a_guest_side_timeout_speaks_to_a_cli_user(guest: images.GuestImage) -> None:
-    err = assert_clear_error(labkit("boot", "--command", "sleep 100", "--timeout", "6"),
+    err = assert_clear_error(labkit("boot", "--command", "sleep 100", "--timeout", "20"),
                              "did not power off", "labkit boot --timeout S")
     assert "await" not in err  # not the Python API's advice
 
