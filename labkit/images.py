@@ -422,18 +422,24 @@ def verified(path: Path, sha256: str | None = None) -> Path:
             while chunk := fh.read(1 << 20):
                 digest.update(chunk)
     except FileNotFoundError as exc:
-        raise CorruptCacheError(f"the cached {path.name} is incomplete: {exc.filename} is missing",
-                                "labkit image build --force (rebuilds it)", path) from None
+        raise CorruptCacheError(f"the cached {path.name} is incomplete: {exc.filename} is missing (stored by an "
+                                "older labkit, or removed)", _rebuild_fix(path), path) from None
     except OSError as exc:
         raise from_os_error(exc, f"read the cached {path}") from None
     if digest.hexdigest() != expected:
         raise CorruptCacheError(f"the cached {path} is damaged: its content does not match the sha256 it was "
-                                f"stored with (a truncated copy, a full disk, or an edit)",
-                                "labkit image build --force (replaces it)" if not _is_shared(path) else
-                                f"ask the instructor to rebuild the shared cache (labkit image build --force "
-                                f"--into {path.parent.parent}); meanwhile unset LABKIT_SHARED_CACHE", path)
+                                f"stored with (a truncated copy, a full disk, or an edit)", _rebuild_fix(path), path)
     _verified_ok[path] = ident
     return path
+
+
+def _rebuild_fix(path: Path) -> str:
+    """The fix for a damaged cached file: rebuild it (own cache), or have the instructor rebuild (shared one)."""
+    if not _is_shared(path):
+        return "labkit image build --force (replaces it)"
+    cache = path.parent.parent if path.parent.name == "initramfs" else path.parent.parent.parent
+    return (f"ask the instructor to rebuild the shared cache (labkit image build --force --into {cache}); "
+            "meanwhile unset LABKIT_SHARED_CACHE to build your own")
 
 
 @contextlib.contextmanager

@@ -186,6 +186,17 @@ def test_a_damaged_cached_image_is_refused_until_rebuilt(guest: images.GuestImag
     assert images.build_initramfs("echo hi") == built
 
 
+def test_a_damaged_shared_cache_names_the_instructors_fix(guest: images.GuestImage, empty_caches: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = empty_caches / "shared"
+    built = images.build_initramfs("echo hi", into=shared)
+    built.write_bytes(b"\x1f\x8b truncated")
+    monkeypatch.setenv("LABKIT_SHARED_CACHE", str(shared))
+    with pytest.raises(images.CorruptCacheError) as err:
+        images.build_initramfs("echo hi")
+    assert f"labkit image build --force --into {shared}" in err.value.fix and "instructor" in err.value.fix
+
+
 def test_a_damaged_cached_kernel_is_refused_and_force_fetches_it_again(
         guest: images.GuestImage, no_host_kernel: None, empty_caches: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(empty_caches))  # no apt-get: nothing is downloaded here
