@@ -20,16 +20,10 @@ Stable API (the QEMU and libvirt layers both boot this guest):
 * :func:`cache_info` → what is cached where (``labkit image info``)
 
 Everything built is keyed by content (a changed ``init.sh``, busybox or kernel
-gives a new file; an unchanged one is reused by every notebook of the user),
-written atomically with a ``.sha256`` beside it that is checked on every use
-(a truncated or corrupted file is an :class:`CorruptCacheError`, never a
-guest that panics).  The user's cache is private (0700 dirs, 0600 files: a
-guest command may hold secrets) and capped (:data:`CACHE_MAX_ENV`, least
-recently used images go first).  Caches are searched in order: the user's
-(``runtime.cache_dir()/images``), then shared read-only ones
-(``$LABKIT_SHARED_CACHE``, colon-separated, else ``/var/cache/labkit`` if it
-exists) that an instructor pre-builds, readable by all, with
-``labkit image build --into``.
+gives a new file; an unchanged one is reused by every notebook of the user)
+and kept in :mod:`labkit.imagecache`: private to the user, verified by hash
+on every use, capped; or in a shared read-only cache an instructor pre-builds
+with ``labkit image build --into``.
 
 Each boot gets a :func:`nonce`: the report line and the command's markers
 carry it, so a guest command cannot fake the end of its output or its exit
@@ -39,7 +33,6 @@ status (see :func:`with_nonce`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import hashlib
 import json
@@ -53,13 +46,16 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from labkit import asm, formats, host, runtime
+from labkit import asm, formats, host, imagecache
+# the cache's public names, kept reachable as images.X (notebooks, payload, doctor, CLI)
+from labkit.imagecache import (CACHE_MAX_ENV, CACHE_MAX_MIB, PRUNE_MIN_AGE_S, CorruptCacheError,  # noqa: F401
+                               cache_max_bytes, cache_size, check_into, clear_cache, prune, publish, shared_caches,
+                               user_cache, verified)
 from labkit.errors import DiskFullError, InvalidOptionError, LabkitError, MissingToolError, from_os_error
 
 #: The marker that starts the guest's report line on the console.
@@ -107,17 +103,6 @@ class GuestPanicError(ImageError):
     """The guest's kernel panicked (its console says ``Kernel panic - not syncing``)."""
 
 
-class CorruptCacheError(ImageError):
-    """A cached kernel or initramfs does not match the hash it was stored with."""
-
-    def __init__(self, what: str, fix: str, path: Path) -> None:
-        super().__init__(what, fix)
-        self.path = path
-
-
-#: Cap of the user's image cache in MiB (default :data:`CACHE_MAX_MIB`); least recently used images go first.
-CACHE_MAX_ENV = "LABKIT_CACHE_MAX_MIB"
-CACHE_MAX_MIB = 256
 #: The longest kernel command line x86 Linux takes (COMMAND_LINE_SIZE), terminating NUL included.
 CMDLINE_MAX = 2048
 #: Nothing bigger is a kernel image (a stock bzImage is ~8-15 MiB, a vmlinux ~60 MiB).
@@ -332,178 +317,6 @@ def _command_result(text: str, token: str | None) -> tuple[str | None, int | Non
     return body[:match.start()], int(match.group(1))
 
 
-# --------------------------------------------------------------------------- cache
-
-
-def shared_caches() -> list[Path]:
-    """Read-only caches an instructor prepared: ``$LABKIT_SHARED_CACHE`` or ``/var/cache/labkit``."""
-    env = os.environ.get("LABKIT_SHARED_CACHE")
-    if env is not None:
-        return [Path(p) for p in env.split(os.pathsep) if p]
-    default = Path("/var/cache/labkit")
-    return [default] if default.is_dir() else []
-
-
-def user_cache() -> Path:
-    """Where this user's images are built: ``runtime.cache_dir()/images`` (not created here)."""
-    return runtime.cache_dir(create=False) / "images"
-
-
-def _caches(into: Path | None) -> list[Path]:
-    return [into] if into else [user_cache(), *shared_caches()]
-
-
-def _is_shared(path: Path) -> bool:
-    """Whether ``path`` lies outside this user's own cache (an instructor's cache: readable by all)."""
-    return not path.resolve().is_relative_to(user_cache().resolve())
-
-
-def _mkdirs(folder: Path, shared: bool) -> None:
-    """Create ``folder`` (and parents): 0755 in a shared cache, 0700 in the user's private one."""
-    if not shared:
-        os.chmod(runtime.cache_dir(), 0o700)  # its own mode (made as a parent, it would get 0755)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o755 if shared else 0o700)
-    os.chmod(folder, 0o755 if shared else 0o700)
-
-
-def publish(data: bytes, target: Path) -> Path:
-    """Write ``data`` to ``target`` atomically with its ``.sha256`` beside it (checked by :func:`verified`).
-
-    In the user's cache the file is private (0600 in 0700 dirs: a guest
-    command may hold a password); anywhere else (``image build --into``,
-    a payload cache) it is readable by every user.
-    """
-    shared = _is_shared(target)
-    _mkdirs(target.parent, shared)
-    _atomic_write(data, target, 0o644 if shared else 0o600)
-    _atomic_write(hashlib.sha256(data).hexdigest().encode() + b"\n", _sum_file(target), 0o644 if shared else 0o600)
-    _verified_ok[target] = _identity(target)
-    return target
-
-
-def _atomic_write(data: bytes, target: Path, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _sum_file(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
-
-
-def _identity(path: Path) -> tuple[int, int, int]:
-    st = path.stat()
-    return st.st_ino, st.st_size, st.st_mtime_ns
-
-
-#: Files whose hash matched, by (inode, size, mtime): a notebook booting ten times hashes each file once.
-_verified_ok: dict[Path, tuple[int, int, int]] = {}
-
-
-def verified(path: Path, sha256: str | None = None) -> Path:
-    """``path`` after checking its content against ``sha256`` (default: its ``.sha256`` file).
-
-    Raises :class:`CorruptCacheError` with the fix when it does not match: a
-    truncated initramfs or kernel would otherwise boot into a kernel panic.
-    """
-    try:
-        ident = _identity(path)
-        if _verified_ok.get(path) == ident:
-            return path
-        expected = sha256 or _sum_file(path).read_text().strip()
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
-    except FileNotFoundError as exc:
-        raise CorruptCacheError(f"the cached {path.name} is incomplete: {exc.filename} is missing (stored by an "
-                                "older labkit, or removed)", _rebuild_fix(path), path) from None
-    except OSError as exc:
-        raise from_os_error(exc, f"read the cached {path}") from None
-    if digest.hexdigest() != expected:
-        raise CorruptCacheError(f"the cached {path} is damaged: its content does not match the sha256 it was "
-                                f"stored with (a truncated copy, a full disk, or an edit)", _rebuild_fix(path), path)
-    _verified_ok[path] = ident
-    return path
-
-
-def _rebuild_fix(path: Path) -> str:
-    """The fix for a damaged cached file: rebuild it (own cache), or have the instructor rebuild (shared one)."""
-    if not _is_shared(path):
-        return "labkit image build --force (replaces it)"
-    cache = path.parent.parent if path.parent.name == "initramfs" else path.parent.parent.parent
-    return (f"ask the instructor to rebuild the shared cache (labkit image build --force --into {cache}); "
-            "meanwhile unset LABKIT_SHARED_CACHE to build your own")
-
-
-@contextlib.contextmanager
-def _writing(cache: Path, what: str) -> Iterator[None]:
-    """Turn a failed write into the cache into a clear error (full disk, read-only cache) saying which."""
-    try:
-        yield
-    except OSError as exc:
-        if isinstance(exc, LabkitError):
-            raise
-        raise from_os_error(exc, f"{what} in {cache}") from None
-
-
-@contextlib.contextmanager
-def _locked(cache: Path) -> Iterator[None]:
-    """One builder at a time per cache (parallel test workers, two notebooks)."""
-    with _writing(cache, "write the guest image cache"):
-        _mkdirs(cache, _is_shared(cache))
-        lock = open(cache / ".lock", "a")
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _is_shared(cache):
-            _make_private(cache)
-        try:
-            with _writing(cache, "write the guest image cache"):
-                yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _make_private(cache: Path) -> None:
-    """Tighten a user cache an older labkit left world-readable (0755/0644) to 0700/0600."""
-    for path in [cache, *cache.rglob("*")]:
-        with contextlib.suppress(OSError):
-            st = path.lstat()
-            if st.st_mode & 0o077 and not stat.S_ISLNK(st.st_mode):
-                os.chmod(path, 0o700 if stat.S_ISDIR(st.st_mode) else 0o600)
-
-
-def check_into(into: Path) -> Path:
-    """``image build --into DIR``: a new directory, or one that already is a labkit cache — nothing else.
-
-    Building into an existing directory of other files (``/etc``, a home)
-    would mix the lab's files into it; a file or a missing parent is a typo.
-    """
-    into = Path(into)
-    if into.exists() and not into.is_dir():
-        raise InvalidOptionError(f"--into {into}: that is a file, not a directory",
-                                 "name a new directory (it is created) or an existing labkit image cache")
-    if into.is_dir():
-        try:
-            entries = {e.name for e in into.iterdir()}
-        except OSError as exc:
-            raise from_os_error(exc, f"read --into {into}") from None
-        if entries - {"kernels", "initramfs", ".lock"}:
-            raise InvalidOptionError(f"--into {into}: that directory already holds other files "
-                                     f"({', '.join(sorted(entries)[:3])}…), it is not a labkit image cache",
-                                     "name a new directory (it is created), e.g. /var/cache/labkit")
-    elif not into.parent.is_dir():
-        raise InvalidOptionError(f"--into {into}: its parent {into.parent} does not exist",
-                                 f"create it first (mkdir -p {into.parent}) or name another directory")
-    return into
-
-
 # --------------------------------------------------------------------------- kernel
 
 
@@ -523,10 +336,10 @@ def find_kernel(path: Path | str | None = None, *, fetch: bool = True, refresh: 
     if os.access(booted, os.R_OK):
         return _kernel_at(booted, "this host's running kernel", into)
     if not refresh:
-        cached = _cached_package_kernel(_caches(into))
+        cached = _cached_package_kernel(imagecache.caches(into))
         if cached:
             return cached
-        own = _cached_package_kernel(_caches(None)) if into is not None else None
+        own = _cached_package_kernel(imagecache.caches(None)) if into is not None else None
         if own:  # filling a shared cache: copy the kernel this user has rather than download it again
             return _copy_kernel(own, into)
     if not fetch:
@@ -543,7 +356,7 @@ def _kernel_at(path: Path, how: str, into: Path | None) -> Kernel:
         raise InvalidOptionError(f"{path} ({how}) is neither a bzImage nor an ELF vmlinux with a PVH entry",
                                  "pass a Linux x86-64 kernel image such as /boot/vmlinuz-…")
     sha = hashlib.sha256(data).hexdigest()
-    vmlinux = path if kind == "vmlinux" else _vmlinux_for(data, sha, _caches(into))
+    vmlinux = path if kind == "vmlinux" else _vmlinux_for(data, sha, imagecache.caches(into))
     return Kernel(path, formats.kernel_release(data) or "unknown", f"{path} ({how})", sha, vmlinux)
 
 
@@ -600,7 +413,7 @@ def _cached_package_kernel(caches: list[Path], package: str | None = None) -> Ke
         return None
     folder, info = max(found, key=lambda f: f[1].get("fetched", 0))
     vmlinuz = verified(folder / "vmlinuz", info["sha256"])
-    _touch(_sum_file(vmlinuz))  # in use: least recently used kernels are pruned first
+    imagecache.touch(imagecache.sum_file(vmlinuz))  # in use: least recently used kernels are pruned first
     return Kernel(vmlinuz, info["release"], info["source"], info["sha256"], _checked_vmlinux(vmlinuz))
 
 
@@ -608,11 +421,11 @@ def _checked_vmlinux(vmlinuz: Path) -> Path | None:
     """The verified ``vmlinux`` beside a cached ``vmlinuz``; one an older labkit stored without a hash is
     extracted again (in the user's cache) or not used (a read-only shared cache: the bzImage boots too)."""
     vmlinux = vmlinuz.with_name("vmlinux")
-    if vmlinux.is_file() and _sum_file(vmlinux).is_file():
+    if vmlinux.is_file() and imagecache.sum_file(vmlinux).is_file():
         return verified(vmlinux)
-    if _is_shared(vmlinux):
+    if imagecache.is_shared(vmlinux):
         return None
-    with _locked(vmlinux.parent.parent.parent):
+    with imagecache.locked(vmlinux.parent.parent.parent):
         data = formats.extract_vmlinux(vmlinuz.read_bytes())
         return publish(data, vmlinux) if data else None
 
@@ -659,7 +472,7 @@ def fetch_kernel(*, into: Path | None = None, progress: bool = True) -> Kernel:
         if shutil.which(tool) is None:
             raise MissingToolError(f"{tool} is not available: labkit fetches kernels with Debian/Ubuntu tools",
                                    "pass a kernel path or set LABKIT_KERNEL=/path/to/vmlinuz")
-    with _locked(cache), tqdm(total=4, desc="guest kernel", unit="step", disable=not progress,
+    with imagecache.locked(cache), tqdm(total=4, desc="guest kernel", unit="step", disable=not progress,
                               bar_format="{desc}: {n}/{total} {postfix}") as bar:
         bar.set_postfix_str("asking the archive")
         package = kernel_package()
@@ -698,7 +511,7 @@ def fetch_kernel(*, into: Path | None = None, progress: bool = True) -> Kernel:
 def _copy_kernel(kernel: Kernel, into: Path) -> Kernel:
     """A cached package kernel (vmlinuz, vmlinux, kernel.json) copied into the cache ``into``."""
     info = json.loads((kernel.path.parent / "kernel.json").read_text())
-    with _locked(into):
+    with imagecache.locked(into):
         for name in ("vmlinuz", "vmlinux", "kernel.json"):
             if (kernel.path.parent / name).is_file():
                 publish((kernel.path.parent / name).read_bytes(), into / "kernels" / kernel.sha256[:16] / name)
@@ -731,9 +544,9 @@ def _vmlinux_for(bzimage: bytes, sha: str, caches: list[Path]) -> Path | None:
     """The cached vmlinux of a bzImage (by its sha256), extracting it into the first cache once."""
     for cache in caches:
         candidate = cache / "kernels" / sha[:16] / "vmlinux"
-        if candidate.is_file() and _sum_file(candidate).is_file():
+        if candidate.is_file() and imagecache.sum_file(candidate).is_file():
             return verified(candidate)
-    with _locked(caches[0]):
+    with imagecache.locked(caches[0]):
         data = formats.extract_vmlinux(bzimage)
         return publish(data, caches[0] / "kernels" / sha[:16] / "vmlinux") if data else None
 
@@ -780,123 +593,24 @@ def build_initramfs(command: str | None = None, *, rebuild: bool = False, into: 
     key = initramfs_key(command)
     name = f"initramfs/tiny-{key}.cpio.gz"
     if not rebuild:
-        for cache in _caches(into):
-            if (cache / name).is_file() and (_is_shared(cache) or _sum_file(cache / name).is_file()):
-                _touch(_sum_file(cache / name))  # in use (the .sha256: the image's own times key its check)
-                return verified(cache / name)
+        for cache in imagecache.caches(into):
+            found = cache / name
+            if found.is_file() and (imagecache.is_shared(cache) or imagecache.sum_file(found).is_file()):
+                imagecache.touch(imagecache.sum_file(found))  # in use (its .sha256: the image's own times key checks)
+                return verified(found)
     cache = into or user_cache()
     base_key = key.split("-cmd-")[0]
     base = cache / f"initramfs/tiny-{base_key}.cpio.gz"
-    with _locked(cache):
-        if rebuild or not base.is_file() or not _sum_file(base).is_file():
+    with imagecache.locked(cache):
+        if rebuild or not base.is_file() or not imagecache.sum_file(base).is_file():
             publish(_base_archive(), base)
         if command is not None:
             extra = formats.cpio([("labkit", 0o040755, b""),
                                   ("labkit/command", 0o100755, command.encode() + b"\n")])
             publish(verified(base).read_bytes() + gzip.compress(extra, mtime=0), cache / name)
-        if not _is_shared(cache):
+        if not imagecache.is_shared(cache):
             prune(cache, keep=(cache / name, base))
         return verified(cache / name)
-
-
-#: An image used in the last minute is never pruned: a boot may be about to open it.
-PRUNE_MIN_AGE_S = 60
-
-
-def cache_max_bytes() -> int:
-    """The user's cache cap: ``$LABKIT_CACHE_MAX_MIB`` MiB, default :data:`CACHE_MAX_MIB`."""
-    raw = os.environ.get(CACHE_MAX_ENV, "")
-    try:
-        mib = int(raw) if raw else CACHE_MAX_MIB
-    except ValueError:
-        raise InvalidOptionError(f"{CACHE_MAX_ENV}={raw!r} is not a whole number of MiB",
-                                 f"e.g. export {CACHE_MAX_ENV}={CACHE_MAX_MIB}") from None
-    if mib < 1:
-        raise InvalidOptionError(f"{CACHE_MAX_ENV}={raw!r}: the cap must be at least 1 MiB",
-                                 f"e.g. export {CACHE_MAX_ENV}={CACHE_MAX_MIB}")
-    return mib * 2**20
-
-
-def _entries(cache: Path) -> list[tuple[Path, list[Path]]]:
-    """The cache's prunable entries: each initramfs (with its .sha256), each kernel folder (all its files)."""
-    entries = [(p, [p, _sum_file(p)]) for p in (cache / "initramfs").glob("tiny-*.cpio.gz")]
-    entries += [(folder, [f for f in folder.rglob("*") if not f.is_dir()])
-                for folder in (cache / "kernels").glob("*") if folder.is_dir()]
-    return entries
-
-
-def _used_at(entry: Path) -> float:
-    """When an entry was last used: an initramfs is touched on use, a kernel folder when its vmlinuz is."""
-    with contextlib.suppress(OSError):
-        return max(p.stat().st_mtime for p in ([entry] if entry.is_file() else entry.iterdir()))
-    return 0.0
-
-
-def _size(files: list[Path]) -> int:
-    total = 0
-    for f in files:
-        with contextlib.suppress(OSError):
-            total += f.lstat().st_size
-    return total
-
-
-def _drop(entry: Path) -> None:
-    """Remove one cache entry: a kernel folder, or an image file with its ``.sha256``."""
-    if entry.is_dir():
-        shutil.rmtree(entry, ignore_errors=True)
-    else:
-        entry.unlink(missing_ok=True)
-        _sum_file(entry).unlink(missing_ok=True)
-        _verified_ok.pop(entry, None)
-
-
-def cache_size(cache: Path | None = None) -> int:
-    """Bytes the user's cache (or ``cache``) holds."""
-    return sum(_size(files) for _, files in _entries(cache or user_cache()))
-
-
-def prune(cache: Path, keep: tuple[Path, ...] = ()) -> list[Path]:
-    """Remove least recently used images until the cache is under :func:`cache_max_bytes`; what went.
-
-    ``keep`` (the image just built) and anything used in the last
-    :data:`PRUNE_MIN_AGE_S` seconds stay, even over the cap.
-    """
-    limit, fresh = cache_max_bytes(), time.time() - PRUNE_MIN_AGE_S
-    entries = sorted(_entries(cache), key=lambda e: _used_at(e[0]))
-    total = sum(_size(files) for _, files in entries)
-    removed = []
-    for entry, files in entries:
-        if total <= limit:
-            break
-        if entry in keep or any(entry == k.parent for k in keep) or _used_at(entry) > fresh:
-            continue
-        total -= _size(files)
-        _drop(entry)
-        removed.append(entry)
-    return removed
-
-
-def clear_cache() -> tuple[list[Path], int]:
-    """``labkit cleanup --cache``: every image in the user's cache except those in use this minute; (gone, bytes)."""
-    cache, fresh = user_cache(), time.time() - PRUNE_MIN_AGE_S
-    gone, freed = [], 0
-    if not cache.is_dir():
-        return gone, freed
-    with _locked(cache):
-        for entry, files in _entries(cache):
-            if _used_at(entry) > fresh:
-                continue
-            freed += _size(files)
-            _drop(entry)
-            gone.append(entry)
-    return gone, freed
-
-
-def _touch(path: Path) -> None:
-    try:
-        os.utime(path)
-    except OSError:  # a read-only shared cache: its owner prunes it
-        pass
 
 
 def _base_archive() -> bytes:
@@ -954,9 +668,9 @@ def tiny_guest(kernel: Path | str | None = None, command: str | None = None, *, 
     try:
         found = find_kernel(kernel, fetch=fetch, refresh=refresh, into=into, progress=progress)
     except CorruptCacheError as exc:
-        if not rebuild or (_is_shared(exc.path) and into is None):
+        if not rebuild or (imagecache.is_shared(exc.path) and into is None):
             raise
-        _drop(exc.path.parent if exc.path.parent.parent.name == "kernels" and exc.path.name == "vmlinuz"
+        imagecache.drop(exc.path.parent if exc.path.parent.parent.name == "kernels" and exc.path.name == "vmlinuz"
               else exc.path)  # a damaged package kernel is fetched again, a damaged vmlinux re-extracted
         found = find_kernel(kernel, fetch=fetch, refresh=refresh, into=into, progress=progress)
     initrd = build_initramfs(command, rebuild=rebuild, into=into)
@@ -974,7 +688,7 @@ class CachedFile:
 
 def _check(path: Path, sha256: str | None = None) -> str | None:
     """Why a cached file fails :func:`verified` (None if it passes, or has no hash: stored by an older labkit)."""
-    if sha256 is None and not _sum_file(path).is_file():
+    if sha256 is None and not imagecache.sum_file(path).is_file():
         return None
     try:
         verified(path, sha256)
@@ -986,7 +700,7 @@ def _check(path: Path, sha256: str | None = None) -> str | None:
 def cache_info() -> list[CachedFile]:
     """Every kernel and initramfs in the user's and the shared caches, each checked against its hash."""
     files = []
-    for cache in _caches(None):
+    for cache in imagecache.caches(None):
         for folder, info in _cached_kernels([cache]):
             files.append(CachedFile(folder / "vmlinuz", "kernel", (folder / "vmlinuz").stat().st_size,
                                     f"{info['release']} from {info['source']}",

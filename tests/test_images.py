@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES
-from labkit import formats, host, images
+from labkit import formats, host, imagecache, images, runtime
 from labkit.errors import InvalidOptionError, MissingToolError
 
 CONSOLES = FIXTURES / "consoles"
@@ -178,7 +178,7 @@ def test_a_damaged_cached_image_is_refused_until_rebuilt(guest: images.GuestImag
     with pytest.raises(images.CorruptCacheError) as err:
         images.build_initramfs("echo hi")
     assert "labkit image build --force" in err.value.fix and str(built) in err.value.what
-    images._verified_ok.clear()
+    imagecache._verified_ok.clear()
     damaged = {f.path: f.damaged for f in images.cache_info()}
     base = next(p for p in damaged if "-cmd-" not in p.name and p.name.startswith("tiny-"))
     assert damaged[built] and "damaged" in damaged[built] and damaged[base] is None  # image info says so
@@ -205,7 +205,7 @@ def test_a_damaged_cached_kernel_is_refused_and_force_fetches_it_again(
     monkeypatch.setenv("LABKIT_SHARED_CACHE", "")
     data = kernel.path.read_bytes()
     kernel.path.write_bytes(data[:4096])
-    images._verified_ok.clear()
+    imagecache._verified_ok.clear()
     with pytest.raises(images.CorruptCacheError, match="damaged") as err:
         images.tiny_guest(fetch=False, progress=False)
     assert "labkit image build --force" in err.value.fix
@@ -225,7 +225,7 @@ def test_cache_is_capped_least_recently_used_first(guest: images.GuestImage, emp
         os.utime(path, (old, old))
     second = images.build_initramfs("echo 2")
     third = images.build_initramfs("echo 3")
-    assert not first.exists() and not images._sum_file(first).exists()  # least recently used: gone
+    assert not first.exists() and not imagecache.sum_file(first).exists()  # least recently used: gone
     assert second.exists() and third.exists()  # used within the last minute: kept even over the cap
     assert images.cache_size() == sum(f.stat().st_size for f in images.user_cache().rglob("*")
                                       if f.is_file() and f.name != ".lock")
@@ -238,7 +238,7 @@ def test_clear_cache_keeps_what_is_in_use(guest: images.GuestImage, empty_caches
     import time
     idle, busy = images.build_initramfs("echo idle"), images.build_initramfs("echo busy")
     old = time.time() - images.PRUNE_MIN_AGE_S - 60
-    for path in (idle, images._sum_file(idle)):
+    for path in (idle, imagecache.sum_file(idle)):
         os.utime(path, (old, old))
     gone, freed = images.clear_cache()
     assert idle in gone and not idle.exists() and busy.exists() and freed >= len(b"echo idle")
@@ -263,7 +263,7 @@ def test_cpuid_program_runs_on_this_host() -> None:
     from labkit import asm
 
     program = asm.assemble(images._guest_file("cpuid.S"), bits=64, origin=images._CPUID_ORIGIN)
-    tool = Path(images.runtime.scratch_dir("test-cpuid")) / "labkit-cpuid"
+    tool = Path(runtime.scratch_dir("test-cpuid")) / "labkit-cpuid"
     try:
         tool.write_bytes(formats.static_elf(program.image, program.origin))
         tool.chmod(0o755)
