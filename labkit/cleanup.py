@@ -15,8 +15,18 @@ how it is found — by the lab's names (``labkit-<user>-``, see
 * **dir** — a scratch dir ``<purpose>-<pid>-…`` in the user's run dir
   ``/tmp/labkit-<user>`` (consoles, QEMU's output, saved guest state).
 * **log** — libvirt's QEMU log ``labkit-<user>-….log`` of a domain that is gone.
+* **kernelfile** — a Jupyter connection file ``/tmp/tmp*.json`` whose kernel
+  is gone (a ``labkit run`` killed mid-notebook; :func:`labkit.runtime.orphan_kernel_files`).
+* **squatted** — (``all_users`` only) a ``/tmp/labkit-<user>`` that is not
+  that user's private directory: another user made it, or it is a symlink.
+  That user's labkit falls back to a private dir of its own; the squatted
+  name is reported, and removed with ``force``.
 
-The guest image cache is never touched.
+The guest image cache is only touched by ``labkit cleanup --cache``
+(:func:`labkit.images.clear_cache`).  Most of these are also reclaimed
+without a cleanup: libvirt destroys a dead owner's guests (autodestroy),
+the next lab process removes dead processes' scratch dirs and domain
+definitions, and the next ``labkit run`` dead kernels' connection files.
 
 **What a plain cleanup removes: orphans only.**  Every name carries the pid
 of the labkit process that made it.  A thing is an *orphan* when that
@@ -51,17 +61,16 @@ from typing import Literal
 import psutil
 
 from labkit import libvirtd, runtime, virt
+from labkit.runtime import owner_alive
 from labkit.errors import AccessDeniedError, LabkitError
 
-Kind = Literal["domain", "qemu", "dir", "log"]
+Kind = Literal["domain", "qemu", "dir", "log", "kernelfile", "squatted"]
 Action = Literal["removed", "would remove", "kept", "failed"]
-KINDS: tuple[Kind, ...] = ("domain", "qemu", "dir", "log")
+KINDS: tuple[Kind, ...] = ("domain", "qemu", "dir", "log", "kernelfile", "squatted")
 
 #: labkit.qemu names a QEMU ``<prefix><name>-<pid>-<n>``; a domain is ``<prefix><name>-<pid>``.
 _QEMU_OWNER = re.compile(r"-(\d+)-\d+$")
 _DOMAIN_OWNER = re.compile(r"-(\d+)$")
-#: psutil's start times are in jiffies (10 ms), file times in ns: a little slack for the comparison.
-_CLOCK_SLACK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -109,24 +118,6 @@ class CleanupReport:
                 "items": [asdict(i) for i in self.items]}
 
 
-def owner_alive(pid: int, uid: int | None = None, since: float | None = None) -> bool:
-    """Whether process ``pid`` still runs — as ``uid``, and started no later than ``since``.
-
-    ``since`` is when the thing it owns appeared: a process that started
-    after that cannot have made it, so its pid was reused after the owner died.
-    """
-    try:
-        proc = psutil.Process(pid)
-        with proc.oneshot():
-            if proc.status() == psutil.STATUS_ZOMBIE or not proc.cmdline():  # a kernel thread made nothing
-                return False
-            if uid is not None and proc.uids().effective != uid:
-                return False
-            return since is None or proc.create_time() <= since + _CLOCK_SLACK_S
-    except psutil.Error:
-        return False
-
-
 @dataclass(frozen=True)
 class _Found:
     """A thing carrying the lab's name, before cleanup decides about it."""
@@ -139,6 +130,7 @@ class _Found:
     since: float | None  # when it appeared (for the pid-reuse check), if known
     where: str
     remove: Callable[[], str]  # does it; says what it did
+    orphan: bool = False  # known to be an orphan without an owner pid (a dead kernel's connection file)
 
 
 def _owner(pattern: re.Pattern[str], name: str) -> int | None:
@@ -154,13 +146,17 @@ def _settle(found: _Found, force: bool, dry_run: bool) -> Leftover:
     def row(action: Action, detail: str) -> Leftover:
         return Leftover(found.kind, found.name, found.user, pid, alive, found.where, action, detail)
 
-    if pid is None:
+    if found.kind == "squatted":
+        reason = found.where
+    elif found.orphan:
+        reason = "its Jupyter kernel is gone (no process names it)"
+    elif pid is None:
         reason = "its name carries no owner pid (made by hand, or by an older labkit)"
     elif alive:
         reason = f"its process {pid} still runs and releases it itself"
     else:
         reason = f"its process {pid} is gone"
-    if alive or pid is None:
+    if alive or (pid is None and not found.orphan):
         if not force:
             return row("kept", f"{reason}; --force removes it")
         reason += "; --force"
@@ -351,11 +347,14 @@ def _ended(proc: psutil.Process, timeout: float) -> bool:
 
 
 def run_dirs(all_users: bool) -> list[tuple[Path, str, int]]:
-    """(path, user, uid) of the run dirs to look in: this user's, or every user's (by owner and name)."""
-    if all_users:
-        candidates = Path(tempfile.gettempdir()).glob("labkit-*")
-    else:
-        candidates = iter([runtime.run_dir_of()])
+    """(path, user, uid) of the run dirs to look in: this user's, or every user's (by owner and name).
+
+    Every user's: ``/tmp/labkit-<user>`` and fallbacks ``/tmp/labkit-<user>-XXXXXXXX`` owned by that
+    user, and ``/run/user/<uid>/labkit``.
+    """
+    if not all_users:
+        return [(runtime.run_dir(), runtime.user_name(), os.geteuid())]
+    candidates = [*Path(tempfile.gettempdir()).glob("labkit-*"), *Path("/run/user").glob("*/labkit")]
     found = []
     for path in candidates:
         try:
@@ -363,8 +362,9 @@ def run_dirs(all_users: bool) -> list[tuple[Path, str, int]]:
         except OSError:
             continue
         user = runtime.user_name(st.st_uid)
-        # /tmp/labkit-<user> owned by that very user: not someone else's dir that merely starts with "labkit-"
-        if stat.S_ISDIR(st.st_mode) and path == runtime.run_dir_of(user) and (all_users or st.st_uid == os.geteuid()):
+        mine = path.name == f"labkit-{user}" or runtime.is_fallback_run_dir(path.name, user) or (
+            path.name == "labkit" and path.parent.name == str(st.st_uid))
+        if stat.S_ISDIR(st.st_mode) and mine and runtime.squatted(path, user) is None:
             found.append((path, user, st.st_uid))
     return sorted(found)
 
@@ -381,6 +381,34 @@ def _scratch(all_users: bool) -> Iterator[_Found]:
             match = runtime.SCRATCH_NAME.fullmatch(entry.name)
             yield _Found("dir", str(entry), user, uid, int(match["pid"]) if match else None, st.st_ctime,
                          str(run_dir), _remover(entry))
+
+
+def _kernel_files(all_users: bool, users: dict[str, int]) -> Iterator[_Found]:
+    """Connection files of dead Jupyter kernels (found already dead: their owner is the gone kernel)."""
+    for user, uid in (users.items() if all_users else [(runtime.user_name(), os.geteuid())]):
+        for path in runtime.orphan_kernel_files(uid):
+            yield _Found("kernelfile", str(path), user, uid, None, None, str(path.parent), _unlinker(path),
+                         orphan=True)
+
+
+def _squatted(users: dict[str, int]) -> Iterator[_Found]:
+    """``/tmp/labkit-<user>`` that some other user made (or a symlink): that user's labkit cannot use it."""
+    for user in users:
+        path = Path(tempfile.gettempdir()) / runtime.prefix(user).rstrip("-")
+        why = runtime.squatted(path, user)
+        if why is not None:
+            yield _Found("squatted", str(path), user, users[user], None, None, f"{why}; {user}'s labkit uses a "
+                         "private fallback dir instead", _squat_remover(path))
+
+
+def _squat_remover(path: Path) -> Callable[[], str]:
+    def remove() -> str:
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
+        else:
+            shutil.rmtree(path)
+        return "deleted: its user gets it back next time"
+    return remove
 
 
 def _remover(path: Path) -> Callable[[], str]:
@@ -418,4 +446,8 @@ def cleanup(*, all_users: bool = False, force: bool = False, dry_run: bool = Fal
         rows += [_settle(f, force, dry_run) for f in _qemus(all_users, managed)]
     if "dir" in kinds:
         rows += [_settle(f, force, dry_run) for f in _scratch(all_users)]
+    if "kernelfile" in kinds:
+        rows += [_settle(f, force, dry_run) for f in _kernel_files(all_users, users)]
+    if "squatted" in kinds and all_users:
+        rows += [_settle(f, force, dry_run) for f in _squatted(users)]
     return CleanupReport(tuple(rows), ("*",) if all_users else (runtime.user_name(),), dry_run, force)

@@ -34,3 +34,39 @@ class AccessDeniedError(LabkitError, PermissionError):
 
 class KvmUnavailableError(LabkitError):
     """``/dev/kvm`` is missing or unusable on this host."""
+
+
+class DiskFullError(LabkitError, OSError):
+    """A write failed for want of space (ENOSPC/EDQUOT): the disk or the user's quota is full."""
+
+
+class ReadOnlyError(AccessDeniedError):
+    """A directory labkit must write to is read-only or not writable by this user."""
+
+
+def from_os_error(exc: OSError, doing: str | None = None) -> LabkitError:
+    """An ``OSError`` that reached the top as the one error a learner can act on.
+
+    ``doing`` says what labkit was writing or reading ("build the initramfs in
+    ~/.cache/labkit"); the file name comes from the exception when it has one.
+    A full disk is a full disk (never "check the network"), a read-only or
+    foreign directory says which and how to point labkit elsewhere.
+    """
+    import errno
+    where = f" ({exc.filename})" if exc.filename else ""
+    action = f"cannot {doing}" if doing else "a file operation failed"
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(f"{action}: no space left on the device{where}",
+                             f"free space there (df -h {exc.filename or '.'}); `labkit cleanup --cache` drops "
+                             "cached guest images, XDG_CACHE_HOME=/other/dir moves the cache")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        kind = "read-only" if exc.errno == errno.EROFS else "not writable by you"
+        return ReadOnlyError(f"{action}: {reason}{where}: that place is {kind}",
+                             "point labkit at a directory you can write: XDG_CACHE_HOME=/writable/dir for the "
+                             "image cache (or LABKIT_SHARED_CACHE for an instructor's read-only one)")
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return MissingToolError(f"{action}: {reason}{where}", "check the path: its directory must exist")
+    if exc.errno == errno.EISDIR:
+        return InvalidOptionError(f"{action}: {reason}{where}", "give a file, not a directory")
+    return LabkitError(f"{action}: {reason}{where}", "check the path and its permissions")

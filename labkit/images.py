@@ -20,36 +20,43 @@ Stable API (the QEMU and libvirt layers both boot this guest):
 * :func:`cache_info` → what is cached where (``labkit image info``)
 
 Everything built is keyed by content (a changed ``init.sh``, busybox or kernel
-gives a new file; an unchanged one is reused by every notebook and user of the
-cache), written atomically, and readable by other users.  Caches are searched
-in order: the user's (``runtime.cache_dir()/images``), then shared read-only
-ones (``$LABKIT_SHARED_CACHE``, colon-separated, else ``/var/cache/labkit`` if
-it exists) that an instructor can pre-build with ``labkit image build --into``.
+gives a new file; an unchanged one is reused by every notebook of the user)
+and kept in :mod:`labkit.imagecache`: private to the user, verified by hash
+on every use, capped; or in a shared read-only cache an instructor pre-builds
+with ``labkit image build --into``.
+
+Each boot gets a :func:`nonce`: the report line and the command's markers
+carry it, so a guest command cannot fake the end of its output or its exit
+status (see :func:`with_nonce`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import hashlib
 import json
 import os
 import platform
 import re
+import secrets
 import shutil
+import stat
 import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from labkit import asm, formats, host, runtime
-from labkit.errors import InvalidOptionError, LabkitError, MissingToolError
+from labkit import asm, formats, host, imagecache
+# the cache's public names, kept reachable as images.X (notebooks, payload, doctor, CLI)
+from labkit.imagecache import (CACHE_MAX_ENV, CACHE_MAX_MIB, PRUNE_MIN_AGE_S, CorruptCacheError,  # noqa: F401
+                               cache_max_bytes, cache_size, check_into, clear_cache, prune, publish, shared_caches,
+                               user_cache, verified)
+from labkit.errors import DiskFullError, InvalidOptionError, LabkitError, MissingToolError, from_os_error
 
 #: The marker that starts the guest's report line on the console.
 REPORT_MARKER = "LABKIT-REPORT "
@@ -90,6 +97,16 @@ class ImageError(LabkitError):
 
 class ReportNotFoundError(ImageError):
     """The console transcript holds no ``LABKIT-REPORT`` line."""
+
+
+class GuestPanicError(ImageError):
+    """The guest's kernel panicked (its console says ``Kernel panic - not syncing``)."""
+
+
+#: The longest kernel command line x86 Linux takes (COMMAND_LINE_SIZE), terminating NUL included.
+CMDLINE_MAX = 2048
+#: Nothing bigger is a kernel image (a stock bzImage is ~8-15 MiB, a vmlinux ~60 MiB).
+KERNEL_MAX_BYTES = 512 * 2**20
 
 
 # --------------------------------------------------------------------------- results
@@ -180,27 +197,83 @@ class GuestReport:
 # --------------------------------------------------------------------------- report parsing
 
 
-def parse_report(console: str) -> GuestReport:
+_PANIC = re.compile(r"^(?:\[[ \d.]+\] )?Kernel panic - not syncing: .*$", re.MULTILINE)
+
+
+def nonce() -> str:
+    """A fresh unguessable token for one boot (see :func:`with_nonce`)."""
+    return secrets.token_hex(8)
+
+
+def with_nonce(initrd: Path, folder: Path, token: str) -> Path:
+    """A copy of ``initrd`` in ``folder`` that also holds ``/labkit/nonce`` = ``token``; its path.
+
+    ``/init`` reads the nonce, deletes the file and only then runs the
+    learner's command, so the command cannot learn it (it is not on the
+    kernel command line, in ``dmesg`` or in the environment): the markers it
+    would have to print to fake the end of its output are unknown to it.
+    (A command that digs through PID 1's memory as the guest's root could
+    still find it: this guards the output's framing, not against a hostile guest.)
+    """
+    extra = formats.cpio([("labkit", 0o040755, b""), ("labkit/nonce", 0o100600, token.encode() + b"\n")])
+    target = folder / "initrd.cpio.gz"
+    with open(target, "wb") as out:
+        with open(initrd, "rb") as src:
+            shutil.copyfileobj(src, out)
+        out.write(gzip.compress(extra, mtime=0))
+    target.chmod(0o644)  # libvirt's QEMU (another user) reads it; the folder is what is private
+    return target
+
+
+def report_prefix(token: str | None = None) -> str:
+    """How the report line starts: ``LABKIT-REPORT <nonce> `` for a boot with a nonce."""
+    return f"{REPORT_MARKER}{token} " if token else REPORT_MARKER
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:]) or "(the console is empty)"
+
+
+def parse_report(console: str, token: str | None = None) -> GuestReport:
     """The guest's report from a console transcript (serial log), with the command's output.
 
-    Raises :class:`ReportNotFoundError`, quoting the end of the transcript,
-    when the guest never printed its report (it did not reach ``/init``).
+    ``token`` is the boot's nonce (:func:`with_nonce`): only a report line
+    and command markers carrying it count.  Raises :class:`GuestPanicError`
+    when the guest's kernel panicked before the command finished, and
+    :class:`ReportNotFoundError`, quoting the end of the transcript, when the
+    guest never printed its report (it did not reach ``/init``).
     """
     text = console.replace("\r\n", "\n").replace("\r", "")
-    line = next((l for l in text.splitlines() if l.startswith(REPORT_MARKER)), None)
+    start = report_prefix(token)
+    line = next((l for l in text.splitlines() if l.startswith(start)), None)
+    output, status = _command_result(text, token) if line is not None else (None, None)
+    panic = _PANIC.search(text)
+    if panic and status is None:
+        raise GuestPanicError(
+            f"the guest's kernel panicked: {panic.group(0).split('Kernel panic - ')[-1]}. Last console lines:\n"
+            f"{_tail(text[:panic.end()], 12)}",
+            "if your command crashed the guest on purpose (echo c > /proc/sysrq-trigger), that is the "
+            "expected end; otherwise the lines above say why, and a damaged image is rebuilt with "
+            "`labkit image build --force`")
     if line is None:
-        tail = "\n".join(text.strip().splitlines()[-15:]) or "(the console is empty)"
+        tail = _tail(text)
         raise ReportNotFoundError(
             f"the guest printed no {REPORT_MARKER.strip()} line: it did not reach its /init. "
             f"Last console lines:\n{tail}",
             "look at the console lines above for the kernel's last words (a panic, a missing "
             "initramfs); rebuild the image with `labkit image build --force`")
+    body = line[len(start):]
+    if token is None and re.match(r"[0-9a-f]{16} \{", body):  # a boot with a nonce, read without it
+        body = body[17:]
     try:
-        data = json.loads(line[len(REPORT_MARKER):])
-    except json.JSONDecodeError as exc:
-        raise ReportNotFoundError(f"the guest's report line is not valid JSON ({exc}): {line!r}",
-                                  "a truncated console? boot again; if it persists, report a bug") from None
-    output, status = _command_result(text)
+        data = json.loads(body)
+        if not isinstance(data, dict) or not {"kernel", "cpus", "mem_kib", "flags"} <= data.keys():
+            raise ValueError("fields are missing")
+    except ValueError as exc:
+        raise ReportNotFoundError(f"the guest's report line is not valid JSON ({exc}): {line!r}. "
+                                  f"Last console lines:\n{_tail(text)}",
+                                  "the guest stopped while printing it, or something else wrote to its "
+                                  "console meanwhile: see the lines above; boot again") from None
     return GuestReport(
         kernel_release=data["kernel"], machine=data["machine"], cpus=int(data["cpus"]),
         mem_kib=int(data["mem_kib"]), cpu_vendor=data["vendor"], cpu_model=data["model"],
@@ -208,6 +281,17 @@ def parse_report(console: str) -> GuestReport:
         kernel_hypervisor=data["kernel_hypervisor"], clocksource=data["clocksource"],
         uptime_s=float(data["uptime_s"]), cmdline=data["cmdline"],
         command_output=output, command_status=status)
+
+
+def find_panic(console: str, token: str | None = None) -> GuestPanicError | None:
+    """The :class:`GuestPanicError` a console shows (the kernel panicked before the command ended), or None."""
+    try:
+        parse_report(console, token)
+    except GuestPanicError as exc:
+        return exc
+    except ImageError:
+        pass
+    return None
 
 
 def _signature(hex_text: str) -> str:
@@ -219,64 +303,18 @@ def _signature(hex_text: str) -> str:
     return raw.rstrip(b"\0").decode("ascii", "replace")
 
 
-def _command_result(text: str) -> tuple[str | None, int | None]:
-    start = text.find(COMMAND_BEGIN + "\n")
-    if start < 0:
+def _command_result(text: str, token: str | None) -> tuple[str | None, int | None]:
+    tag = f" {token}" if token else ""
+    begin = re.search(rf"^{COMMAND_BEGIN}{tag}\n" if token else rf"^{COMMAND_BEGIN}(?: [0-9a-f]{{16}})?\n",
+                      text, re.MULTILINE)
+    if begin is None:
         return None, None
-    body = text[start + len(COMMAND_BEGIN) + 1:]
-    match = re.search(rf"^{COMMAND_END} (\d+)$", body, re.MULTILINE)
+    body = text[begin.end():]
+    match = re.search(rf"^{COMMAND_END}{tag} (\d+)$" if token else rf"^{COMMAND_END}(?: [0-9a-f]{{16}})? (\d+)$",
+                      body, re.MULTILINE)
     if match is None:  # the guest stopped while the command ran
         return body, None
     return body[:match.start()], int(match.group(1))
-
-
-# --------------------------------------------------------------------------- cache
-
-
-def shared_caches() -> list[Path]:
-    """Read-only caches an instructor prepared: ``$LABKIT_SHARED_CACHE`` or ``/var/cache/labkit``."""
-    env = os.environ.get("LABKIT_SHARED_CACHE")
-    if env is not None:
-        return [Path(p) for p in env.split(os.pathsep) if p]
-    default = Path("/var/cache/labkit")
-    return [default] if default.is_dir() else []
-
-
-def user_cache() -> Path:
-    """Where this user's images are built: ``runtime.cache_dir()/images``."""
-    return runtime.cache_dir() / "images"
-
-
-def _caches(into: Path | None) -> list[Path]:
-    return [into] if into else [user_cache(), *shared_caches()]
-
-
-def publish(data: bytes, target: Path) -> Path:
-    """Write ``data`` to ``target`` atomically, readable by every user (a shared cache)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(target.parent, 0o755)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
-@contextlib.contextmanager
-def _locked(cache: Path) -> Iterator[None]:
-    """One builder at a time per cache (parallel test workers, two notebooks)."""
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------- kernel
@@ -298,10 +336,10 @@ def find_kernel(path: Path | str | None = None, *, fetch: bool = True, refresh: 
     if os.access(booted, os.R_OK):
         return _kernel_at(booted, "this host's running kernel", into)
     if not refresh:
-        cached = _cached_package_kernel(_caches(into))
+        cached = _cached_package_kernel(imagecache.caches(into))
         if cached:
             return cached
-        own = _cached_package_kernel(_caches(None)) if into is not None else None
+        own = _cached_package_kernel(imagecache.caches(None)) if into is not None else None
         if own:  # filling a shared cache: copy the kernel this user has rather than download it again
             return _copy_kernel(own, into)
     if not fetch:
@@ -312,21 +350,48 @@ def find_kernel(path: Path | str | None = None, *, fetch: bool = True, refresh: 
 
 
 def _kernel_at(path: Path, how: str, into: Path | None) -> Kernel:
-    if not path.is_file():
-        raise MissingToolError(f"kernel {path} ({how}) does not exist",
-                               "pass the path of a bzImage (e.g. /boot/vmlinuz-…), or leave it out to "
-                               "let labkit fetch the distribution's cloud kernel")
-    if not os.access(path, os.R_OK):
-        raise ImageError(f"kernel {path} ({how}) is not readable by you",
-                         f"sudo chmod a+r {path}, or leave it out to fetch a kernel package")
-    data = path.read_bytes()
+    data = read_kernel_file(path, how)
     kind = formats.kernel_kind(data)
     if kind is None:
         raise InvalidOptionError(f"{path} ({how}) is neither a bzImage nor an ELF vmlinux with a PVH entry",
                                  "pass a Linux x86-64 kernel image such as /boot/vmlinuz-…")
     sha = hashlib.sha256(data).hexdigest()
-    vmlinux = path if kind == "vmlinux" else _vmlinux_for(data, sha, _caches(into))
+    vmlinux = path if kind == "vmlinux" else _vmlinux_for(data, sha, imagecache.caches(into))
     return Kernel(path, formats.kernel_release(data) or "unknown", f"{path} ({how})", sha, vmlinux)
+
+
+def read_kernel_file(path: Path, how: str) -> bytes:
+    """The bytes of a kernel image the user named, or an error that says what ``path`` really is.
+
+    ``/dev/zero`` (endless), ``/dev/null`` (empty) or ``/tmp`` (a directory)
+    exist: "does not exist" would mislead, and reading a device could hang.
+    """
+    fix = ("pass the path of a bzImage (e.g. /boot/vmlinuz-…), or leave it out to let labkit fetch the "
+           "distribution's cloud kernel")
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise MissingToolError(f"kernel {path} ({how}) does not exist", fix) from None
+    except OSError as exc:
+        raise from_os_error(exc, f"look at kernel {path} ({how})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InvalidOptionError(f"kernel {path} ({how}) is a directory, not a kernel image", fix)
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a character device" if stat.S_ISCHR(st.st_mode) else "a block device" if stat.S_ISBLK(
+            st.st_mode) else "a pipe or socket"
+        raise InvalidOptionError(f"kernel {path} ({how}) is {kind}, not a kernel image file", fix)
+    if st.st_size == 0:
+        raise InvalidOptionError(f"kernel {path} ({how}) is an empty file", fix)
+    if st.st_size > KERNEL_MAX_BYTES:
+        raise InvalidOptionError(f"kernel {path} ({how}) is {st.st_size >> 20} MiB: too big to be a kernel "
+                                 "image", fix)
+    if not os.access(path, os.R_OK):
+        raise ImageError(f"kernel {path} ({how}) is not readable by you",
+                         f"sudo chmod a+r {path}, or leave it out to fetch a kernel package")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise from_os_error(exc, f"read kernel {path} ({how})") from None
 
 
 def _cached_kernels(caches: list[Path]) -> list[tuple[Path, dict]]:
@@ -347,15 +412,32 @@ def _cached_package_kernel(caches: list[Path], package: str | None = None) -> Ke
     if not found:
         return None
     folder, info = max(found, key=lambda f: f[1].get("fetched", 0))
-    vmlinux = folder / "vmlinux"
-    return Kernel(folder / "vmlinuz", info["release"], info["source"], info["sha256"],
-                  vmlinux if vmlinux.is_file() else None)
+    vmlinuz = verified(folder / "vmlinuz", info["sha256"])
+    imagecache.touch(imagecache.sum_file(vmlinuz))  # in use: least recently used kernels are pruned first
+    return Kernel(vmlinuz, info["release"], info["source"], info["sha256"], _checked_vmlinux(vmlinuz))
+
+
+def _checked_vmlinux(vmlinuz: Path) -> Path | None:
+    """The verified ``vmlinux`` beside a cached ``vmlinuz``; one an older labkit stored without a hash is
+    extracted again (in the user's cache) or not used (a read-only shared cache: the bzImage boots too)."""
+    vmlinux = vmlinuz.with_name("vmlinux")
+    if vmlinux.is_file() and imagecache.sum_file(vmlinux).is_file():
+        return verified(vmlinux)
+    if imagecache.is_shared(vmlinux):
+        return None
+    with imagecache.locked(vmlinux.parent.parent.parent):
+        data = formats.extract_vmlinux(vmlinuz.read_bytes())
+        return publish(data, vmlinux) if data else None
 
 
 def _apt(args: list[str], cwd: Path | None = None) -> str:
     proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        if "No space left" in proc.stderr or "Disk quota" in proc.stderr:
+            raise DiskFullError(f"`{' '.join(args)}` failed: the disk is full ({' / '.join(detail)})",
+                                f"free space in {cwd or 'the cache'} (df -h), `labkit cleanup --cache`, or set "
+                                "LABKIT_KERNEL=/path/to/vmlinuz to use a kernel you have")
         fix = ("sudo apt-get update (the package lists are missing or stale), then run "
                "`labkit image build` again" if "Unable to locate" in proc.stderr or "No packages" in proc.stderr
                else "check that this host reaches its package archive (deb.debian.org), or pass a kernel "
@@ -390,7 +472,7 @@ def fetch_kernel(*, into: Path | None = None, progress: bool = True) -> Kernel:
         if shutil.which(tool) is None:
             raise MissingToolError(f"{tool} is not available: labkit fetches kernels with Debian/Ubuntu tools",
                                    "pass a kernel path or set LABKIT_KERNEL=/path/to/vmlinuz")
-    with _locked(cache), tqdm(total=4, desc="guest kernel", unit="step", disable=not progress,
+    with imagecache.locked(cache), tqdm(total=4, desc="guest kernel", unit="step", disable=not progress,
                               bar_format="{desc}: {n}/{total} {postfix}") as bar:
         bar.set_postfix_str("asking the archive")
         package = kernel_package()
@@ -429,7 +511,7 @@ def fetch_kernel(*, into: Path | None = None, progress: bool = True) -> Kernel:
 def _copy_kernel(kernel: Kernel, into: Path) -> Kernel:
     """A cached package kernel (vmlinuz, vmlinux, kernel.json) copied into the cache ``into``."""
     info = json.loads((kernel.path.parent / "kernel.json").read_text())
-    with _locked(into):
+    with imagecache.locked(into):
         for name in ("vmlinuz", "vmlinux", "kernel.json"):
             if (kernel.path.parent / name).is_file():
                 publish((kernel.path.parent / name).read_bytes(), into / "kernels" / kernel.sha256[:16] / name)
@@ -462,9 +544,9 @@ def _vmlinux_for(bzimage: bytes, sha: str, caches: list[Path]) -> Path | None:
     """The cached vmlinux of a bzImage (by its sha256), extracting it into the first cache once."""
     for cache in caches:
         candidate = cache / "kernels" / sha[:16] / "vmlinux"
-        if candidate.is_file():
-            return candidate
-    with _locked(caches[0]):
+        if candidate.is_file() and imagecache.sum_file(candidate).is_file():
+            return verified(candidate)
+    with imagecache.locked(caches[0]):
         data = formats.extract_vmlinux(bzimage)
         return publish(data, caches[0] / "kernels" / sha[:16] / "vmlinux") if data else None
 
@@ -511,54 +593,24 @@ def build_initramfs(command: str | None = None, *, rebuild: bool = False, into: 
     key = initramfs_key(command)
     name = f"initramfs/tiny-{key}.cpio.gz"
     if not rebuild:
-        for cache in _caches(into):
-            if (cache / name).is_file():
-                _touch(cache / name)  # in use: keeps it from being pruned as idle
-                return cache / name
+        for cache in imagecache.caches(into):
+            found = cache / name
+            if found.is_file() and (imagecache.is_shared(cache) or imagecache.sum_file(found).is_file()):
+                imagecache.touch(imagecache.sum_file(found))  # in use (its .sha256: the image's own times key checks)
+                return verified(found)
     cache = into or user_cache()
     base_key = key.split("-cmd-")[0]
     base = cache / f"initramfs/tiny-{base_key}.cpio.gz"
-    with _locked(cache):
-        if rebuild or not base.is_file():
+    with imagecache.locked(cache):
+        if rebuild or not base.is_file() or not imagecache.sum_file(base).is_file():
             publish(_base_archive(), base)
-        if command is None:
-            return base
-        extra = formats.cpio([("labkit", 0o040755, b""), ("labkit/command", 0o100755, command.encode() + b"\n")])
-        built = publish(base.read_bytes() + gzip.compress(extra, mtime=0), cache / name)
-        _prune(cache / "initramfs", base_key)
-        return built
-
-
-#: Cached images used in the last hour are never pruned: another notebook, or another
-#: checkout of the lab sharing this cache, may be booting one right now.
-PRUNE_MIN_AGE_S = 3600
-
-
-def _prune(folder: Path, base_key: str, keep: int = 16) -> None:
-    """Drop idle initramfs files of another base, and idle command images beyond the ``keep`` newest."""
-    idle_since = time.time() - PRUNE_MIN_AGE_S
-    commands = []
-    for path in folder.glob("tiny-*.cpio.gz"):
-        try:
-            idle = path.stat().st_mtime < idle_since
-        except FileNotFoundError:  # pruned by a concurrent build
-            continue
-        if not path.name.startswith(f"tiny-{base_key}"):
-            if idle:
-                path.unlink(missing_ok=True)
-        elif "-cmd-" in path.name:
-            commands.append((path.stat().st_mtime, idle, path))
-    commands.sort(reverse=True)
-    for _mtime, idle, path in commands[keep:]:
-        if idle:
-            path.unlink(missing_ok=True)
-
-
-def _touch(path: Path) -> None:
-    try:
-        os.utime(path)
-    except OSError:  # a read-only shared cache: its owner prunes it
-        pass
+        if command is not None:
+            extra = formats.cpio([("labkit", 0o040755, b""),
+                                  ("labkit/command", 0o100755, command.encode() + b"\n")])
+            publish(verified(base).read_bytes() + gzip.compress(extra, mtime=0), cache / name)
+        if not imagecache.is_shared(cache):
+            prune(cache, keep=(cache / name, base))
+        return verified(cache / name)
 
 
 def _base_archive() -> bytes:
@@ -578,6 +630,30 @@ def _base_archive() -> bytes:
 # --------------------------------------------------------------------------- the guest
 
 
+def check_guest(memory_mib: object, vcpus: object, cmdline: str | None = None, *,
+                max_memory_mib: int = 65536) -> None:
+    """What QEMU (:mod:`labkit.qemu`) and libvirt (:mod:`labkit.virt`) both refuse before a boot, said clearly.
+
+    Whole numbers only (``"256"`` is a typo, not 256), and no more vCPUs than
+    the host has CPUs: each vCPU is a host thread, so an overcommitted guest
+    mostly waits (64 vCPUs on 2 CPUs did not boot in 60 s).
+    """
+    cpus = os.cpu_count() or 1
+    if isinstance(memory_mib, bool) or not isinstance(memory_mib, int) or not 16 <= memory_mib <= max_memory_mib:
+        raise InvalidOptionError(f"memory_mib={memory_mib!r}: must be a whole number of MiB between 16 and "
+                                 f"{max_memory_mib}", "the tiny guest is happy with 128-256")
+    if isinstance(vcpus, bool) or not isinstance(vcpus, int) or not 1 <= vcpus <= 64:
+        raise InvalidOptionError(f"vcpus={vcpus!r}: must be a whole number from 1 to 64",
+                                 f"this host has {cpus} CPUs; 1 or 2 boot fastest")
+    if vcpus > cpus:
+        raise InvalidOptionError(f"vcpus={vcpus}: this host has only {cpus} CPUs. Each vCPU is a thread on a "
+                                 "host CPU, so the extra ones only wait their turn: the guest boots much slower "
+                                 "(64 vCPUs on 2 CPUs did not boot within 60 s)", f"use 1 to {cpus} vCPUs")
+    if cmdline is not None and len(cmdline.encode()) >= CMDLINE_MAX:
+        raise InvalidOptionError(f"the kernel command line is {len(cmdline.encode())} bytes: Linux on x86 takes "
+                                 f"at most {CMDLINE_MAX - 1}", "shorten it (the tiny guest's own is ~80 bytes)")
+
+
 def tiny_guest(kernel: Path | str | None = None, command: str | None = None, *, fetch: bool = True,
                refresh: bool = False, rebuild: bool = False, into: Path | None = None,
                progress: bool = True) -> GuestImage:
@@ -587,7 +663,16 @@ def tiny_guest(kernel: Path | str | None = None, command: str | None = None, *, 
     comes back in :attr:`GuestReport.command_output`).  Nothing is downloaded
     unless no kernel is found and ``fetch`` is true.
     """
-    found = find_kernel(kernel, fetch=fetch, refresh=refresh, into=into, progress=progress)
+    if into is not None:
+        into = check_into(into)
+    try:
+        found = find_kernel(kernel, fetch=fetch, refresh=refresh, into=into, progress=progress)
+    except CorruptCacheError as exc:
+        if not rebuild or (imagecache.is_shared(exc.path) and into is None):
+            raise
+        imagecache.drop(exc.path.parent if exc.path.parent.parent.name == "kernels" and exc.path.name == "vmlinuz"
+              else exc.path)  # a damaged package kernel is fetched again, a damaged vmlinux re-extracted
+        found = find_kernel(kernel, fetch=fetch, refresh=refresh, into=into, progress=progress)
     initrd = build_initramfs(command, rebuild=rebuild, into=into)
     return GuestImage(found.path, initrd, BASE_CMDLINE, found.release, found.source, found.vmlinux, command)
 
@@ -598,18 +683,33 @@ class CachedFile:
     kind: str  # "kernel", "vmlinux", "initramfs"
     size: int
     detail: str
+    damaged: str | None = None  # why its content does not match its stored hash (labkit image build --force)
+
+
+def _check(path: Path, sha256: str | None = None) -> str | None:
+    """Why a cached file fails :func:`verified` (None if it passes, or has no hash: stored by an older labkit)."""
+    if sha256 is None and not imagecache.sum_file(path).is_file():
+        return None
+    try:
+        verified(path, sha256)
+    except CorruptCacheError as exc:
+        return exc.what
+    return None
 
 
 def cache_info() -> list[CachedFile]:
-    """Every kernel and initramfs in the user's and the shared caches."""
+    """Every kernel and initramfs in the user's and the shared caches, each checked against its hash."""
     files = []
-    for cache in _caches(None):
+    for cache in imagecache.caches(None):
         for folder, info in _cached_kernels([cache]):
             files.append(CachedFile(folder / "vmlinuz", "kernel", (folder / "vmlinuz").stat().st_size,
-                                    f"{info['release']} from {info['source']}"))
+                                    f"{info['release']} from {info['source']}",
+                                    _check(folder / "vmlinuz", info.get("sha256"))))
         for vmlinux in sorted((cache / "kernels").glob("*/vmlinux")):
-            files.append(CachedFile(vmlinux, "vmlinux", vmlinux.stat().st_size, "uncompressed kernel (PVH entry)"))
+            files.append(CachedFile(vmlinux, "vmlinux", vmlinux.stat().st_size, "uncompressed kernel (PVH entry)",
+                                    _check(vmlinux)))
         for initrd in sorted((cache / "initramfs").glob("tiny-*.cpio.gz")):
             files.append(CachedFile(initrd, "initramfs", initrd.stat().st_size,
-                                    "with a command" if "-cmd-" in initrd.name else "busybox + /init"))
+                                    "with a command" if "-cmd-" in initrd.name else "busybox + /init",
+                                    _check(initrd)))
     return files

@@ -74,6 +74,10 @@ class GuestStoppedError(QemuError):
     """QEMU exited before the guest got where it should (a panic, a triple fault)."""
 
 
+class GuestPanicError(GuestStoppedError, images.GuestPanicError):
+    """The guest's kernel panicked (QEMU then exits: ``panic=-1`` and ``-no-reboot``)."""
+
+
 class KvmCannotBootLinuxError(QemuError):
     """KVM works here, but not well enough to boot a Linux guest."""
 
@@ -188,14 +192,8 @@ class MachineConfig:
         if self.machine.split(",")[0] not in machine_types(binary):
             raise InvalidOptionError(f"QEMU has no machine type {self.machine!r}",
                                      f"use one of: pc, q35, microvm (all: {QEMU} -machine help)")
-        total_mib = host.memory().total // 2**20
-        if not isinstance(self.memory_mib, int) or not 16 <= self.memory_mib <= total_mib:
-            raise InvalidOptionError(f"memory_mib={self.memory_mib!r}: must be a whole number of MiB "
-                                     f"between 16 and this host's {total_mib}",
-                                     "the tiny guest is happy with 128")
-        if not isinstance(self.vcpus, int) or not 1 <= self.vcpus <= 64:
-            raise InvalidOptionError(f"vcpus={self.vcpus!r}: must be a whole number from 1 to 64",
-                                     f"this host has {os.cpu_count()} CPUs; 1 or 2 boot fastest")
+        images.check_guest(self.memory_mib, self.vcpus, self.append,
+                           max_memory_mib=host.memory().total // 2**20)
         if self.cpu is not None:
             model = self.cpu.split(",")[0]
             if model not in cpu_models(binary):
@@ -211,14 +209,14 @@ class MachineConfig:
         for name in ("kernel", "initrd", "bios"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
-                raise MissingToolError(f"the {name} file {path} does not exist",
+                what = "is not a regular file" if Path(path).exists() else "does not exist"
+                raise MissingToolError(f"the {name} file {path} {what}",
                                        "build the guest image with `labkit image build`" if name != "bios"
                                        else "build the payload with labkit.payload.build()")
         if self.initrd and not self.kernel:
             raise InvalidOptionError("an initrd needs a kernel", "pass kernel= as well")
-        if self.append is not None and (not self.kernel or len(self.append) >= 2048):
-            raise InvalidOptionError("append (the kernel command line) needs a kernel and must stay "
-                                     "under 2048 characters", "shorten it, or pass kernel=")
+        if self.append is not None and not self.kernel:
+            raise InvalidOptionError("append (the kernel command line) needs a kernel", "pass kernel= as well")
         if self.tb_size_mib is not None and (self.accel != "tcg" or self.tb_size_mib < 1):
             raise InvalidOptionError("tb_size_mib is TCG's translation cache size: TCG only, ≥ 1",
                                      "leave it unset for QEMU's default")
@@ -274,7 +272,8 @@ class Machine:
     is killed when the interpreter (or notebook kernel) exits.
     """
 
-    def __init__(self, config: MachineConfig, name: str = "vm") -> None:
+    def __init__(self, config: MachineConfig, name: str = "vm", nonce: str | None = None) -> None:
+        """``nonce``: put this token into the guest's initramfs (:func:`labkit.images.with_nonce`)."""
         if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,40}", name):
             raise InvalidOptionError(f"machine name {name!r}: lowercase letters, digits, '_', '.', '-' only",
                                      "e.g. name='tiny'")
@@ -296,6 +295,7 @@ class Machine:
         self._reader: threading.Thread | None = None
         self._scratch: Path | None = None
         self._exit_token: int | None = None
+        self.nonce = nonce
 
     # ---- lifecycle
 
@@ -313,6 +313,13 @@ class Machine:
         qmp, qmp_child = socket.socketpair()
         self._console, self._qmp_sock = console, qmp
         self._scratch = runtime.scratch_dir("qemu")
+        if self.nonce and self.config.initrd:
+            try:
+                self.config = replace(self.config, initrd=images.with_nonce(self.config.initrd, self._scratch,
+                                                                            self.nonce))
+            except BaseException:
+                self.kill()
+                raise
         log = open(self._scratch / "qemu.log", "w+b")
         self.command_line = self.config.argv(self.name, console_child.fileno(), qmp_child.fileno())
         try:
@@ -518,8 +525,10 @@ class Machine:
             with self._lock:
                 self._wakers.discard(wake)
 
-    async def wait_for(self, pattern: str | re.Pattern[str], timeout: float = 60.0) -> float:
+    async def wait_for(self, pattern: str | re.Pattern[str], timeout: float = 60.0, label: str | None = None) -> float:
         """Wait until the console shows ``pattern``; returns when it arrived (time.monotonic()).
+
+        ``label`` names what is awaited in errors (default: the pattern).
 
         Raises :class:`GuestStoppedError` if QEMU exits first and
         :class:`BootTimeoutError` after ``timeout`` s, both with the console tail.
@@ -528,7 +537,7 @@ class Machine:
         at = self.seen_at(pattern)
         if at is not None:
             return at
-        what = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
+        what = label or (pattern.pattern if isinstance(pattern, re.Pattern) else pattern)
         if seen:  # QEMU exited
             raise GuestStoppedError(
                 f"QEMU exited (status {self.returncode}) before the console showed {what!r}. "
@@ -654,7 +663,6 @@ def linux_config(image: images.GuestImage, accel: AccelChoice, *, machine: str =
     return config, tuple(notes)
 
 
-REPORT_LINE = re.compile(re.escape(images.REPORT_MARKER) + r".*\n")
 
 
 async def boot(image: images.GuestImage | None = None, *, accel: Accel = "auto", machine: str = "auto",
@@ -665,7 +673,12 @@ async def boot(image: images.GuestImage | None = None, *, accel: Accel = "auto",
 
     ``command`` runs in the guest after its report (output in
     ``result.report.command_output``).  The machine never outlives the call.
+    A fresh nonce marks the guest's report and command output, so the
+    command cannot fake where its output ends (:func:`labkit.images.with_nonce`).
     """
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise InvalidOptionError(f"timeout={timeout!r}: must be a number of seconds above 0",
+                                 "the tiny guest needs ~2-5 s under TCG; the default is 60")
     if image is None:
         image = images.tiny_guest(command=command, fetch=False, progress=False)
     elif command is not None:
@@ -673,23 +686,45 @@ async def boot(image: images.GuestImage | None = None, *, accel: Accel = "auto",
     choice = choose_accel(accel, "linux")
     config, notes = linux_config(image, choice, machine=machine, cpu=cpu, memory_mib=memory_mib,
                                  vcpus=vcpus, append=append, host_tuning=host_tuning)
-    vm = Machine(config, name="tiny")
+    token = images.nonce()
+    vm = Machine(config, name="tiny", nonce=token)
     if on_output:
         vm.on_output(on_output)
+    report_line = re.compile(re.escape(images.report_prefix(token)) + r".*\n")
     async with vm:
         start = time.monotonic()
-        await vm.wait_for(REPORT_LINE, timeout)
-        exit_code = await vm.wait_exit(max(5.0, timeout - (time.monotonic() - start)))
+        try:
+            await vm.wait_for(report_line, timeout, label=f"{images.REPORT_MARKER.strip()} line")
+        except GuestStoppedError:
+            _raise_panic(vm.console, token)
+            raise
+        left = max(5.0, timeout - (time.monotonic() - start))
+        if not await vm._until(lambda: vm.exited_at is not None, left):
+            _raise_panic(vm.console, token)
+            raise BootTimeoutError(
+                f"the guest reported, but did not power off within {left:g} s more (labkit stopped it). "
+                f"Console tail:\n{vm.console_tail()}",
+                "a command that runs longer needs a longer timeout (labkit boot --timeout S, or "
+                "qemu.boot(timeout=S)); one that never ends (a shell loop) cannot finish")
+        exit_code = vm.returncode
+    _raise_panic(vm.console, token)
     assert vm.launched_at is not None
-    first, userspace = vm.first_output_at(), vm.seen_at(images.REPORT_MARKER)
+    first, userspace = vm.first_output_at(), vm.seen_at(report_line)
     console = vm.console
-    report = images.parse_report(console)
+    report = images.parse_report(console, token)
     times = BootTimes(
         first_output_s=first - vm.launched_at if first else None,
         userspace_s=(userspace or 0.0) - vm.launched_at,
         poweroff_s=vm.exited_at - vm.launched_at if vm.exited_at else None,
         guest_uptime_s=report.uptime_s)
     return BootResult(report, times, choice, config, tuple(vm.command_line), console, exit_code, notes)
+
+
+def _raise_panic(console: str, token: str) -> None:
+    """Raise :class:`GuestPanicError` if the guest's kernel panicked (its console says so); else nothing."""
+    panic = images.find_panic(console, token)
+    if panic is not None:
+        raise GuestPanicError(panic.what, panic.fix)
 
 
 # --------------------------------------------------------------------------- measuring accelerators

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import pwd
 import re
@@ -20,10 +21,11 @@ import shutil
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from labkit.errors import AccessDeniedError, MissingToolError
+from labkit.errors import AccessDeniedError, MissingToolError, from_os_error
 
 _SAFE = re.compile(r"[^a-z0-9_.-]")
 
@@ -59,41 +61,136 @@ def prefix(user: str | None = None) -> str:
     return f"labkit-{user or user_name()}-"
 
 
-def cache_dir() -> Path:
-    """Per-user cache (guest kernels, initramfs): ``$XDG_CACHE_HOME/labkit``."""
+def cache_dir(create: bool = True) -> Path:
+    """Per-user cache (guest kernels, initramfs): ``$XDG_CACHE_HOME/labkit``, private (0700) to its user.
+
+    ``create=False`` only says where it is: reading a cache (``labkit image
+    info``) must work where it cannot be written.
+    """
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     path = Path(base) / "labkit"
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise from_os_error(exc, "create the lab's cache directory") from None
     return path
 
 
 def run_dir_of(user: str | None = None) -> Path:
-    """Where :func:`run_dir` is for ``user`` (default: this user), without creating it."""
+    """Where :func:`run_dir` looks first for ``user`` (default: this user), without creating it.
+
+    This user's is ``$XDG_RUNTIME_DIR/labkit`` when that is a private
+    directory of ours (a login's ``/run/user/<uid>``: no other user can even
+    name things there); otherwise, and for other users, ``/tmp/labkit-<user>``.
+    """
+    if user in (None, user_name()):
+        xdg = _xdg_runtime_dir()
+        if xdg is not None:
+            return xdg / "labkit"
     return Path(tempfile.gettempdir()) / prefix(user).rstrip("-")
 
 
-def run_dir() -> Path:
-    """Per-user directory for sockets, consoles and scratch dirs of live guests.
+def _xdg_runtime_dir() -> Path | None:
+    """``$XDG_RUNTIME_DIR`` if it is set and a directory private to this user (else None)."""
+    value = os.environ.get("XDG_RUNTIME_DIR")
+    if not value or not os.path.isabs(value):
+        return None
+    return Path(value) if _not_private(Path(value)) is None else None
 
-    Lives under the system temp dir (not ``$XDG_RUNTIME_DIR``, which many
-    Jupyter and CI environments lack) and is private to its owner.  The
-    temp dir is shared by every user, so a directory of that name that
-    someone else made first (by mistake or to read your consoles) is refused,
-    not used.
+
+def _not_private(path: Path) -> str | None:
+    """Why ``path`` is not a directory private to this user (None when it is). A symlink never is."""
+    try:
+        st = path.lstat()
+    except OSError as exc:
+        return f"cannot be used ({exc.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return f"is a symlink (to {os.readlink(path)})"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if st.st_uid != os.geteuid():
+        return f"is owned by {user_name(st.st_uid)}"
+    if st.st_mode & 0o077:
+        return f"is open to others (mode {stat.filemode(st.st_mode)})"
+    return None
+
+
+#: The file (in the user's private cache dir) naming the fallback run dir of a user whose usual one is taken.
+_FALLBACK_NOTE = "run-dir"
+
+
+def run_dir() -> Path:
+    """Per-user directory for sockets, consoles and scratch dirs of live guests, private (0700) to its owner.
+
+    The first choice is :func:`run_dir_of`.  ``/tmp`` is shared by every
+    user, so someone may have made ``/tmp/labkit-<you>`` first (by mistake,
+    or to read or block your consoles), or made it a symlink.  That
+    directory is never used; labkit falls back to a fresh private directory
+    ``/tmp/labkit-<you>-XXXXXXXX`` (remembered in the private cache dir, so
+    every labkit process of yours finds the same one), and
+    ``labkit cleanup --all-users`` reports the squatted name to root.
     """
     path = run_dir_of()
-    with contextlib.suppress(FileExistsError):
+    with contextlib.suppress(OSError):
         path.mkdir(mode=0o700)
-    st = path.lstat()
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        owner = user_name(st.st_uid)
-        raise AccessDeniedError(f"{path} should be your private lab directory, but it is "
-                                f"{'not a directory' if not stat.S_ISDIR(st.st_mode) else 'a directory'} "
-                                f"owned by {owner} with mode {stat.filemode(st.st_mode)}: labkit will not put "
-                                "your guests' consoles and sockets there",
-                                f"ask the host's administrator to remove it (sudo rm -rf {path}); labkit "
-                                "then recreates it, private to you")
-    return path
+    if _not_private(path) is None:
+        return path
+    note = cache_dir(create=False) / _FALLBACK_NOTE
+    with contextlib.suppress(OSError, ValueError):
+        remembered = Path(note.read_text().strip())
+        if is_fallback_run_dir(remembered.name, user_name()) and _not_private(remembered) is None:
+            return remembered
+    fallback = Path(tempfile.mkdtemp(prefix=prefix()))
+    with contextlib.suppress(OSError):  # a read-only cache dir: this process alone uses the fallback
+        cache_dir().joinpath(_FALLBACK_NOTE).write_text(f"{fallback}\n")
+    return fallback
+
+
+def is_fallback_run_dir(name: str, user: str) -> bool:
+    """Whether ``name`` is a fallback run dir :func:`run_dir` makes (``labkit-<user>-`` + mkdtemp's 8 characters)."""
+    return re.fullmatch(re.escape(prefix(user)) + r"[a-z0-9_]{8}", name) is not None
+
+
+def squatted(path: Path, user: str) -> str | None:
+    """Why ``path`` (``/tmp/labkit-<user>``) cannot be ``user``'s run dir: someone else's, or a symlink; None if fine."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        return f"a symlink to {os.readlink(path)}, made by {user_name(st.st_uid)}"
+    if user_name(st.st_uid) != user:
+        return f"owned by {user_name(st.st_uid)}, not {user} (mode {stat.filemode(st.st_mode)})"
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a directory"
+    if st.st_mode & 0o077:
+        return f"open to other users (mode {stat.filemode(st.st_mode)})"
+    return None
+
+
+#: psutil's start times are in jiffies (10 ms), file times in ns: a little slack for the comparison.
+_CLOCK_SLACK_S = 1.0
+
+
+def owner_alive(pid: int, uid: int | None = None, since: float | None = None) -> bool:
+    """Whether process ``pid`` still runs — as ``uid``, and started no later than ``since``.
+
+    ``since`` is when the thing it owns appeared: a process that started
+    after that cannot have made it, so its pid was reused after the owner died.
+    """
+    import psutil  # here, not at the top: the raw KVM layer imports runtime and needs no psutil
+
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            if proc.status() == psutil.STATUS_ZOMBIE or not proc.cmdline():  # a kernel thread made nothing
+                return False
+            if uid is not None and proc.uids().effective != uid:
+                return False
+            return since is None or proc.create_time() <= since + _CLOCK_SLACK_S
+    except psutil.Error:
+        return False
 
 
 #: ``<purpose>-<pid>-<random>``: the pid says which process a scratch dir belongs to (``labkit cleanup``).
@@ -101,8 +198,77 @@ SCRATCH_NAME = re.compile(r"(?P<purpose>[a-z][a-z0-9_-]*?)-(?P<pid>\d+)-[a-z0-9_
 
 
 def scratch_dir(purpose: str) -> Path:
-    """A fresh private directory under :func:`run_dir`, named after its process; the caller removes it."""
-    return Path(tempfile.mkdtemp(prefix=f"{purpose}-{os.getpid()}-", dir=run_dir()))
+    """A fresh private directory under :func:`run_dir`, named after its process; the caller removes it.
+
+    The first one a process makes also reclaims the scratch dirs of this
+    user's dead labkit processes (a ``labkit boot`` killed with -9 could not
+    remove its own).
+    """
+    base = run_dir()
+    global _reclaimed
+    if not _reclaimed:
+        _reclaimed = True
+        for orphan in orphan_scratch_dirs(base):
+            shutil.rmtree(orphan, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{purpose}-{os.getpid()}-", dir=base))
+
+
+_reclaimed = False
+
+
+def orphan_scratch_dirs(base: Path, uid: int | None = None) -> list[Path]:
+    """Scratch dirs in run dir ``base`` whose process is gone (checked as ``uid``, default this user)."""
+    found = []
+    try:
+        entries = list(base.iterdir())
+    except OSError:
+        return found
+    for entry in entries:
+        match = SCRATCH_NAME.fullmatch(entry.name)
+        try:
+            st = entry.lstat()
+        except OSError:
+            continue
+        if match and stat.S_ISDIR(st.st_mode) and not owner_alive(int(match["pid"]), os.geteuid() if uid is None
+                                                                   else uid, st.st_ctime):
+            found.append(entry)
+    return found
+
+
+#: Jupyter kernels named in a connection file younger than this may still be starting.
+_KERNEL_FILE_GRACE_S = 30.0
+
+
+def orphan_kernel_files(uid: int | None = None) -> list[Path]:
+    """Jupyter connection files ``/tmp/tmp*.json`` of this user (or ``uid``) whose kernel is gone.
+
+    papermill (``labkit run``) has jupyter_client write one per notebook
+    and delete it when the kernel ends; a run killed with -9 leaves it.  A
+    file counts only if it is a kernel connection file (its keys say so),
+    older than a moment, and no process names it on its command line (the
+    kernel runs as ``… -f /tmp/tmpXXXX.json``).
+    """
+    uid = os.geteuid() if uid is None else uid
+    old = time.time() - _KERNEL_FILE_GRACE_S
+    candidates = []
+    for path in Path(tempfile.gettempdir()).glob("tmp*.json"):
+        try:
+            st = path.lstat()
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != uid or st.st_size > 8192 or st.st_mtime > old:
+                continue
+            keys = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(keys, dict) and {"shell_port", "iopub_port", "key", "transport"} <= keys.keys():
+            candidates.append(path)
+    if not candidates:
+        return []
+    import psutil
+
+    named = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        named.update(proc.info["cmdline"] or ())
+    return [p for p in candidates if str(p) not in named]
 
 
 @contextlib.contextmanager

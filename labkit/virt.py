@@ -32,6 +32,7 @@ import shutil
 import threading
 import time
 import uuid
+import warnings
 import weakref
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
@@ -42,7 +43,7 @@ import libvirt
 import psutil
 
 from labkit import host, images, libvirtd, runtime
-from labkit.errors import AccessDeniedError, InvalidOptionError, LabkitError, MissingToolError
+from labkit.errors import AccessDeniedError, InvalidOptionError, LabkitError, MissingToolError, from_os_error
 
 SESSION_URI = "qemu:///session"
 SYSTEM_URI = libvirtd.SYSTEM_URI
@@ -58,6 +59,9 @@ EVENTS = ("defined", "undefined", "started", "suspended", "resumed", "stopped", 
 
 _STATS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
           | libvirt.VIR_DOMAIN_STATS_VCPU)
+#: Every start is tied to the connection that made it: when the owner dies (kill -9 of a notebook
+#: kernel or of ``labkit virt boot``), libvirt destroys the guest itself.
+_START_FLAGS = libvirt.VIR_DOMAIN_START_AUTODESTROY
 #: Undefine also drops a managed-save image and snapshot metadata, which would otherwise block it.
 _UNDEFINE_FLAGS = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
 _DUPLICATE_FIX = ("choose another name, or remove the old domain: its Domain's close() in Python, conn.cleanup() for "
@@ -104,6 +108,10 @@ class MissingKernelError(MissingToolError):
 
 class GuestBootError(VirtError):
     """The guest stopped, or never printed its report line, in time."""
+
+
+class GuestPanicError(GuestBootError, images.GuestPanicError):
+    """The guest's kernel panicked (``on_crash`` destroy: the domain stops)."""
 
 
 def _translate(exc: libvirt.libvirtError, uri: str, action: str) -> LabkitError:
@@ -313,9 +321,19 @@ def _destroy(dom: libvirt.virDomain) -> None:
 
 
 def _remove(dom: libvirt.virDomain) -> None:
-    """Destroy and undefine ``dom`` (also its managed-save image and snapshot metadata)."""
+    """Destroy and undefine ``dom`` (also its managed-save image and snapshot metadata).
+
+    A transient domain has no definition: it is gone once destroyed.
+    """
     _destroy(dom)
-    dom.undefineFlags(_UNDEFINE_FLAGS)
+    try:
+        persistent = dom.isPersistent()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return
+        raise
+    if persistent:
+        dom.undefineFlags(_UNDEFINE_FLAGS)
 
 
 class Connection:
@@ -378,6 +396,54 @@ class Connection:
     def define(self, guest: DomainSpec | str) -> Domain:
         """Define a domain from a spec or XML text (``virsh define``); see :class:`Domain`."""
         return Domain(self, guest)
+
+    def transient(self, guest: DomainSpec | str) -> Domain:
+        """A domain with no stored definition (``virsh create`` at :meth:`Domain.start`): nothing outlives it.
+
+        For a guest that only runs once (``labkit virt boot``): killed with its
+        owner, it leaves no definition behind either.
+        """
+        return Domain(self, guest, persistent=False)
+
+    def reclaim(self) -> tuple[str, ...]:
+        """Remove this user's lab domains whose labkit process is gone (and their QEMU logs); their names.
+
+        Runs before every new domain, so a notebook killed yesterday does not
+        leave its definition waiting for ``labkit cleanup``.  Domains of live
+        processes, of other users and without an owner pid are left alone.
+        """
+        orphans = []
+        for name in self.domains():
+            owner = _owner_pid(name)
+            if owner is not None and owner != os.getpid() and not runtime.owner_alive(owner, os.geteuid()):
+                orphans.append(name)
+        removed = self.cleanup(orphans) if orphans else ()
+        if not uri_parts(self.choice.uri).remote:  # the logs of gone domains of dead owners (transient ones too)
+            logs, defined = qemu_log_path(self.choice.uri, runtime.prefix()).parent, set(self.domains())
+            with contextlib.suppress(OSError):
+                for log in logs.glob(f"{runtime.prefix()}*.log"):
+                    name = log.name.removesuffix(".log")
+                    owner = _owner_pid(name)
+                    if name in removed or (owner is not None and owner != os.getpid() and name not in defined
+                                           and not runtime.owner_alive(owner, os.geteuid())):
+                        log.unlink(missing_ok=True)
+        return removed
+
+    def alive(self) -> bool:
+        """Whether the daemon is still at the other end (``virConnectIsAlive``)."""
+        try:
+            return bool(self.raw.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    def reconnect(self) -> None:
+        """Open the same URI again after the daemon went away (killed, restarted)."""
+        with contextlib.suppress(libvirt.libvirtError):
+            self.raw.close()
+        try:
+            self.raw = libvirt.open(self.choice.uri)
+        except libvirt.libvirtError as exc:
+            raise _translate(exc, self.choice.uri, "connect again") from exc
 
     def domains(self, prefix: str | None = None) -> tuple[str, ...]:
         """Names of this user's labkit domains (``virsh list --all``, filtered by the lab prefix).
@@ -456,6 +522,12 @@ def connect(uri: str | None = None, *, start_daemon: bool = True) -> Connection:
     return Connection(raw, choice, daemon)
 
 
+def _owner_pid(name: str) -> int | None:
+    """The labkit process a domain name ``labkit-<user>-<name>-<pid>`` says made it."""
+    tail = name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
 # --------------------------------------------------------------------------- domain description → XML
 
 
@@ -498,11 +570,7 @@ class DomainSpec:
         if not self.name or len(self.name) > 40 or not set(self.name) <= _NAME_CHARS:
             raise InvalidOptionError(f"domain name {self.name!r} must be 1-40 characters of a-z, 0-9, '_', '.', '-'",
                                      "pass a short lowercase name such as 'tiny'")
-        if not 16 <= self.memory_mib <= 65536:
-            raise InvalidOptionError(f"memory must be 16-65536 MiB, not {self.memory_mib}",
-                                     "the tiny guest is happy with 128-256 MiB")
-        if not 1 <= self.vcpus <= 64:
-            raise InvalidOptionError(f"vcpus must be 1-64, not {self.vcpus}", "use 1 or 2 for the tiny guest")
+        images.check_guest(self.memory_mib, self.vcpus, self.cmdline)
         if self.domain_type not in ("kvm", "qemu"):
             raise InvalidOptionError(f"domain type must be 'kvm' or 'qemu', not {self.domain_type!r}",
                                      "use Connection.domain_type() to pick the right one for this host")
@@ -628,8 +696,12 @@ class Domain:
     line seen on the console).
     """
 
-    def __init__(self, conn: Connection, guest: DomainSpec | str) -> None:
+    def __init__(self, conn: Connection, guest: DomainSpec | str, *, persistent: bool = True) -> None:
         self.conn = conn
+        self.persistent = persistent
+        self.nonce: str | None = None  # marks the tiny guest's report and command output (images.with_nonce)
+        self.lost_connection: str | None = None  # what libvirt said when the daemon went away under us
+        self._closed = False
         self._t0 = time.monotonic()
         self._changed = threading.Condition()
         self.events: list[LifecycleEvent] = []
@@ -646,9 +718,16 @@ class Domain:
         try:
             if isinstance(guest, DomainSpec):
                 guest.validate()
-                if guest.console_log is None:
+                if guest.console_log is None or guest.initrd is not None:
                     self._scratch = runtime.scratch_dir("virt")
+                if guest.console_log is None:
                     guest = replace(guest, console_log=self._scratch / "console.log")
+                if guest.initrd is not None:
+                    self.nonce = images.nonce()
+                    try:
+                        guest = replace(guest, initrd=images.with_nonce(guest.initrd, self._scratch, self.nonce))
+                    except OSError as exc:
+                        raise from_os_error(exc, f"copy the initramfs for {guest.name}") from None
                 guest = domain_xml(guest)
             self.xml = _own_xml(guest)
             root = ET.fromstring(self.xml)
@@ -659,9 +738,11 @@ class Domain:
             self._claim(conn)
             self._callback = conn._call("listen to lifecycle events", conn.raw.domainEventRegisterAny, None,
                                         libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_event, None)
-            self._raw = conn._call(f"define {self.name}", conn.raw.defineXMLFlags, self.xml,
-                                   libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
-            self.timeline["defined"] = self._elapsed()
+            conn.reclaim()
+            if persistent:
+                self._raw = conn._call(f"define {self.name}", conn.raw.defineXMLFlags, self.xml,
+                                       libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+                self.timeline["defined"] = self._elapsed()
         except BaseException:
             self.close()
             raise
@@ -735,16 +816,29 @@ class Domain:
 
     @property
     def state(self) -> str:
-        """``virsh domstate``: 'running', 'paused', 'shut off', …"""
-        return STATES[self._do("read the state of", self.raw.state)[0]]
+        """``virsh domstate``: 'running', 'paused', 'shut off', … (a transient domain not running: shut off)."""
+        if self._raw is None and not self.persistent:
+            return "shut off"
+        try:
+            return STATES[self.raw.state()[0]]
+        except libvirt.libvirtError as exc:
+            if not self.persistent and exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return "shut off"  # a transient domain ends with its QEMU
+            raise _translate(exc, self.conn.choice.uri, f"read the state of {self.name}") from exc
 
     def start(self) -> None:
-        """Boot the defined domain (``virsh start``): libvirt builds QEMU's command line and runs it."""
+        """Boot the domain (``virsh start``; transient: ``virsh create``), tied to this connection (autodestroy)."""
+        if self._closed:
+            raise VirtError(f"{self.name} is not defined (closed)", "define a new one: conn.define(spec)")
         root = ET.fromstring(self.xml)
         _require_files(root.findtext("os/kernel"), root.findtext("os/initrd"))  # still there since define?
         if self.console_log is not None and self.console_log.exists():
             self._console_offset = self.console_log.stat().st_size  # the file is appended to across boots
-        self._do("start", self.raw.create)
+        flags = _START_FLAGS if uri_parts(self.conn.choice.uri).driver != "test" else 0  # test: no autodestroy
+        if self._raw is None and not self.persistent:  # transient: created and started in one step
+            self._raw = self._do("create", self.conn.raw.createXML, self.xml, flags)
+        else:
+            self._do("start", self.raw.createWithFlags, flags)
         self.timeline["started"] = self._elapsed()
 
     def suspend(self) -> None:
@@ -842,16 +936,25 @@ class Domain:
                     qemu_says = "\n".join(log.read_text(errors="replace").splitlines()[-3:])
                 except OSError:
                     qemu_says = f"(cannot read {log})"
-                why = "the domain stopped" if stopped else f"{timeout} s passed"
-                raise GuestBootError(f"{self.name}: {why} before a line starting {prefix!r} appeared on its "
-                                     f"console. Last console lines:\n{tail}\nQEMU's log ends:\n{qemu_says}",
-                                     f"read the whole console ({self.console_log}) and QEMU's log ({log})")
+                why = "the domain stopped" if stopped else f"{timeout:g} s passed"
+                shown = (prefix.replace(f" {self.nonce}", "") if self.nonce else prefix).strip()
+                panic = images.find_panic(text, self.nonce) if stopped else None
+                if panic is not None:
+                    raise GuestPanicError(f"{self.name}: {panic.what}", panic.fix)
+                raise GuestBootError(f"{self.name}: {why} before a line starting {shown!r} appeared on "
+                                     f"its console. Last console lines:\n{tail}\nQEMU's log ends:\n{qemu_says}",
+                                     "a slow host? allow more time (labkit virt boot --timeout S, "
+                                     "wait_for_report(timeout=S)); the console and log lines above are all there "
+                                     "is: their files go with the domain")
             time.sleep(0.05)
 
     def wait_for_report(self, timeout: float = 60.0) -> images.GuestReport:
-        """Block until the tiny guest's report line is on the console; return it parsed."""
-        self.wait_for_line(images.REPORT_MARKER, timeout)
-        return images.parse_report(self.console())
+        """Block until the tiny guest's report line (with this domain's nonce) is on the console; return it parsed."""
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise InvalidOptionError(f"timeout={timeout!r}: must be a number of seconds above 0",
+                                     "the tiny guest needs ~3-5 s under TCG here")
+        self.wait_for_line(images.report_prefix(self.nonce), timeout)
+        return images.parse_report(self.console(), self.nonce)
 
     def qemu_command_line(self) -> tuple[str, ...]:
         """The QEMU command line libvirt generated: from QEMU's log once started, else ``domxml-to-native``."""
@@ -875,6 +978,7 @@ class Domain:
     def close(self) -> None:
         """Destroy, undefine, stop listening and remove the scratch dir. Idempotent, never half-done."""
         runtime.forget(self._token)
+        self._closed = True
         dom = self._raw
         if dom is None and self._ours:  # interrupted while defining: whatever has our UUID is ours
             try:
@@ -887,10 +991,13 @@ class Domain:
                     _remove(dom)
                 except libvirt.libvirtError as exc:
                     if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                        raise _translate(exc, self.conn.choice.uri, f"remove {self.name}") from exc
+                        if self.conn.alive():
+                            raise _translate(exc, self.conn.choice.uri, f"remove {self.name}") from exc
+                        self._remove_after_reconnect(exc)
                 self._raw = None
-                with self._changed:  # let the 'undefined' event arrive, so `events` tells the whole life
-                    self._changed.wait_for(lambda: any(e.event == "undefined" for e in self.events), 1.0)
+                if self.persistent and self.lost_connection is None:
+                    with self._changed:  # let the 'undefined' event arrive, so `events` tells the whole life
+                        self._changed.wait_for(lambda: any(e.event == "undefined" for e in self.events), 1.0)
         finally:
             if self._callback is not None:
                 try:
@@ -906,6 +1013,30 @@ class Domain:
                 # libvirt keeps NAME.log after the domain is gone; the name dies with us, so does the log
                 with contextlib.suppress(OSError):
                     qemu_log_path(self.conn.choice.uri, self.name).unlink(missing_ok=True)
+
+    def _remove_after_reconnect(self, exc: libvirt.libvirtError) -> None:
+        """The daemon went away under us (killed, restarted): connect again and remove the domain anyway.
+
+        Says so with a warning naming libvirt's own words, since the guest
+        may have run unmanaged meanwhile; raises only if the daemon does not
+        come back.
+        """
+        cause = exc.get_error_message() or str(exc)
+        try:
+            self.conn.reconnect()
+            _remove(self.conn.raw.lookupByUUIDString(self.uuid))
+        except LabkitError as again:
+            raise DaemonUnreachableError(
+                f"cannot remove {self.name}: the libvirt daemon went away while it existed ({cause}), and "
+                f"does not answer again ({again.what})",
+                "start the daemon again (sudo .venv/bin/labkit virt up; qemu:///session starts by itself), "
+                "then `labkit cleanup` removes the guest") from None
+        except libvirt.libvirtError as again:
+            if again.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise _translate(again, self.conn.choice.uri, f"remove {self.name}") from None
+        self.lost_connection = cause
+        warnings.warn(f"the libvirt daemon went away while {self.name} existed ({cause}): labkit connected to "
+                      f"{self.conn.choice.uri} again and removed the domain", RuntimeWarning, stacklevel=3)
 
     def __enter__(self) -> Domain:
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,16 @@ def kvm_openable() -> bool:
 
 #: For tests that need a working /dev/kvm; CI machines have one, so CI never skips them.
 needs_kvm = pytest.mark.skipif(not kvm_openable(), reason="/dev/kvm is absent or not openable by this user")
+
+
+def lab_guests(name: str) -> str:
+    """Python lines (for an async context) that start what a lab run owns: a paused labkit.qemu guest
+    ``vm`` and a suspended libvirt domain ``dom`` on ``conn``, both called ``name``."""
+    return textwrap.dedent(f"""
+        vm = await qemu.Machine(qemu.MachineConfig(memory_mib=32), name={name!r}).start(paused=True)
+        conn = virt.connect()
+        dom = conn.define(virt.DomainSpec.for_image({name!r}, images.tiny_guest(fetch=False, progress=False),
+                                                    memory_mib=64))
+        dom.start()
+        dom.suspend()
+    """)

@@ -113,7 +113,11 @@ def student(name: str, cache: Path | None = None) -> Iterator[Student]:
     finally:
         stop_everything(uid)
         shutil.rmtree(home, ignore_errors=True)
-        shutil.rmtree(runtime.run_dir_of(runtime.user_name(uid)), ignore_errors=True)
+        user = runtime.user_name(uid)
+        shutil.rmtree(runtime.run_dir_of(user), ignore_errors=True)
+        for fallback in Path(tempfile.gettempdir()).glob(f"{runtime.prefix(user)}*"):  # a squatted run dir's stand-in
+            if runtime.is_fallback_run_dir(fallback.name, user) and fallback.lstat().st_uid == uid:
+                shutil.rmtree(fallback, ignore_errors=True)
 
 
 def session_daemons(uid: int) -> list[psutil.Process]:

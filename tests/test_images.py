@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES
-from labkit import formats, host, images
+from labkit import formats, host, imagecache, images, runtime
 from labkit.errors import InvalidOptionError, MissingToolError
 
 CONSOLES = FIXTURES / "consoles"
@@ -75,10 +76,42 @@ def test_report_to_dict_is_json() -> None:
 
 def test_missing_report_quotes_the_console_tail() -> None:
     with pytest.raises(images.ReportNotFoundError) as err:
-        images.parse_report("Kernel panic - not syncing: VFS: Unable to mount root fs\r\n")
-    assert "did not reach its /init" in str(err.value) and "Kernel panic" in str(err.value)
+        images.parse_report("Linux version 6.1\r\nRun /init as init process\r\n")
+    assert "did not reach its /init" in str(err.value) and "Run /init" in str(err.value)
     with pytest.raises(images.ReportNotFoundError, match="console is empty"):
         images.parse_report("")
+
+
+def test_a_panic_is_named_a_panic_with_its_console() -> None:
+    with pytest.raises(images.GuestPanicError, match="kernel panicked: not syncing: VFS") as err:
+        images.parse_report("[    1.2] Kernel panic - not syncing: VFS: Unable to mount root fs\r\n")
+    assert "report a bug" not in str(err.value)
+    report = (CONSOLES / "tiny-tcg.txt").read_text().split("LABKIT-COMMAND-END")[0]
+    with pytest.raises(images.GuestPanicError, match="sysrq triggered crash") as err:  # the command crashed it
+        images.parse_report(report + "[    2.0] sysrq: Trigger a crash\r\n"
+                            "[    2.0] Kernel panic - not syncing: sysrq triggered crash\r\n")
+    assert "sysrq: Trigger a crash" in str(err.value) and "echo c > /proc/sysrq-trigger" in err.value.fix
+    # the words alone in a command's output that finished are no panic
+    done = images.parse_report((CONSOLES / "tiny-tcg.txt").read_text().replace(
+        "hello", "Kernel panic - not syncing: just words"))
+    assert done.command_status is not None
+
+
+def test_nonce_decides_which_markers_count() -> None:
+    token = images.nonce()
+    assert len(token) == 16 and token != images.nonce()
+    real = (CONSOLES / "tiny-tcg.txt").read_text()
+    line = next(l for l in real.splitlines() if l.startswith(images.REPORT_MARKER))
+    body = line[len(images.REPORT_MARKER):]
+    forged = ("LABKIT-REPORT {\"v\": 2}\n" + images.report_prefix(token) + body + "\n"
+              f"{images.COMMAND_BEGIN} {token}\n" "line one\n" f"{images.COMMAND_END} 0\n"
+              "more\n" f"{images.COMMAND_END} ffffffffffffffff 0\n" f"{images.COMMAND_END} {token} 3\n")
+    report = images.parse_report(forged, token)
+    assert report.command_status == 3
+    assert report.command_output == f"line one\n{images.COMMAND_END} 0\nmore\n{images.COMMAND_END} ffffffffffffffff 0\n"
+    assert images.parse_report(forged[forged.index("\n") + 1:]).cpus == report.cpus  # no token: old reading
+    with pytest.raises(images.ReportNotFoundError, match="not valid"):  # ... which the first line fools
+        images.parse_report(forged)
 
 
 def test_damaged_report_is_an_error() -> None:
@@ -113,12 +146,102 @@ def test_initramfs_layout(guest: images.GuestImage) -> None:
     assert init.startswith("-rwxr-xr-x")
 
 
-def test_initramfs_is_content_keyed_and_shared_readable(guest: images.GuestImage) -> None:
+def test_initramfs_is_content_keyed(guest: images.GuestImage) -> None:
     assert images.build_initramfs() == guest.initrd  # same inputs, same file: reused
     assert images.initramfs_key() in guest.initrd.name
-    mode = stat.S_IMODE(guest.initrd.stat().st_mode)
-    assert mode & 0o044 == 0o044, f"{guest.initrd} is {mode:o}: other users (a shared cache) cannot read it"
     assert images.initramfs_key("true") != images.initramfs_key("false")
+
+
+def test_user_cache_is_private_and_a_shared_one_readable(guest: images.GuestImage, empty_caches: Path) -> None:
+    """A guest command may hold a secret: the user's cache is 0700/0600; what --into builds is for everyone."""
+    mine = images.build_initramfs("echo secret")
+    for path in (mine, mine.parent, images.user_cache(), images.user_cache().parent):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o077 == 0, f"{path} is {mode:o}: other users can read it"
+    shared = images.build_initramfs("echo hello", into=empty_caches / "shared")
+    for path in (shared, shared.parent):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044, path
+
+
+def test_an_old_world_readable_cache_is_tightened(guest: images.GuestImage, empty_caches: Path) -> None:
+    built = images.build_initramfs("true")
+    built.chmod(0o644)
+    built.parent.chmod(0o755)
+    images.build_initramfs("false")  # any later build under the cache's lock
+    assert stat.S_IMODE(built.stat().st_mode) == 0o600 and stat.S_IMODE(built.parent.stat().st_mode) == 0o700
+
+
+def test_a_damaged_cached_image_is_refused_until_rebuilt(guest: images.GuestImage, empty_caches: Path) -> None:
+    built = images.build_initramfs("echo hi")
+    data = built.read_bytes()
+    built.write_bytes(data[: len(data) // 2])  # truncated, as a full disk leaves it
+    with pytest.raises(images.CorruptCacheError) as err:
+        images.build_initramfs("echo hi")
+    assert "labkit image build --force" in err.value.fix and str(built) in err.value.what
+    imagecache._verified_ok.clear()
+    damaged = {f.path: f.damaged for f in images.cache_info()}
+    base = next(p for p in damaged if "-cmd-" not in p.name and p.name.startswith("tiny-"))
+    assert damaged[built] and "damaged" in damaged[built] and damaged[base] is None  # image info says so
+    assert images.build_initramfs("echo hi", rebuild=True).read_bytes() == data
+    assert images.build_initramfs("echo hi") == built
+
+
+def test_a_damaged_shared_cache_names_the_instructors_fix(guest: images.GuestImage, empty_caches: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = empty_caches / "shared"
+    built = images.build_initramfs("echo hi", into=shared)
+    built.write_bytes(b"\x1f\x8b truncated")
+    monkeypatch.setenv("LABKIT_SHARED_CACHE", str(shared))
+    with pytest.raises(images.CorruptCacheError) as err:
+        images.build_initramfs("echo hi")
+    assert f"labkit image build --force --into {shared}" in err.value.fix and "instructor" in err.value.fix
+
+
+def test_a_damaged_cached_kernel_is_refused_and_force_fetches_it_again(
+        guest: images.GuestImage, no_host_kernel: None, empty_caches: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(empty_caches))  # no apt-get: nothing is downloaded here
+    monkeypatch.setenv("LABKIT_SHARED_CACHE", str(guest.kernel.parent.parent.parent))  # copied from there
+    kernel = images.find_kernel(into=images.user_cache(), progress=False)
+    monkeypatch.setenv("LABKIT_SHARED_CACHE", "")
+    data = kernel.path.read_bytes()
+    kernel.path.write_bytes(data[:4096])
+    imagecache._verified_ok.clear()
+    with pytest.raises(images.CorruptCacheError, match="damaged") as err:
+        images.tiny_guest(fetch=False, progress=False)
+    assert "labkit image build --force" in err.value.fix
+    with pytest.raises(MissingToolError, match="apt-get"):  # --force drops it and fetches the package again
+        images.tiny_guest(rebuild=True, progress=False)
+    assert not kernel.path.parent.exists()
+
+
+def test_cache_is_capped_least_recently_used_first(guest: images.GuestImage, empty_caches: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cap of 3 MiB holds about two command images: older unused ones go, one used a moment ago stays."""
+    import time
+    monkeypatch.setenv(images.CACHE_MAX_ENV, "3")
+    old = time.time() - images.PRUNE_MIN_AGE_S - 60
+    first = images.build_initramfs("echo 1")
+    for path in first.parent.iterdir():  # everything so far: idle for a while
+        os.utime(path, (old, old))
+    second = images.build_initramfs("echo 2")
+    third = images.build_initramfs("echo 3")
+    assert not first.exists() and not imagecache.sum_file(first).exists()  # least recently used: gone
+    assert second.exists() and third.exists()  # used within the last minute: kept even over the cap
+    assert images.cache_size() == sum(f.stat().st_size for f in images.user_cache().rglob("*")
+                                      if f.is_file() and f.name != ".lock")
+    monkeypatch.setenv(images.CACHE_MAX_ENV, "lots")
+    with pytest.raises(InvalidOptionError, match=images.CACHE_MAX_ENV):
+        images.build_initramfs("echo 4")
+
+
+def test_clear_cache_keeps_what_is_in_use(guest: images.GuestImage, empty_caches: Path) -> None:
+    import time
+    idle, busy = images.build_initramfs("echo idle"), images.build_initramfs("echo busy")
+    old = time.time() - images.PRUNE_MIN_AGE_S - 60
+    for path in (idle, imagecache.sum_file(idle)):
+        os.utime(path, (old, old))
+    gone, freed = images.clear_cache()
+    assert idle in gone and not idle.exists() and busy.exists() and freed >= len(b"echo idle")
 
 
 def test_command_goes_into_a_second_archive(guest: images.GuestImage) -> None:
@@ -140,7 +263,7 @@ def test_cpuid_program_runs_on_this_host() -> None:
     from labkit import asm
 
     program = asm.assemble(images._guest_file("cpuid.S"), bits=64, origin=images._CPUID_ORIGIN)
-    tool = Path(images.runtime.scratch_dir("test-cpuid")) / "labkit-cpuid"
+    tool = Path(runtime.scratch_dir("test-cpuid")) / "labkit-cpuid"
     try:
         tool.write_bytes(formats.static_elf(program.image, program.origin))
         tool.chmod(0o755)
@@ -219,7 +342,7 @@ def test_shared_read_only_cache(guest: images.GuestImage, no_host_kernel: None, 
     (folder / "vmlinuz").symlink_to(guest.kernel)
     (folder / "kernel.json").write_text(json.dumps({
         "release": guest.kernel_release, "source": "instructor", "package": "linux-image-test",
-        "sha256": "0" * 64, "fetched": 1}))
+        "sha256": hashlib.sha256(guest.kernel.read_bytes()).hexdigest(), "fetched": 1}))
     monkeypatch.setenv("LABKIT_SHARED_CACHE", str(shared))
     image = images.tiny_guest(fetch=False, progress=False)
     assert image.kernel == folder / "vmlinuz" and image.initrd.is_relative_to(shared)
@@ -285,27 +408,3 @@ def test_cpio_newc_header() -> None:
 
 def test_not_a_bzimage_has_no_vmlinux() -> None:
     assert formats.extract_vmlinux(b"\0" * 4096) is None and formats.kernel_kind(b"\0" * 4096) is None
-
-
-def test_prune_removes_only_idle_images(tmp_path: Path) -> None:
-    """Another checkout's (or version's) image in use right now survives; idle ones beyond the cap go."""
-    import time
-
-    old = time.time() - images.PRUNE_MIN_AGE_S - 60
-
-    def make(name: str, mtime: float | None = None) -> Path:
-        path = tmp_path / f"tiny-{name}.cpio.gz"
-        path.write_bytes(b"x")
-        if mtime is not None:
-            os.utime(path, (mtime, mtime))
-        return path
-
-    other_busy, other_idle = make("other"), make("otherold", old)
-    base = make("mine")
-    recent = [make(f"mine-cmd-r{i}", time.time() - i) for i in range(3)]
-    idle = [make(f"mine-cmd-o{i}", old - i) for i in range(3)]
-    images._prune(tmp_path, "mine", keep=2)
-    left = set(tmp_path.iterdir())
-    assert other_busy in left and other_idle not in left and base in left
-    assert set(recent) <= left  # beyond the cap, but used within the hour
-    assert not set(idle) & left

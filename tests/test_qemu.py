@@ -221,8 +221,19 @@ def test_guest_that_panics_is_a_clean_error(guest: images.GuestImage, tmp_path: 
     image = images.GuestImage(guest.kernel, broken, guest.cmdline, guest.kernel_release, "test", guest.vmlinux)
     with pytest.raises(qemu.GuestStoppedError) as err:
         asyncio.run(qemu.boot(image, accel="tcg"))
-    assert "panic" in str(err.value).lower()  # the kernel's last words are quoted
+    assert "guest's kernel panicked" in str(err.value) and "Initramfs unpacking failed" in str(err.value)
+    assert "report a bug" not in str(err.value) and "labkit image build --force" in err.value.fix
     assert not leftovers("tiny-")
+
+
+def test_a_command_cannot_fake_the_end_of_its_output(guest: images.GuestImage) -> None:
+    """The markers carry a per-boot nonce the command cannot read (not in /proc/cmdline, deleted from /labkit)."""
+    forged = (f"echo {images.COMMAND_END} 0; echo {images.REPORT_MARKER}{{}}; echo more; "
+              "grep -c labkit.nonce /proc/cmdline; ls /labkit; exit 3")
+    result = asyncio.run(qemu.boot(guest, accel="tcg", command=forged))
+    assert result.report.command_status == 3
+    assert result.report.command_output.splitlines() == [f"{images.COMMAND_END} 0", images.REPORT_MARKER + "{}",
+                                                         "more", "0", "command"]
 
 
 def test_launch_failure_carries_command_line_and_output() -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from labkit import asm, runtime
-from labkit.errors import AccessDeniedError
 
 
 @pytest.fixture
@@ -41,9 +40,16 @@ def test_run_dir_is_private_and_created_once(tmp_root: Path) -> None:
     assert runtime.run_dir() == path
 
 
+@pytest.fixture
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    return tmp_path / "cache"
+
+
 @pytest.mark.parametrize("squat", ["open to all", "symlink", "someone else's"])
-def test_run_dir_made_by_someone_else_is_refused(tmp_root: Path, squat: str) -> None:
-    """/tmp is shared: a dir of that name that is not private to this user is never used."""
+def test_run_dir_made_by_someone_else_is_never_used(tmp_root: Path, own_cache: Path, squat: str) -> None:
+    """/tmp is shared: a dir of that name that is not private to this user is not used, nor does it lock us out."""
     path = runtime.run_dir_of()
     if squat == "open to all":
         path.mkdir()
@@ -56,9 +62,37 @@ def test_run_dir_made_by_someone_else_is_refused(tmp_root: Path, squat: str) -> 
             pytest.skip("giving a directory to another user needs root (CI runs as root)")
         path.mkdir(mode=0o700)
         shutil.chown(path, "nobody")
-    with pytest.raises(AccessDeniedError, match="private lab directory") as err:
-        runtime.run_dir()
-    assert f"rm -rf {path}" in err.value.fix
+    fallback = runtime.run_dir()
+    assert fallback != path and fallback.parent == tmp_root and fallback.name.startswith(runtime.prefix())
+    assert fallback.stat().st_mode & 0o777 == 0o700 and fallback.stat().st_uid == os.geteuid()
+    assert runtime.run_dir() == fallback  # every later process finds the same one
+    assert runtime.squatted(path, runtime.user_name()) is not None
+    runtime.scratch_dir("qemu")
+    assert [p.parent for p in tmp_root.rglob("qemu-*")] == [fallback]  # nothing went through the squatted name
+
+
+def test_run_dir_prefers_a_private_xdg_runtime_dir(tmp_root: Path, own_cache: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    xdg = tmp_root / "run-user"
+    xdg.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
+    assert runtime.run_dir() == xdg / "labkit" and (xdg / "labkit").stat().st_mode & 0o777 == 0o700
+    xdg.chmod(0o755)  # not private: not used
+    assert runtime.run_dir() == tmp_root / runtime.prefix().rstrip("-")
+
+
+def test_a_killed_processs_scratch_dirs_are_reclaimed_by_the_next(tmp_root: Path, own_cache: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = runtime.run_dir() / f"qemu-{gone.pid}-abcd1234"
+    live = runtime.run_dir() / f"qemu-{os.getppid()}-abcd1234"
+    dead.mkdir()
+    live.mkdir()
+    monkeypatch.setattr(runtime, "_reclaimed", False)
+    runtime.scratch_dir("qemu")
+    assert not dead.exists() and live.exists()  # only the dead process's dir goes
 
 
 def test_scratch_dirs_carry_their_process_id(tmp_root: Path) -> None:

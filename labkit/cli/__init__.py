@@ -3,22 +3,47 @@
 Each subcommand lives in its own module here with a ``register(subparsers)``
 function; :data:`COMMANDS` lists them in help order.  Any
 :class:`~labkit.errors.LabkitError` becomes one ``labkit: error:`` line with
-its fix and exit status 2; an interrupt exits 130 after cleanup has run.
+its fix and exit status 2, and so does any ``OSError`` that reached the top
+(a full disk, a read-only directory: :func:`labkit.errors.from_os_error`);
+an interrupt exits 130 after cleanup has run; output piped into a reader that
+stopped early (``| head``) ends quietly.  A learner never sees a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from typing import NoReturn
 
-from labkit.errors import LabkitError, MissingToolError
+from labkit.errors import LabkitError, MissingToolError, from_os_error
 
 COMMANDS = ("doctor", "host", "kvm", "image", "boot", "virt", "cleanup", "run")
 
 
+def seconds(text: str) -> float:
+    """argparse type of ``--timeout``: a number of seconds above 0 (0 or -1 would give up before starting)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} s: the timeout must be above 0 (e.g. 60)")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors in the lab's one format (``labkit: error:`` + ``fix:``, exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"labkit: error: {self.prog}: {message}", file=sys.stderr)
+        print(f"  fix: `{self.prog} --help` lists the options and their values", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="labkit", description="KVM Lab: inspect this host and run real guests.")
+    parser = _Parser(prog="labkit", description="KVM Lab: inspect this host and run real guests.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -44,12 +69,38 @@ def _register_unavailable(sub: argparse._SubParsersAction, name: str, exc: Impor
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's own flush at exit
+        return status
+    except BrokenPipeError:
+        return _reader_gone()
     except LabkitError as exc:
-        print(f"labkit: error: {exc.what}", file=sys.stderr)
-        if exc.fix:
-            print(f"  fix: {exc.fix}", file=sys.stderr)
-        return 2
+        return _error(exc)
+    except OSError as exc:
+        return _error(from_os_error(exc, f"complete `labkit {args.command}`"))
     except KeyboardInterrupt:
         print("labkit: interrupted", file=sys.stderr)
         return 130
+
+
+def _error(exc: LabkitError) -> int:
+    """``labkit: error: …`` and ``fix: …`` on stderr; exit status 2."""
+    try:
+        print(f"labkit: error: {exc.what}", file=sys.stderr)
+        if exc.fix:
+            print(f"  fix: {exc.fix}", file=sys.stderr)
+    except BrokenPipeError:
+        return _reader_gone()
+    return 2
+
+
+def _reader_gone() -> int:
+    """The reader of our output left (``labkit … | head``): stop quietly, as a killed-by-SIGPIPE program would.
+
+    Python would otherwise print a traceback when it flushes stdout at exit, so
+    stdout is pointed at /dev/null first.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141  # 128 + SIGPIPE, what the shell reports for `yes | head`

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from labkit.cli import seconds
 from labkit import images, qemu
 
 
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cpu", help="CPU model to emulate, e.g. qemu64, Skylake-Client (default: QEMU's)")
     p.add_argument("--command", help="a shell command the guest runs after its report")
     p.add_argument("--kernel", type=Path, help="boot this kernel instead of the cached one")
-    p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="give up after S seconds (60)")
+    p.add_argument("--timeout", type=seconds, default=60.0, metavar="S", help="give up after S seconds (60)")
     p.add_argument("--console", action="store_true", help="stream the guest's console while it boots")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)

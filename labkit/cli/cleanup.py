@@ -1,11 +1,12 @@
-"""``labkit cleanup [--all-users] [--force] [--dry-run] [--json]``: remove what the lab left behind."""
+"""``labkit cleanup [--all-users] [--force] [--dry-run] [--json] [--cache]``: remove what the lab left behind."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from labkit import cleanup
+from labkit import cleanup, images
+from labkit.errors import InvalidOptionError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,20 +14,44 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "that killed lab runs left behind (labkit-<you>-*)",
                        description="Finds what the lab made by its names (labkit-<user>-..., scratch dirs in "
                                    "/tmp/labkit-<user>) and removes the orphans: things whose labkit process is "
-                                   "gone. A notebook that still runs keeps its guests (it releases them itself); "
-                                   "--force removes those too. The guest image cache is never touched.")
+                                   "gone, and dead Jupyter kernels' connection files. A notebook that still runs "
+                                   "keeps its guests (it releases them itself); --force removes those too. The "
+                                   "guest image cache is only emptied with --cache.")
     p.add_argument("--all-users", action="store_true", help="as root: every user's leftovers")
     p.add_argument("--force", action="store_true",
                    help="also what still-running lab processes (a notebook) own; by default only orphans go")
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--cache", action="store_true",
+                   help="instead: empty your guest image cache (images in use this minute stay; the next boot "
+                        "builds what it needs, fetching the kernel package again)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cache:
+        return run_cache(args)
     report = cleanup.cleanup(all_users=args.all_users, force=args.force, dry_run=args.dry_run)
     show(report, args.json)
     return 1 if report.failed else 0
+
+
+def run_cache(args: argparse.Namespace) -> int:
+    """``--cache``: the user's image cache, emptied (``--dry-run``: only its size)."""
+    if args.all_users:
+        raise InvalidOptionError("--cache empties your own image cache; other users' caches are theirs",
+                                 "drop --all-users")
+    if args.dry_run:
+        gone, freed = [], images.cache_size()
+    else:
+        gone, freed = images.clear_cache()
+    if args.json:
+        print(json.dumps({"cache": str(images.user_cache()), "dry_run": args.dry_run,
+                          "removed": [str(p) for p in gone], "freed_bytes": freed}, indent=2))
+    else:
+        print(f"{'would free' if args.dry_run else 'removed ' + str(len(gone)) + ' image(s), freed'} "
+              f"{freed / 2**20:.1f} MiB in {images.user_cache()}")
+    return 0
 
 
 def show(report: cleanup.CleanupReport, as_json: bool = False) -> None:

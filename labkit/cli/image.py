@@ -43,15 +43,20 @@ def run_info(args: argparse.Namespace) -> int:
     cached = images.cache_info()
     if args.json:
         print(json.dumps({"image": image.to_dict(), "user_cache": str(images.user_cache()),
+                          "user_cache_bytes": images.cache_size(), "user_cache_max_bytes": images.cache_max_bytes(),
                           "shared_caches": [str(p) for p in images.shared_caches()],
-                          "cached": [{"path": str(f.path), "kind": f.kind, "size": f.size, "detail": f.detail}
+                          "cached": [{"path": str(f.path), "kind": f.kind, "size": f.size, "detail": f.detail,
+                                      "damaged": f.damaged}
                                      for f in cached]}, indent=2))
         return 0
     _show(image)
-    print(f"\nuser cache    {images.user_cache()}")
+    print(f"\nuser cache    {images.user_cache()}: {images.cache_size() / 2**20:.1f} MiB of at most "
+          f"{images.cache_max_bytes() / 2**20:.0f} MiB ({images.CACHE_MAX_ENV}; least recently used images go "
+          "first; labkit cleanup --cache empties it)")
     print(f"shared caches {', '.join(map(str, images.shared_caches())) or 'none'}")
     for f in cached:
-        print(f"  {f.kind:<9} {f.size / 2**20:6.1f} MiB  {f.path}  ({f.detail})")
+        print(f"  {f.kind:<9} {f.size / 2**20:6.1f} MiB  {f.path}  ({f.detail})"
+              + (f"\n            DAMAGED: {f.damaged}; fix: labkit image build --force" if f.damaged else ""))
     return 0
 
 

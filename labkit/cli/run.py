@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from labkit import runner
+from labkit import runner, runtime
 from labkit.errors import InvalidOptionError
 
 
@@ -32,6 +32,8 @@ def _sweep(text: str | None) -> tuple[str, list[object]] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    for stale in runtime.orphan_kernel_files():  # a run killed with -9 could not delete its kernel's file
+        stale.unlink(missing_ok=True)
     paths = runner.resolve(args.notebooks)
     params = {name: runner.parse_value(value) for name, value in args.parameter}
     sweep = _sweep(args.sweep)

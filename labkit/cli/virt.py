@@ -12,6 +12,7 @@ import os
 import shlex
 from dataclasses import asdict
 
+from labkit.cli import seconds
 from labkit import cleanup, images, libvirtd, virt
 from labkit.cli import cleanup as cli_cleanup
 
@@ -32,11 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     vsub.add_parser("cleanup", help="destroy and undefine all your lab guests (labkit-<you>-*), also those of "
                                     "running notebooks (labkit cleanup: everything, orphans only)").set_defaults(
         func=run_cleanup)
-    boot = vsub.add_parser("boot", help="define, start and watch the tiny guest through libvirt, then remove it")
+    boot = vsub.add_parser("boot", help="start and watch the tiny guest through libvirt (a transient domain, "
+                                        "gone with this command even if it is killed), then remove it")
     boot.add_argument("--name", default="cli", help="short domain name (default %(default)s)")
     boot.add_argument("--memory", type=int, default=256, metavar="MIB", help="guest memory (default %(default)s)")
     boot.add_argument("--vcpus", type=int, default=1, help="virtual CPUs (default %(default)s)")
-    boot.add_argument("--timeout", type=float, default=120, metavar="S", help="wait this long for the report")
+    boot.add_argument("--timeout", type=seconds, default=120, metavar="S", help="wait this long for the report")
     boot.add_argument("--xml", action="store_true", help="print the domain XML labkit defines")
     boot.add_argument("--cmdline", action="store_true", help="print the QEMU command line libvirt generated")
     boot.set_defaults(func=run_boot)
@@ -111,22 +113,22 @@ def run_boot(args: argparse.Namespace) -> int:
         print(f"{conn.uri}: domain type {dtype.type} ({dtype.reason})")
         spec = virt.DomainSpec.for_image(args.name, image, memory_mib=args.memory, vcpus=args.vcpus,
                                          domain_type=dtype.type)
-        with conn.define(spec) as dom:
-            print(f"defined {dom.name}   (virsh define FILE)")
+        with conn.transient(spec) as dom:
             if args.xml:
                 print(dom.xml)
             dom.start()
-            print(f"started             (virsh start {dom.name})")
+            print(f"started {dom.name}   (virsh create FILE --autodestroy: transient, and destroyed by libvirt "
+                  "if this command dies)")
             report = dom.wait_for_report(timeout=args.timeout)
             t = dom.timeline
             print(f"report: Linux {report.kernel_release}, {report.cpus} CPU(s), {report.memory_mib} MiB, "
                   f"hypervisor {report.hypervisor or 'none'}; guest userspace {report.uptime_s:.2f} s after its "
                   f"kernel started")
-            print(f"times: define {t['defined']:.2f} s, start returned {t['started']:.2f} s, "
-                  f"report {t['report']:.2f} s (define → guest userspace)")
+            print(f"times: start returned {t['started']:.2f} s, report {t['report']:.2f} s (create → guest "
+                  "userspace)")
             if args.cmdline:
                 print("QEMU command line libvirt generated   (virsh domxml-to-native qemu-argv --domain NAME):")
                 print("  " + " ".join(shlex.quote(a) for a in dom.qemu_command_line()))
         print("events: " + ", ".join(f"{e.event} ({e.detail})" for e in dom.events))
-        print(f"destroyed and undefined {dom.name}   (virsh destroy; virsh undefine)")
+        print(f"destroyed {dom.name}   (virsh destroy: a transient domain leaves no definition)")
     return 0

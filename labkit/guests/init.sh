@@ -1,11 +1,16 @@
 #!/bin/sh
 # /init of labkit's tiny guest (busybox sh).  The kernel runs it as PID 1.
 # It looks at the machine from the inside, prints ONE line
-#   LABKIT-REPORT {json}
+#   LABKIT-REPORT [NONCE ]{json}
 # that labkit.images.parse_report() reads, runs the learner's command if the
 # image has one (/labkit/command), and powers the machine off.
 # Every program started costs time in an emulated guest, so one awk does most of the work.
 export PATH=/bin
+# The boot's nonce (labkit.images.with_nonce): read, then deleted before the
+# learner's command runs, so that command cannot print our markers itself.
+nonce=
+if [ -f /labkit/nonce ]; then read -r nonce </labkit/nonce; rm -f /labkit/nonce; fi
+tag=${nonce:+ $nonce}
 mount -t proc proc /proc
 read -r uptime _ </proc/uptime          # the guest's clock: seconds since its kernel started
 mount -t sysfs sysfs /sys
@@ -15,7 +20,7 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 # console, losing a piece of the report (measured: 5 of 120 boots did).
 /bin/labkit-cpuid >/tmp/cpuid         # CPUID leaf 0x40000000: the hypervisor names itself
 dmesg >/tmp/dmesg                     # what the guest kernel concluded about its platform
-awk -v uptime="$uptime" '
+awk -v uptime="$uptime" -v tag="$tag" '
 function slurp(file,   line, text) {          # a whole file as one line
   while ((getline line < file) > 0) text = text (text == "" ? "" : " ") line
   close(file); return text
@@ -31,8 +36,8 @@ BEGIN {
   getline sig < "/tmp/cpuid"
   while ((getline line < "/tmp/dmesg") > 0)
     if (line ~ /Hypervisor detected/) { sub(/.*detected: */, "", line); hv = line }
-  printf "LABKIT-REPORT {\"v\":1,\"kernel\":%s,\"machine\":%s,\"cpus\":%d,\"mem_kib\":%d,", \
-    str(slurp("/proc/sys/kernel/osrelease")), str(slurp("/proc/sys/kernel/arch")), cpus, mem
+  printf "LABKIT-REPORT%s {\"v\":1,\"kernel\":%s,\"machine\":%s,\"cpus\":%d,\"mem_kib\":%d,", \
+    tag, str(slurp("/proc/sys/kernel/osrelease")), str(slurp("/proc/sys/kernel/arch")), cpus, mem
   printf "\"vendor\":%s,\"model\":%s,\"flags\":%s,\"cpuid_40000000\":%s,\"kernel_hypervisor\":%s,", \
     str(cpu["vendor_id"]), str(cpu["model name"]), str(cpu["flags"]), str(sig), str(hv)
   printf "\"clocksource\":%s,\"uptime_s\":%s,\"cmdline\":%s}\n", \
@@ -40,9 +45,9 @@ BEGIN {
     str(slurp("/proc/cmdline"))
 }'
 if [ -f /labkit/command ]; then
-  echo "LABKIT-COMMAND-BEGIN"
+  echo "LABKIT-COMMAND-BEGIN$tag"
   sh /labkit/command </dev/null 2>&1
-  echo "LABKIT-COMMAND-END $?"
+  echo "LABKIT-COMMAND-END$tag $?"
 fi
 echo "LABKIT-POWEROFF"
 poweroff -f
