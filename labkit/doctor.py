@@ -100,11 +100,16 @@ def check_modules() -> list[Check]:
 def check_guest_image() -> Check:
     """The tiny guest is built (notebooks 04/05 never download at run time)."""
     try:
-        from labkit import images
+        from labkit import imagecache, images
 
-        cached = {f.kind for f in images.cache_info()}
+        files = images.cache_info()
     except (ImportError, OSError) as exc:
         return Check("guest image", "warn", f"cannot look at the image cache ({exc})", "./kvmlab setup")
+    damaged = [f for f in files if f.damaged]
+    if damaged:  # it would boot into a kernel panic: say so here, not in notebook 04
+        return Check("guest image", "fail", "; ".join(str(f.damaged) for f in damaged),
+                     imagecache.rebuild_fix(damaged[0].path))
+    cached = {f.kind for f in files}
     if {"kernel", "initramfs"} <= cached:
         return Check("guest image", "ok", "tiny guest kernel and initramfs are cached")
     return Check("guest image", "warn", "the tiny guest is not built yet (notebooks 04 and 05 would build it)",

@@ -135,17 +135,17 @@ def verified(path: Path, sha256: str | None = None) -> Path:
                 digest.update(chunk)
     except FileNotFoundError as exc:
         raise CorruptCacheError(f"the cached {path.name} is incomplete: {exc.filename} is missing (stored by an "
-                                "older labkit, or removed)", _rebuild_fix(path), path) from None
+                                "older labkit, or removed)", rebuild_fix(path), path) from None
     except OSError as exc:
         raise from_os_error(exc, f"read the cached {path}") from None
     if digest.hexdigest() != expected:
         raise CorruptCacheError(f"the cached {path} is damaged: its content does not match the sha256 it was "
-                                f"stored with (a truncated copy, a full disk, or an edit)", _rebuild_fix(path), path)
+                                f"stored with (a truncated copy, a full disk, or an edit)", rebuild_fix(path), path)
     _verified_ok[path] = ident
     return path
 
 
-def _rebuild_fix(path: Path) -> str:
+def rebuild_fix(path: Path) -> str:
     """The fix for a damaged cached file: rebuild it (own cache), or have the instructor rebuild (shared one)."""
     if not is_shared(path):
         return "labkit image build --force (replaces it)"

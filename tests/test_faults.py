@@ -204,6 +204,9 @@ def test_corrupt_cache_is_refused_with_the_force_fix(guest: images.GuestImage, t
     initrd = next((tmp_path / "labkit" / "images" / "initramfs").glob("tiny-*.cpio.gz"))
     initrd.write_bytes(initrd.read_bytes()[:1000])
     assert_clear_error(labkit("boot", env=env), "damaged", "labkit image build --force")
+    doctor = {c["name"]: c for c in json.loads(labkit("doctor", "--json", env=env).stdout)["checks"]}
+    assert doctor["guest image"]["status"] == "fail" and "damaged" in doctor["guest image"]["detail"]
+    assert doctor["guest image"]["fix"].startswith("labkit image build --force")
     assert labkit("image", "build", "--force", "--quiet", env=env).returncode == 0
     assert labkit("boot", env=env).returncode == 0
 
