@@ -106,7 +106,7 @@ class Student:
     async def execute(self, code: str, timeout: float = 600) -> Execution:
         """Run ``code`` in a new kernel of the student's server (through the proxy) and shut the kernel down."""
         base = f"/user/{self.name}/api/kernels"
-        kernel = await self._fetch(base, "POST", json.dumps({"name": "python3"}))
+        kernel = await self._fetch(base, "POST", json.dumps({"name": "python3", "path": ""}))  # cwd: the lab folder
         ws_url = self.url.replace("http", "ws", 1) + f"{base}/{kernel['id']}/channels"
         conn = await websocket_connect(HTTPRequest(ws_url, headers={"Authorization": f"token {self.token}"}))
         try:

@@ -130,6 +130,8 @@ class StudentGroup:
             return
         for group in (self.memory, self.cpu):
             group.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # a group left from an earlier server: measure this one's peak
+            (self.memory / "memory.max_usage_in_bytes").write_text("0")
         (self.memory / "memory.limit_in_bytes").write_text(
             "-1" if limits.memory_mib is None else str(limits.memory_mib << 20))
         (self.cpu / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))

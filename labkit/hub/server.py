@@ -66,7 +66,7 @@ def running(plan: HubPlan, timeout: float = 120) -> Iterator[subprocess.Popen]:
     with open(log, "ab") as out:
         proc = subprocess.Popen([str(plan.venv / "bin/jupyterhub"), "-f", str(config_file)], cwd=plan.state_dir,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={"PATH": f"{plan.venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+                                env={"PATH": f"{plan.venv / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                                      "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/root")})
     token = runtime.release_at_exit(lambda: stop(proc))
     try:
@@ -97,10 +97,16 @@ def stop(proc: subprocess.Popen, timeout: float = 90) -> int:
 
 
 def leftovers(plan: HubPlan) -> list[str]:
-    """What of the hub outlived it: the proxy, JupyterHub, and any process of a student (server, kernel, QEMU)."""
+    """What of the hub outlived it: the proxy, JupyterHub, and any process of a student (server, kernel, QEMU).
+
+    A zombie is not counted: it is dead and holds nothing but its pid until
+    its new parent (init, which may reap late) collects it.
+    """
     uids = {a.uid: a.name for a in map(accounts.lookup, plan.students) if a is not None}
     found = []
-    for proc in psutil.process_iter(["pid", "uids", "cmdline"]):
+    for proc in psutil.process_iter(["pid", "uids", "cmdline", "status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
         argv = proc.info["cmdline"] or []
         uid = proc.info["uids"].real if proc.info["uids"] else None
         if uid in uids:

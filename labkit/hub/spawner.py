@@ -19,8 +19,10 @@ needs around it:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import shutil
 import subprocess
 
 import psutil
@@ -30,6 +32,8 @@ from traitlets import Unicode
 from labkit import runtime
 from labkit.hub import accounts, limits
 from labkit.hub.plan import HubPlan
+
+RUNUSER = shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin") or "/usr/sbin/runuser"
 
 
 class LabSpawner(LocalProcessSpawner):
@@ -82,13 +86,15 @@ class LabSpawner(LocalProcessSpawner):
         return await super().start()
 
     async def stop(self, now: bool = False) -> None:
-        await super().stop(now=now)
-        self.clean_up_after()
+        try:
+            await super().stop(now=now)
+        finally:  # in a thread: the hub stops every student's server at once
+            await asyncio.get_running_loop().run_in_executor(None, self.clean_up_after)
 
     def clean_up_after(self) -> None:
         """Nothing of the student's outlives their server: guests, domains, run dir, processes."""
         account = self.account
-        subprocess.run(["runuser", "-u", account.name, "--", "env", "-i", f"HOME={account.home}",
+        subprocess.run([RUNUSER, "-u", account.name, "--", "env", "-i", f"HOME={account.home}",
                         "PATH=/usr/bin:/bin", str(self.plan.venv / "bin/labkit"), "cleanup", "--force"],
                        capture_output=True, text=True, timeout=120)
         group = self._group()
