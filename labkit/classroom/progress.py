@@ -109,6 +109,14 @@ def read(user: str) -> StudentProgress:
     return StudentProgress(user, passed, attempts)
 
 
+def hub_students(state_dir: str | Path) -> list[str]:
+    """The students of the hub whose state folder is ``state_dir`` (``labkit hub start --state``), or []."""
+    from labkit.hub.plan import PLAN_FILE, HubPlan
+
+    plan = Path(state_dir) / PLAN_FILE
+    return list(HubPlan.load(plan).students) if plan.exists() else []
+
+
 def collect(users: list[str] | tuple[str, ...]) -> Progress:
     """The class's progress: each of ``users`` read by :func:`read`."""
     if not users:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from labkit.classroom import progress
-from labkit.hub.plan import PLAN_FILE, STATE_DIR, HubPlan
+from labkit.hub.plan import STATE_DIR
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,10 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    users = args.users
-    if not users and (args.state / PLAN_FILE).exists():
-        users = list(HubPlan.load(args.state / PLAN_FILE).students)
-    report = progress.collect(users)
+    report = progress.collect(args.users or progress.hub_students(args.state))
     if args.plot:
         report.plot().figure.savefig(args.plot, bbox_inches="tight")
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())

@@ -43,7 +43,7 @@ def _check_installed(plan: HubPlan) -> None:
             raise MissingToolError(f"{path} is not installed", fix)
 
 
-def _answers(plan: HubPlan) -> bool:
+def answers(plan: HubPlan) -> bool:
     try:
         with urllib.request.urlopen(f"{plan.url}/hub/api/", timeout=2) as reply:
             return reply.status == 200
@@ -71,7 +71,7 @@ def running(plan: HubPlan, timeout: float = 120) -> Iterator[subprocess.Popen]:
     token = runtime.release_at_exit(lambda: stop(proc))
     try:
         deadline = time.monotonic() + timeout
-        while not _answers(plan):
+        while not answers(plan):
             if proc.poll() is not None or time.monotonic() > deadline:
                 why = f"exited with status {proc.returncode}" if proc.poll() is not None else \
                     f"did not answer on {plan.url} within {timeout:.0f} s"
@@ -105,7 +105,7 @@ def leftovers(plan: HubPlan) -> list[str]:
     uids = {a.uid: a.name for a in map(accounts.lookup, plan.students) if a is not None}
     found = []
     for proc in psutil.process_iter(["pid", "uids", "cmdline", "status"]):
-        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+        if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.info["pid"] == os.getpid():  # not `labkit hub` itself
             continue
         argv = proc.info["cmdline"] or []
         uid = proc.info["uids"].real if proc.info["uids"] else None
