@@ -45,12 +45,17 @@ def test_a_hybrid_host_gets_v1_limits_in_its_own_groups(tmp_path: Path) -> None:
     assert group.memory_limit_mib() == 2048 and group.cpu_limit() == 1.5
 
 
-def test_a_v2_host_gets_memory_max_and_cpu_max(tmp_path: Path) -> None:
-    (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+def fake_v2(tmp_path: Path, controllers: str) -> limits.Support:
+    """What :func:`limits.detect` finds on a cgroup2-only host whose root offers ``controllers``."""
+    (tmp_path / "cgroup.controllers").write_text(controllers + "\n")
     mounts, cgroup = tmp_path / "mounts", tmp_path / "cgroup"
     mounts.write_text(V2_MOUNTS.format(root=tmp_path))
     cgroup.write_text(V2_CGROUP)
-    support = limits.detect(mounts, cgroup)
+    return limits.detect(mounts, cgroup)
+
+
+def test_a_v2_host_gets_memory_max_and_cpu_max(tmp_path: Path) -> None:
+    support = fake_v2(tmp_path, "cpuset cpu io memory pids")
     assert support.version == "v2" and support.memory_root == tmp_path
     group = limits.StudentGroup(support, "bob")
     group.create(Limits(memory_mib=1024, cpus=None))
@@ -61,11 +66,7 @@ def test_a_v2_host_gets_memory_max_and_cpu_max(tmp_path: Path) -> None:
 
 
 def test_without_memory_and_cpu_controllers_there_are_no_limits_and_it_says_why(tmp_path: Path) -> None:
-    (tmp_path / "cgroup.controllers").write_text("hugetlb pids\n")
-    mounts, cgroup = tmp_path / "mounts", tmp_path / "cgroup"
-    mounts.write_text(V2_MOUNTS.format(root=tmp_path))
-    cgroup.write_text(V2_CGROUP)
-    support = limits.detect(mounts, cgroup)
+    support = fake_v2(tmp_path, "hugetlb pids")
     assert support.version is None and "offers only hugetlb, pids" in support.reason
     with pytest.raises(InvalidOptionError, match="no cgroup memory/cpu control"):
         limits.StudentGroup(support, "carol")
