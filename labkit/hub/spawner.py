@@ -60,7 +60,6 @@ class LabSpawner(LocalProcessSpawner):
         plan = self.plan
         env["PATH"] = f"{plan.venv / 'bin'}:/usr/local/bin:/usr/bin:/bin"
         env["LABKIT_SHARED_CACHE"] = str(plan.shared_cache)
-        env["JUPYTERLAB_SETTINGS_DIR"] = str(plan.venv / "share/jupyter/lab/settings")
         return env
 
     def make_preexec_fn(self, name: str):
