@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -71,13 +73,31 @@ def test_torn_lines_count_as_nothing(homes: dict[str, Path]) -> None:
     assert progress.read("ann").attempts == {"qemu.cpu_count": 1}
 
 
-def test_checkers_record_only_in_a_learners_notebook(tmp_path: Path, monkeypatch) -> None:
-    """Tests and reference runs call checkers too: they must not write into anyone's progress."""
+@pytest.mark.parametrize("in_kernel, env, recorded", [
+    (True, {}, True),                                 # a learner's notebook
+    (False, {}, False),                               # a unit test calling a checker
+    (True, {"LABKIT_EXPECT_SOLVED": "1"}, False),     # a reference run (nbval with the solutions)
+    (True, {"LABKIT_RESULTS": "off"}, False),         # the test suite's notebook runs
+])
+def test_checkers_record_only_in_a_learners_notebook(in_kernel: bool, env: dict[str, str], recorded: bool,
+                                                     tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("LABKIT_RESULTS", raising=False)
+    monkeypatch.delenv("LABKIT_EXPECT_SOLVED", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: object() if in_kernel
+                                                                      else None))
     from labkit.exercises import qemu
 
-    qemu.cpu_count(None)  # no IPython kernel here: nothing recorded
-    assert not exercises.results_file(tmp_path).exists()
+    if env.get("LABKIT_EXPECT_SOLVED"):  # a reference run stops at an unsolved check
+        with pytest.raises(exercises.NotSolved):
+            qemu.cpu_count(None)
+    else:
+        qemu.cpu_count(None)
+    path = exercises.results_file(tmp_path)
+    assert path.exists() == recorded
+    assert not recorded or json.loads(path.read_text())["exercise"] == "qemu.cpu_count"
 
 
 def test_class_status_names_a_missing_class(capsys) -> None:

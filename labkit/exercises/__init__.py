@@ -84,15 +84,19 @@ def record_result(exercise: str, feedback: Feedback, home: Path | None = None) -
 
 
 def _record_in_notebook(module: str, function: str, feedback: Feedback) -> None:
-    """Record a checker's answer when a learner's notebook asked for it (not in tests, not in reference runs).
+    """Record a checker's answer when a learner's notebook asked for it.
 
+    Not outside a notebook kernel (unit tests call checkers), not in
+    reference runs (``LABKIT_EXPECT_SOLVED=1``), not with ``LABKIT_RESULTS=off``
+    (the test suite sets it, so its notebook runs record nobody's progress).
     The exercise is named after the checker (``qemu.cpu_count``), so the
     checkers keep their signatures.  A learner's progress must never break
     their notebook: a results file that cannot be written is skipped.
     """
     ipython = sys.modules.get("IPython")
     in_notebook = ipython is not None and ipython.get_ipython() is not None
-    if not in_notebook or not module.startswith(__name__ + ".") or os.environ.get("LABKIT_EXPECT_SOLVED") == "1":
+    if not in_notebook or not module.startswith(__name__ + ".") or os.environ.get("LABKIT_EXPECT_SOLVED") == "1" \
+            or os.environ.get("LABKIT_RESULTS") == "off":
         return
     try:
         record_result(f"{module.removeprefix(__name__ + '.')}.{function}", feedback)
