@@ -108,6 +108,7 @@ def test_password_files_are_chpasswd_lines() -> None:
     (["hub", "start", "--count", "0"], "--count 0 is out of range"),
     (["hub", "start", "--students", "ok,Not Valid"], "'Not Valid' is not a valid student login name"),
     (["hub", "start", "--count", "2", "--memory-mib", "64", "--state", "/nonexistent/x"], "too small"),
+    (["hub", "start", "--students", "daemon", "--state", "/nonexistent/x"], "'daemon' is a system account"),
 ])
 def test_bad_hub_options_give_one_clear_error(argv: list[str], message: str, capsys) -> None:
     assert cli.main(argv) == 2

@@ -21,6 +21,8 @@ from labkit.errors import InvalidOptionError
 
 #: Where a student's copy of the notebooks goes, under their home.
 LAB_FOLDER = "kvm-lab"
+#: Accounts below this uid are the system's (Debian's and Ubuntu's FIRST_UID in /etc/adduser.conf).
+FIRST_STUDENT_UID = 1000
 _NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,30}$")
 
 
@@ -53,9 +55,17 @@ def lookup(name: str) -> Account | None:
 
 
 def ensure(name: str, password: str | None = None) -> Account:
-    """Student ``name``: created (home 0700, bash) if missing; ``password`` set when given."""
+    """Student ``name``: created (home 0700, bash) if missing; ``password`` set when given.
+
+    An existing system account (uid below 1000: root, daemons) is refused:
+    the hub would run a JupyterLab — a shell — as it.
+    """
     check_name(name)
-    if lookup(name) is None:
+    existing = lookup(name)
+    if existing is not None and existing.uid < FIRST_STUDENT_UID:
+        raise InvalidOptionError(f"{name!r} is a system account (uid {existing.uid}), not a student",
+                                 "choose another name for the student")
+    if existing is None:
         subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", "--user-group", name],
                        check=True, capture_output=True)
     account = lookup(name)

@@ -107,5 +107,5 @@ class LabSpawner(LocalProcessSpawner):
                     proc.kill()
             psutil.wait_procs(left, timeout=10)
         run_dir = runtime.run_dir_of(runtime.user_name(account.uid))
-        if run_dir.is_dir() and run_dir.stat().st_uid == account.uid:
-            subprocess.run(["rm", "-rf", "--one-file-system", str(run_dir)], check=False)
+        if run_dir.is_dir() and not run_dir.is_symlink() and run_dir.stat().st_uid == account.uid:
+            shutil.rmtree(run_dir, ignore_errors=True)  # never follows the student's links
