@@ -205,6 +205,7 @@ def test_three_students_run_04_and_05_through_the_hub_and_nothing_is_left(tmp_pa
             assert server.leftovers(plan) == []
             for name, acct in accts.items():
                 assert not runtime.run_dir_of(name).exists()
+                assert not list((acct.home / ".config/libvirt/qemu").glob("*.xml")), name  # no domain defined
                 assert not [p for p in psutil.process_iter(["uids", "status"])
                             if p.info["uids"].real == acct.uid and p.info["status"] != psutil.STATUS_ZOMBIE]
             for group in groups.values():
