@@ -139,6 +139,11 @@ async def student_session(url: str, name: str, password: str) -> tuple[str, dict
     try:
         await student.log_in(password)
         await student.start_server()
+        page = await student.request(f"/user/{name}/lab")  # JupyterLab itself, through the proxy
+        assert b"JupyterLab" in page.body, page.body[:300]
+        listing = await student.request(f"/user/{name}/api/contents")  # their own copy of the notebooks
+        assert {"01_kernel.ipynb", "04_qemu.ipynb", "05_libvirt.ipynb"} <= {c["name"] for c in listing["content"]}
+        assert not any(c["name"].startswith("solutions") for c in listing["content"])
         others = [n for n in NAMES if n != name]
         run = await student.execute(STUDENT_CODE.format(me=name, others=others, parameters=PARAMETERS))
         assert run.error is None, f"{name}: {run.error}\n{run.output}"

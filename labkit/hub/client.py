@@ -43,7 +43,8 @@ class Student:
         self.http = AsyncHTTPClient(force_instance=True)
         self.token: str | None = None
 
-    async def _fetch(self, path: str, method: str = "GET", body: str | None = None, **kw) -> object:
+    async def request(self, path: str, method: str = "GET", body: str | None = None, **kw) -> object:
+        """``method path`` with the student's token: the decoded JSON, or the raw reply for anything else."""
         headers = {"Authorization": f"token {self.token}"} if self.token else {}
         headers.update(kw.pop("headers", {}))
         if body is not None and "Content-Type" not in headers:
@@ -81,17 +82,17 @@ class Student:
             raise HubClientError(f"the hub did not log {self.name} in", "check the name and password")
         xsrf = cookies["_xsrf"].value  # a new one, tied to the login session
         jar = "; ".join(f"{k}={m.value}" for k, m in cookies.items())
-        made = await self._fetch(f"/hub/api/users/{self.name}/tokens", "POST",
+        made = await self.request(f"/hub/api/users/{self.name}/tokens", "POST",
                                  json.dumps({"note": "labkit hub client", "expires_in": 3600}),
                                  headers={"Cookie": jar, "X-XSRFToken": xsrf})
         self.token = made["token"]
 
     async def start_server(self, timeout: float = 300) -> None:
         """Ask the hub for this student's server and wait until the hub says it is ready."""
-        await self._fetch(f"/hub/api/users/{self.name}/server", "POST", "{}")
+        await self.request(f"/hub/api/users/{self.name}/server", "POST", "{}")
         deadline = time.monotonic() + timeout
         while True:
-            model = await self._fetch(f"/hub/api/users/{self.name}")
+            model = await self.request(f"/hub/api/users/{self.name}")
             server = model.get("servers", {}).get("")
             if server and server.get("ready"):
                 return
@@ -101,19 +102,19 @@ class Student:
             await asyncio.sleep(0.5)
 
     async def stop_server(self) -> None:
-        await self._fetch(f"/hub/api/users/{self.name}/server", "DELETE")
+        await self.request(f"/hub/api/users/{self.name}/server", "DELETE")
 
     async def execute(self, code: str, timeout: float = 600) -> Execution:
         """Run ``code`` in a new kernel of the student's server (through the proxy) and shut the kernel down."""
         base = f"/user/{self.name}/api/kernels"
-        kernel = await self._fetch(base, "POST", json.dumps({"name": "python3", "path": ""}))  # cwd: the lab folder
+        kernel = await self.request(base, "POST", json.dumps({"name": "python3", "path": ""}))  # cwd: the lab folder
         ws_url = self.url.replace("http", "ws", 1) + f"{base}/{kernel['id']}/channels"
         conn = await websocket_connect(HTTPRequest(ws_url, headers={"Authorization": f"token {self.token}"}))
         try:
             return await asyncio.wait_for(self._run(conn, code), timeout)
         finally:
             conn.close()
-            await self._fetch(f"{base}/{kernel['id']}", "DELETE")
+            await self.request(f"{base}/{kernel['id']}", "DELETE")
 
     async def _run(self, conn, code: str) -> Execution:
         msg_id = uuid.uuid4().hex
