@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from labkit.errors import AccessDeniedError, InvalidOptionError
+from labkit.errors import AccessDeniedError, InvalidOptionError, MissingToolError
 from labkit.hub import accounts, limits
 from labkit.hub.plan import STATE_DIR, HubPlan
 
@@ -77,18 +77,26 @@ def run_start(args: argparse.Namespace) -> int:
             fh.writelines(f"{n}:{p}\n" for n, p in made.items())
         print(f"new accounts' passwords: {secret}")
     # the shared read-only guest image (quick when it is there already)
-    subprocess.run([sys.executable, "-m", "labkit", "image", "build", "--into", str(plan.shared_cache)], check=True)
+    built = subprocess.run([sys.executable, "-m", "labkit", "image", "build", "--into", str(plan.shared_cache)])
+    if built.returncode != 0:
+        raise MissingToolError(f"the shared guest image could not be built into {plan.shared_cache}",
+                               "see the error above; or build it first: sudo labkit image build --into DIR")
     support = limits.detect()
     print(f"limits per student: {plan.limits.memory_mib or 'no'} MiB, {plan.limits.cpus or 'no'} CPU quota — "
           + (f"enforced ({support.reason})" if support.version else f"NOT enforced: {support.reason}"))
     signal.signal(signal.SIGTERM, _interrupt)
+    asked_to_stop = False
     with server.running(plan) as proc:
         print(f"JupyterHub for {len(students)} students at {plan.url}/ (log: {server.log_file(plan)}); Ctrl-C stops it")
         try:
             proc.wait()
         except KeyboardInterrupt:
+            asked_to_stop = True
             print("stopping the hub and every student's server...")
+    if not asked_to_stop:
+        print(f"labkit: error: JupyterHub exited by itself (status {proc.returncode})\n"
+              f"  fix: read {server.log_file(plan)}", file=sys.stderr)
     left = server.leftovers(plan)
     for line in left:
         print(f"left behind: {line}", file=sys.stderr)
-    return 1 if left else 0
+    return 1 if left or not asked_to_stop else 0
