@@ -36,7 +36,10 @@ EXTRAS=""
 case $profile in
   hub) EXTRAS="[hub]" ;;
   test) EXTRAS="[test,hub]"
-        APT_PACKAGES+=(chromium) ;;    # the JupyterLab end-to-end test (headless); not for learners
+        # the JupyterLab end-to-end test (headless); not for learners.  Ubuntu names it
+        # chromium-browser (a snap shim there: untested)
+        if apt-cache show chromium >/dev/null 2>&1; then APT_PACKAGES+=(chromium)
+        else APT_PACKAGES+=(chromium-browser); fi ;;
 esac
 # configurable-http-proxy runs on node; Debian's nodejs/npm unless a node with npm is there already.
 if [[ $profile != lab ]] && ! command -v npm >/dev/null; then
