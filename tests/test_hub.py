@@ -39,7 +39,10 @@ pytestmark = [pytest.mark.hub,
               pytest.mark.skipif(students.skip_unless_root() is not None, reason=students.skip_unless_root() or "")]
 
 NAMES = ("labkit-hub1", "labkit-hub2", "labkit-hub3")
-LIMITS = Limits(memory_mib=3072, cpus=1.0)
+#: Limits in force and read back from the kernel.  The CPU quota is both cores: with one core each, three
+#: students' TCG guests starved, and a guest's report line was sometimes cut by its power-off (an /init
+#: that does not drain its console: reported, not this test's to fix).
+LIMITS = Limits(memory_mib=3072, cpus=2.0)
 #: Papermill parameters that keep the notebooks short (one boot per accelerator, short loops).
 PARAMETERS = {"boots_per_accel": 1, "payload_iterations": 5_000_000, "ring0_iterations": 50_000}
 
@@ -213,8 +216,8 @@ def test_three_students_run_04_and_05_through_the_hub_and_nothing_is_left(tmp_pa
                 assert not list((acct.home / ".config/libvirt/qemu").glob("*.xml")), name  # no domain defined
                 assert not [p for p in psutil.process_iter(["uids", "status"])
                             if p.info["uids"].real == acct.uid and p.info["status"] != psutil.STATUS_ZOMBIE]
-            for group in groups.values():
-                assert not group.memory.exists() and not group.cpu.exists()
+            for group in groups.values():  # their control groups, and the hub's parent group, are gone
+                assert not group.memory.parent.exists() and not group.cpu.parent.exists()
         finally:
             if hub is not None and hub.poll() is None:  # a failed assertion above: the hub still stops cleanly
                 hub.send_signal(signal.SIGTERM)

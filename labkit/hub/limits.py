@@ -178,7 +178,9 @@ class StudentGroup:
             time.sleep(0.1)
 
     def remove(self) -> None:
-        """Remove the empty group (the parent stays for the other students)."""
+        """Remove the empty group, and the parent once the last student's group is gone."""
         for group in {self.memory, self.cpu}:
             with contextlib.suppress(FileNotFoundError):
                 group.rmdir()
+            with contextlib.suppress(OSError):  # busy while other students' groups remain
+                group.parent.rmdir()
