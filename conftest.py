@@ -11,6 +11,7 @@ nothing (as its template does), so nbval compares the cells around it as usual.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,10 @@ import pytest
 from labkit.exercises import exercise_name
 
 SOLUTIONS = Path(__file__).parent / "solutions"
+# The notebooks the tests run (nbval, the browser test) record nobody's exercise progress in HOME;
+# tests/test_hub.py's students do, in their own homes (their servers start with a clean environment).
+os.environ["LABKIT_RESULTS"] = "off"
+
 EXPECT_SOLVED = "import os; os.environ['LABKIT_EXPECT_SOLVED'] = '1'  # reference run\n"
 
 

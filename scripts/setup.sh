@@ -1,25 +1,50 @@
 #!/usr/bin/env bash
 # Set up KVM Lab on a Debian/Ubuntu machine: system packages, the .venv, the guest image.
-# Idempotent and quick when everything is already there.  Used by `./kvmlab lab` and
-# `./kvmlab test`; run it alone as `bash scripts/setup.sh`.
+# Idempotent and quick when everything is already there.  Used by `./kvmlab lab`, `./kvmlab hub`
+# and `./kvmlab test`; run it alone as `bash scripts/setup.sh [--hub|--test] [--system-only]`.
+#   (no option)     what a learner needs for the notebooks, nothing more
+#   --hub           + JupyterHub (the `hub` extra) and configurable-http-proxy (npm, on Debian's nodejs)
+#   --test          + everything the test suite needs: the hub, the `test` extra, Chromium
 #   --system-only   only the apt packages (e.g. before `conda env create`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
-# Everything the whole notebook sequence needs from the OS.
+profile=lab system_only=0
+for arg in "$@"; do
+  case $arg in
+    --hub) [[ $profile == test ]] || profile=hub ;;
+    --test) profile=test ;;
+    --system-only) system_only=1 ;;
+    *) say "unknown option $arg (use --hub, --test, --system-only)"; exit 2 ;;
+  esac
+done
+
+# What the notebooks need from the OS (package names that exist on Debian 12 and Ubuntu 22.04+).
 APT_PACKAGES=(
   qemu-system-x86 qemu-utils           # QEMU: TCG emulator and KVM front end (04, 05)
   busybox-static cpio                  # the tiny guest's userland and initramfs (04, 05)
   lz4                                  # unpacks the guest kernel for fast direct (PVH) boots (04, 05)
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients  # libvirtd + virsh (05)
-  libvirt-dev pkg-config gcc           # to build libvirt-python; gcc for the C benchmark (03)
+  libvirt-dev pkg-config gcc python3-dev  # libvirt-python has no wheel on PyPI: pip compiles it (05)
   binutils                             # as/ld: guest programs are assembly (03, 04)
-  python3 python3-venv python3-dev     # the venv (Debian's Python: usable by every user)
-  chromium                             # the JupyterLab end-to-end test (headless)
+  python3 python3-venv                 # the venv (Debian's Python: usable by every user)
   ca-certificates
 )
+EXTRAS=""
+case $profile in
+  hub) EXTRAS="[hub]" ;;
+  test) EXTRAS="[test,hub]"
+        # the JupyterLab end-to-end test (headless); not for learners.  Ubuntu names it
+        # chromium-browser (a snap shim there: untested)
+        if apt-cache show chromium >/dev/null 2>&1; then APT_PACKAGES+=(chromium)
+        else APT_PACKAGES+=(chromium-browser); fi ;;
+esac
+# configurable-http-proxy runs on node; Debian's nodejs/npm unless a node with npm is there already.
+if [[ $profile != lab ]] && ! command -v npm >/dev/null; then
+  APT_PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -41,7 +66,7 @@ if ((${#missing[@]})); then
     exit 1
   fi
 fi
-[[ ${1:-} == --system-only ]] && exit 0
+((system_only)) && exit 0
 
 # The venv comes from the system Python (not pyenv/conda): a venv whose python is
 # a symlink into /root is unusable by the students' own accounts on a shared host.
@@ -50,13 +75,24 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
   say "$PY is older than Python 3.10; use Debian 12 / Ubuntu 22.04 or newer"; exit 1
 fi
 stamp=.venv/.labkit-installed
-want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
-if [[ ! -x .venv/bin/python || $(cat "$stamp" 2>/dev/null) != "$want" ]]; then
-  say "creating .venv and installing labkit (editable) with its test extras"
+want="$(sha256sum < pyproject.toml | cut -d' ' -f1) $EXTRAS"
+have=$(cat "$stamp" 2>/dev/null || true)
+# A venv set up for more (the tests) serves less (the lab) too: reinstall only when it lacks extras.
+covers() { [[ ${have%% *} == "${want%% *}" && ( -z $EXTRAS || $have == *" $EXTRAS" || $have == *" [test,hub]" ) ]]; }
+if [[ ! -x .venv/bin/python ]] || ! covers; then
+  say "creating .venv and installing labkit (editable)${EXTRAS:+ with the extras $EXTRAS}"
   [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test]'
+  .venv/bin/python -m pip install -q -e ".$EXTRAS"
   echo "$want" > "$stamp"
+fi
+
+# The hub's proxy: configurable-http-proxy from npm, inside the venv (5.1 is the newest that runs
+# on Debian 12's nodejs 18).
+CHP=.venv/node/node_modules/.bin/configurable-http-proxy
+if [[ $profile != lab && ! -x $CHP ]]; then
+  say "installing configurable-http-proxy (npm) into .venv/node"
+  npm install --silent --no-audit --no-fund --prefix .venv/node configurable-http-proxy@5.1
 fi
 
 # JupyterLab: no news pop-up fetched from the internet (this lab runs offline).

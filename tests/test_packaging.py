@@ -22,7 +22,8 @@ def _requirement(spec: str) -> tuple[str, str | None]:
 
 def test_environment_yml_matches_pyproject() -> None:
     project = tomllib.loads((TOP / "pyproject.toml").read_text())["project"]
-    wanted = dict(map(_requirement, project["dependencies"] + project["optional-dependencies"]["test"]))
+    wanted = dict(map(_requirement, project["dependencies"] + project["optional-dependencies"]["test"]
+                                         + project["optional-dependencies"]["hub"]))
     env = yaml.safe_load((TOP / "environment.yml").read_text())
     assert env["channels"][0] == "conda-forge" and "defaults" not in env["channels"]
     listed: dict[str, str | None] = {}

@@ -1,0 +1,30 @@
+"""``labkit class status``: which student passed which exercise check (as root on a hub host)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from labkit.classroom import progress
+from labkit.hub.plan import STATE_DIR
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("class", help="the instructor's view of a class: who passed which exercise check")
+    actions = p.add_subparsers(dest="class_command", required=True, metavar="ACTION")
+    status = actions.add_parser("status", help="a table of each student's exercise checks (root reads every "
+                                               "student's own results file)")
+    status.add_argument("users", nargs="*", metavar="USER", help="students (default: the hub's)")
+    status.add_argument("--state", type=Path, default=STATE_DIR, help="the hub's state folder, for its students")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--plot", type=Path, metavar="PNG", help="also save a bar chart")
+    status.set_defaults(func=run_status)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    report = progress.collect(args.users or progress.hub_students(args.state))
+    if args.plot:
+        report.plot().figure.savefig(args.plot, bbox_inches="tight")
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
+    return 0

@@ -1,0 +1,102 @@
+"""``labkit hub start``: a real JupyterHub for a class on this host (as root)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from labkit.errors import AccessDeniedError, InvalidOptionError, MissingToolError
+from labkit.hub import accounts, limits
+from labkit.hub.plan import STATE_DIR, HubPlan
+
+LAB_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("hub", help="run a JupyterHub for a class: one JupyterLab per student account (root)",
+                       description="Creates the student accounts (PAM logins), then runs JupyterHub with "
+                                   "configurable-http-proxy until Ctrl-C or SIGTERM; stopping it stops every "
+                                   "student's server, guests and processes. ./kvmlab hub installs what it needs.")
+    hub = p.add_subparsers(dest="hub_command", required=True, metavar="ACTION")
+    start = hub.add_parser("start", help="create the accounts and run the hub in the foreground")
+    who = start.add_mutually_exclusive_group(required=True)
+    who.add_argument("--students", help="comma-separated login names (created if missing)")
+    who.add_argument("--count", type=int, help="this many students, named student1, student2, ...")
+    start.add_argument("--passwords", type=Path, metavar="FILE",
+                       help="'name:password' lines; new accounts not in it get a random password, "
+                            "written to STATE/passwords (root only)")
+    start.add_argument("--ip", default="", help="address to listen on (default: all)")
+    start.add_argument("--port", type=int, default=8000)
+    start.add_argument("--state", type=Path, default=STATE_DIR, help=f"hub state folder (default {STATE_DIR})")
+    start.add_argument("--memory-mib", type=int, default=2048, help="memory cap per student (0: none)")
+    start.add_argument("--cpus", type=float, default=1.0, help="CPU quota per student (0: none)")
+    start.add_argument("--cache", type=Path, default=Path("/var/cache/labkit"),
+                       help="shared read-only guest image cache (built if missing)")
+    start.set_defaults(func=run_start)
+
+
+def students_from(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.count is not None:
+        if not 1 <= args.count <= 500:
+            raise InvalidOptionError(f"--count {args.count} is out of range", "use 1 to 500 students")
+        return tuple(f"student{i}" for i in range(1, args.count + 1))
+    names = tuple(n.strip() for n in args.students.split(",") if n.strip())
+    return tuple(accounts.check_name(n) for n in names)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    """SIGTERM stops the hub the way Ctrl-C does (servers, proxy, then the leftover check)."""
+    raise KeyboardInterrupt
+
+
+def run_start(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        raise AccessDeniedError("the hub creates accounts and runs each student's server as them: it needs root",
+                                "sudo ./kvmlab hub start ...")
+    from labkit.hub import server  # imports nothing of JupyterHub's; the spawner does, inside the hub
+
+    students = students_from(args)
+    plan = HubPlan(LAB_ROOT, students, args.state, args.ip, args.port,
+                   limits.Limits(args.memory_mib or None, args.cpus or None), args.cache)
+    given = accounts.parse_passwords(args.passwords.read_text()) if args.passwords else {}
+    made = {}
+    for name in students:
+        password = given.get(name)
+        if password is None and accounts.lookup(name) is None:
+            password = made[name] = secrets.token_urlsafe(9)
+        accounts.ensure(name, password)
+    plan.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if made:
+        secret = plan.state_dir / "passwords"
+        with open(os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as fh:
+            fh.writelines(f"{n}:{p}\n" for n, p in made.items())
+        print(f"new accounts' passwords: {secret}")
+    # the shared read-only guest image (quick when it is there already)
+    built = subprocess.run([sys.executable, "-m", "labkit", "image", "build", "--into", str(plan.shared_cache)])
+    if built.returncode != 0:
+        raise MissingToolError(f"the shared guest image could not be built into {plan.shared_cache}",
+                               "see the error above; or build it first: sudo labkit image build --into DIR")
+    support = limits.detect()
+    print(f"limits per student: {plan.limits.memory_mib or 'no'} MiB, {plan.limits.cpus or 'no'} CPU quota — "
+          + (f"enforced ({support.reason})" if support.version else f"NOT enforced: {support.reason}"))
+    signal.signal(signal.SIGTERM, _interrupt)
+    asked_to_stop = False
+    with server.running(plan) as proc:
+        print(f"JupyterHub for {len(students)} students at {plan.url}/ (log: {server.log_file(plan)}); Ctrl-C stops it")
+        try:
+            proc.wait()
+        except KeyboardInterrupt:
+            asked_to_stop = True
+            print("stopping the hub and every student's server...")
+    if not asked_to_stop:
+        print(f"labkit: error: JupyterHub exited by itself (status {proc.returncode})\n"
+              f"  fix: read {server.log_file(plan)}", file=sys.stderr)
+    left = server.leftovers(plan)
+    for line in left:
+        print(f"left behind: {line}", file=sys.stderr)
+    return 1 if left or not asked_to_stop else 0

@@ -1,0 +1,120 @@
+"""The JupyterHub process of a lab hub: start it, wait until it answers, stop it so that nothing is left.
+
+JupyterHub, run as root from the lab's venv, starts configurable-http-proxy
+itself and, on SIGTERM, stops every student's server (each stop runs the
+lab spawner's clean-up) and then the proxy.  :func:`running` owns that
+process like any other labkit resource: it is stopped on success, error,
+interrupt and interpreter exit, and :func:`leftovers` says what, if
+anything, outlived it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+
+from labkit import runtime
+from labkit.errors import LabkitError, MissingToolError
+from labkit.hub import accounts, config
+from labkit.hub.plan import HubPlan
+
+
+class HubStartError(LabkitError):
+    """JupyterHub exited or did not answer in time; carries the end of its log."""
+
+
+def log_file(plan: HubPlan) -> Path:
+    return plan.state_dir / "jupyterhub.log"
+
+
+def _check_installed(plan: HubPlan) -> None:
+    for path, fix in ((plan.venv / "bin/jupyterhub", "./kvmlab hub (or: bash scripts/setup.sh --hub)"),
+                      (plan.proxy, "./kvmlab hub (or: bash scripts/setup.sh --hub)")):
+        if not path.exists():
+            raise MissingToolError(f"{path} is not installed", fix)
+
+
+def answers(plan: HubPlan) -> bool:
+    try:
+        with urllib.request.urlopen(f"{plan.url}/hub/api/", timeout=2) as reply:
+            return reply.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+@contextlib.contextmanager
+def running(plan: HubPlan, timeout: float = 120) -> Iterator[subprocess.Popen]:
+    """JupyterHub for ``plan``, answering on :attr:`HubPlan.url`; stopped (servers, proxy) on exit."""
+    _check_installed(plan)
+    config_file = config.write(plan)
+    log = log_file(plan)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([str(plan.venv / "bin/jupyterhub"), "-f", str(config_file)], cwd=plan.state_dir,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={"PATH": f"{plan.venv / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                     "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/root")})
+    token = runtime.release_at_exit(lambda: stop(proc))
+    try:
+        deadline = time.monotonic() + timeout
+        while not answers(plan):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                why = f"exited with status {proc.returncode}" if proc.poll() is not None else \
+                    f"did not answer on {plan.url} within {timeout:.0f} s"
+                raise HubStartError(f"JupyterHub {why}; the end of {log}:\n{_tail(log)}",
+                                    f"read {log}; is port {plan.port} free?")
+            time.sleep(0.3)
+        yield proc
+    finally:
+        stop(proc)
+        runtime.forget(token)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 90) -> int:
+    """SIGTERM the hub (it stops the students' servers and the proxy), SIGKILL if it hangs; its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode
+
+
+def leftovers(plan: HubPlan) -> list[str]:
+    """What of the hub outlived it: the proxy, JupyterHub, and any process of a student (server, kernel, QEMU).
+
+    A zombie is not counted: it is dead and holds nothing but its pid until
+    its new parent (init, which may reap late) collects it.
+    """
+    uids = {a.uid: a.name for a in map(accounts.lookup, plan.students) if a is not None}
+    found = []
+    for proc in psutil.process_iter(["pid", "uids", "cmdline", "status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.info["pid"] == os.getpid():  # not `labkit hub` itself
+            continue
+        argv = proc.info["cmdline"] or []
+        uid = proc.info["uids"].real if proc.info["uids"] else None
+        if uid in uids:
+            found.append(f"{uids[uid]}'s process {proc.info['pid']}: {' '.join(argv)[:120]}")
+        elif any(str(plan.state_dir) in arg or arg == str(plan.proxy) for arg in argv):
+            found.append(f"hub process {proc.info['pid']}: {' '.join(argv)[:120]}")
+    for uid, name in uids.items():
+        run_dir = runtime.run_dir_of(runtime.user_name(uid))
+        if run_dir.exists():
+            found.append(f"{name}'s run dir {run_dir}")
+    return found

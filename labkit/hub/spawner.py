@@ -1,0 +1,111 @@
+"""The hub's spawner: a student's JupyterLab as their own local process, in their own control group.
+
+JupyterHub's :class:`~jupyterhub.spawner.LocalProcessSpawner` (the hub runs
+as root, no systemd needed) starts ``jupyterhub-singleuser`` from the lab's
+shared read-only venv as the student.  This spawner adds what a lab host
+needs around it:
+
+- before the first start, the student's own copy of the notebooks
+  (:func:`labkit.hub.accounts.provide_notebooks`), opened in JupyterLab;
+- the shared read-only guest image cache (``LABKIT_SHARED_CACHE``), so nobody
+  builds or downloads a kernel;
+- the memory and CPU limits, by moving the server into the student's control
+  group before it drops root (:mod:`labkit.hub.limits`);
+- when the server stops, nothing of the student's keeps running: their
+  ``labkit cleanup --force`` removes their guests, libvirt domains and run
+  dir while their session libvirtd still answers, then every process left
+  in their group (or, without cgroups, of their uid) is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+
+import psutil
+from jupyterhub.spawner import LocalProcessSpawner
+from traitlets import Unicode
+
+from labkit import runtime
+from labkit.hub import accounts, limits
+from labkit.hub.plan import HubPlan
+
+RUNUSER = shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin") or "/usr/sbin/runuser"
+
+
+class LabSpawner(LocalProcessSpawner):
+    """LocalProcessSpawner + the lab's notebooks, shared cache, limits and a clean stop."""
+
+    plan_file = Unicode(config=True, help="the hub plan (JSON) written by `labkit hub`")
+
+    @property
+    def plan(self) -> HubPlan:
+        return HubPlan.load(self.plan_file)
+
+    @property
+    def account(self) -> accounts.Account:
+        return accounts.lookup(self.user.name)
+
+    def _group(self) -> limits.StudentGroup | None:
+        support = limits.detect()
+        if support.version is None or not self.plan.limits.memory_mib and not self.plan.limits.cpus:
+            return None
+        return limits.StudentGroup(support, self.user.name)
+
+    def get_env(self) -> dict[str, str]:
+        env = super().get_env()
+        plan = self.plan
+        env["PATH"] = f"{plan.venv / 'bin'}:/usr/local/bin:/usr/bin:/bin"
+        env["LABKIT_SHARED_CACHE"] = str(plan.shared_cache)
+        return env
+
+    def make_preexec_fn(self, name: str):
+        become_student = super().make_preexec_fn(name)
+        group = self._group()
+
+        def preexec() -> None:  # runs in the child, as root, before it becomes the student
+            if group is not None:
+                group.join(os.getpid())
+            become_student()
+
+        return preexec
+
+    async def start(self):
+        plan = self.plan
+        accounts.provide_notebooks(self.account, plan.notebooks)
+        group = self._group()
+        if group is not None:
+            group.create(plan.limits)
+        self.cmd = [str(plan.venv / "bin/jupyterhub-singleuser")]
+        self.notebook_dir = str(self.account.lab)
+        self.default_url = "/lab"
+        return await super().start()
+
+    async def stop(self, now: bool = False) -> None:
+        try:
+            await super().stop(now=now)
+        finally:  # in a thread: the hub stops every student's server at once
+            await asyncio.get_running_loop().run_in_executor(None, self.clean_up_after)
+
+    def clean_up_after(self) -> None:
+        """Nothing of the student's outlives their server: guests, domains, run dir, processes."""
+        account = self.account
+        subprocess.run([RUNUSER, "-u", account.name, "--", "env", "-i", f"HOME={account.home}",
+                        "PATH=/usr/bin:/bin", str(self.plan.venv / "bin/labkit"), "cleanup", "--force"],
+                       capture_output=True, text=True, timeout=120)
+        group = self._group()
+        if group is not None:
+            group.kill_all()
+            group.remove()
+        else:  # no control group to tell the server's processes: every process of the student's account
+            left = [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == account.uid]
+            for proc in left:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.kill()
+            psutil.wait_procs(left, timeout=10)
+        run_dir = runtime.run_dir_of(runtime.user_name(account.uid))
+        if run_dir.is_dir() and not run_dir.is_symlink() and run_dir.stat().st_uid == account.uid:
+            shutil.rmtree(run_dir, ignore_errors=True)  # never follows the student's links
