@@ -37,9 +37,10 @@ case $profile in
   hub) EXTRAS="[hub]" ;;
   test) EXTRAS="[test,hub]"
         # the JupyterLab end-to-end test (headless); not for learners.  Ubuntu names it
-        # chromium-browser (a snap shim there: untested)
-        if apt-cache show chromium >/dev/null 2>&1; then APT_PACKAGES+=(chromium)
-        else APT_PACKAGES+=(chromium-browser); fi ;;
+        # chromium-browser (a snap shim there: untested).  Decided by the distribution, not by
+        # apt-cache: before the first apt-get update a fresh machine's package lists are empty.
+        if grep -qsx 'ID=ubuntu' /etc/os-release; then APT_PACKAGES+=(chromium-browser)
+        else APT_PACKAGES+=(chromium); fi ;;
 esac
 # configurable-http-proxy runs on node; Debian's nodejs/npm unless a node with npm is there already.
 if [[ $profile != lab ]] && ! command -v npm >/dev/null; then
