@@ -14,7 +14,7 @@ import sys
 
 from labkit.errors import LabkitError, MissingToolError
 
-COMMANDS = ("doctor", "host", "kvm", "image", "boot", "virt", "cleanup", "run")
+COMMANDS = ("doctor", "host", "kvm", "image", "boot", "virt", "nested", "cleanup", "run")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,12 @@
+"""The emulated AMD-V machine: run the lab's hardware-KVM path on any x86-64 host.
+
+One module per job: :mod:`.modules` (kvm-amd and virtiofs from the kernel's
+package, cached), :mod:`.initramfs` (L1's initramfs), :mod:`.job` (the
+command as the caller, inside), :mod:`.machine` (virtiofsd + QEMU/TCG with
+``-cpu qemu64,+svm,+npt``, serial relays, release of everything).
+"""
+
+from labkit.nested.errors import NestedError
+from labkit.nested.machine import CPU, NestedResult, check_host, run, run_sync, virtiofsd_path
+
+__all__ = ["CPU", "NestedError", "NestedResult", "check_host", "run", "run_sync", "virtiofsd_path"]
