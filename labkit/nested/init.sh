@@ -36,17 +36,24 @@ mount -t devpts -o mode=0620,ptmxmode=0666 devpts /newroot/dev/pts
 mount -t tmpfs -o mode=1777 shm /newroot/dev/shm
 mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup 2>$dev/null
 cp "/host$job" /newroot/run/labkit-nested/job || fail "no job at $job"
+cp /bin/busybox /newroot/run/labkit-nested/busybox
 chmod 0666 /newroot/dev/kvm                       # this machine is the invoking user's alone
 hostname labkit-l1
 ip link set lo up
 if [ -n "$tty" ]; then                            # labkit nested shell: one terminal, cooked by this tty
-  say READY
-  chroot /newroot /bin/sh /run/labkit-nested/job <$dev/ttyS1 >$dev/ttyS1 2>&1
+  io='</dev/ttyS1 >/dev/ttyS1 2>&1'
 else
   stty -F $dev/ttyS1 raw -echo
   stty -F $dev/ttyS2 raw -echo
-  say READY
-  chroot /newroot /bin/sh /run/labkit-nested/job <$dev/null >$dev/ttyS1 2>$dev/ttyS2
+  io='</dev/null >/dev/ttyS1 2>/dev/ttyS2'
 fi
-say "EXIT $?"
-poweroff -f
+# Stage 2 runs as PID 1 in the new root: switch_root, not chroot, so that the root is a real mount
+# root (libvirt's per-domain /dev namespace, for one, finds no /dev/kvm under a chroot).
+cat >/newroot/run/labkit-nested/stage2 <<STAGE2
+bb=/run/labkit-nested/busybox
+echo "LABKIT-NESTED READY" >/dev/ttyS0
+/bin/sh /run/labkit-nested/job $io
+echo "LABKIT-NESTED EXIT \$?" >/dev/ttyS0
+\$bb poweroff -f
+STAGE2
+exec switch_root /newroot /run/labkit-nested/busybox sh /run/labkit-nested/stage2

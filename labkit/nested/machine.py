@@ -45,8 +45,10 @@ from labkit.errors import InvalidOptionError, MissingToolError
 from labkit.nested import initramfs, job, modules
 from labkit.nested.errors import NestedError
 
-#: The emulated CPU: QEMU's baseline model plus AMD-V (svm) and nested paging (npt).
-CPU = "qemu64,+svm,+npt"
+#: The emulated CPU: QEMU's baseline model plus AMD-V (svm) with nested paging (npt), 1 GiB pages, and
+#: the x86-64-v2 level (cx16, popcnt, SSSE3, SSE4.x) that current Python wheels (numpy) require: without
+#: it numpy dies of an invalid opcode in L1.
+CPU = "qemu64,+svm,+npt,+pdpe1gb,+cx16,+popcnt,+ssse3,+sse4.1,+sse4.2"
 #: Where Debian's qemu-system-common (7.2) puts virtiofsd; newer systems ship it in $PATH or /usr/libexec.
 VIRTIOFSD_PATHS = ("/usr/lib/qemu/virtiofsd", "/usr/libexec/virtiofsd")
 #: L1 holds the command's writes (tmpfs overlay) and its own guests: below this, Python and a guest don't fit.
