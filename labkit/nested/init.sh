@@ -51,8 +51,9 @@ fi
 # root (libvirt's per-domain /dev namespace, for one, finds no /dev/kvm under a chroot).
 cat >/newroot/run/labkit-nested/stage2 <<STAGE2
 bb=/run/labkit-nested/busybox
+exec $io
 echo "LABKIT-NESTED READY" >/dev/ttyS0
-/bin/sh /run/labkit-nested/job $io
+/bin/sh /run/labkit-nested/job
 echo "LABKIT-NESTED EXIT \$?" >/dev/ttyS0
 \$bb poweroff -f
 STAGE2

@@ -177,6 +177,8 @@ class _Relay(threading.Thread):
         self.listener.bind(str(path))
         self.listener.listen(1)
         self.output, self.stdin = output, stdin
+        #: Set once L1 has its serial line open: keys typed earlier would be lost on a UART nobody reads.
+        self.input_open = threading.Event()
         self._closed = threading.Event()
 
     def run(self) -> None:
@@ -186,16 +188,19 @@ class _Relay(threading.Thread):
             return
         with conn:
             while not self._closed.is_set():
-                ready, _, _ = select.select([conn] + ([self.stdin] if self.stdin is not None else []), [], [], 0.2)
+                reading = self.stdin is not None and self.input_open.is_set()
+                ready, _, _ = select.select([conn] + ([self.stdin] if reading else []), [], [], 0.2)
                 if conn in ready:
                     data = conn.recv(65536)
                     if not data:
                         return
                     self.output(data)
-                if self.stdin is not None and self.stdin in ready:
+                if reading and self.stdin in ready:
                     data = os.read(self.stdin, 4096)
                     if data:
                         conn.sendall(data)
+                    else:  # end of input (a pipe): nothing more to pass on
+                        self.stdin = None
 
     def close(self) -> None:
         """Stop now (the normal path has joined it after QEMU exited and the last bytes came)."""
@@ -238,38 +243,37 @@ async def run(argv: Sequence[str], *, memory_mib: int = DEFAULT_MEMORY_MIB, vcpu
     cwd = Path.cwd() if cwd is None else cwd
     environment = job.environment(os.environ if env is None else env)
     job.resolve(argv, environment, cwd)
-    kernel = images.find_kernel(progress=False)
-    initrd = initramfs.build(modules.kernel_modules(kernel))
     terminal = os.get_terminal_size(0) if interactive and os.isatty(0) else None
     stdout, stderr = stdout or _write_to(1), stderr or _write_to(2)
     with runtime.scratch("nested") as scratch:
-        (scratch / "job.sh").write_text(job.script(
-            argv, environment, cwd, uid=os.getuid(), gid=os.getgid(),
-            terminal=(terminal.lines, terminal.columns) if terminal else (24, 80) if interactive else None))
-        relays = ([_Relay(scratch / "term.sock", stdout, stdin=0)] if interactive
-                  else [_Relay(scratch / "out.sock", stdout), _Relay(scratch / "err.sock", stderr)])
-        serials = [arg for i, relay in enumerate(relays)
-                   for arg in ("-chardev", f"socket,id=s{i + 1},path={relay.listener.getsockname()}",
-                               "-serial", f"chardev:s{i + 1}")]
-        config = qemu.MachineConfig(
-            machine="q35", accel="tcg", cpu=CPU, memory_mib=memory_mib, vcpus=vcpus,
-            kernel=kernel.vmlinux or kernel.path, initrd=initrd,
-            append=f"{images.BASE_CMDLINE} rdinit={initramfs.RDINIT} labkit.job={scratch / 'job.sh'}"
-                   + (" labkit.tty=1" if interactive else ""),
-            extra_args=("-object", f"memory-backend-memfd,id=mem,size={memory_mib}M,share=on",
-                        "-numa", "node,memdev=mem", "-nic", "none",
-                        "-chardev", f"socket,id=vfs,path={scratch / 'vfs.sock'}",
-                        "-device", "vhost-user-fs-pci,chardev=vfs,tag=host", *serials))
-        virtiofsd = Virtiofsd(scratch / "vfs.sock", scratch / "virtiofsd.log").start()
-        for relay in relays:
-            relay.start()
-        try:
-            with _raw_terminal(0) if interactive else contextlib.nullcontext():
-                return await _supervise(config, relays, timeout, kernel.release)
-        finally:
-            virtiofsd.stop()
+        # virtiofsd first: whether it can run as this user is the likeliest failure, and the cheapest to find
+        with contextlib.ExitStack() as release:
+            release.callback(Virtiofsd(scratch / "vfs.sock", scratch / "virtiofsd.log").start().stop)
+            kernel = images.find_kernel(progress=False)
+            initrd = initramfs.build(modules.kernel_modules(kernel))
+            (scratch / "job.sh").write_text(job.script(
+                argv, environment, cwd, uid=os.getuid(), gid=os.getgid(),
+                terminal=(terminal.lines, terminal.columns) if terminal else (24, 80) if interactive else None))
+            relays = ([_Relay(scratch / "term.sock", stdout, stdin=0)] if interactive
+                      else [_Relay(scratch / "out.sock", stdout), _Relay(scratch / "err.sock", stderr)])
             for relay in relays:
-                relay.close()
+                release.callback(relay.close)
+                relay.start()
+            serials = [arg for i, relay in enumerate(relays)
+                       for arg in ("-chardev", f"socket,id=s{i + 1},path={relay.listener.getsockname()}",
+                                   "-serial", f"chardev:s{i + 1}")]
+            config = qemu.MachineConfig(
+                machine="q35", accel="tcg", cpu=CPU, memory_mib=memory_mib, vcpus=vcpus,
+                kernel=kernel.vmlinux or kernel.path, initrd=initrd,
+                append=f"{images.BASE_CMDLINE} rdinit={initramfs.RDINIT} labkit.job={scratch / 'job.sh'}"
+                       + (" labkit.tty=1" if interactive else ""),
+                extra_args=("-object", f"memory-backend-memfd,id=mem,size={memory_mib}M,share=on",
+                            "-numa", "node,memdev=mem", "-nic", "none",
+                            "-chardev", f"socket,id=vfs,path={scratch / 'vfs.sock'}",
+                            "-device", "vhost-user-fs-pci,chardev=vfs,tag=host", *serials))
+            if interactive:
+                release.enter_context(_raw_terminal(0))
+            return await _supervise(config, relays, timeout, kernel.release)
 
 
 async def _supervise(config: qemu.MachineConfig, relays: list[_Relay], timeout: float,
@@ -281,6 +285,8 @@ async def _supervise(config: qemu.MachineConfig, relays: list[_Relay], timeout: 
         first = _LINE.findall(vm.console)[0][0]
         if first.startswith("FAIL"):
             await _fail(vm, first.removeprefix("FAIL ").strip())
+        for relay in relays:
+            relay.input_open.set()
         await vm.wait_for(re.compile(r"LABKIT-NESTED (EXIT \d+|FAIL)"), timeout)
         last = _LINE.findall(vm.console)[-1]
         done_at = time.monotonic()

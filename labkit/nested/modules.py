@@ -70,16 +70,21 @@ def kernel_modules(kernel: images.Kernel) -> Path:
                               "same package as the cached kernel",
                               "sudo apt-get update; if the archive dropped that version, fetch the current "
                               "kernel with `labkit image build --refresh`")
-        found = _unpack(debs[0], info["release"])
-    missing = [name for name in MODULES if name not in found]
-    if missing:
-        raise NestedError(f"{info['package']} {info['version']} has no {', '.join(m + '.ko' for m in missing)}: "
-                          "this kernel cannot run KVM on AMD-V or share the host's files",
-                          "use a distribution kernel that builds KVM_AMD and VIRTIO_FS as modules "
-                          "(Debian's linux-image-cloud-amd64 does)")
+        found = require_all(_unpack(debs[0], info["release"]), f"{info['package']} {info['version']}")
     for name, data in found.items():
         images.publish(data, folder / f"{name}.ko")
     return folder
+
+
+def require_all(found: dict[str, bytes], package: str) -> dict[str, bytes]:
+    """``found`` if it holds every module of :data:`MODULES`; else which are missing, and what to do."""
+    missing = [name for name in MODULES if name not in found]
+    if missing:
+        raise NestedError(f"{package} has no {', '.join(m + '.ko' for m in missing)}: this kernel cannot run "
+                          "KVM on AMD-V (kvm-amd) or share the host's files (virtiofs) in L1",
+                          "use a distribution kernel that builds KVM_AMD and VIRTIO_FS as modules "
+                          "(Debian's linux-image-cloud-amd64 does)")
+    return found
 
 
 def _unpack(deb: Path, release: str) -> dict[str, bytes]:
