@@ -7,6 +7,7 @@ kvm_amd): a few seconds each; the one inside-L1 pytest run takes minutes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -18,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from labkit import cleanup, images, runtime
+from labkit import cleanup, images, nested, runtime
 from labkit.errors import InvalidOptionError, MissingToolError
 from labkit.nested import NestedError, job, machine, modules
 
@@ -183,11 +184,28 @@ def test_nothing_outlives_an_interrupted_or_killed_run(how: signal.Signals) -> N
 
 @pytest.mark.skipif(students.skip_unless_root() is not None, reason=students.skip_unless_root() or "")
 def test_unprivileged_user_is_told_what_virtiofsd_needs() -> None:
+    """Debian 12's C virtiofsd needs root: the CLI says so, and notebook 04's section prints it instead."""
+    demo = ("import asyncio; from labkit import nested; "
+            "b = asyncio.run(nested.boot_under_kvm_inside()); print(b.ran, b.why_not)")
     with students.exclusive(), students.student("labkit-stu1") as stu:
         proc = stu.labkit("nested", "run", "--", "true")
+        notebook = subprocess.run(stu.argv(sys.executable, "-c", demo), cwd=TOP, capture_output=True, text=True,
+                                  timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "labkit: error: virtiofsd did not start" in proc.stderr and "needs root" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert notebook.returncode == 0, notebook.stderr
+    assert notebook.stdout.startswith("False virtiofsd did not start") and "needs root" in notebook.stdout
+
+
+def test_notebook_demo_boots_the_guest_under_kvm_inside_l1() -> None:
+    """What notebook 04's "KVM inside an emulator" shows: L2 under KVM, its console streamed, three timings."""
+    console: list[str] = []
+    boot = asyncio.run(nested.boot_under_kvm_inside(on_console=console.append))
+    assert boot.ran and boot.why_not == "" and boot.l1 is not None and boot.l1.status == 0
+    assert boot.accel == "kvm" and boot.hypervisor == "KVM"
+    assert boot.l2_userspace_s is not None and 0 < boot.l2_userspace_s < boot.l1.command_s
+    assert "LABKIT-REPORT" in "".join(console)  # L2's console, relayed from inside L1
 
 
 # --------------------------------------------------------------------------- the hardware path, inside L1
