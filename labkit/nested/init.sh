@@ -38,6 +38,9 @@ mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup 2>$dev/null
 cp "/host$job" /newroot/run/labkit-nested/job || fail "no job at $job"
 cp /bin/busybox /newroot/run/labkit-nested/busybox
 chmod 0666 /newroot/dev/kvm                       # this machine is the invoking user's alone
+# L1's own copy of the users: overlayfs is undefined when a lower file changes under it, and the host's
+# /etc/passwd changes whenever an account is added (tests, useradd by the lab itself)
+touch /newroot/etc/passwd /newroot/etc/group /newroot/etc/shadow /newroot/etc/gshadow
 hostname labkit-l1
 ip link set lo up
 if [ -n "$tty" ]; then                            # labkit nested shell: one terminal, cooked by this tty
@@ -55,6 +58,8 @@ exec $io
 echo "LABKIT-NESTED READY" >/dev/ttyS0
 /bin/sh /run/labkit-nested/job
 echo "LABKIT-NESTED EXIT \$?" >/dev/ttyS0
+# poweroff drops what the serial ports have not sent yet; setting a tty mode waits for it (TCSADRAIN)
+for n in 1 2 0; do \$bb stty -F /dev/ttyS\$n -ixon; done
 \$bb poweroff -f
 STAGE2
 exec switch_root /newroot /run/labkit-nested/busybox sh /run/labkit-nested/stage2

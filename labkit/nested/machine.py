@@ -47,8 +47,9 @@ from labkit.nested.errors import NestedError
 
 #: The emulated CPU: QEMU's baseline model plus AMD-V (svm) with nested paging (npt), 1 GiB pages, and
 #: the x86-64-v2 level (cx16, popcnt, SSSE3, SSE4.x) that current Python wheels (numpy) require: without
-#: it numpy dies of an invalid opcode in L1.
-CPU = "qemu64,+svm,+npt,+pdpe1gb,+cx16,+popcnt,+ssse3,+sse4.1,+sse4.2"
+#: it numpy dies of an invalid opcode in L1.  Its own model name, so that L1 (a host to the lab) and the
+#: guests it boots (QEMU's qemu64) do not present the same CPU by coincidence.
+CPU = "qemu64,+svm,+npt,+pdpe1gb,+cx16,+popcnt,+ssse3,+sse4.1,+sse4.2,model-id=KVM Lab emulated AMD-V CPU"
 #: Where Debian's qemu-system-common (7.2) puts virtiofsd; newer systems ship it in $PATH or /usr/libexec.
 VIRTIOFSD_PATHS = ("/usr/lib/qemu/virtiofsd", "/usr/libexec/virtiofsd")
 #: L1 holds the command's writes (tmpfs overlay) and its own guests: below this, Python and a guest don't fit.
