@@ -45,4 +45,7 @@ if [ -f /labkit/command ]; then
   echo "LABKIT-COMMAND-END $?"
 fi
 echo "LABKIT-POWEROFF"
+# poweroff -f drops what the UART has not sent yet: setting a tty mode waits for it (TCSADRAIN).  Seen
+# under nested KVM, where each transmit interrupt is slow: the report line was cut short.
+stty -F /dev/console -ixon
 poweroff -f
