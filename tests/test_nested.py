@@ -78,6 +78,13 @@ def test_command_not_found_is_refused_before_booting() -> None:
     assert empty.returncode == 2 and "no command to run" in empty.stderr
 
 
+def test_a_working_directory_l1_cannot_see_is_refused(tmp_path: Path) -> None:
+    """L1 has its own /tmp (the host's lab run dirs must not leak in): a cwd there would not exist inside."""
+    with pytest.raises(InvalidOptionError, match=r"which L1 does not share"):
+        job.resolve(["true"], {"PATH": "/usr/bin:/bin"}, tmp_path)
+    assert job.resolve(["true"], {"PATH": "/usr/bin:/bin"}, TOP) == "/usr/bin/true"
+
+
 def test_memory_limits_are_clear_errors() -> None:
     small = labkit_nested("run", "--memory", "256", "--", "true")
     assert small.returncode == 2 and "L1 needs at least 1024 MiB" in small.stderr and "fix:" in small.stderr

@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from labkit.errors import LabkitError
 from labkit.nested.errors import NestedError
@@ -33,15 +34,18 @@ class NestedBoot:
 async def boot_under_kvm_inside(on_console: Callable[[str], None] | None = None,
                                 memory_mib: int = DEFAULT_MEMORY_MIB, timeout: float = 600.0) -> NestedBoot:
     """Boot L1 and, in it, the tiny guest with ``--accel kvm``; ``on_console`` gets L2's console text."""
-    out = bytearray()
+    out, err = bytearray(), bytearray()
 
     def console(data: bytes) -> None:
+        err.extend(data)
         if on_console:
             on_console(data.decode("utf-8", "replace"))
 
     argv = [sys.executable, "-m", "labkit", "boot", "--accel", "kvm", "--console", "--json"]
     try:
-        l1 = await run(argv, memory_mib=memory_mib, timeout=timeout, stdout=out.extend, stderr=console)
+        # from / : a notebook's own directory may be under /tmp, which L1 does not share
+        l1 = await run(argv, memory_mib=memory_mib, timeout=timeout, stdout=out.extend, stderr=console,
+                       cwd=Path("/"))
     except NestedError:
         raise  # L1 started but broke: a bug to see, not a host to excuse
     except LabkitError as exc:
@@ -52,7 +56,7 @@ async def boot_under_kvm_inside(on_console: Callable[[str], None] | None = None,
         report = None
     if l1.status != 0 or report is None:
         raise NestedError(f"`labkit boot --accel kvm` inside L1 failed (status {l1.status}): "
-                          f"{out.decode(errors='replace')[-500:] or 'no output'}",
+                          f"{(out + err).decode(errors='replace')[-800:].strip() or 'no output'}",
                           "run it by hand: labkit nested run -- labkit boot --accel kvm --console")
     return NestedBoot(True, "", l1, report["accel"]["name"], report["report"]["hypervisor"],
                       report["times"]["userspace_s"])
