@@ -41,6 +41,7 @@ chmod 0666 /newroot/dev/kvm                       # this machine is the invoking
 # L1's own copy of the users: overlayfs is undefined when a lower file changes under it, and the host's
 # /etc/passwd changes whenever an account is added (tests, useradd by the lab itself)
 touch /newroot/etc/passwd /newroot/etc/group /newroot/etc/shadow /newroot/etc/gshadow
+rm -f /newroot/etc/passwd.lock /newroot/etc/group.lock /newroot/etc/shadow.lock /newroot/etc/gshadow.lock  # the host's
 hostname labkit-l1
 ip link set lo up
 if [ -n "$tty" ]; then                            # labkit nested shell: one terminal, cooked by this tty

@@ -7,8 +7,10 @@ QEMU's TCG emulating SVM with nested paging, and ``kvm_amd`` drives it.
 from __future__ import annotations
 
 import asyncio
+import grp
 import json
 import os
+import pwd
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +142,21 @@ def test_notebook_takes_its_hardware_branch(notebook: str, parameters: dict, exp
     result = runner.run_one(TOP / "notebooks" / f"{notebook}.ipynb", tmp_path, parameters)
     assert result.ok, result.failure
     assert {k: result.results.get(k) for k in expected} == expected, result.results
+
+
+# --------------------------------------------------------------------------- fixes the hardware path revealed
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating system users needs root (CI runs as root)")
+def test_libvirtd_configure_creates_its_user_beside_a_leftover_group(tmp_path: Path) -> None:
+    """Seen in L1: the host's libvirt-qemu user gone, its group not; useradd refused (exit 9) without --gid.
+    L1's /etc is its own (a RAM overlay), so the state is made here for real."""
+    from labkit import libvirtd
+
+    gone = subprocess.run(["userdel", libvirtd.QEMU_USER], capture_output=True, text=True, check=False)
+    assert gone.returncode in (0, 6), gone.stderr  # 6: there was no such user
+    group = subprocess.run(["groupadd", "--system", libvirtd.QEMU_USER], capture_output=True, text=True, check=False)
+    assert group.returncode in (0, 9), group.stderr  # 9: the group was left behind already
+    done = libvirtd.configure(tmp_path / "qemu.conf")
+    assert f"created system user {libvirtd.QEMU_USER}" in done, done
+    assert pwd.getpwnam(libvirtd.QEMU_USER).pw_gid == grp.getgrnam(libvirtd.QEMU_USER).gr_gid
