@@ -45,7 +45,8 @@ if [ -f /labkit/command ]; then
   echo "LABKIT-COMMAND-END $?"
 fi
 echo "LABKIT-POWEROFF"
-# poweroff -f drops what the UART has not sent yet: setting a tty mode waits for it (TCSADRAIN).  Seen
-# under nested KVM, where each transmit interrupt is slow: the report line was cut short.
-stty -F /dev/console -ixon
+# poweroff -f drops what the UART has not sent yet: setting a tty mode waits for it (TCSADRAIN), for at
+# most a second (a drain that never ends was seen once under TCG).  Seen under nested KVM, where each
+# transmit interrupt is slow: the report line was cut short.
+timeout 1 stty -F /dev/console -ixon 2>/dev/null
 poweroff -f
