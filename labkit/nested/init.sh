@@ -59,8 +59,8 @@ exec $io
 echo "LABKIT-NESTED READY" >/dev/ttyS0
 /bin/sh /run/labkit-nested/job
 echo "LABKIT-NESTED EXIT \$?" >/dev/ttyS0
-# poweroff drops what the serial ports have not sent yet; setting a tty mode waits for it (TCSADRAIN)
-for n in 1 2 0; do \$bb stty -F /dev/ttyS\$n -ixon; done
+# poweroff drops what the serial ports have not sent yet; setting a tty mode waits for it (TCSADRAIN, bounded)
+for n in 1 2 0; do \$bb timeout 2 \$bb stty -F /dev/ttyS\$n -ixon 2>/dev/null; done
 \$bb poweroff -f
 STAGE2
 exec switch_root /newroot /run/labkit-nested/busybox sh /run/labkit-nested/stage2
