@@ -223,7 +223,10 @@ def test_hardware_path_inside_l1() -> None:
     """One L1 boot runs tests/nested (host/doctor, raw VMM on SVM, QEMU and libvirt under KVM, notebooks)."""
     proc = labkit_nested("run", "--times", "--", sys.executable, "-m", "pytest", "tests/nested", "-o", "addopts=",
                          "-p", "no:cacheprovider", "-q", "--color=no", "-rfEs", "--durations=5",
-                         env={"LABKIT_IN_L1": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}, timeout=1750)
+                         # PYTHONPATH: labkit importable even while another test (./kvmlab lab runs setup)
+                         # reinstalls the editable package for a moment
+                         env={"LABKIT_IN_L1": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+                              "PYTHONPATH": str(TOP)}, timeout=1750)
     print(proc.stdout[-3000:], proc.stderr[-1500:])
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     assert proc.returncode == 0, f"{summary}\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from labkit.errors import LabkitError
-from labkit.nested.errors import NestedError
+from labkit.errors import AccessDeniedError, MissingToolError
+from labkit.nested.errors import CannotRunHereError, NestedError
 from labkit.nested.machine import DEFAULT_MEMORY_MIB, NestedResult, run
 
 
@@ -46,9 +46,8 @@ async def boot_under_kvm_inside(on_console: Callable[[str], None] | None = None,
         # from / : a notebook's own directory may be under /tmp, which L1 does not share
         l1 = await run(argv, memory_mib=memory_mib, timeout=timeout, stdout=out.extend, stderr=console,
                        cwd=Path("/"))
-    except NestedError:
-        raise  # L1 started but broke: a bug to see, not a host to excuse
-    except LabkitError as exc:
+    except (CannotRunHereError, MissingToolError, AccessDeniedError) as exc:
+        # this host cannot run L1: say why (any other error means L1 started and broke: a bug to see)
         return NestedBoot(False, f"{exc.what} (fix: {exc.fix})" if exc.fix else exc.what, None, None, None, None)
     try:
         report = json.loads(out.decode())

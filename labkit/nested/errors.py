@@ -7,3 +7,7 @@ from labkit.errors import LabkitError
 
 class NestedError(LabkitError):
     """The emulated AMD-V machine (L1) cannot be set up, started, or did not run the command."""
+
+
+class CannotRunHereError(NestedError):
+    """This host cannot run L1 at all (architecture, memory, virtiofsd as this user): nothing was started."""

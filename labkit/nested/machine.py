@@ -43,7 +43,7 @@ from pathlib import Path
 from labkit import host, images, qemu, runtime
 from labkit.errors import InvalidOptionError, MissingToolError
 from labkit.nested import initramfs, job, modules
-from labkit.nested.errors import NestedError
+from labkit.nested.errors import CannotRunHereError, NestedError
 
 #: The emulated CPU: QEMU's baseline model plus AMD-V (svm) with nested paging (npt), 1 GiB pages, and
 #: the x86-64-v2 level (cx16, popcnt, SSSE3, SSE4.x) that current Python wheels (numpy) require: without
@@ -97,7 +97,7 @@ def virtiofsd_path() -> Path:
 def check_host(memory_mib: int, vcpus: int) -> None:
     """Everything that can be checked before anything starts: CPU architecture, programs, memory."""
     if platform.machine() != "x86_64":
-        raise NestedError(f"this host is {platform.machine()}, not x86-64: the emulated AMD-V machine runs the "
+        raise CannotRunHereError(f"this host is {platform.machine()}, not x86-64: the emulated AMD-V machine runs the "
                           "lab's x86-64 kernel and this host's x86-64 programs inside",
                           "run it on an x86-64 host")
     qemu.qemu_binary()
@@ -111,7 +111,7 @@ def check_host(memory_mib: int, vcpus: int) -> None:
                                  "written go to RAM, and it runs Python and guests)",
                                  f"use --memory {DEFAULT_MEMORY_MIB} (the default)")
     if memory_mib > available:
-        raise NestedError(f"too little memory: L1 asks for {memory_mib} MiB, this host has {available} MiB "
+        raise CannotRunHereError(f"too little memory: L1 asks for {memory_mib} MiB, this host has {available} MiB "
                           "available", f"free memory, or use --memory {max(MIN_MEMORY_MIB, available // 2)} "
                           f"(at least {MIN_MEMORY_MIB})")
 
@@ -148,7 +148,7 @@ class Virtiofsd:
                 needs = ("it needs root here (QEMU 7.2's C virtiofsd sandboxes itself with chroot); run as root, "
                          "or install the Rust virtiofsd, which runs unprivileged" if os.geteuid() != 0
                          else "check that nothing else holds the socket, and read its message")
-                raise NestedError(f"virtiofsd did not start: {' / '.join(said) or 'no message'}", needs)
+                raise CannotRunHereError(f"virtiofsd did not start: {' / '.join(said) or 'no message'}", needs)
             time.sleep(0.02)
         return self
 
