@@ -23,6 +23,7 @@ long, so a test run or a closed notebook never leaves it behind.
 from __future__ import annotations
 
 import fcntl
+import grp
 import json
 import os
 import pwd
@@ -125,8 +126,13 @@ def configure(conf: Path = QEMU_CONF) -> tuple[str, ...]:
     try:
         pwd.getpwnam(QEMU_USER)
     except KeyError:
+        try:  # a group of that name left without its user (userdel keeps a group others use): join it
+            grp.getgrnam(QEMU_USER)
+            group = ["--gid", QEMU_USER]
+        except KeyError:
+            group = []
         subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/var/lib/libvirt",
-                        "--shell", "/usr/sbin/nologin", QEMU_USER], check=True, capture_output=True)
+                        "--shell", "/usr/sbin/nologin", *group, QEMU_USER], check=True, capture_output=True)
         done.append(f"created system user {QEMU_USER}")
     for path in STATE_DIRS:
         if not path.is_dir():

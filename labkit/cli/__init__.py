@@ -19,7 +19,7 @@ from typing import NoReturn
 
 from labkit.errors import LabkitError, MissingToolError, from_os_error
 
-COMMANDS = ("doctor", "host", "kvm", "image", "boot", "virt", "cleanup", "run", "hub", "class_status")
+COMMANDS = ("doctor", "host", "kvm", "image", "boot", "virt", "nested", "cleanup", "run", "hub", "class_status")
 
 
 def seconds(text: str) -> float:

@@ -50,8 +50,8 @@ if [ -f /labkit/command ]; then
   echo "LABKIT-COMMAND-END$tag $?"
 fi
 echo "LABKIT-POWEROFF"
-# poweroff -f does not wait for the console: what is still in the serial port's buffer is lost (seen on a
-# loaded host: the report line cut by the kernel's "reboot: Power down").  stty sets the console's mode
-# with TCSADRAIN, which returns only once every byte written has gone out.
-stty onlcr 2>/dev/null
+# poweroff -f drops what the UART has not sent yet: setting a tty mode waits for it (TCSADRAIN), for at
+# most a second (a drain that never ends was seen once under TCG).  Seen under nested KVM, where each
+# transmit interrupt is slow: the report line was cut short.
+timeout 1 stty -F /dev/console -ixon 2>/dev/null
 poweroff -f

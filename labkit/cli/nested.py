@@ -1,0 +1,49 @@
+"""``labkit nested``: run a command (or a shell) in an emulated AMD-V machine, where KVM is hardware-style."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import sys
+
+from labkit import nested
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("nested", help="run a command inside an emulated AMD-V machine (hardware KVM on any x86 host)")
+    modes = p.add_subparsers(dest="mode", required=True, metavar="MODE")
+    run = modes.add_parser("run", help="run CMD inside as you, stream its output, exit with its status")
+    shell = modes.add_parser("shell", help="an interactive shell inside")
+    for mode in (run, shell):
+        mode.add_argument("--memory", type=int, default=nested.machine.DEFAULT_MEMORY_MIB, metavar="MiB",
+                          help=f"L1's memory (default {nested.machine.DEFAULT_MEMORY_MIB})")
+        mode.add_argument("--vcpus", type=int, default=nested.machine.DEFAULT_VCPUS, metavar="N",
+                          help=f"L1's virtual CPUs (default {nested.machine.DEFAULT_VCPUS})")
+        mode.add_argument("--timeout", type=float, default=1800.0, metavar="S",
+                          help="kill L1 after S seconds (default 1800)")
+        mode.add_argument("--times", action="store_true",
+                          help="print L1's ready time and the command's duration on stderr as JSON")
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    run.set_defaults(func=_run)
+    shell.set_defaults(func=_shell, argv=None)
+
+
+def _run(args: argparse.Namespace) -> int:
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    return _report(args, nested.run_sync(argv, memory_mib=args.memory, vcpus=args.vcpus, timeout=args.timeout))
+
+
+def _shell(args: argparse.Namespace) -> int:
+    login = os.environ.get("SHELL") or pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh"
+    return _report(args, nested.run_sync([login, "-i"], memory_mib=args.memory, vcpus=args.vcpus,
+                                         timeout=args.timeout, interactive=True))
+
+
+def _report(args: argparse.Namespace, result: nested.NestedResult) -> int:
+    if args.times:
+        print(json.dumps({"ready_s": round(result.ready_s, 3), "command_s": round(result.command_s, 3),
+                          "total_s": round(result.total_s, 3), "status": result.status,
+                          "kernel": result.kernel_release}), file=sys.stderr)
+    return result.status

@@ -1,0 +1,234 @@
+"""``labkit nested``: the emulated AMD-V machine (L1), its errors, its release of everything — and the
+lab's hardware-KVM path, tested inside one L1 boot (``tests/nested/``, ``test_hardware_path_inside_l1``).
+
+The live tests boot real L1 machines (QEMU/TCG with an emulated SVM CPU, virtiofsd, the cloud kernel's
+kvm_amd): a few seconds each; the one inside-L1 pytest run takes minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from labkit import cleanup, images, nested, runtime
+from labkit.errors import InvalidOptionError, MissingToolError
+from labkit.nested import NestedError, job, machine, modules
+
+import students
+
+pytestmark = pytest.mark.nested
+TOP = Path(__file__).resolve().parent.parent
+
+
+def labkit_nested(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
+                  stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "labkit", "nested", *args], capture_output=True, text=True,
+                          cwd=TOP, env={**os.environ, **(env or {})}, timeout=timeout, input=stdin)
+
+
+def children_of(pid: int) -> list[str]:
+    """Names of the processes an L1 run started (QEMU, virtiofsd), found by their command lines."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        argv = proc.info["cmdline"] or []
+        if argv and (any(f"nested-{pid}-" in a for a in argv)):
+            found.append(Path(argv[0]).name)
+    return found
+
+
+def scratch_of(pid: int) -> list[Path]:
+    run_dir = runtime.run_dir_of()
+    return [p for p in run_dir.glob(f"*-{pid}-*")] if run_dir.is_dir() else []
+
+
+# --------------------------------------------------------------------------- the job, without booting
+
+
+def test_job_script_runs_the_command_as_the_caller_where_they_are() -> None:
+    env = job.environment({"PATH": "/usr/bin:/bin", "HOME": "/home/stu", "LABKIT_X": "1", "LC_ALL": "C",
+                           "SECRET_TOKEN": "no", "LANG": "C.UTF-8"})
+    assert env == {"PATH": "/usr/bin:/bin", "HOME": "/home/stu", "LABKIT_X": "1", "LC_ALL": "C",
+                   "LANG": "C.UTF-8"}
+    text = job.script(["labkit", "host", "it's"], env, Path("/work/lab"), uid=1000, gid=1000)
+    assert "cd /work/lab\n" in text
+    assert "/usr/bin/env -i HOME=/home/stu LABKIT_X=1 LANG=C.UTF-8 LC_ALL=C PATH=/usr/bin:/bin" in text
+    assert "/usr/bin/setpriv --reuid=1000 --regid=1000" in text and text.endswith(" labkit host 'it'\"'\"'s'\n")
+    as_root = job.script(["true"], env, Path("/"), uid=0, gid=0)
+    assert "setpriv" not in as_root and "setsid" not in as_root
+    shell = job.script(["/bin/bash", "-i"], env, Path("/"), uid=0, gid=0, terminal=(40, 120))
+    assert "stty rows 40 cols 120" in shell and "/usr/bin/setsid --ctty --wait" in shell
+
+
+def test_command_not_found_is_refused_before_booting() -> None:
+    started = time.monotonic()
+    proc = labkit_nested("run", "--", "no-such-program-here")
+    assert proc.returncode == 2 and "labkit: error: 'no-such-program-here' is not a program L1 can run" in proc.stderr
+    assert "fix:" in proc.stderr and "Traceback" not in proc.stderr
+    assert time.monotonic() - started < 60  # refused up front, not after a boot (generous: a loaded host)
+    empty = labkit_nested("run")
+    assert empty.returncode == 2 and "no command to run" in empty.stderr
+
+
+def test_a_working_directory_l1_cannot_see_is_refused(tmp_path: Path) -> None:
+    """L1 has its own /tmp (the host's lab run dirs must not leak in): a cwd there would not exist inside."""
+    with pytest.raises(InvalidOptionError, match=r"which L1 does not share"):
+        job.resolve(["true"], {"PATH": "/usr/bin:/bin"}, tmp_path)
+    assert job.resolve(["true"], {"PATH": "/usr/bin:/bin"}, TOP) == "/usr/bin/true"
+
+
+def test_memory_limits_are_clear_errors() -> None:
+    small = labkit_nested("run", "--memory", "256", "--", "true")
+    assert small.returncode == 2 and "L1 needs at least 1024 MiB" in small.stderr and "fix:" in small.stderr
+    huge = labkit_nested("run", "--memory", str(10**8), "--", "true")
+    assert huge.returncode == 2 and "too little memory" in huge.stderr and "Traceback" not in huge.stderr
+
+
+def test_missing_qemu_or_virtiofsd_and_wrong_architecture(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(machine, "VIRTIOFSD_PATHS", (str(tmp_path / "virtiofsd"),))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MissingToolError, match="qemu-system-x86_64"):
+        machine.check_host(2048, 2)
+    monkeypatch.setattr(machine.qemu, "qemu_binary", lambda *a: "/usr/bin/qemu-system-x86_64")
+    with pytest.raises(MissingToolError, match="virtiofsd is not installed") as err:
+        machine.check_host(2048, 2)
+    assert "qemu-system-common" in (err.value.fix or "")
+    monkeypatch.setattr(machine.platform, "machine", lambda: "aarch64")
+    with pytest.raises(NestedError, match="aarch64, not x86-64"):
+        machine.check_host(2048, 2)
+
+
+def test_bad_vcpus() -> None:
+    with pytest.raises(InvalidOptionError, match="vcpus=0"):
+        machine.check_host(2048, 0)
+
+
+def test_kernel_package_without_kvm_amd(tmp_path: Path) -> None:
+    """A kernel package whose kvm-amd is missing: the error names it (a .deb made here with dpkg-deb)."""
+    release = "6.1.0-99-test"
+    root = tmp_path / "pkg"
+    for rel in ("arch/x86/kvm/kvm.ko", "virt/lib/irqbypass.ko", "fs/fuse/fuse.ko"):
+        path = root / f"lib/modules/{release}/kernel/{rel}"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"\x7fELF module " + rel.encode())
+    (root / "DEBIAN").mkdir()
+    (root / "DEBIAN/control").write_text("Package: linux-image-test\nVersion: 1\nArchitecture: amd64\n"
+                                         "Maintainer: lab <lab@example.org>\nDescription: test\n")
+    subprocess.run(["dpkg-deb", "--build", "-Zgzip", str(root), str(tmp_path / "k.deb")], check=True,
+                   capture_output=True)
+    found = modules._unpack(tmp_path / "k.deb", release)
+    assert found["kvm"] == b"\x7fELF module arch/x86/kvm/kvm.ko" and set(found) == {"kvm", "irqbypass", "fuse"}
+    with pytest.raises(NestedError, match=r"linux-image-test 1 has no .*kvm-amd\.ko") as err:
+        modules.require_all(found, "linux-image-test 1")
+    assert "KVM_AMD" in (err.value.fix or "")
+
+
+def test_a_kernel_not_from_a_package_is_refused(tmp_path: Path) -> None:
+    kernel = images.Kernel(tmp_path / "vmlinuz", "6.1", "given explicitly", "0" * 64, None)
+    with pytest.raises(NestedError, match="not one labkit fetched from a package"):
+        modules.package_of(kernel)
+
+
+def test_modules_are_cached_next_to_the_kernel() -> None:
+    kernel = images.find_kernel(progress=False)
+    folder = modules.kernel_modules(kernel)
+    assert folder == modules.cached_modules(kernel) and folder.parent.name == kernel.sha256[:16]
+    assert {p.stem for p in folder.glob("*.ko")} >= set(modules.MODULES)
+
+
+# --------------------------------------------------------------------------- live L1 runs
+
+
+def test_run_streams_output_as_the_caller_and_exits_with_its_status(tmp_path: Path) -> None:
+    script = "echo out; echo err >&2; id -u; pwd; echo $LABKIT_PROBE; grep -c svm /proc/cpuinfo; exit 7"
+    proc = labkit_nested("run", "--times", "--", "sh", "-c", script, env={"LABKIT_PROBE": "passed in",
+                                                                          "SECRET_PROBE": "kept out"})
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 7, proc.stderr
+    assert lines[:4] == ["out", str(os.getuid()), str(TOP), "passed in"] and int(lines[4]) >= 1, proc.stdout
+    assert proc.stderr.startswith("err\n") and '"ready_s"' in proc.stderr and '"status": 7' in proc.stderr
+
+
+def test_shell_is_interactive_and_returns_the_shells_status() -> None:
+    proc = labkit_nested("shell", stdin="echo inside-$((6*7)); exit 5\n", env={"SHELL": "/bin/sh"})
+    assert proc.returncode == 5, proc.stderr
+    assert "inside-42" in proc.stdout
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_nothing_outlives_an_interrupted_or_killed_run(how: signal.Signals) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "labkit", "nested", "run", "--", "sleep", "600"], cwd=TOP,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while sorted(set(children_of(proc.pid))) != ["qemu-system-x86_64", "virtiofsd"]:
+        assert time.monotonic() < deadline and proc.poll() is None, (children_of(proc.pid), proc.communicate())
+        time.sleep(0.2)
+    time.sleep(2)  # L1 is booting or running the command
+    proc.send_signal(how)
+    _, err = proc.communicate(timeout=60)
+    deadline = time.monotonic() + 10
+    while children_of(proc.pid) and time.monotonic() < deadline:  # PDEATHSIG is delivered asynchronously
+        time.sleep(0.1)
+    assert children_of(proc.pid) == [], "QEMU or virtiofsd outlived labkit"
+    if how == signal.SIGINT:
+        assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+        assert scratch_of(proc.pid) == []
+    else:  # killed outright: its scratch dirs stay, named after it, until `labkit cleanup`
+        left = scratch_of(proc.pid)
+        assert {p.name.split("-")[0] for p in left} == {"nested", "qemu"}, left
+        report = cleanup.cleanup(kinds=("dir",))
+        assert {str(p) for p in left} <= {r.name for r in report.removed}
+        assert scratch_of(proc.pid) == []
+
+
+@pytest.mark.skipif(students.skip_unless_root() is not None, reason=students.skip_unless_root() or "")
+def test_unprivileged_user_is_told_what_virtiofsd_needs() -> None:
+    """Debian 12's C virtiofsd needs root: the CLI says so, and notebook 04's section prints it instead."""
+    demo = ("import asyncio; from labkit import nested; "
+            "b = asyncio.run(nested.boot_under_kvm_inside()); print(b.ran, b.why_not)")
+    with students.exclusive(), students.student("labkit-stu1") as stu:
+        proc = stu.labkit("nested", "run", "--", "true")
+        notebook = subprocess.run(stu.argv(sys.executable, "-c", demo), cwd=TOP, capture_output=True, text=True,
+                                  timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "labkit: error: virtiofsd did not start" in proc.stderr and "needs root" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert notebook.returncode == 0, notebook.stderr
+    assert notebook.stdout.startswith("False virtiofsd did not start") and "needs root" in notebook.stdout
+
+
+def test_notebook_demo_boots_the_guest_under_kvm_inside_l1() -> None:
+    """What notebook 04's "KVM inside an emulator" shows: L2 under KVM, its console streamed, three timings."""
+    console: list[str] = []
+    boot = asyncio.run(nested.boot_under_kvm_inside(on_console=console.append))
+    assert boot.ran and boot.why_not == "" and boot.l1 is not None and boot.l1.status == 0
+    assert boot.accel == "kvm" and boot.hypervisor == "KVM"
+    assert boot.l2_userspace_s is not None and 0 < boot.l2_userspace_s < boot.l1.command_s
+    assert "LABKIT-REPORT" in "".join(console)  # L2's console, relayed from inside L1
+
+
+# --------------------------------------------------------------------------- the hardware path, inside L1
+
+
+@pytest.mark.timeout(1800)  # ~3-4 min on an idle 2-core host; TCG slows down in proportion to the load
+def test_hardware_path_inside_l1() -> None:
+    """One L1 boot runs tests/nested (host/doctor, raw VMM on SVM, QEMU and libvirt under KVM, notebooks)."""
+    proc = labkit_nested("run", "--times", "--", sys.executable, "-m", "pytest", "tests/nested", "-o", "addopts=",
+                         "-p", "no:cacheprovider", "-q", "--color=no", "-rfEs", "--durations=5",
+                         # PYTHONPATH: labkit importable even while another test (./kvmlab lab runs setup)
+                         # reinstalls the editable package for a moment
+                         env={"LABKIT_IN_L1": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+                              "PYTHONPATH": str(TOP)}, timeout=1750)
+    print(proc.stdout[-3000:], proc.stderr[-1500:])
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    assert proc.returncode == 0, f"{summary}\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
+    passed = re.search(r"(\d+) passed", summary)
+    assert passed and int(passed.group(1)) >= 17 and not re.search(r"skipped|failed|error", summary), summary
