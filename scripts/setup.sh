@@ -106,5 +106,9 @@ JSON
 # The tiny guest (kernel from the package archive + busybox initramfs) into the user's
 # cache, so notebooks and tests never download anything.
 .venv/bin/labkit image build --quiet
+# ... and the emulated AMD-V machine's kernel modules (notebook 04, `labkit nested`), from the same package.
+if [[ $(uname -m) == x86_64 ]]; then
+  .venv/bin/labkit nested prepare >/dev/null || say "the emulated AMD-V machine is not prepared (see above); notebook 04 explains why"
+fi
 
 say "ready: .venv/bin/labkit doctor tells what this host can do"

@@ -144,6 +144,19 @@ def test_modules_are_cached_next_to_the_kernel() -> None:
     assert {p.stem for p in folder.glob("*.ko")} >= set(modules.MODULES)
 
 
+def test_prepare_leaves_nothing_to_download(tmp_path: Path) -> None:
+    """After `labkit nested prepare` (setup runs it), L1's files come from the cache: no apt-get needed."""
+    assert labkit_nested("prepare").returncode == 0
+    bare = tmp_path / "bin"  # PATH without apt-get or dpkg-deb: a download would fail
+    bare.mkdir()
+    for tool in ("uname", "sh"):
+        (bare / tool).symlink_to(subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip())
+    again = labkit_nested("prepare", env={"PATH": str(bare)})
+    assert again.returncode == 0, again.stderr
+    initrd = Path(again.stdout.split()[-1])
+    assert initrd.is_file() and initrd.name.startswith("nested-")
+
+
 # --------------------------------------------------------------------------- live L1 runs
 
 

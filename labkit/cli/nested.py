@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                           help="kill L1 after S seconds (default 1800)")
         mode.add_argument("--times", action="store_true",
                           help="print L1's ready time and the command's duration on stderr as JSON")
+    prepare = modes.add_parser("prepare", help="fetch L1's kernel modules and build its initramfs (setup does it)")
+    prepare.set_defaults(func=_prepare)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     run.set_defaults(func=_run)
     shell.set_defaults(func=_shell, argv=None)
@@ -33,6 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     return _report(args, nested.run_sync(argv, memory_mib=args.memory, vcpus=args.vcpus, timeout=args.timeout))
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    kernel, initrd = nested.prepare()
+    print(f"L1: kernel {kernel.release}, initramfs with kvm-amd and virtiofs {initrd}")
+    return 0
 
 
 def _shell(args: argparse.Namespace) -> int:

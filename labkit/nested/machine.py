@@ -230,6 +230,15 @@ def _raw_terminal(fd: int) -> Iterator[None]:
 # --------------------------------------------------------------------------- the run
 
 
+def prepare() -> tuple[images.Kernel, Path]:
+    """L1's kernel and initramfs, its modules fetched from the kernel's package once and cached.
+
+    Setup calls it (``labkit nested prepare``) so that a learner's first L1 boots without the network.
+    """
+    kernel = images.find_kernel(progress=False)
+    return kernel, initramfs.build(modules.kernel_modules(kernel))
+
+
 async def run(argv: Sequence[str], *, memory_mib: int = DEFAULT_MEMORY_MIB, vcpus: int = DEFAULT_VCPUS,
               timeout: float = 1800.0, stdout: Output | None = None, stderr: Output | None = None,
               interactive: bool = False, cwd: Path | None = None,
@@ -250,8 +259,7 @@ async def run(argv: Sequence[str], *, memory_mib: int = DEFAULT_MEMORY_MIB, vcpu
         # virtiofsd first: whether it can run as this user is the likeliest failure, and the cheapest to find
         with contextlib.ExitStack() as release:
             release.callback(Virtiofsd(scratch / "vfs.sock", scratch / "virtiofsd.log").start().stop)
-            kernel = images.find_kernel(progress=False)
-            initrd = initramfs.build(modules.kernel_modules(kernel))
+            kernel, initrd = prepare()
             (scratch / "job.sh").write_text(job.script(
                 argv, environment, cwd, uid=os.getuid(), gid=os.getgid(),
                 terminal=(terminal.lines, terminal.columns) if terminal else (24, 80) if interactive else None))
