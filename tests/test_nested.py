@@ -78,11 +78,16 @@ def test_command_not_found_is_refused_before_booting() -> None:
     assert empty.returncode == 2 and "no command to run" in empty.stderr
 
 
-def test_a_working_directory_l1_cannot_see_is_refused(tmp_path: Path) -> None:
-    """L1 has its own /tmp (the host's lab run dirs must not leak in): a cwd there would not exist inside."""
-    with pytest.raises(InvalidOptionError, match=r"which L1 does not share"):
-        job.resolve(["true"], {"PATH": "/usr/bin:/bin"}, tmp_path)
-    assert job.resolve(["true"], {"PATH": "/usr/bin:/bin"}, TOP) == "/usr/bin/true"
+def test_l1_shares_the_hosts_tmp_but_not_its_lab_run_dirs(tmp_path: Path) -> None:
+    """A checkout or notebook under /tmp works in L1; the host's lab run dir is empty there; writes stay in L1."""
+    (tmp_path / "marker").write_text("seen in L1\n")
+    with runtime.scratch("probe") as mine:  # the host's run dir is not empty
+        proc = subprocess.run([sys.executable, "-m", "labkit", "nested", "run", "--", "sh", "-c",
+                               f"cat marker; ls -A {mine.parent}; touch written-inside; echo end"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "seen in L1\nend\n"
+    assert not (tmp_path / "written-inside").exists()
 
 
 def test_memory_limits_are_clear_errors() -> None:

@@ -12,7 +12,6 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from labkit.errors import AccessDeniedError, MissingToolError
 from labkit.nested.errors import CannotRunHereError, NestedError
@@ -43,9 +42,7 @@ async def boot_under_kvm_inside(on_console: Callable[[str], None] | None = None,
 
     argv = [sys.executable, "-m", "labkit", "boot", "--accel", "kvm", "--console", "--json"]
     try:
-        # from / : a notebook's own directory may be under /tmp, which L1 does not share
-        l1 = await run(argv, memory_mib=memory_mib, timeout=timeout, stdout=out.extend, stderr=console,
-                       cwd=Path("/"))
+        l1 = await run(argv, memory_mib=memory_mib, timeout=timeout, stdout=out.extend, stderr=console)
     except (CannotRunHereError, MissingToolError, AccessDeniedError) as exc:
         # this host cannot run L1: say why (any other error means L1 started and broke: a bug to see)
         return NestedBoot(False, f"{exc.what} (fix: {exc.fix})" if exc.fix else exc.what, None, None, None, None)

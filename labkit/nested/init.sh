@@ -29,7 +29,12 @@ mkdir /rw/upper /rw/work
 mount -t overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work overlay /newroot || fail "overlay mount"
 for fs in proc sys dev; do mount --move "/$fs" "/newroot/$fs"; done
 dev=/newroot/dev
-mount -t tmpfs -o mode=1777 tmp /newroot/tmp       # not the host's /tmp: its lab run dirs are the host's
+# /tmp stays the host's (a checkout, its venv or a notebook may live there), writable through the overlay;
+# the host's lab run dirs in it are hidden under empty private tmpfs: their sockets and guests are the host's
+for d in /newroot/tmp/labkit-*; do
+  [ -d "$d" ] && [ ! -L "$d" ] || continue
+  mount -t tmpfs -o "mode=0700,uid=$(stat -c %u "$d"),gid=$(stat -c %g "$d")" labkit-run "$d"
+done
 mount -t tmpfs -o mode=0755 run /newroot/run       # nor the host's pid files and daemon sockets
 mkdir -p /newroot/dev/pts /newroot/dev/shm /newroot/run/labkit-nested
 mount -t devpts -o mode=0620,ptmxmode=0666 devpts /newroot/dev/pts

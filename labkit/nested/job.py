@@ -14,14 +14,11 @@ import os
 import pwd
 import shlex
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from labkit.errors import InvalidOptionError, MissingToolError
 
-#: The host's temp dir: L1 mounts a fresh tmpfs there instead.
-TMP = Path(tempfile.gettempdir())
 #: Variables passed into L1 by name; every ``LABKIT_*`` and ``LC_*`` one is passed too.
 PASSED = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TERM", "TZ", "VIRTUAL_ENV",
           "XDG_CACHE_HOME", "PYTHONPATH", "CI")
@@ -40,10 +37,6 @@ def resolve(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> str:
     if not argv:
         raise InvalidOptionError("no command to run inside the emulated AMD-V machine",
                                  "put it after --, e.g. labkit nested run -- .venv/bin/labkit host")
-    if cwd == TMP or TMP in cwd.parents:
-        raise InvalidOptionError(f"the working directory {cwd} is under {TMP}, which L1 does not share (it has a "
-                                 "fresh one, so the host's lab run dirs do not leak in)",
-                                 "run labkit nested from a directory outside it, e.g. your checkout")
     program = argv[0]
     if "/" in program:
         path = cwd / program
