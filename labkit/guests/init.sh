@@ -50,8 +50,9 @@ if [ -f /labkit/command ]; then
   echo "LABKIT-COMMAND-END$tag $?"
 fi
 echo "LABKIT-POWEROFF"
-# poweroff -f drops what the UART has not sent yet: setting a tty mode waits for it (TCSADRAIN), for at
-# most a second (a drain that never ends was seen once under TCG).  Seen under nested KVM, where each
-# transmit interrupt is slow: the report line was cut short.
-timeout 1 stty -F /dev/console -ixon 2>/dev/null
+# poweroff -f drops what the UART has not sent yet: setting a tty mode waits for it (TCSADRAIN).  Seen on
+# a loaded host and under nested KVM, where each transmit interrupt is slow (about 1 KiB a second inside
+# the emulated AMD-V machine): the report line was cut short.  Bounded, since a drain that never ended was
+# seen once under TCG; the bound is far above the slowest drain measured, and costs nothing otherwise.
+timeout 10 stty -F /dev/console -ixon 2>/dev/null
 poweroff -f

@@ -132,7 +132,7 @@ def test_virt_boot_under_system_libvirt_chooses_kvm() -> None:
     proc = labkit("virt", "boot", "--name", "l1", "--cmdline")
     assert proc.returncode == 0, proc.stderr
     assert "-accel kvm" in proc.stdout and "report: Linux " in proc.stdout, proc.stdout
-    assert "undefined (removed)" in proc.stdout
+    assert "a transient domain leaves no definition" in proc.stdout
     assert not [p for p in no_qemu_left() if runtime.prefix() in p]
 
 
