@@ -139,11 +139,13 @@ def test_killed_run_leaves_what_cleanup_removes_exactly(foreign_domain: str) -> 
         assert wait_until(lambda: not virt.qemu_pids(info["domain"])), "the domain's QEMU outlived its owner"
         with virt.connect() as conn:  # still defined (unless another lab process reclaimed it already), not running
             assert not [d for d in conn.raw.listAllDomains() if d.name() == info["domain"] and d.isActive()]
+        # its QEMU scratch dir: one, or none if another lab process (a test in another worker) already
+        # reclaimed it, as designed (seen in CI)
         qemu_scratch = [str(p) for p in runtime.run_dir().glob(f"qemu-{killed.pid}-*")]
-        assert len(qemu_scratch) == 1 and Path(info["domain_scratch"]).is_dir()
+        assert len(qemu_scratch) <= 1
         log = str(virt.qemu_log_path(info["uri"], info["domain"]))
-        leftovers = {("domain", info["domain"]), ("dir", qemu_scratch[0]), ("dir", info["domain_scratch"]),
-                     ("log", log)}
+        leftovers = {("domain", info["domain"]), *(("dir", p) for p in qemu_scratch),
+                     ("dir", info["domain_scratch"]), ("log", log)}
 
         # Another lab process of this user (a test in another worker) may reclaim some of them meanwhile, as
         # designed: each leftover is either reported by cleanup or already gone, and none is ever kept.
