@@ -100,7 +100,7 @@ def check_modules() -> list[Check]:
 def check_guest_image() -> Check:
     """The tiny guest is built (notebooks 04/05 never download at run time)."""
     try:
-        from labkit import imagecache, images
+        from labkit import images
 
         files = images.cache_info()
     except (ImportError, OSError) as exc:
@@ -108,7 +108,7 @@ def check_guest_image() -> Check:
     damaged = [f for f in files if f.damaged]
     if damaged:  # it would boot into a kernel panic: say so here, not in notebook 04
         return Check("guest image", "fail", "; ".join(str(f.damaged) for f in damaged),
-                     imagecache.rebuild_fix(damaged[0].path))
+                     images.cache.rebuild_fix(damaged[0].path))
     cached = {f.kind for f in files}
     if {"kernel", "initramfs"} <= cached:
         return Check("guest image", "ok", "tiny guest kernel and initramfs are cached")

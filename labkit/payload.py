@@ -20,7 +20,7 @@ from pathlib import Path
 from labkit import asm, host, images, qemu, runtime
 from labkit.errors import InvalidOptionError
 
-SOURCE = images.GUESTS / "payload.S"
+SOURCE = images.GUEST_SOURCES / "payload.S"
 ORIGIN = 0xF0000  # QEMU maps a 64 KiB -bios image at 0xF0000-0xFFFFF (and below 4 GiB)
 EXIT_OK = 0x10  # the value the payload writes to the isa-debug-exit port
 EXIT_STATUS = EXIT_OK << 1 | 1  # QEMU's exit status when the payload finished

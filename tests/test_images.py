@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES
-from labkit import formats, host, imagecache, images, runtime
+from labkit import formats, host, images, runtime
+from labkit.images import cache as imagecache
 from labkit.errors import InvalidOptionError, MissingToolError
 
 CONSOLES = FIXTURES / "consoles"
@@ -31,7 +32,7 @@ def guest() -> images.GuestImage:
 def no_host_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pretend this host has no readable /boot kernel and no $LABKIT_KERNEL."""
     monkeypatch.delenv("LABKIT_KERNEL", raising=False)
-    monkeypatch.setattr(images.platform, "release", lambda: "0.0.0-labkit-test-none")
+    monkeypatch.setattr(images.kernel.platform, "release", lambda: "0.0.0-labkit-test-none")
 
 
 @pytest.fixture
@@ -262,7 +263,7 @@ def test_cpuid_program_runs_on_this_host() -> None:
     """The guest's CPUID tool is an ordinary x86-64 Linux program: run it here, compare with labkit.host."""
     from labkit import asm
 
-    program = asm.assemble(images._guest_file("cpuid.S"), bits=64, origin=images._CPUID_ORIGIN)
+    program = asm.assemble(images.initramfs._guest_file("cpuid.S"), bits=64, origin=images.initramfs._CPUID_ORIGIN)
     tool = Path(runtime.scratch_dir("test-cpuid")) / "labkit-cpuid"
     try:
         tool.write_bytes(formats.static_elf(program.image, program.origin))
@@ -277,13 +278,13 @@ def test_cpuid_program_runs_on_this_host() -> None:
 
 
 def test_dynamic_busybox_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(images.shutil, "which", lambda name: sys.executable if name == "busybox" else None)
+    monkeypatch.setattr(images.initramfs.shutil, "which", lambda name: sys.executable if name == "busybox" else None)
     with pytest.raises(images.ImageError, match="busybox-static"):
         images.initramfs_key()
 
 
 def test_missing_busybox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(images.shutil, "which", lambda name: str(tmp_path / "busybox"))
+    monkeypatch.setattr(images.initramfs.shutil, "which", lambda name: str(tmp_path / "busybox"))
     with pytest.raises(MissingToolError, match="apt-get install busybox-static"):
         images.initramfs_key()
 

@@ -227,8 +227,8 @@ def test_event_and_state_tables_follow_libvirt() -> None:
     assert [getattr(libvirt, f"VIR_DOMAIN_EVENT_{e.upper()}") for e in virt.EVENTS] == list(range(len(virt.EVENTS)))
     assert virt.STATES.index("shut off") == libvirt.VIR_DOMAIN_SHUTOFF
     assert virt.STATES.index("paused") == libvirt.VIR_DOMAIN_PAUSED
-    assert virt._DETAILS[virt.EVENTS.index("stopped")][libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED] == "destroyed"
-    assert virt._DETAILS[virt.EVENTS.index("started")][libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED] == "booted"
+    assert virt.domain._DETAILS[virt.EVENTS.index("stopped")][libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED] == "destroyed"
+    assert virt.domain._DETAILS[virt.EVENTS.index("started")][libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED] == "booted"
 
 
 def test_lifecycle_with_events_on_the_mock_driver(conn: virt.Connection, files) -> None:

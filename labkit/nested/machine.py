@@ -138,7 +138,7 @@ class Virtiofsd:
                 "-o", "cache=auto", "-o", "sandbox=chroot"]
         with open(self.log, "wb") as log:
             self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True, preexec_fn=qemu._die_with_parent)
+                                          start_new_session=True, preexec_fn=qemu.die_with_parent)
         self._token = runtime.release_at_exit(self.stop)
         deadline = time.monotonic() + timeout
         while not self.socket_path.exists():

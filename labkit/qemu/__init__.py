@@ -1,0 +1,40 @@
+"""QEMU as a Python object: typed options → command line, launch, console, QMP, cleanup.
+
+:class:`MachineConfig` holds typed options and validates them (clear errors
+before QEMU ever runs); :class:`Machine` launches ``qemu-system-x86_64``
+without a shell, in its own process group, with the serial console and the
+QMP monitor on socket pairs (no paths to race on), reads the console in a
+thread that timestamps every chunk, and talks QMP through the ``qemu.qmp``
+library (asyncio: a notebook can ``await`` it).  The process group is killed
+on error, timeout, ``KeyboardInterrupt`` and interpreter exit.
+
+:func:`boot` boots the tiny guest of :mod:`labkit.images` and returns what
+the guest reported plus when each phase was reached (:class:`BootTimes`).
+
+The accelerator: :func:`choose_accel` picks KVM only where it can run the
+guest — for Linux that needs hardware virtualization (VT-x/AMD-V); on hosts
+where KVM exists but cannot boot Linux (nested PVM, see ``labkit doctor``)
+it picks TCG, QEMU's emulator, and says why.  ``-cpu host``/``max`` are only
+used when asked for, and ``host`` only with hardware KVM.
+
+The package, one job per module: :mod:`~labkit.qemu.accel` (KVM or TCG),
+:mod:`~labkit.qemu.config` (options → command line),
+:mod:`~labkit.qemu.machine` (the running QEMU) and :mod:`~labkit.qemu.guest`
+(booting and timing the tiny guest); their public names are all here, as ``qemu.X``.
+"""
+
+from labkit.qemu.accel import Accel, AccelChoice, KvmCannotBootLinuxError, Purpose, choose_accel
+from labkit.qemu.config import (DEBUG_EXIT_DEVICE, DEBUG_EXIT_PORT, QEMU, MachineConfig, cpu_models, machine_types,
+                                qemu_binary, qemu_version)
+from labkit.qemu.guest import (WORKLOAD_COMMAND, WORKLOAD_ITERATIONS, BootResult, BootTimes, boot, compare_boots,
+                               linux_config, workload_seconds)
+from labkit.qemu.machine import (BootTimeoutError, ConsoleChunk, GuestPanicError, GuestStoppedError, LaunchError,
+                                 Machine, QemuError, die_with_parent, parse_registers)
+
+__all__ = [
+    "DEBUG_EXIT_DEVICE", "DEBUG_EXIT_PORT", "QEMU", "WORKLOAD_COMMAND", "WORKLOAD_ITERATIONS",
+    "Accel", "AccelChoice", "BootResult", "BootTimeoutError", "BootTimes", "ConsoleChunk", "GuestPanicError",
+    "GuestStoppedError", "KvmCannotBootLinuxError", "LaunchError", "Machine", "MachineConfig", "Purpose",
+    "QemuError", "boot", "choose_accel", "compare_boots", "cpu_models", "die_with_parent", "linux_config",
+    "machine_types", "parse_registers", "qemu_binary", "qemu_version", "workload_seconds",
+]

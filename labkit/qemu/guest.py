@@ -1,0 +1,194 @@
+"""Booting and timing the tiny guest under QEMU: the fast options, one boot, and boots compared."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from labkit import host, images
+from labkit.errors import InvalidOptionError
+from labkit.qemu.accel import Accel, AccelChoice, choose_accel
+from labkit.qemu.config import MachineConfig
+from labkit.qemu.machine import BootTimeoutError, GuestPanicError, GuestStoppedError, Machine
+
+
+@dataclass(frozen=True)
+class BootTimes:
+    """When each phase of a boot was reached, in seconds since QEMU was launched.
+
+    ``guest_uptime_s`` is the guest's own clock at ``/init``.  The rest of
+    ``userspace_s`` went to QEMU, firmware and loading the kernel — and to
+    early kernel work done before the guest's clock ran: on ``microvm`` the
+    kernel patches its own code (~0.3 s under TCG) before its clock starts.
+    """
+
+    first_output_s: float | None  # launch → first console byte
+    userspace_s: float  # launch → the guest's /init report arrived
+    poweroff_s: float | None  # launch → QEMU exited after the guest powered off
+    guest_uptime_s: float  # the guest's clock at /init
+
+    @property
+    def before_kernel_s(self) -> float:
+        """Wall time the guest's clock did not see: QEMU, firmware, loading, the kernel's earliest steps."""
+        return max(0.0, self.userspace_s - self.guest_uptime_s)
+
+
+@dataclass(frozen=True)
+class BootResult:
+    """A finished boot of the tiny guest: what it saw, how long it took, how it was run."""
+
+    report: images.GuestReport
+    times: BootTimes
+    accel: AccelChoice
+    config: MachineConfig
+    command_line: tuple[str, ...]
+    console: str
+    exit_code: int | None
+    notes: tuple[str, ...] = field(default=())  # choices labkit made for speed, and why
+
+    def to_dict(self) -> dict:
+        return {"accel": asdict(self.accel), "machine": self.config.machine, "cpu": self.config.cpu,
+                "memory_mib": self.config.memory_mib, "vcpus": self.config.vcpus,
+                "times": {**asdict(self.times), "before_kernel_s": self.times.before_kernel_s},
+                "report": self.report.to_dict(), "notes": list(self.notes),
+                "command_line": list(self.command_line), "exit_code": self.exit_code}
+
+
+def linux_config(image: images.GuestImage, accel: AccelChoice, *, machine: str = "auto",
+                 cpu: str | None = None, memory_mib: int = 128, vcpus: int = 1,
+                 append: str = "", host_tuning: bool = True) -> tuple[MachineConfig, tuple[str, ...]]:
+    """Options to boot ``image`` fast on this host, and the reasons (``notes``) for each choice.
+
+    * the uncompressed ``vmlinux`` when the image has one: QEMU enters it at
+      its PVH entry point, skipping the firmware's Linux loader and the
+      in-guest decompression (a third of a TCG boot);
+    * ``machine="auto"``: ``microvm`` (no PCI, no firmware) for a direct boot,
+      else ``pc``;
+    * under TCG, ``tsc_early_khz=<host TSC kHz>`` so the guest need not
+      calibrate its clock against an emulated timer (that calibration is slow
+      and sometimes fails on microvm).  ``host_tuning=False`` leaves it out.
+    """
+    notes = []
+    kernel = image.vmlinux or image.kernel
+    if image.vmlinux:
+        notes.append("kernel: the uncompressed vmlinux, entered at its PVH entry point "
+                     "(no firmware loader, no in-guest decompression)")
+    if machine == "auto":
+        machine = "microvm" if image.vmlinux else "pc"
+        notes.append(f"machine: {machine} " + ("(no PCI bus, no firmware to run)" if machine == "microvm"
+                                                 else "(the classic PC; a bzImage goes through SeaBIOS)"))
+    cmdline = image.cmdline
+    if accel.name == "tcg":
+        tsc = host.tsc_frequency() if host_tuning else None
+        if tsc:
+            cmdline += f" tsc_early_khz={tsc.khz}"
+            notes.append(f"tsc_early_khz={tsc.khz}: the guest's TSC is the host's under TCG "
+                         f"(frequency from {tsc.source})")
+        elif machine.startswith("microvm"):
+            machine = "pc"
+            notes.append("machine: pc, because this host's TSC frequency is unknown and microvm's guest "
+                         "cannot always calibrate its clock under TCG")
+    if append:
+        cmdline += " " + append
+    config = MachineConfig(accel=accel.name, machine=machine, cpu=cpu, memory_mib=memory_mib, vcpus=vcpus,
+                           kernel=kernel, initrd=image.initrd, append=cmdline)
+    return config, tuple(notes)
+
+
+
+
+async def boot(image: images.GuestImage | None = None, *, accel: Accel = "auto", machine: str = "auto",
+               cpu: str | None = None, memory_mib: int = 128, vcpus: int = 1, command: str | None = None,
+               append: str = "", host_tuning: bool = True, timeout: float = 60.0,
+               on_output: Callable[[str], None] | None = None) -> BootResult:
+    """Boot the tiny guest once: wait for its report, let it power off, return what it saw and the timings.
+
+    ``command`` runs in the guest after its report (output in
+    ``result.report.command_output``).  The machine never outlives the call.
+    A fresh nonce marks the guest's report and command output, so the
+    command cannot fake where its output ends (:func:`labkit.images.with_nonce`).
+    """
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise InvalidOptionError(f"timeout={timeout!r}: must be a number of seconds above 0",
+                                 "the tiny guest needs ~2-5 s under TCG; the default is 60")
+    if image is None:
+        image = images.tiny_guest(command=command, fetch=False, progress=False)
+    elif command is not None:
+        image = replace(image, initrd=images.build_initramfs(command), command=command)
+    choice = choose_accel(accel, "linux")
+    config, notes = linux_config(image, choice, machine=machine, cpu=cpu, memory_mib=memory_mib,
+                                 vcpus=vcpus, append=append, host_tuning=host_tuning)
+    token = images.nonce()
+    vm = Machine(config, name="tiny", nonce=token)
+    if on_output:
+        vm.on_output(on_output)
+    report_line = re.compile(re.escape(images.report_prefix(token)) + r".*\n")
+    async with vm:
+        start = time.monotonic()
+        try:
+            await vm.wait_for(report_line, timeout, label=f"{images.REPORT_MARKER.strip()} line")
+        except GuestStoppedError:
+            _raise_panic(vm.console, token)
+            raise
+        left = max(5.0, timeout - (time.monotonic() - start))
+        if not await vm._until(lambda: vm.exited_at is not None, left):
+            _raise_panic(vm.console, token)
+            raise BootTimeoutError(
+                f"the guest reported, but did not power off within {left:g} s more (labkit stopped it). "
+                f"Console tail:\n{vm.console_tail()}",
+                "a command that runs longer needs a longer timeout (labkit boot --timeout S, or "
+                "qemu.boot(timeout=S)); one that never ends (a shell loop) cannot finish")
+        exit_code = vm.returncode
+    _raise_panic(vm.console, token)
+    assert vm.launched_at is not None
+    first, userspace = vm.first_output_at(), vm.seen_at(report_line)
+    console = vm.console
+    report = images.parse_report(console, token)
+    times = BootTimes(
+        first_output_s=first - vm.launched_at if first else None,
+        userspace_s=(userspace or 0.0) - vm.launched_at,
+        poweroff_s=vm.exited_at - vm.launched_at if vm.exited_at else None,
+        guest_uptime_s=report.uptime_s)
+    return BootResult(report, times, choice, config, tuple(vm.command_line), console, exit_code, notes)
+
+
+def _raise_panic(console: str, token: str) -> None:
+    """Raise :class:`GuestPanicError` if the guest's kernel panicked (its console says so); else nothing."""
+    panic = images.find_panic(console, token)
+    if panic is not None:
+        raise GuestPanicError(panic.what, panic.fix)
+
+
+# --------------------------------------------------------------------------- measuring accelerators
+
+#: A CPU-bound loop the guest runs after its report, timed by the guest's own clock.
+WORKLOAD_ITERATIONS = 100_000
+WORKLOAD_COMMAND = ("read a _ </proc/uptime; "
+                    f"awk 'BEGIN {{ for (i = 0; i < {WORKLOAD_ITERATIONS}; i++) s += i }}'; "
+                    "read b _ </proc/uptime; echo \"LABKIT-WORKLOAD $a $b\"")
+
+
+def workload_seconds(report: images.GuestReport) -> float | None:
+    """How long :data:`WORKLOAD_COMMAND` took by the guest's clock (10 ms resolution), if it ran."""
+    match = re.search(r"LABKIT-WORKLOAD ([\d.]+) ([\d.]+)", report.command_output or "")
+    return float(match.group(2)) - float(match.group(1)) if match else None
+
+
+async def compare_boots(image: images.GuestImage | None = None, boots: int = 3, workload: bool = True,
+                        **options: Any) -> list[BootResult]:
+    """Boot the tiny guest ``boots`` times under TCG and, where KVM can boot Linux, under KVM.
+
+    With ``workload``, each guest also runs :data:`WORKLOAD_COMMAND` (see
+    :func:`workload_seconds`).  Boots alternate between accelerators so a
+    busy moment on a shared host does not favour one of them.
+    """
+    accels: list[Accel] = ["tcg"] + (["kvm"] if choose_accel("auto", "linux").name == "kvm" else [])
+    results = []
+    for _ in range(boots):
+        for accel in accels:
+            results.append(await boot(image, accel=accel, command=WORKLOAD_COMMAND if workload else None,
+                                      **options))
+    return results

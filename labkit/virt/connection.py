@@ -1,0 +1,302 @@
+"""An open libvirt connection: the daemon, the lab's domains on it, their statistics and cleanup."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import weakref
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import libvirt
+
+from labkit import host, libvirtd, runtime
+from labkit.virt.capabilities import DomainCapabilities, DomainTypeChoice, HostCapabilities, choose_domain_type, \
+    parse_capabilities
+from labkit.virt.cmdline import qemu_log_path
+from labkit.virt.errors import VirtError, _translate
+from labkit.virt.uri import SYSTEM_URI, UriChoice, choose_uri, uri_parts
+
+if TYPE_CHECKING:
+    from labkit.virt.domain import Domain
+    from labkit.virt.spec import DomainSpec
+
+#: virDomainState, in enum order, as ``virsh domstate`` prints them.
+STATES = ("no state", "running", "blocked", "paused", "shutting down", "shut off", "crashed", "pmsuspended")
+
+
+_STATS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
+          | libvirt.VIR_DOMAIN_STATS_VCPU)
+#: Undefine also drops a managed-save image and snapshot metadata, which would otherwise block it.
+_UNDEFINE_FLAGS = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+
+
+_loop_lock = threading.Lock()
+_loop_thread: threading.Thread | None = None
+
+
+def _event_loop() -> None:
+    """Run libvirt's default event loop in a daemon thread (once per process).
+
+    Events and keepalives only flow while a loop runs, and libvirt wants it
+    registered before the first connection is opened.
+    """
+    global _loop_thread
+    with _loop_lock:
+        if _loop_thread is not None:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+        _loop_thread = threading.Thread(target=_run_loop, name="labkit-libvirt-events", daemon=True)
+        _loop_thread.start()
+
+
+def _run_loop() -> None:
+    while True:
+        libvirt.virEventRunDefaultImpl()
+
+
+@dataclass(frozen=True)
+class DomainStats:
+    """State, CPU time and memory of a domain, from ``virDomainListGetStats`` (``virsh domstats``).
+
+    Counters a stopped domain does not have are 0.
+    """
+
+    state: str
+    cpu_time_ns: int  # all of QEMU's threads: vCPUs, main loop, I/O (as the host kernel accounts them)
+    vcpu_time_ns: int  # only the vCPU threads: time the guest's CPUs really ran
+    vcpus: int
+    memory_kib: int  # balloon.current: memory the guest has now
+    max_memory_kib: int
+    rss_kib: int  # host memory QEMU really uses for it
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, int]) -> DomainStats:
+        vcpus = record.get("vcpu.current", 0)
+        return cls(state=STATES[record.get("state.state", 0)], cpu_time_ns=record.get("cpu.time", 0),
+                   vcpu_time_ns=sum(record.get(f"vcpu.{i}.time", 0) for i in range(vcpus)),
+                   vcpus=vcpus, memory_kib=record.get("balloon.current", 0),
+                   max_memory_kib=record.get("balloon.maximum", 0), rss_kib=record.get("balloon.rss", 0))
+
+
+def _destroy(dom: libvirt.virDomain) -> None:
+    """Destroy ``dom`` if it runs; a guest that powers off by itself meanwhile is not an error."""
+    try:
+        if dom.isActive():
+            dom.destroy()
+    except libvirt.libvirtError:
+        if dom.isActive():
+            raise
+
+
+def _remove(dom: libvirt.virDomain) -> None:
+    """Destroy and undefine ``dom`` (also its managed-save image and snapshot metadata).
+
+    A transient domain has no definition: it is gone once destroyed.
+    """
+    _destroy(dom)
+    try:
+        persistent = dom.isPersistent()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return
+        raise
+    if persistent:
+        dom.undefineFlags(_UNDEFINE_FLAGS)
+
+
+class Connection:
+    """An open libvirt connection, with the reason labkit chose it.  A context manager.
+
+    ``raw`` is the libvirt-python ``virConnect``, for the calls labkit does
+    not wrap; ``daemon`` says whether labkit had to start ``libvirtd``.
+    """
+
+    def __init__(self, raw: libvirt.virConnect, choice: UriChoice, daemon: libvirtd.Daemon | None = None) -> None:
+        self.raw = raw
+        self.choice = choice
+        self.daemon = daemon
+        self._caps: HostCapabilities | None = None
+        self._domains: weakref.WeakSet[Domain] = weakref.WeakSet()  # closed with the connection
+        self._token = runtime.release_at_exit(self.close)
+
+    @property
+    def uri(self) -> str:
+        """The URI as the daemon reports it (``virsh uri``)."""
+        return self.raw.getURI()
+
+    def versions(self) -> tuple[str, str]:
+        """(libvirt, hypervisor) versions as text (``virsh version``)."""
+        def text(n: int) -> str:
+            return f"{n // 1_000_000}.{n // 1000 % 1000}.{n % 1000}"
+        return text(self.raw.getLibVersion()), text(self.raw.getVersion())
+
+    def capabilities(self) -> HostCapabilities:
+        """``virsh capabilities``, parsed (cached: it does not change while connected)."""
+        if self._caps is None:
+            self._caps = parse_capabilities(self._call("read the host capabilities", self.raw.getCapabilities))
+        return self._caps
+
+    def domain_type(self, verdict: host.KvmVerdict | None = None) -> DomainTypeChoice:
+        """``kvm`` or ``qemu`` for the lab's Linux guest here (see :func:`choose_domain_type`).
+
+        A type counts as offered when the capabilities list it *and* libvirt
+        can describe a domain of that type (``virsh domcapabilities``).
+        """
+        verdict = verdict or host.inspect().verdict
+        offered = []
+        for virt_type in self.capabilities().domain_types():
+            try:
+                self.domain_capabilities(virt_type)
+                offered.append(virt_type)
+            except VirtError:
+                pass
+        return choose_domain_type(offered, verdict)
+
+    def domain_capabilities(self, virt_type: str) -> DomainCapabilities:
+        """``virsh domcapabilities --virttype TYPE``: what a domain of that type may use here."""
+        text = self._call(f"read the domain capabilities for type {virt_type}",
+                          self.raw.getDomainCapabilities, None, "x86_64", None, virt_type)
+        root = ET.fromstring(text)
+        vcpu = root.find("vcpu")
+        return DomainCapabilities(root.findtext("domain", virt_type), root.findtext("path", ""),
+                                  root.findtext("machine", ""), int(vcpu.get("max", "0")) if vcpu is not None else 0)
+
+    def define(self, guest: DomainSpec | str) -> Domain:
+        """Define a domain from a spec or XML text (``virsh define``); see :class:`Domain`."""
+        from labkit.virt.domain import Domain  # the domain module builds on this one
+        return Domain(self, guest)
+
+    def transient(self, guest: DomainSpec | str) -> Domain:
+        """A domain with no stored definition (``virsh create`` at :meth:`Domain.start`): nothing outlives it.
+
+        For a guest that only runs once (``labkit virt boot``): killed with its
+        owner, it leaves no definition behind either.
+        """
+        from labkit.virt.domain import Domain
+        return Domain(self, guest, persistent=False)
+
+    def reclaim(self) -> tuple[str, ...]:
+        """Remove this user's lab domains whose labkit process is gone (and their QEMU logs); their names.
+
+        Runs before every new domain, so a notebook killed yesterday does not
+        leave its definition waiting for ``labkit cleanup``.  Domains of live
+        processes, of other users and without an owner pid are left alone.
+        """
+        orphans = []
+        for name in self.domains():
+            owner = _owner_pid(name)
+            if owner is not None and owner != os.getpid() and not runtime.owner_alive(owner, os.geteuid()):
+                orphans.append(name)
+        removed = self.cleanup(orphans) if orphans else ()
+        if not uri_parts(self.choice.uri).remote:  # the logs of gone domains of dead owners (transient ones too)
+            logs, defined = qemu_log_path(self.choice.uri, runtime.prefix()).parent, set(self.domains())
+            with contextlib.suppress(OSError):
+                for log in logs.glob(f"{runtime.prefix()}*.log"):
+                    name = log.name.removesuffix(".log")
+                    owner = _owner_pid(name)
+                    if name in removed or (owner is not None and owner != os.getpid() and name not in defined
+                                           and not runtime.owner_alive(owner, os.geteuid())):
+                        log.unlink(missing_ok=True)
+        return removed
+
+    def alive(self) -> bool:
+        """Whether the daemon is still at the other end (``virConnectIsAlive``)."""
+        try:
+            return bool(self.raw.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    def reconnect(self) -> None:
+        """Open the same URI again after the daemon went away (killed, restarted)."""
+        with contextlib.suppress(libvirt.libvirtError):
+            self.raw.close()
+        try:
+            self.raw = libvirt.open(self.choice.uri)
+        except libvirt.libvirtError as exc:
+            raise _translate(exc, self.choice.uri, "connect again") from exc
+
+    def domains(self, prefix: str | None = None) -> tuple[str, ...]:
+        """Names of this user's labkit domains (``virsh list --all``, filtered by the lab prefix).
+
+        ``prefix`` picks another user's (``runtime.prefix(user)``), or all users' lab domains (``"labkit-"``).
+        """
+        mine = prefix or runtime.prefix()
+        return tuple(sorted(d.name() for d in self._call("list domains", self.raw.listAllDomains)
+                            if d.name().startswith(mine)))
+
+    def all_stats(self) -> dict[str, DomainStats]:
+        """``virsh domstats``: statistics of every labkit domain of this user (getAllDomainStats)."""
+        records = self._call("read domain statistics", self.raw.getAllDomainStats, _STATS)
+        mine = runtime.prefix()
+        return {d.name(): DomainStats.from_record(r) for d, r in records if d.name().startswith(mine)}
+
+    def cleanup(self, names: Iterable[str] | None = None, prefix: str | None = None) -> tuple[str, ...]:
+        """Destroy and undefine every domain of this user's labkit prefix (only ``names``, if given); return them.
+
+        For leftovers of a crashed kernel or a killed process: domains of
+        other users or outside the lab are never touched (``prefix`` as in
+        :meth:`domains`).  ``labkit cleanup`` decides which are leftovers.
+        """
+        removed = []
+        wanted = None if names is None else set(names)
+        for name in (n for n in self.domains(prefix) if wanted is None or n in wanted):
+            try:
+                _remove(self.raw.lookupByName(name))
+                removed.append(name)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # gone meanwhile: fine
+                    raise _translate(exc, self.choice.uri, f"remove {name}") from exc
+        return tuple(removed)
+
+    def close(self) -> None:
+        """Close the connection (idempotent), first destroying and undefining the domains defined on it."""
+        runtime.forget(self._token)
+        for dom in list(self._domains):
+            dom.close()
+        try:
+            self.raw.close()
+        except libvirt.libvirtError:
+            pass  # already closed, or the daemon went away
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, action: str, fn: Callable, *args):
+        try:
+            return fn(*args)
+        except libvirt.libvirtError as exc:
+            raise _translate(exc, self.choice.uri, action) from exc
+
+
+def connect(uri: str | None = None, *, start_daemon: bool = True) -> Connection:
+    """Open the lab's libvirt connection (``virsh -c URI``), starting the system daemon if needed.
+
+    As root on ``qemu:///system`` with no daemon running, labkit configures
+    and starts one (:func:`labkit.libvirtd.start`) unless ``start_daemon`` is
+    false.  The returned :class:`Connection` says which URI and why.
+    """
+    choice = UriChoice(uri, "asked for explicitly") if uri else choose_uri()
+    daemon = None
+    if choice.uri == SYSTEM_URI and start_daemon and os.geteuid() == 0:
+        daemon = libvirtd.start()
+        choice = UriChoice(choice.uri, f"{choice.reason}; {daemon.detail}")
+    libvirtd.quiet_libvirt()
+    _event_loop()
+    try:
+        raw = libvirt.open(choice.uri)
+    except libvirt.libvirtError as exc:
+        raise _translate(exc, choice.uri, "connect") from exc
+    return Connection(raw, choice, daemon)
+
+
+def _owner_pid(name: str) -> int | None:
+    """The labkit process a domain name ``labkit-<user>-<name>-<pid>`` says made it."""
+    tail = name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None
