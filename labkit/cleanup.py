@@ -48,7 +48,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import re
 import shutil
 import stat
 import tempfile
@@ -56,21 +55,23 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Literal
 
 import psutil
 
-from labkit import libvirtd, runtime, virt
-from labkit.runtime import owner_alive
+from labkit import libvirtd, runtime
 from labkit.errors import AccessDeniedError, LabkitError
+from labkit.qemu import qemu_name
+from labkit.runtime import owner_alive
+
+if TYPE_CHECKING:
+    from labkit import virt
 
 Kind = Literal["domain", "qemu", "dir", "log", "kernelfile", "squatted"]
 Action = Literal["removed", "would remove", "kept", "failed"]
 KINDS: tuple[Kind, ...] = ("domain", "qemu", "dir", "log", "kernelfile", "squatted")
 
-#: labkit.qemu names a QEMU ``<prefix><name>-<pid>-<n>``; a domain is ``<prefix><name>-<pid>``.
-_QEMU_OWNER = re.compile(r"-(\d+)-\d+$")
-_DOMAIN_OWNER = re.compile(r"-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class CleanupReport:
     users: tuple[str, ...]  # ("*",) with all_users
     dry_run: bool
     force: bool
+    notes: tuple[str, ...] = ()  # what could not be looked at, and why
 
     def of(self, action: Action) -> tuple[Leftover, ...]:
         return tuple(i for i in self.items if i.action == action)
@@ -115,7 +117,7 @@ class CleanupReport:
     def to_dict(self) -> dict:
         return {"users": list(self.users), "dry_run": self.dry_run, "force": self.force,
                 "removed": len(self.removed), "kept": len(self.kept), "failed": len(self.failed),
-                "items": [asdict(i) for i in self.items]}
+                "notes": list(self.notes), "items": [asdict(i) for i in self.items]}
 
 
 @dataclass(frozen=True)
@@ -131,11 +133,6 @@ class _Found:
     where: str
     remove: Callable[[], str]  # does it; says what it did
     orphan: bool = False  # known to be an orphan without an owner pid (a dead kernel's connection file)
-
-
-def _owner(pattern: re.Pattern[str], name: str) -> int | None:
-    match = pattern.search(name)
-    return int(match.group(1)) if match else None
 
 
 def _settle(found: _Found, force: bool, dry_run: bool) -> Leftover:
@@ -199,7 +196,20 @@ class _Target:
     connect: bool  # False: no daemon runs and no lab definition waits on disk: nothing to ask
 
 
-def _targets(all_users: bool) -> list[_Target]:
+def _virt() -> ModuleType | None:
+    """:mod:`labkit.virt`, or None where libvirt-python is missing (then no daemon can be asked about domains).
+
+    Imported here, not at the top: QEMU processes, scratch dirs and kernel
+    files are cleaned up without libvirt-python too.
+    """
+    try:
+        from labkit import virt
+    except ImportError:
+        return None
+    return virt
+
+
+def _targets(virt: ModuleType, all_users: bool) -> list[_Target]:
     choice = virt.choose_uri()
     mine = "labkit-" if all_users else runtime.prefix()
     me = None if all_users else runtime.user_name()
@@ -218,7 +228,7 @@ def _targets(all_users: bool) -> list[_Target]:
     return targets
 
 
-def _open(target: _Target) -> virt.Connection | None:
+def _open(virt: ModuleType, target: _Target) -> virt.Connection | None:
     if not target.connect:
         return None
     if target.uri is None:
@@ -229,10 +239,10 @@ def _open(target: _Target) -> virt.Connection | None:
         return None
 
 
-def _libvirt(target: _Target, users: dict[str, int], force: bool, dry_run: bool,
+def _libvirt(virt: ModuleType, target: _Target, users: dict[str, int], force: bool, dry_run: bool,
              kinds: Iterable[Kind]) -> tuple[list[Leftover], set[str]]:
     """Settle the lab domains on one daemon, then the logs of gone domains; also return every name seen."""
-    conn = _open(target)
+    conn = _open(virt, target)
     rows: list[Leftover] = []
     seen: set[str] = set()
     try:
@@ -243,8 +253,8 @@ def _libvirt(target: _Target, users: dict[str, int], force: bool, dry_run: bool,
             where = conn.choice.uri if target.uri is None else f"qemu:///session of {target.user}"
             for name in sorted(seen) if "domain" in kinds else ():
                 user, uid = (target.user, users.get(target.user)) if target.user else _user_of(name, users)
-                row = _settle(_Found("domain", name, user, uid, _owner(_DOMAIN_OWNER, name), _started(name), where,
-                                     _domain_remover(conn, name, target.prefix)), force, dry_run)
+                row = _settle(_Found("domain", name, user, uid, runtime.name_owner(name), _started(virt, name),
+                                     where, _domain_remover(conn, name, target.prefix)), force, dry_run)
                 rows.append(row)
                 if row.action in ("removed", "would remove"):
                     remaining.discard(name)
@@ -256,7 +266,7 @@ def _libvirt(target: _Target, users: dict[str, int], force: bool, dry_run: bool,
     return rows, seen
 
 
-def _started(domain: str) -> float | None:
+def _started(virt: ModuleType, domain: str) -> float | None:
     """When the domain's QEMU started (its age, for the pid-reuse check); None when it runs none."""
     times = []
     for pid in virt.qemu_pids(domain):
@@ -288,7 +298,7 @@ def _logs(target: _Target, users: dict[str, int], defined: set[str]) -> Iterator
             changed = log.lstat().st_ctime
         except OSError:
             continue
-        yield _Found("log", str(log), user, uid, _owner(_DOMAIN_OWNER, name), changed, str(log.parent),
+        yield _Found("log", str(log), user, uid, runtime.name_owner(name), changed, str(log.parent),
                      _unlinker(log))
 
 
@@ -306,14 +316,14 @@ def _qemus(all_users: bool, managed: set[str]) -> Iterator[_Found]:
     """QEMU processes carrying the lab name of the user they run as (not those of domains seen above)."""
     me = os.geteuid()
     for proc in psutil.process_iter(["cmdline", "uids", "create_time"]):
-        label, uids = virt.qemu_name(proc.info["cmdline"] or []), proc.info["uids"]
+        label, uids = qemu_name(proc.info["cmdline"] or []), proc.info["uids"]
         if label is None or uids is None or (not all_users and uids.effective != me):
             continue
         name = label.removeprefix("guest=")  # libvirt's QEMU: -name guest=NAME,debug-threads=on
         user = runtime.user_name(uids.effective)
         if not name.startswith(runtime.prefix(user)) or name in managed:
             continue
-        owner = _owner(_DOMAIN_OWNER if label.startswith("guest=") else _QEMU_OWNER, name)
+        owner = runtime.name_owner(name, serial=not label.startswith("guest="))  # a domain's QEMU: -<pid>
         yield _Found("qemu", name, user, uids.effective, owner, proc.info["create_time"], f"pid {proc.pid}",
                      _stopper(proc))
 
@@ -437,11 +447,15 @@ def cleanup(*, all_users: bool = False, force: bool = False, dry_run: bool = Fal
     users = _uids()
     rows: list[Leftover] = []
     managed: set[str] = set()
-    if "domain" in kinds or "log" in kinds:
-        for target in _targets(all_users):
-            found, seen = _libvirt(target, users, force, dry_run, kinds)
-            rows += found
-            managed |= seen
+    notes: list[str] = []
+    virt = _virt() if "domain" in kinds or "log" in kinds else None
+    if virt is None and ("domain" in kinds or "log" in kinds):
+        notes.append("libvirt domains and their logs were not looked at: libvirt-python is not installed "
+                     "(./kvmlab setup installs it)")
+    for target in _targets(virt, all_users) if virt is not None else ():
+        found, seen = _libvirt(virt, target, users, force, dry_run, kinds)
+        rows += found
+        managed |= seen
     if "qemu" in kinds:
         rows += [_settle(f, force, dry_run) for f in _qemus(all_users, managed)]
     if "dir" in kinds:
@@ -450,4 +464,5 @@ def cleanup(*, all_users: bool = False, force: bool = False, dry_run: bool = Fal
         rows += [_settle(f, force, dry_run) for f in _kernel_files(all_users, users)]
     if "squatted" in kinds and all_users:
         rows += [_settle(f, force, dry_run) for f in _squatted(users)]
-    return CleanupReport(tuple(rows), ("*",) if all_users else (runtime.user_name(),), dry_run, force)
+    return CleanupReport(tuple(rows), ("*",) if all_users else (runtime.user_name(),), dry_run, force,
+                         tuple(notes))

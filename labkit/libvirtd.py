@@ -35,7 +35,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import libvirt
 import psutil
 
 from labkit import runtime
@@ -76,6 +75,8 @@ class Daemon:
 
 def quiet_libvirt() -> None:
     """Stop libvirt printing every error to stderr: labkit raises them as exceptions instead."""
+    import libvirt  # here, not at the top: `labkit cleanup` imports this module where libvirt-python is missing
+
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
@@ -84,6 +85,8 @@ def probe(uri: str = SYSTEM_URI) -> str | None:
 
     Read-only, so unprivileged users can ask whether a system daemon runs.
     """
+    import libvirt
+
     quiet_libvirt()
     try:
         conn = libvirt.openReadOnly(uri)
@@ -358,6 +361,8 @@ def _log_errors(offset: int, keep: int = 3) -> str:
 
 
 def _active_domains() -> list[str]:
+    import libvirt
+
     quiet_libvirt()
     conn = libvirt.openReadOnly(SYSTEM_URI)
     try:

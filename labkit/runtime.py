@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from labkit.errors import AccessDeniedError, MissingToolError, from_os_error
+from labkit.errors import InvalidOptionError, MissingToolError, from_os_error
 
 _SAFE = re.compile(r"[^a-z0-9_.-]")
 
@@ -59,6 +59,36 @@ def require_program(name: str, package: str) -> str:
 def prefix(user: str | None = None) -> str:
     """``labkit-<user>-``: the prefix of every name labkit gives a host resource."""
     return f"labkit-{user or user_name()}-"
+
+
+#: The short name a learner gives a guest (``tiny``, ``cli``): what goes between the prefix and the pid.
+_SHORT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}")
+#: A lab name's tail: ``-<pid>`` (a libvirt domain), ``-<pid>-<serial>`` (a QEMU machine: several per process).
+_OWNER_TAIL = re.compile(r"-(?P<pid>\d+)$")
+_OWNER_SERIAL_TAIL = re.compile(r"-(?P<pid>\d+)-(?P<serial>\d+)$")
+
+
+def lab_name(name: str, what: str, *, serial: int | None = None) -> str:
+    """``labkit-<user>-<name>-<pid>`` (``-<serial>`` added when given): the one way labkit names a guest.
+
+    The user keeps students apart, the pid tells ``labkit cleanup`` whether
+    the owner still runs (:func:`name_owner` reads it back); ``serial``
+    tells apart several guests of one process.  ``what`` names the thing in
+    the error a bad ``name`` gets (``"domain"``, ``"machine"``).
+    """
+    if not isinstance(name, str) or not _SHORT_NAME.fullmatch(name):
+        raise InvalidOptionError(f"{what} name {name!r} must be 1-40 characters of a-z, 0-9, '_', '.', '-' "
+                                 "(starting with a letter or digit)", "pass a short lowercase name such as 'tiny'")
+    return f"{prefix()}{name}-{os.getpid()}" + (f"-{serial}" if serial is not None else "")
+
+
+def name_owner(name: str, *, serial: bool = False) -> int | None:
+    """The pid of the labkit process a lab name says made it (None: the name carries none).
+
+    ``serial``: the name has the ``-<pid>-<serial>`` tail of a QEMU machine, not a domain's ``-<pid>``.
+    """
+    match = (_OWNER_SERIAL_TAIL if serial else _OWNER_TAIL).search(name)
+    return int(match["pid"]) if match else None
 
 
 def cache_dir(create: bool = True) -> Path:

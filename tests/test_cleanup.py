@@ -195,6 +195,42 @@ def test_orphaned_qemu_process_is_stopped() -> None:
                 proc.kill()
 
 
+#: ``labkit cleanup`` in a Python where ``import libvirt`` fails (sys.modules[name] = None makes it raise).
+NO_LIBVIRT = textwrap.dedent("""
+    import json, sys
+    sys.modules["libvirt"] = None
+    from labkit import cleanup
+    report = cleanup.cleanup()
+    print(json.dumps({**report.to_dict(), "virt_imported": "labkit.virt" in sys.modules}))
+""")
+
+
+def test_cleanup_without_libvirt_python(tmp_path: Path) -> None:
+    """Without libvirt-python, cleanup still stops orphaned QEMUs and removes scratch dirs, and says what it skipped."""
+    xdg = tmp_path / "xdg"
+    xdg.mkdir(mode=0o700)  # a private $XDG_RUNTIME_DIR: the run dir is this test's alone
+    scratch = xdg / "labkit" / f"qemu-{dead_pid()}-abcd1234"
+    scratch.mkdir(parents=True)
+    (xdg / "labkit").chmod(0o700)
+    orphan_name = f"{runtime.prefix()}nolibvirt-{dead_pid()}-1"
+    orphan = foreign_qemu(orphan_name)
+    try:
+        proc = subprocess.run([sys.executable, "-c", NO_LIBVIRT], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "XDG_RUNTIME_DIR": str(xdg)})
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        rows = {i["name"]: i for i in report["items"]}
+        assert not report["virt_imported"]
+        assert report["notes"] == ["libvirt domains and their logs were not looked at: libvirt-python is not "
+                                   "installed (./kvmlab setup installs it)"]
+        assert rows[orphan_name]["action"] == "removed" and wait_gone(orphan.pid)
+        assert rows[str(scratch)]["action"] == "removed" and not scratch.exists()
+        assert not any(i["kind"] in ("domain", "log") for i in report["items"])
+    finally:
+        with contextlib.suppress(psutil.Error):
+            orphan.kill()
+
+
 # --------------------------------------------------------------------------- one student's lab, with root watching
 
 STUDENT_RUN = LAB_RUN.replace('name="run"', 'name="stu"')

@@ -60,6 +60,8 @@ def show(report: cleanup.CleanupReport, as_json: bool = False) -> None:
         print(json.dumps(report.to_dict(), indent=2))
         return
     whose = "every user" if report.users == ("*",) else ", ".join(report.users)
+    for note in report.notes:
+        print(f"note: {note}")
     if not report.items:
         print(f"nothing left behind by the lab for {whose} (QEMU processes, libvirt domains, scratch dirs, logs)")
         return

@@ -25,7 +25,7 @@ The package, one job per module: :mod:`~labkit.qemu.accel` (KVM or TCG),
 
 from labkit.qemu.accel import Accel, AccelChoice, KvmCannotBootLinuxError, Purpose, choose_accel
 from labkit.qemu.config import (DEBUG_EXIT_DEVICE, DEBUG_EXIT_PORT, QEMU, MachineConfig, cpu_models, machine_types,
-                                qemu_binary, qemu_version)
+                                qemu_binary, qemu_name, qemu_version)
 from labkit.qemu.guest import (WORKLOAD_COMMAND, WORKLOAD_ITERATIONS, BootResult, BootTimes, boot, compare_boots,
                                linux_config, workload_seconds)
 from labkit.qemu.machine import (BootTimeoutError, ConsoleChunk, GuestPanicError, GuestStoppedError, LaunchError,
@@ -36,5 +36,5 @@ __all__ = [
     "Accel", "AccelChoice", "BootResult", "BootTimeoutError", "BootTimes", "ConsoleChunk", "GuestPanicError",
     "GuestStoppedError", "KvmCannotBootLinuxError", "LaunchError", "Machine", "MachineConfig", "Purpose",
     "QemuError", "boot", "choose_accel", "compare_boots", "cpu_models", "die_with_parent", "linux_config",
-    "machine_types", "parse_registers", "qemu_binary", "qemu_version", "workload_seconds",
+    "machine_types", "parse_registers", "qemu_binary", "qemu_name", "qemu_version", "workload_seconds",
 ]

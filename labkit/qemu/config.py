@@ -129,3 +129,10 @@ class MachineConfig:
         for device in self.devices:
             args += ["-device", device]
         return args + list(self.extra_args)
+
+
+def qemu_name(argv: list[str]) -> str | None:
+    """The ``-name`` label of a QEMU command line (``guest=NAME`` when libvirt started it); None if not QEMU."""
+    if not argv or not Path(argv[0]).name.startswith("qemu-system") or "-name" not in argv[:-1]:
+        return None
+    return argv[argv.index("-name") + 1].split(",")[0]

@@ -30,7 +30,7 @@ from qemu.qmp import QMPClient
 from qemu.qmp.error import QMPError
 
 from labkit import images, runtime
-from labkit.errors import InvalidOptionError, LabkitError
+from labkit.errors import LabkitError
 from labkit.qemu.config import MachineConfig
 
 
@@ -87,11 +87,8 @@ class Machine:
 
     def __init__(self, config: MachineConfig, name: str = "vm", nonce: str | None = None) -> None:
         """``nonce``: put this token into the guest's initramfs (:func:`labkit.images.with_nonce`)."""
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,40}", name):
-            raise InvalidOptionError(f"machine name {name!r}: lowercase letters, digits, '_', '.', '-' only",
-                                     "e.g. name='tiny'")
+        self.name = runtime.lab_name(name, "machine", serial=id(self) % 100000)
         self.config = config
-        self.name = f"{runtime.prefix()}{name}-{os.getpid()}-{id(self) % 100000}"
         self.command_line: list[str] = []
         self.launched_at: float | None = None
         self.exited_at: float | None = None

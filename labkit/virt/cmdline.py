@@ -10,6 +10,7 @@ from pathlib import Path
 import psutil
 
 from labkit import libvirtd
+from labkit.qemu.config import qemu_name
 from labkit.virt.uri import uri_parts
 
 
@@ -23,13 +24,6 @@ def qemu_pids(name: str) -> tuple[int, ...]:
     """PIDs of the QEMU processes running domain ``name`` (libvirt passes ``-name guest=NAME,…``)."""
     return tuple(proc.pid for proc in psutil.process_iter(["cmdline"])
                  if qemu_name(proc.info["cmdline"] or []) == f"guest={name}")
-
-
-def qemu_name(argv: list[str]) -> str | None:
-    """The ``-name`` label of a QEMU command line (``guest=NAME`` when libvirt started it); None if not QEMU."""
-    if not argv or not Path(argv[0]).name.startswith("qemu-system") or "-name" not in argv[:-1]:
-        return None
-    return argv[argv.index("-name") + 1].split(",")[0]
 
 
 def _strip_env(argv: list[str]) -> tuple[str, ...]:

@@ -188,7 +188,7 @@ class Connection:
         """
         orphans = []
         for name in self.domains():
-            owner = _owner_pid(name)
+            owner = runtime.name_owner(name)
             if owner is not None and owner != os.getpid() and not runtime.owner_alive(owner, os.geteuid()):
                 orphans.append(name)
         removed = self.cleanup(orphans) if orphans else ()
@@ -197,7 +197,7 @@ class Connection:
             with contextlib.suppress(OSError):
                 for log in logs.glob(f"{runtime.prefix()}*.log"):
                     name = log.name.removesuffix(".log")
-                    owner = _owner_pid(name)
+                    owner = runtime.name_owner(name)
                     if name in removed or (owner is not None and owner != os.getpid() and name not in defined
                                            and not runtime.owner_alive(owner, os.geteuid())):
                         log.unlink(missing_ok=True)
@@ -294,9 +294,3 @@ def connect(uri: str | None = None, *, start_daemon: bool = True) -> Connection:
     except libvirt.libvirtError as exc:
         raise _translate(exc, choice.uri, "connect") from exc
     return Connection(raw, choice, daemon)
-
-
-def _owner_pid(name: str) -> int | None:
-    """The labkit process a domain name ``labkit-<user>-<name>-<pid>`` says made it."""
-    tail = name.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else None

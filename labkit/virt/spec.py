@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -11,9 +10,6 @@ from pathlib import Path
 from labkit import images, runtime
 from labkit.errors import InvalidOptionError
 from labkit.virt.errors import DomainXmlError, MissingKernelError
-
-_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_.-")
-
 
 @dataclass(frozen=True)
 class DomainSpec:
@@ -47,13 +43,11 @@ class DomainSpec:
     @property
     def domain_name(self) -> str:
         """``labkit-<user>-<name>-<pid>``: no clash between users, nor between two notebooks of one user."""
-        return f"{runtime.prefix()}{self.name}-{os.getpid()}"
+        return runtime.lab_name(self.name, "domain")
 
     def validate(self) -> None:
         """Raise a labkit error for anything libvirt or QEMU would reject later, less clearly."""
-        if not self.name or len(self.name) > 40 or not set(self.name) <= _NAME_CHARS:
-            raise InvalidOptionError(f"domain name {self.name!r} must be 1-40 characters of a-z, 0-9, '_', '.', '-'",
-                                     "pass a short lowercase name such as 'tiny'")
+        runtime.lab_name(self.name, "domain")  # raises for a bad name
         images.check_guest(self.memory_mib, self.vcpus, self.cmdline)
         if self.domain_type not in ("kvm", "qemu"):
             raise InvalidOptionError(f"domain type must be 'kvm' or 'qemu', not {self.domain_type!r}",
