@@ -44,6 +44,34 @@ class ReadOnlyError(AccessDeniedError):
     """A directory labkit must write to is read-only or not writable by this user."""
 
 
+# --------------------------------------------------------------------------- a guest's failures, QEMU or libvirt alike
+
+
+class MissingKernelError(MissingToolError):
+    """The guest kernel or initramfs file is not there."""
+
+
+class GuestError(LabkitError):
+    """A guest did not get where it should; carries the tail of its console."""
+
+
+class GuestTimeoutError(GuestError, TimeoutError):
+    """The guest did not print what was awaited in time (labkit then stopped it)."""
+
+
+class GuestStoppedError(GuestError):
+    """The guest stopped before it printed what was awaited (QEMU exited, the domain shut off)."""
+
+
+class GuestPanicError(GuestStoppedError):
+    """The guest's kernel panicked (its console says ``Kernel panic - not syncing``)."""
+
+
+def console_tail(text: str, lines: int = 15) -> str:
+    """The last ``lines`` lines a guest printed on its console, for an error message."""
+    return "\n".join(text.replace("\r", "").strip().splitlines()[-lines:]) or "(the console is empty)"
+
+
 def from_os_error(exc: OSError, doing: str | None = None) -> LabkitError:
     """An ``OSError`` that reached the top as the one error a learner can act on.
 

@@ -128,7 +128,7 @@ def test_cpu_max_under_nested_kvm_refused() -> None:
 
 
 def test_missing_kernel_file(tmp_path: Path) -> None:
-    with pytest.raises(MissingToolError, match="kernel file"):
+    with pytest.raises(qemu.MissingKernelError, match="kernel file"):
         qemu.MachineConfig(kernel=tmp_path / "vmlinuz").validate()
 
 
@@ -209,7 +209,7 @@ def test_bzimage_boots_on_the_pc_machines_libvirt_uses(guest: images.GuestImage,
 
 
 def test_guest_that_never_boots_times_out_cleanly(guest: images.GuestImage) -> None:
-    with pytest.raises(qemu.BootTimeoutError) as err:
+    with pytest.raises(qemu.GuestTimeoutError) as err:
         asyncio.run(qemu.boot(guest, accel="tcg", timeout=0.3))
     assert "within 0.3 s" in str(err.value) and "Console tail" in str(err.value)
     assert not leftovers("tiny-")
@@ -243,6 +243,24 @@ def test_launch_failure_carries_command_line_and_output() -> None:
     assert "no-such-device" in err.value.output and "-nodefaults" in err.value.command_line
     assert "QEMU said" in str(err.value)
     assert not leftovers()
+
+
+@dataclasses.dataclass(frozen=True)
+class GoneBinaryConfig(qemu.MachineConfig):
+    """Options whose command line names a program that is not there (it vanished after validation)."""
+
+    def argv(self, name: str, console_fd: int, qmp_fd: int) -> list[str]:
+        return ["/nonexistent/qemu-system-x86_64", *super().argv(name, console_fd, qmp_fd)[1:]]
+
+
+def test_a_qemu_that_cannot_be_executed_is_a_launch_error() -> None:
+    """Popen's own failure is a LaunchError too, and leaves no scratch dir and no open socket behind."""
+    fds, dirs = set(os.listdir("/proc/self/fd")), set(runtime.run_dir().glob(f"qemu-{os.getpid()}-*"))
+    with pytest.raises(qemu.LaunchError, match="QEMU could not be started .FileNotFoundError") as err:
+        asyncio.run(qemu.Machine(GoneBinaryConfig(), name="gone").start())
+    assert err.value.command_line[0] == "/nonexistent/qemu-system-x86_64" and "-nodefaults" in err.value.command_line
+    assert set(runtime.run_dir().glob(f"qemu-{os.getpid()}-*")) == dirs
+    assert set(os.listdir("/proc/self/fd")) == fds
 
 
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])

@@ -426,12 +426,12 @@ def test_exercise_feedback_without_a_booted_guest(conn: virt.Connection, files) 
 def test_waiting_for_a_line_fails_fast_and_says_why(conn: virt.Connection, files) -> None:
     with conn.define(spec(files)) as dom:
         dom.start()  # the mock driver "runs" it, but nothing ever writes the console
-        with pytest.raises(virt.GuestBootError, match="0.2 s passed") as exc:
+        with pytest.raises(virt.GuestTimeoutError, match="0.2 s passed") as exc:
             dom.wait_for_line("LABKIT-REPORT", timeout=0.2)
         assert "the console is empty" in exc.value.what and "--timeout" in exc.value.fix
         assert "go with the domain" in exc.value.fix  # never a path to a file close() deletes
         dom.destroy()
-        with pytest.raises(virt.GuestBootError, match="the domain stopped"):  # not "60 s passed"
+        with pytest.raises(virt.GuestStoppedError, match="the domain stopped"):  # not "60 s passed"
             dom.wait_for_line("LABKIT-REPORT", timeout=60)
 
 

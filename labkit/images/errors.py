@@ -11,7 +11,3 @@ class ImageError(LabkitError):
 
 class ReportNotFoundError(ImageError):
     """The console transcript holds no ``LABKIT-REPORT`` line."""
-
-
-class GuestPanicError(ImageError):
-    """The guest's kernel panicked (its console says ``Kernel panic - not syncing``)."""

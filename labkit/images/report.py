@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from labkit import formats, host
-from labkit.images.errors import GuestPanicError, ImageError, ReportNotFoundError
+from labkit.errors import GuestPanicError, console_tail
+from labkit.images.errors import ImageError, ReportNotFoundError
 
 #: The marker that starts the guest's report line on the console.
 REPORT_MARKER = "LABKIT-REPORT "
@@ -107,10 +108,6 @@ def report_prefix(token: str | None = None) -> str:
     return f"{REPORT_MARKER}{token} " if token else REPORT_MARKER
 
 
-def _tail(text: str, lines: int = 15) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:]) or "(the console is empty)"
-
-
 def parse_report(console: str, token: str | None = None) -> GuestReport:
     """The guest's report from a console transcript (serial log), with the command's output.
 
@@ -128,12 +125,12 @@ def parse_report(console: str, token: str | None = None) -> GuestReport:
     if panic and status is None:
         raise GuestPanicError(
             f"the guest's kernel panicked: {panic.group(0).split('Kernel panic - ')[-1]}. Last console lines:\n"
-            f"{_tail(text[:panic.end()], 12)}",
+            f"{console_tail(text[:panic.end()], 12)}",
             "if your command crashed the guest on purpose (echo c > /proc/sysrq-trigger), that is the "
             "expected end; otherwise the lines above say why, and a damaged image is rebuilt with "
             "`labkit image build --force`")
     if line is None:
-        tail = _tail(text)
+        tail = console_tail(text)
         raise ReportNotFoundError(
             f"the guest printed no {REPORT_MARKER.strip()} line: it did not reach its /init. "
             f"Last console lines:\n{tail}",
@@ -148,7 +145,7 @@ def parse_report(console: str, token: str | None = None) -> GuestReport:
             raise ValueError("fields are missing")
     except ValueError as exc:
         raise ReportNotFoundError(f"the guest's report line is not valid JSON ({exc}): {line!r}. "
-                                  f"Last console lines:\n{_tail(text)}",
+                                  f"Last console lines:\n{console_tail(text)}",
                                   "the guest stopped while printing it, or something else wrote to its "
                                   "console meanwhile: see the lines above; boot again") from None
     return GuestReport(

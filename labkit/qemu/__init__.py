@@ -23,18 +23,18 @@ The package, one job per module: :mod:`~labkit.qemu.accel` (KVM or TCG),
 (booting and timing the tiny guest); their public names are all here, as ``qemu.X``.
 """
 
+from labkit.errors import GuestPanicError, GuestStoppedError, GuestTimeoutError, MissingKernelError
 from labkit.qemu.accel import Accel, AccelChoice, KvmCannotBootLinuxError, Purpose, choose_accel
 from labkit.qemu.config import (DEBUG_EXIT_DEVICE, DEBUG_EXIT_PORT, QEMU, MachineConfig, cpu_models, machine_types,
                                 qemu_binary, qemu_name, qemu_version)
 from labkit.qemu.guest import (WORKLOAD_COMMAND, WORKLOAD_ITERATIONS, BootResult, BootTimes, boot, compare_boots,
                                linux_config, workload_seconds)
-from labkit.qemu.machine import (BootTimeoutError, ConsoleChunk, GuestPanicError, GuestStoppedError, LaunchError,
-                                 Machine, QemuError, die_with_parent, parse_registers)
+from labkit.qemu.machine import ConsoleChunk, LaunchError, Machine, QemuError, die_with_parent, parse_registers
 
 __all__ = [
-    "DEBUG_EXIT_DEVICE", "DEBUG_EXIT_PORT", "QEMU", "WORKLOAD_COMMAND", "WORKLOAD_ITERATIONS",
-    "Accel", "AccelChoice", "BootResult", "BootTimeoutError", "BootTimes", "ConsoleChunk", "GuestPanicError",
-    "GuestStoppedError", "KvmCannotBootLinuxError", "LaunchError", "Machine", "MachineConfig", "Purpose",
-    "QemuError", "boot", "choose_accel", "compare_boots", "cpu_models", "die_with_parent", "linux_config",
-    "machine_types", "parse_registers", "qemu_binary", "qemu_name", "qemu_version", "workload_seconds",
+    "DEBUG_EXIT_DEVICE", "DEBUG_EXIT_PORT", "QEMU", "WORKLOAD_COMMAND", "WORKLOAD_ITERATIONS", "Accel", "AccelChoice",
+    "BootResult", "BootTimes", "ConsoleChunk", "GuestPanicError", "GuestStoppedError", "GuestTimeoutError",
+    "KvmCannotBootLinuxError", "LaunchError", "Machine", "MachineConfig", "MissingKernelError", "Purpose", "QemuError",
+    "boot", "choose_accel", "compare_boots", "cpu_models", "die_with_parent", "linux_config", "machine_types",
+    "parse_registers", "qemu_binary", "qemu_name", "qemu_version", "workload_seconds",
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from labkit import host, images, runtime
-from labkit.errors import InvalidOptionError, MissingToolError
+from labkit.errors import InvalidOptionError, MissingKernelError, MissingToolError
 
 QEMU = "qemu-system-x86_64"
 
@@ -97,9 +97,10 @@ class MachineConfig:
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 what = "is not a regular file" if Path(path).exists() else "does not exist"
-                raise MissingToolError(f"the {name} file {path} {what}",
-                                       "build the guest image with `labkit image build`" if name != "bios"
-                                       else "build the payload with labkit.payload.build()")
+                error = MissingToolError if name == "bios" else MissingKernelError
+                raise error(f"the {name} file {path} {what}",
+                            "build the guest image with `labkit image build`" if name != "bios"
+                            else "build the payload with labkit.payload.build()")
         if self.initrd and not self.kernel:
             raise InvalidOptionError("an initrd needs a kernel", "pass kernel= as well")
         if self.append is not None and not self.kernel:

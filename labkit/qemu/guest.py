@@ -8,11 +8,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from labkit import host, images
-from labkit.errors import InvalidOptionError
+from labkit import host, images, runtime
+from labkit.errors import (GuestPanicError, GuestStoppedError, GuestTimeoutError, InvalidOptionError,
+                           from_os_error)
 from labkit.qemu.accel import Accel, AccelChoice, choose_accel
 from labkit.qemu.config import MachineConfig
-from labkit.qemu.machine import BootTimeoutError, GuestPanicError, GuestStoppedError, Machine
+from labkit.qemu.machine import Machine
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,20 @@ async def boot(image: images.GuestImage | None = None, *, accel: Accel = "auto",
     choice = choose_accel(accel, "linux")
     config, notes = linux_config(image, choice, machine=machine, cpu=cpu, memory_mib=memory_mib,
                                  vcpus=vcpus, append=append, host_tuning=host_tuning)
+    config.validate()  # a missing kernel or initramfs says so, before its copy fails
     token = images.nonce()
-    vm = Machine(config, name="tiny", nonce=token)
+    with runtime.scratch("qemu-initrd") as folder:
+        try:
+            initrd = images.with_nonce(config.initrd, folder, token) if config.initrd else None
+        except OSError as exc:
+            raise from_os_error(exc, "copy the initramfs with this boot's nonce") from None
+        vm = Machine(replace(config, initrd=initrd), name="tiny")
+        return await _boot(vm, token, timeout, on_output, choice, config, notes)
+
+
+async def _boot(vm: Machine, token: str, timeout: float, on_output: Callable[[str], None] | None,
+                choice: AccelChoice, config: MachineConfig, notes: tuple[str, ...]) -> BootResult:
+    """Run ``vm`` until the guest reported and powered off; what it saw and when (see :func:`boot`)."""
     if on_output:
         vm.on_output(on_output)
     report_line = re.compile(re.escape(images.report_prefix(token)) + r".*\n")
@@ -136,7 +149,7 @@ async def boot(image: images.GuestImage | None = None, *, accel: Accel = "auto",
         left = max(5.0, timeout - (time.monotonic() - start))
         if not await vm._until(lambda: vm.exited_at is not None, left):
             _raise_panic(vm.console, token)
-            raise BootTimeoutError(
+            raise GuestTimeoutError(
                 f"the guest reported, but did not power off within {left:g} s more (labkit stopped it). "
                 f"Console tail:\n{vm.console_tail()}",
                 "a command that runs longer needs a longer timeout (labkit boot --timeout S, or "

@@ -22,15 +22,15 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from qemu.qmp import QMPClient
 from qemu.qmp.error import QMPError
 
-from labkit import images, runtime
-from labkit.errors import LabkitError
+from labkit import runtime
+from labkit.errors import GuestStoppedError, GuestTimeoutError, LabkitError, console_tail
 from labkit.qemu.config import MachineConfig
 
 
@@ -46,18 +46,6 @@ class LaunchError(QemuError):
                          fix)
         self.command_line = command_line
         self.output = output
-
-
-class BootTimeoutError(QemuError, TimeoutError):
-    """The guest did not reach the expected point in time; carries the console tail."""
-
-
-class GuestStoppedError(QemuError):
-    """QEMU exited before the guest got where it should (a panic, a triple fault)."""
-
-
-class GuestPanicError(GuestStoppedError, images.GuestPanicError):
-    """The guest's kernel panicked (QEMU then exits: ``panic=-1`` and ``-no-reboot``)."""
 
 
 def die_with_parent() -> None:
@@ -85,8 +73,7 @@ class Machine:
     is killed when the interpreter (or notebook kernel) exits.
     """
 
-    def __init__(self, config: MachineConfig, name: str = "vm", nonce: str | None = None) -> None:
-        """``nonce``: put this token into the guest's initramfs (:func:`labkit.images.with_nonce`)."""
+    def __init__(self, config: MachineConfig, name: str = "vm") -> None:
         self.name = runtime.lab_name(name, "machine", serial=id(self) % 100000)
         self.config = config
         self.command_line: list[str] = []
@@ -105,7 +92,6 @@ class Machine:
         self._reader: threading.Thread | None = None
         self._scratch: Path | None = None
         self._exit_token: int | None = None
-        self.nonce = nonce
 
     # ---- lifecycle
 
@@ -122,22 +108,21 @@ class Machine:
         console, console_child = socket.socketpair()
         qmp, qmp_child = socket.socketpair()
         self._console, self._qmp_sock = console, qmp
-        self._scratch = runtime.scratch_dir("qemu")
-        if self.nonce and self.config.initrd:
-            try:
-                self.config = replace(self.config, initrd=images.with_nonce(self.config.initrd, self._scratch,
-                                                                            self.nonce))
-            except BaseException:
-                self.kill()
-                raise
-        log = open(self._scratch / "qemu.log", "w+b")
-        self.command_line = self.config.argv(self.name, console_child.fileno(), qmp_child.fileno())
-        try:
-            self.launched_at = time.monotonic()
-            self._proc = subprocess.Popen(self.command_line, stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True,
-                                          pass_fds=(console_child.fileno(), qmp_child.fileno()),
-                                          preexec_fn=die_with_parent)
+        try:  # from here on anything that fails leaves nothing behind: kill() releases what exists
+            self._scratch = runtime.scratch_dir("qemu")
+            self.command_line = self.config.argv(self.name, console_child.fileno(), qmp_child.fileno())
+            with open(self._scratch / "qemu.log", "w+b") as log:
+                self.launched_at = time.monotonic()
+                try:
+                    self._proc = subprocess.Popen(self.command_line, stdin=subprocess.DEVNULL, stdout=log,
+                                                  stderr=subprocess.STDOUT, start_new_session=True,
+                                                  pass_fds=(console_child.fileno(), qmp_child.fileno()),
+                                                  preexec_fn=die_with_parent)
+                except (OSError, subprocess.SubprocessError) as exc:  # not executable, no memory or fds left
+                    raise LaunchError(f"QEMU could not be started ({type(exc).__name__}: {exc})",
+                                      "check that the binary runs by hand (qemu-system-x86_64 --version) and "
+                                      "that the host has memory and file descriptors to spare",
+                                      self.command_line, "") from None
             self._exit_token = runtime.release_at_exit(self.kill)
         except BaseException:
             self.kill()
@@ -145,7 +130,6 @@ class Machine:
         finally:  # QEMU holds its own copies now; ours would keep the sockets open after it exits
             console_child.close()
             qmp_child.close()
-            log.close()
         self._reader = threading.Thread(target=self._read_console, name=f"{self.name}-console", daemon=True)
         self._reader.start()
         try:
@@ -271,8 +255,8 @@ class Machine:
             return self._raw.decode("utf-8", "replace")
 
     def console_tail(self, lines: int = 20) -> str:
-        text = self.console.replace("\r", "").strip().splitlines()
-        return "\n".join(text[-lines:]) if text else "(the guest printed nothing)"
+        """The last ``lines`` lines of the console (:func:`labkit.errors.console_tail`)."""
+        return console_tail(self.console, lines)
 
     def qemu_output(self) -> str:
         """What QEMU itself printed (warnings, errors) so far."""
@@ -341,7 +325,7 @@ class Machine:
         ``label`` names what is awaited in errors (default: the pattern).
 
         Raises :class:`GuestStoppedError` if QEMU exits first and
-        :class:`BootTimeoutError` after ``timeout`` s, both with the console tail.
+        :class:`GuestTimeoutError` after ``timeout`` s, both with the console tail.
         """
         seen = await self._until(lambda: self.seen_at(pattern) is not None or self.exited_at is not None, timeout)
         at = self.seen_at(pattern)
@@ -353,7 +337,7 @@ class Machine:
                 f"QEMU exited (status {self.returncode}) before the console showed {what!r}. "
                 f"Console tail:\n{self.console_tail()}\nQEMU said: {self.qemu_output().strip() or '(nothing)'}",
                 "read the guest's last words above (a kernel panic?)")
-        raise BootTimeoutError(
+        raise GuestTimeoutError(
             f"no {what!r} on the console within {timeout:g} s (the machine was killed). "
             f"Console tail:\n{self.console_tail()}",
             "a slow host? raise the timeout; otherwise the console tail shows where the guest got stuck")
@@ -361,7 +345,7 @@ class Machine:
     async def wait_exit(self, timeout: float = 30.0) -> int:
         """Wait for QEMU to exit (e.g. the guest powered off); returns its exit status."""
         if not await self._until(lambda: self.exited_at is not None, timeout):
-            raise BootTimeoutError(f"QEMU did not exit within {timeout:g} s. Console tail:\n{self.console_tail()}",
+            raise GuestTimeoutError(f"QEMU did not exit within {timeout:g} s. Console tail:\n{self.console_tail()}",
                                    "the guest did not power off: stop it with `await vm.stop()`")
         assert self.returncode is not None
         return self.returncode

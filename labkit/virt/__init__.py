@@ -35,18 +35,19 @@ from labkit.virt.cmdline import (OptionRow, compare_command_lines, option_groups
                                  qemu_name, qemu_pids)
 from labkit.virt.connection import STATES, Connection, DomainStats, connect
 from labkit.virt.domain import EVENTS, Domain, LifecycleEvent
-from labkit.virt.errors import (DaemonUnreachableError, DomainXmlError, DuplicateDomainError, GuestBootError,
-                                GuestPanicError, MissingKernelError, VirtAccessDeniedError, VirtError)
+from labkit.errors import GuestPanicError, GuestStoppedError, GuestTimeoutError, MissingKernelError
+from labkit.virt.errors import (DaemonUnreachableError, DomainXmlError, DuplicateDomainError, VirtAccessDeniedError,
+                                VirtError)
 from labkit.virt.spec import DomainSpec, domain_xml
 from labkit.virt.stack import StackLayer, kvm_stack
 from labkit.virt.uri import SESSION_URI, SYSTEM_URI, TEST_URI, URI_ENV, UriChoice, UriParts, choose_uri, uri_parts
 
 __all__ = [
-    "SESSION_URI", "STATES", "SYSTEM_URI", "TEST_URI", "URI_ENV", "EVENTS",
-    "Connection", "DaemonUnreachableError", "Domain", "DomainCapabilities", "DomainSpec", "DomainStats",
-    "DomainTypeChoice", "DomainXmlError", "DuplicateDomainError", "GuestBootError", "GuestCapability",
-    "GuestPanicError", "HostCapabilities", "LifecycleEvent", "MissingKernelError", "OptionRow", "StackLayer",
-    "UriChoice", "UriParts", "VirtAccessDeniedError", "VirtError",
-    "choose_domain_type", "choose_uri", "compare_command_lines", "connect", "domain_xml", "kvm_stack",
-    "option_groups", "parse_capabilities", "parse_qemu_log", "qemu_log_path", "qemu_name", "qemu_pids", "uri_parts",
+    "EVENTS", "SESSION_URI", "STATES", "SYSTEM_URI", "TEST_URI", "URI_ENV", "Connection", "DaemonUnreachableError",
+    "Domain", "DomainCapabilities", "DomainSpec", "DomainStats", "DomainTypeChoice", "DomainXmlError",
+    "DuplicateDomainError", "GuestCapability", "GuestPanicError", "GuestStoppedError", "GuestTimeoutError",
+    "HostCapabilities", "LifecycleEvent", "MissingKernelError", "OptionRow", "StackLayer", "UriChoice", "UriParts",
+    "VirtAccessDeniedError", "VirtError", "choose_domain_type", "choose_uri", "compare_command_lines", "connect",
+    "domain_xml", "kvm_stack", "option_groups", "parse_capabilities", "parse_qemu_log", "qemu_log_path", "qemu_name",
+    "qemu_pids", "uri_parts",
 ]

@@ -16,11 +16,11 @@ from pathlib import Path
 import libvirt
 
 from labkit import images, runtime
-from labkit.errors import InvalidOptionError, LabkitError, from_os_error
+from labkit.errors import (GuestPanicError, GuestStoppedError, GuestTimeoutError, InvalidOptionError, LabkitError,
+                           console_tail, from_os_error)
 from labkit.virt.cmdline import _strip_env, parse_qemu_log, qemu_log_path
 from labkit.virt.connection import _STATS, _UNDEFINE_FLAGS, STATES, Connection, DomainStats, _destroy, _remove
-from labkit.virt.errors import (_DUPLICATE_FIX, DaemonUnreachableError, DuplicateDomainError, GuestBootError,
-                                GuestPanicError, VirtError, _translate)
+from labkit.virt.errors import _DUPLICATE_FIX, DaemonUnreachableError, DuplicateDomainError, VirtError, _translate
 from labkit.virt.spec import DomainSpec, _own_xml, _require_files, domain_xml
 from labkit.virt.uri import uri_parts
 
@@ -287,8 +287,9 @@ class Domain:
     def wait_for_line(self, prefix: str, timeout: float = 60.0) -> str:
         """Block until a console line starts with ``prefix``; return it.
 
-        Fails fast with :class:`GuestBootError` (and the console's tail) when
-        the domain stops first or the time is up.
+        Fails fast with :class:`~labkit.errors.GuestStoppedError` when the
+        domain stops first, :class:`~labkit.errors.GuestTimeoutError` when the
+        time is up (both with the console's tail).
         """
         if self.console_log is None:
             raise VirtError(f"{self.name} has no file console to read", "define it from a DomainSpec")
@@ -301,7 +302,7 @@ class Domain:
                     self.timeline.setdefault("report", self._elapsed())
                     return line
             if stopped or time.monotonic() > deadline:
-                tail = "\n".join(self.console().splitlines()[-15:]) or "(the console is empty)"
+                tail = console_tail(self.console())
                 log = qemu_log_path(self.conn.choice.uri, self.name)
                 try:  # QEMU's last words say who stopped it (e.g. "terminating on signal 15 from pid …")
                     qemu_says = "\n".join(log.read_text(errors="replace").splitlines()[-3:])
@@ -312,11 +313,11 @@ class Domain:
                 panic = images.find_panic(text, self.nonce) if stopped else None
                 if panic is not None:
                     raise GuestPanicError(f"{self.name}: {panic.what}", panic.fix)
-                raise GuestBootError(f"{self.name}: {why} before a line starting {shown!r} appeared on "
-                                     f"its console. Last console lines:\n{tail}\nQEMU's log ends:\n{qemu_says}",
-                                     "a slow host? allow more time (labkit virt boot --timeout S, "
-                                     "wait_for_report(timeout=S)); the console and log lines above are all there "
-                                     "is: their files go with the domain")
+                error = GuestStoppedError if stopped else GuestTimeoutError
+                raise error(f"{self.name}: {why} before a line starting {shown!r} appeared on its console. Last "
+                            f"console lines:\n{tail}\nQEMU's log ends:\n{qemu_says}",
+                            "a slow host? allow more time (labkit virt boot --timeout S, wait_for_report(timeout=S)); "
+                            "the console and log lines above are all there is: their files go with the domain")
             time.sleep(0.05)
 
     def wait_for_report(self, timeout: float = 60.0) -> images.GuestReport:

@@ -6,8 +6,7 @@ import os
 
 import libvirt
 
-from labkit import images
-from labkit.errors import AccessDeniedError, InvalidOptionError, LabkitError, MissingToolError
+from labkit.errors import AccessDeniedError, InvalidOptionError, LabkitError
 from labkit.virt.uri import SESSION_URI, SYSTEM_URI, URI_ENV
 
 _DUPLICATE_FIX = ("choose another name, or remove the old domain: its Domain's close() in Python, conn.cleanup() for "
@@ -32,18 +31,6 @@ class DuplicateDomainError(InvalidOptionError):
 
 class DomainXmlError(InvalidOptionError):
     """The domain XML is malformed or fails libvirt's schema."""
-
-
-class MissingKernelError(MissingToolError):
-    """The guest kernel or initramfs file is not there."""
-
-
-class GuestBootError(VirtError):
-    """The guest stopped, or never printed its report line, in time."""
-
-
-class GuestPanicError(GuestBootError, images.GuestPanicError):
-    """The guest's kernel panicked (``on_crash`` destroy: the domain stops)."""
 
 
 def _translate(exc: libvirt.libvirtError, uri: str, action: str) -> LabkitError:

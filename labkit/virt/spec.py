@@ -9,7 +9,8 @@ from pathlib import Path
 
 from labkit import images, runtime
 from labkit.errors import InvalidOptionError
-from labkit.virt.errors import DomainXmlError, MissingKernelError
+from labkit.errors import MissingKernelError
+from labkit.virt.errors import DomainXmlError
 
 @dataclass(frozen=True)
 class DomainSpec:
