@@ -31,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from labkit import host, images, payload, qemu  # noqa: E402
+from labkit.errors import LabkitError  # noqa: E402
 
 STOCK_CMDLINE = "console=ttyS0 quiet panic=-1"
 VARIANTS = {
@@ -42,10 +43,10 @@ VARIANTS = {
 PHASES = ("first_output_s", "userspace_s", "poweroff_s", "guest_uptime_s", "before_kernel_s")
 
 
-def summary(values: list[float]) -> str:
-    if not values:
+def summary(spread: qemu.Spread | None) -> str:
+    if spread is None:
         return "   —                  "
-    return f"{statistics.median(values):5.2f} ({min(values):4.2f}–{max(values):4.2f})"
+    return f"{spread.median:5.2f} ({spread.min:4.2f}–{spread.max:4.2f})"
 
 
 async def boot_once(name: str, image: images.GuestImage, accel: str, timeout: float) -> qemu.BootResult:
@@ -58,25 +59,24 @@ async def boot_once(name: str, image: images.GuestImage, accel: str, timeout: fl
 
 async def bench(variants: list[tuple[str, str]], image: images.GuestImage, n: int, timeout: float) -> dict:
     """Round-robin over the variants, so a busy moment on a shared host hits them all alike."""
-    times: dict = {v: [] for v in variants}
-    failures: dict = {v: [] for v in variants}
-    machines: dict = {}
+    results: dict[tuple[str, str], list[qemu.BootResult]] = {v: [] for v in variants}
+    failures: dict[tuple[str, str], list[str]] = {v: [] for v in variants}
     for _ in range(n):
         for name, accel in variants:
             try:
-                result = await boot_once(name, image, accel, timeout)
-                times[name, accel].append(result.times)
-                machines[name, accel] = result.config.machine
-            except (qemu.QemuError, images.ImageError) as exc:
+                results[name, accel].append(await boot_once(name, image, accel, timeout))
+            except LabkitError as exc:
                 failures[name, accel].append(str(exc).splitlines()[0])
     rows = {}
-    for (name, accel), got in times.items():
-        row = {p: [getattr(t, p) for t in got if getattr(t, p) is not None] for p in PHASES}
-        print(f"{name:<11} {accel:<4} {machines.get((name, accel), '?'):<8} "
-              + "  ".join(summary(row[p]) for p in PHASES) + f"  {len(failures[name, accel])}/{n} failed")
+    for (name, accel), got in results.items():
+        summed = qemu.summarize_boots(got).get(accel)
+        machine = got[-1].config.machine if got else "?"
+        print(f"{name:<11} {accel:<4} {machine:<8} "
+              + "  ".join(summary(getattr(summed, p, None)) for p in PHASES)
+              + f"  {len(failures[name, accel])}/{n} failed")
         for failure in failures[name, accel]:
             print(f"    failed: {failure}")
-        rows[name, accel] = row
+        rows[name, accel] = summed
     return rows
 
 
@@ -98,10 +98,9 @@ async def main() -> None:
     rows = await bench([(name, accel) for accel in accels for name in args.variants], image, args.n, args.timeout)
     base = rows.get(("stock", "tcg"))
     best = rows.get(("labkit", "tcg"))
-    if base and best and base["userspace_s"] and best["userspace_s"]:
-        print(f"\nlaunch → userspace, TCG: labkit {statistics.median(best['userspace_s']):.2f} s vs stock "
-              f"{statistics.median(base['userspace_s']):.2f} s (ratio "
-              f"{statistics.median(base['userspace_s']) / statistics.median(best['userspace_s']):.2f}×)")
+    if base and best and base.userspace_s and best.userspace_s:
+        print(f"\nlaunch → userspace, TCG: labkit {best.userspace_s.median:.2f} s vs stock "
+              f"{base.userspace_s.median:.2f} s (ratio {base.userspace_s.median / best.userspace_s.median:.2f}×)")
 
     print("\nbare-metal payload (-bios, no firmware, no kernel), median of 3:")
     for ring, iterations in ((3, args.payload_iterations), (0, 200_000)):

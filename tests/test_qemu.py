@@ -193,6 +193,24 @@ def test_boot_timings_are_ordered(booted: qemu.BootResult) -> None:
     assert not leftovers()
 
 
+def test_summarize_boots_per_accelerator(booted: qemu.BootResult) -> None:
+    """Medians, minima and maxima per accelerator, in the order they came; unmeasured workloads are None."""
+    def boot_at(accel: str, userspace_s: float, workload_s: float | None = None) -> qemu.BootResult:
+        output = f"LABKIT-WORKLOAD 10.00 {10 + workload_s:.2f}\n" if workload_s is not None else None
+        return dataclasses.replace(booted, accel=dataclasses.replace(booted.accel, name=accel),
+                                   times=dataclasses.replace(booted.times, userspace_s=userspace_s),
+                                   report=dataclasses.replace(booted.report, command_output=output))
+
+    summary = qemu.summarize_boots([boot_at("tcg", 3.0, 0.5), boot_at("kvm", 1.0), boot_at("tcg", 1.0, 0.75),
+                                    boot_at("tcg", 2.0, 0.25)])
+    assert list(summary) == ["tcg", "kvm"]
+    assert summary["tcg"].boots == 3 and summary["tcg"].userspace_s == qemu.Spread(2.0, 1.0, 3.0)
+    assert summary["tcg"].workload_s == qemu.Spread(0.5, 0.25, 0.75)
+    assert summary["kvm"].userspace_s == qemu.Spread(1.0, 1.0, 1.0) and summary["kvm"].workload_s is None
+    assert summary["kvm"].guest_uptime_s == qemu.Spread(booted.times.guest_uptime_s, booted.times.guest_uptime_s,
+                                                         booted.times.guest_uptime_s)
+
+
 def test_boot_result_dict(booted: qemu.BootResult) -> None:
     data = booted.to_dict()
     assert data["report"]["hypervisor"] == "QEMU TCG" and data["times"]["userspace_s"] > 0

@@ -27,14 +27,15 @@ from labkit.errors import GuestPanicError, GuestStoppedError, GuestTimeoutError,
 from labkit.qemu.accel import Accel, AccelChoice, KvmCannotBootLinuxError, Purpose, choose_accel
 from labkit.qemu.config import (DEBUG_EXIT_DEVICE, DEBUG_EXIT_PORT, QEMU, MachineConfig, cpu_models, machine_types,
                                 qemu_binary, qemu_name, qemu_version)
-from labkit.qemu.guest import (WORKLOAD_COMMAND, WORKLOAD_ITERATIONS, BootResult, BootTimes, boot, compare_boots,
-                               linux_config, workload_seconds)
+from labkit.qemu.guest import (WORKLOAD_COMMAND, WORKLOAD_ITERATIONS, BootResult, BootSummary, BootTimes, Spread,
+                               boot, compare_boots, linux_config, summarize_boots, workload_seconds)
 from labkit.qemu.machine import ConsoleChunk, LaunchError, Machine, QemuError, die_with_parent, parse_registers
 
 __all__ = [
     "DEBUG_EXIT_DEVICE", "DEBUG_EXIT_PORT", "QEMU", "WORKLOAD_COMMAND", "WORKLOAD_ITERATIONS", "Accel", "AccelChoice",
-    "BootResult", "BootTimes", "ConsoleChunk", "GuestPanicError", "GuestStoppedError", "GuestTimeoutError",
-    "KvmCannotBootLinuxError", "LaunchError", "Machine", "MachineConfig", "MissingKernelError", "Purpose", "QemuError",
-    "boot", "choose_accel", "compare_boots", "cpu_models", "die_with_parent", "linux_config", "machine_types",
-    "parse_registers", "qemu_binary", "qemu_name", "qemu_version", "workload_seconds",
+    "BootResult", "BootSummary", "BootTimes", "ConsoleChunk", "GuestPanicError", "GuestStoppedError",
+    "GuestTimeoutError", "KvmCannotBootLinuxError", "LaunchError", "Machine", "MachineConfig", "MissingKernelError",
+    "Purpose", "QemuError", "Spread", "boot", "choose_accel", "compare_boots", "cpu_models", "die_with_parent",
+    "linux_config", "machine_types", "parse_registers", "qemu_binary", "qemu_name", "qemu_version", "summarize_boots",
+    "workload_seconds",
 ]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -205,3 +206,52 @@ async def compare_boots(image: images.GuestImage | None = None, boots: int = 3, 
             results.append(await boot(image, accel=accel, command=WORKLOAD_COMMAND if workload else None,
                                       **options))
     return results
+
+
+# --------------------------------------------------------------------------- summing up boots
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Median, fastest and slowest of one measure over several boots, in seconds."""
+
+    median: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, values: Iterable[float | None]) -> Spread | None:
+        """The spread of the values that were measured (None: none was)."""
+        got = [v for v in values if v is not None]
+        return cls(statistics.median(got), min(got), max(got)) if got else None
+
+
+@dataclass(frozen=True)
+class BootSummary:
+    """Boots under one accelerator summed up: each phase of :class:`BootTimes` and the workload, as spreads."""
+
+    accel: str  # "kvm" or "tcg"
+    boots: int
+    first_output_s: Spread | None
+    userspace_s: Spread | None
+    poweroff_s: Spread | None
+    guest_uptime_s: Spread | None
+    before_kernel_s: Spread | None
+    workload_s: Spread | None  # :data:`WORKLOAD_COMMAND` by the guest's clock, where the boots ran it
+
+
+def summarize_boots(results: Iterable[BootResult]) -> dict[str, BootSummary]:
+    """Boots (e.g. from :func:`compare_boots`) summed up per accelerator, in the order the accelerators came.
+
+    Medians, not means: on a shared host one boot that waited for a busy CPU
+    must not move the figure.
+    """
+    by_accel: dict[str, list[BootResult]] = {}
+    for result in results:
+        by_accel.setdefault(result.accel.name, []).append(result)
+    return {accel: BootSummary(
+        accel, len(boots),
+        Spread.of(b.times.first_output_s for b in boots), Spread.of(b.times.userspace_s for b in boots),
+        Spread.of(b.times.poweroff_s for b in boots), Spread.of(b.times.guest_uptime_s for b in boots),
+        Spread.of(b.times.before_kernel_s for b in boots), Spread.of(workload_seconds(b.report) for b in boots),
+    ) for accel, boots in by_accel.items()}
