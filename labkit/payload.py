@@ -88,7 +88,7 @@ async def run(accel: qemu.Accel = "auto", iterations: int = 50_000_000, ring: in
     choice = qemu.choose_accel(accel, "payload")
     config = qemu.MachineConfig(accel=choice.name, machine="pc", cpu=cpu, memory_mib=16, bios=payload.path,
                                 devices=(qemu.DEBUG_EXIT_DEVICE,))
-    async with qemu.Machine(config, name="payload") as vm:
+    async with qemu.QemuMachine(config, name="payload") as vm:
         await vm.wait_exit(timeout)
     assert vm.launched_at is not None and vm.exited_at is not None
     first = vm.first_output_at()

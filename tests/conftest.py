@@ -34,7 +34,7 @@ def lab_guests(name: str) -> str:
     """Python lines (for an async context) that start what a lab run owns: a paused labkit.qemu guest
     ``vm`` and a suspended libvirt domain ``dom`` on ``conn``, both called ``name``."""
     return textwrap.dedent(f"""
-        vm = await qemu.Machine(qemu.MachineConfig(memory_mib=32), name={name!r}).start(paused=True)
+        vm = await qemu.QemuMachine(qemu.MachineConfig(memory_mib=32), name={name!r}).start(paused=True)
         conn = virt.connect()
         dom = conn.define(virt.DomainSpec.for_image({name!r}, images.tiny_guest(fetch=False, progress=False),
                                                     memory_mib=64))

@@ -299,7 +299,7 @@ def test_i686_host_cannot_run_notebook_03(tmp_path: Path) -> None:
 
 def test_notebook_03_gate_stops_a_student_cleanly() -> None:
     report = host.inspect(HOSTS / "pvm-nested", user=STUDENT)
-    with pytest.raises(host.RawKvmUnavailable) as info:
+    with pytest.raises(host.RawKvmUnavailableError) as info:
         host.require_raw_kvm(report)
     shown = "\n".join(info.value._render_traceback_())  # what IPython shows instead of a traceback
     assert shown.startswith("Notebook 03 stops here: you may not open /dev/kvm (mode 0600, root:root).")

@@ -12,7 +12,7 @@ import pytest
 from conftest import needs_kvm
 from labkit.errors import InvalidOptionError
 from labkit.kvm import guests, modes
-from labkit.kvm.errors import (GuestBudgetExceeded, GuestInternalError, GuestShutdown, UnhandledAccessError)
+from labkit.kvm.errors import (GuestBudgetExceededError, GuestInternalError, GuestShutdownError, UnhandledAccessError)
 from labkit.kvm.exits import HltExit, IoExit, MmioExit
 from labkit.kvm.machine import Machine
 from labkit.kvm.system import Kvm, has_feature
@@ -143,9 +143,9 @@ def test_port_in_gets_the_devices_answer() -> None:
 
 def test_triple_fault_raises_shutdown_with_the_dump() -> None:
     with Machine(build("ud2", "long"), "long") as m:
-        with pytest.raises(GuestShutdown) as info:
+        with pytest.raises(GuestShutdownError) as info:
             m.run()
-        with pytest.raises(InvalidOptionError, match="has stopped .GuestShutdown"):
+        with pytest.raises(InvalidOptionError, match="has stopped .GuestShutdownError"):
             m.run()  # a crashed guest stays crashed
     err = info.value
     assert "KVM_EXIT_SHUTDOWN" in err.what and "→ 0x08000: ud2" in err.dump
@@ -154,14 +154,14 @@ def test_triple_fault_raises_shutdown_with_the_dump() -> None:
 
 def test_page_fault_outside_the_identity_map_is_a_triple_fault() -> None:
     with Machine(build("mov rax, [0x40000000]\n hlt", "long"), "long") as m:
-        with pytest.raises(GuestShutdown):
+        with pytest.raises(GuestShutdownError):
             m.run()
 
 
 def test_time_budget_stops_a_spinning_ring0_guest() -> None:
     with Machine(build("jmp start", "long"), "long") as m:
         started = time.monotonic()
-        with pytest.raises(GuestBudgetExceeded, match="ran for 0.3 s"):
+        with pytest.raises(GuestBudgetExceededError, match="ran for 0.3 s"):
             m.run(timeout=0.3)
         assert time.monotonic() - started < 5
 
@@ -169,19 +169,19 @@ def test_time_budget_stops_a_spinning_ring0_guest() -> None:
 def test_time_budget_stops_a_guest_spinning_in_ring3() -> None:
     """Ring-3 code runs natively and never exits: only the kick gets the vCPU back."""
     with Machine(build(RING3_SPIN, "long"), "long") as m:
-        with pytest.raises(GuestBudgetExceeded) as info:
+        with pytest.raises(GuestBudgetExceededError) as info:
             m.run(timeout=0.3)
         assert info.value.special.ring == 3
-        with pytest.raises(GuestBudgetExceeded):  # and step() has the same guard
+        with pytest.raises(GuestBudgetExceededError):  # and step() has the same guard
             m.step(timeout=0.2)
 
 
 def test_exit_budget() -> None:
     with Machine(build("mov dx, SERIAL_PORT\nagain: out dx, al\n jmp again", "real"), "real") as m:
-        with pytest.raises(GuestBudgetExceeded, match="100 exits"):
+        with pytest.raises(GuestBudgetExceededError, match="100 exits"):
             m.run(max_exits=100)
         assert m.exits == {"KVM_EXIT_IO": 100}
-        with pytest.raises(GuestBudgetExceeded):  # over budget is not crashed: it may go on
+        with pytest.raises(GuestBudgetExceededError):  # over budget is not crashed: it may go on
             m.run(max_exits=50)
         assert m.exits == {"KVM_EXIT_IO": 150}
 
@@ -204,7 +204,7 @@ def test_unemulated_instruction_or_triple_fault() -> None:
     """int3 in ring 0 with no IDT: hardware KVM delivers it and triple-faults; KVM's
     emulator (nested/PVM hosts) stops with an internal error.  Both are reported."""
     with Machine(build("int3", "long"), "long") as m:
-        with pytest.raises((GuestInternalError, GuestShutdown)) as info:
+        with pytest.raises((GuestInternalError, GuestShutdownError)) as info:
             m.run()
     if isinstance(info.value, GuestInternalError):
         assert "KVM_INTERNAL_ERROR_EMULATION" in info.value.what
@@ -225,7 +225,7 @@ def test_keyboard_interrupt_leaves_the_machine_usable() -> None:
 def test_nothing_leaks_after_guest_errors() -> None:
     before = open_fds()
     for body, mode in (("ud2", "long"), ("out 0x99, al", "real"), ("jmp start", "protected")):
-        with pytest.raises((GuestShutdown, UnhandledAccessError, GuestBudgetExceeded)):
+        with pytest.raises((GuestShutdownError, UnhandledAccessError, GuestBudgetExceededError)):
             with Machine(build(body, mode), mode) as m:
                 m.run(timeout=0.2)
         assert m.vcpu.closed and m.vm.closed and m.kvm.closed
@@ -271,7 +271,7 @@ def test_a_vcpu_thread_is_kicked_too() -> None:
         with Machine(build(RING3_SPIN, "long"), "long") as m:
             try:
                 m.run(timeout=0.3)
-            except GuestBudgetExceeded as exc:
+            except GuestBudgetExceededError as exc:
                 errors.append(exc)
 
     thread = threading.Thread(target=spin)

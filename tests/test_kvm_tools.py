@@ -160,7 +160,7 @@ def test_exit_stepper_shows_guest_errors() -> None:
     stepper = ExitStepper(lambda: Machine(guests.build(".intel_syntax noprefix\nstart: ud2", "long"), "long"))
     try:
         assert stepper.step() is None
-        assert "GuestShutdown" in stepper._title.value and "ud2" in stepper._regs.value
+        assert "GuestShutdownError" in stepper._title.value and "ud2" in stepper._regs.value
         assert stepper._step.disabled
     finally:
         stepper.close()

@@ -257,7 +257,7 @@ def test_a_command_cannot_fake_the_end_of_its_output(guest: images.GuestImage) -
 def test_launch_failure_carries_command_line_and_output() -> None:
     config = qemu.MachineConfig(extra_args=("-device", "no-such-device"))
     with pytest.raises(qemu.LaunchError) as err:
-        asyncio.run(qemu.Machine(config).start())
+        asyncio.run(qemu.QemuMachine(config).start())
     assert "no-such-device" in err.value.output and "-nodefaults" in err.value.command_line
     assert "QEMU said" in str(err.value)
     assert not leftovers()
@@ -275,7 +275,7 @@ def test_a_qemu_that_cannot_be_executed_is_a_launch_error() -> None:
     """Popen's own failure is a LaunchError too, and leaves no scratch dir and no open socket behind."""
     fds, dirs = set(os.listdir("/proc/self/fd")), set(runtime.run_dir().glob(f"qemu-{os.getpid()}-*"))
     with pytest.raises(qemu.LaunchError, match="QEMU could not be started .FileNotFoundError") as err:
-        asyncio.run(qemu.Machine(GoneBinaryConfig(), name="gone").start())
+        asyncio.run(qemu.QemuMachine(GoneBinaryConfig(), name="gone").start())
     assert err.value.command_line[0] == "/nonexistent/qemu-system-x86_64" and "-nodefaults" in err.value.command_line
     assert set(runtime.run_dir().glob(f"qemu-{os.getpid()}-*")) == dirs
     assert set(os.listdir("/proc/self/fd")) == fds
@@ -287,7 +287,7 @@ def test_no_qemu_survives_an_error_mid_boot(guest: images.GuestImage, error: typ
     seen = {}
 
     async def boot_and_fail() -> None:
-        async with qemu.Machine(config, name="midboot") as vm:
+        async with qemu.QemuMachine(config, name="midboot") as vm:
             seen["pid"] = vm.pid
             await asyncio.sleep(0.2)  # the kernel is booting
             raise error("the test stops here")
@@ -305,7 +305,7 @@ def test_interpreter_exit_kills_an_abandoned_machine(tmp_path: Path) -> None:
         from labkit import payload, qemu
         async def main():
             p = payload.build(iterations=10**15)  # runs for days
-            vm = await qemu.Machine(qemu.MachineConfig(bios=p.path, memory_mib=16), name="abandoned").start()
+            vm = await qemu.QemuMachine(qemu.MachineConfig(bios=p.path, memory_mib=16), name="abandoned").start()
             print(vm.pid, flush=True)
         asyncio.run(main())
     """)
@@ -322,7 +322,7 @@ def test_qmp_status_cpus_kvm_registers_stop_cont() -> None:
     async def scenario() -> dict:
         p = payload.build(iterations=10**15)
         config = qemu.MachineConfig(bios=p.path, memory_mib=16, vcpus=2, devices=(qemu.DEBUG_EXIT_DEVICE,))
-        async with qemu.Machine(config, name="qmp") as vm:
+        async with qemu.QemuMachine(config, name="qmp") as vm:
             await vm.wait_for("loop start", timeout=20)
             out = {"status": (await vm.qmp("query-status"))["status"],
                    "cpus": await vm.qmp("query-cpus-fast"),
@@ -345,14 +345,14 @@ def test_qmp_status_cpus_kvm_registers_stop_cont() -> None:
 
 
 def test_qmp_on_a_stopped_machine_is_an_error() -> None:
-    vm = qemu.Machine(qemu.MachineConfig())
+    vm = qemu.QemuMachine(qemu.MachineConfig())
     with pytest.raises(qemu.QemuError, match="not running"):
         asyncio.run(vm.qmp("query-status"))
 
 
 def test_bad_machine_name() -> None:
     with pytest.raises(InvalidOptionError, match="machine name"):
-        qemu.Machine(qemu.MachineConfig(), name="Bad Name")
+        qemu.QemuMachine(qemu.MachineConfig(), name="Bad Name")
 
 
 # --------------------------------------------------------------------------- CLI

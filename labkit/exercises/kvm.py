@@ -9,7 +9,7 @@ from __future__ import annotations
 from labkit.errors import LabkitError
 from labkit.exercises import Feedback
 from labkit.kvm import guests
-from labkit.kvm.errors import GuestBudgetExceeded, GuestError, UnhandledAccessError
+from labkit.kvm.errors import GuestBudgetExceededError, GuestError, UnhandledAccessError
 from labkit.kvm.machine import Machine
 
 EXPECTED = "0123456789\n"
@@ -44,7 +44,7 @@ def check_digits(source: str) -> Feedback:
         if exc.registers is not None and not program.origin <= exc.registers.rip < end:
             hint = ("the guest left your program (it ran past the end, or an exception sent it elsewhere): "
                     "end it with hlt")
-        elif isinstance(exc, GuestBudgetExceeded):
+        elif isinstance(exc, GuestBudgetExceededError):
             hint = "does your loop end? compare al with '9' and jump back only while it is at most '9' (jbe)"
         elif isinstance(exc, UnhandledAccessError):
             hint = "print with `out dx, al` where dx = SERIAL_PORT (0x3f8)"

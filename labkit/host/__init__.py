@@ -25,7 +25,7 @@ from labkit.host.evidence import (DMI_PRODUCTS, HYPERVISOR_SIGNATURES, UNKNOWN_H
                                   platform_info)
 from labkit.host.kernel import GUEST_DRIVERS, KVM_MODULES, KernelInfo, KvmModule, kernel_info
 from labkit.host.manifest import HOST_JSON_SCHEMA, HostDataError
-from labkit.host.outlook import (NotebookOutlook, RawKvmUnavailable, notebook_outlook, raw_kvm_blocker,
+from labkit.host.outlook import (NotebookOutlook, RawKvmUnavailableError, notebook_outlook, raw_kvm_blocker,
                                  recorded_run, require_kvm, require_raw_kvm)
 from labkit.host.record import record
 from labkit.host.report import HostReport, inspect
@@ -42,7 +42,7 @@ __all__ = [
     "HYPERVISOR_SIGNATURES", "KVM_DEVICE_NUMBER", "KVM_MODULES", "NESTED_FIXES", "NO_VT_MODELS",
     "UNKNOWN_HYPERVISOR", "VERDICT_LABELS", "CpuInfo", "DeviceNode", "HostDataError", "HostReport", "KernelInfo",
     "KvmDevice", "KvmKind", "KvmModule", "KvmProbe", "KvmVerdict", "LiveSource", "Memory", "NetInterface",
-    "NotebookOutlook", "RawKvmUnavailable", "notebook_outlook", "raw_kvm_blocker", "recorded_run", "require_kvm", "require_raw_kvm",
+    "NotebookOutlook", "RawKvmUnavailableError", "notebook_outlook", "raw_kvm_blocker", "recorded_run", "require_kvm", "require_raw_kvm",
     "Platform", "ProcessSummary", "RecordedSource", "Source", "TscFrequency", "User", "VtSupport",
     "_cpuid_instruction", "access_fix", "group_access_commands", "cpu_info", "cpuid", "inspect", "kernel_info",
     "kvm_device",

@@ -66,7 +66,7 @@ def notebook_outlook(report: HostReport) -> tuple[NotebookOutlook, ...]:
     )
 
 
-class RawKvmUnavailable(LabkitError):
+class RawKvmUnavailableError(LabkitError):
     """Notebook 03 stops here: shown without a traceback (IPython renders :meth:`_render_traceback_`)."""
 
     def __init__(self, what: str, fix: str | None, recorded: str) -> None:
@@ -105,4 +105,4 @@ def require_raw_kvm(report: HostReport) -> None:
     """Return quietly where notebook 03 can drive /dev/kvm; else stop it with the reason, fix and recorded run."""
     blocker = raw_kvm_blocker(report)
     if blocker is not None:
-        raise RawKvmUnavailable(blocker[0], blocker[1], recorded_run())
+        raise RawKvmUnavailableError(blocker[0], blocker[1], recorded_run())

@@ -24,7 +24,7 @@ EXIT_PORT = 0xF4
 MMIO_COUNTER = 0x1000_0000  # 256 MiB: above the guest's RAM, inside the first GiB the page tables map
 
 
-class UnclaimedAccess(Exception):
+class UnclaimedAccessError(Exception):
     """No device answers this port or address (the machine turns it into a guest error)."""
 
     def __init__(self, kind: str, address: int, is_write: bool, size: int) -> None:
@@ -148,7 +148,7 @@ class MmioCounter(Device):
 
 
 class Bus:
-    """Routes port and MMIO accesses to devices; an access nobody claims raises :class:`UnclaimedAccess`."""
+    """Routes port and MMIO accesses to devices; an access nobody claims raises :class:`UnclaimedAccessError`."""
 
     def __init__(self, *devices: Device) -> None:
         self.devices: list[Device] = []
@@ -176,13 +176,13 @@ class Bus:
         for device in self.devices:
             if address in device.mmio:
                 return device
-        raise UnclaimedAccess("address", address, is_write, size)
+        raise UnclaimedAccessError("address", address, is_write, size)
 
     def out(self, port: int, data: bytes) -> None:
         try:
             device = self._ports[port]
         except KeyError:
-            raise UnclaimedAccess("port", port, True, len(data)) from None
+            raise UnclaimedAccessError("port", port, True, len(data)) from None
         device.out(port, data)
 
     def port_in(self, port: int, size: int, count: int = 1) -> bytes:
@@ -190,7 +190,7 @@ class Bus:
         try:
             device = self._ports[port]
         except KeyError:
-            raise UnclaimedAccess("port", port, False, size) from None
+            raise UnclaimedAccessError("port", port, False, size) from None
         return b"".join(device.port_in(port, size) for _ in range(count))
 
     def mmio_write(self, address: int, data: bytes) -> None:

@@ -55,7 +55,7 @@ class GuestError(LabkitError):
         self.dump = dump
 
 
-class GuestShutdown(GuestError):
+class GuestShutdownError(GuestError):
     """KVM_EXIT_SHUTDOWN: a triple fault (an exception while delivering a double fault)."""
 
 
@@ -63,11 +63,11 @@ class GuestInternalError(GuestError):
     """KVM_EXIT_INTERNAL_ERROR: KVM could not handle what the guest did (often: emulation)."""
 
 
-class GuestEntryFailed(GuestError):
+class GuestEntryFailedError(GuestError):
     """KVM_EXIT_FAIL_ENTRY: the hardware refused to enter the guest with this vCPU state."""
 
 
-class GuestBudgetExceeded(GuestError):
+class GuestBudgetExceededError(GuestError):
     """The guest ran longer (time or exits) than its budget without halting."""
 
 

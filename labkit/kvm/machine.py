@@ -25,9 +25,9 @@ from pathlib import Path
 from labkit import asm
 from labkit.errors import InvalidOptionError
 from labkit.kvm import abi, guests, modes
-from labkit.kvm.devices import Bus, DebugExit, Device, MmioCounter, PostCodes, PowerOff, SerialPort, UnclaimedAccess
-from labkit.kvm.errors import (GuestAddressError, GuestBudgetExceeded, GuestEntryFailed, GuestError,
-                               GuestInternalError, GuestShutdown, UnexpectedExitError, UnhandledAccessError)
+from labkit.kvm.devices import Bus, DebugExit, Device, MmioCounter, PostCodes, PowerOff, SerialPort, UnclaimedAccessError
+from labkit.kvm.errors import (GuestAddressError, GuestBudgetExceededError, GuestEntryFailedError, GuestError,
+                               GuestInternalError, GuestShutdownError, UnexpectedExitError, UnhandledAccessError)
 from labkit.kvm.exits import INTERRUPTED, Exit
 from labkit.kvm.fd import Trace
 from labkit.kvm.regs import Mode, Registers, SpecialRegisters
@@ -68,7 +68,7 @@ class Step:
 
 
 @dataclass(frozen=True)
-class RunResult:
+class GuestRunResult:
     """How a run ended: what the guest printed, its exits by reason, its final registers."""
 
     serial: str
@@ -203,14 +203,14 @@ class Machine:
         try:
             if not self.bus.handle(self.vcpu, exit_):
                 self._settle(exit_)
-        except UnclaimedAccess as access:
+        except UnclaimedAccessError as access:
             raise self._unhandled(access, exit_) from None
         except PowerOff as off:
             self.finished = f"power off (code {off.code})"
         regs, special = self.registers(), self.special()
         return Step(self.steps, exit_, regs, special, self.code_at_rip(regs, special), self.serial.text)
 
-    def run(self, max_exits: int = 1_000_000, timeout: float = 10.0) -> RunResult:
+    def run(self, max_exits: int = 1_000_000, timeout: float = 10.0) -> GuestRunResult:
         """Run until the guest halts or powers off, at most ``max_exits`` exits and ``timeout`` seconds."""
         self._check_runnable()
         if max_exits < 1 or timeout <= 0:
@@ -221,7 +221,7 @@ class Machine:
                 before = sum(self._counts)
                 try:
                     exit_ = self.vcpu.serve(self.bus, self._counts, budget)
-                except UnclaimedAccess as access:
+                except UnclaimedAccessError as access:
                     raise self._unhandled(access, None) from None
                 except PowerOff as off:
                     self.finished = f"power off (code {off.code})"
@@ -229,11 +229,11 @@ class Machine:
                 finally:
                     budget -= sum(self._counts) - before
                 if exit_ is None:
-                    raise self._error(GuestBudgetExceeded, f"the guest made {max_exits} exits without halting",
+                    raise self._error(GuestBudgetExceededError, f"the guest made {max_exits} exits without halting",
                                       "look for a loop that never ends, or allow more with max_exits=")
                 self._settle(exit_)
         self.steps = sum(self._counts)
-        return RunResult(self.serial.text, self.exits, self.finished, self.registers(), self.special(),
+        return GuestRunResult(self.serial.text, self.exits, self.finished, self.registers(), self.special(),
                          time.perf_counter() - started)
 
     def _check_runnable(self) -> None:
@@ -268,13 +268,13 @@ class Machine:
         reason = exit_.reason
         if exit_ is INTERRUPTED:
             if self._expired:
-                raise self._error(GuestBudgetExceeded, f"the guest ran for {self._timeout:g} s without halting",
+                raise self._error(GuestBudgetExceededError, f"the guest ran for {self._timeout:g} s without halting",
                                   "look for a loop that never ends (in ring 3 it runs at full speed and "
                                   "never exits), or allow more with timeout=")
         elif reason == abi.KVM_EXIT_HLT:
             self.finished = exit_.name
         elif reason == abi.KVM_EXIT_SHUTDOWN:
-            raise self._error(GuestShutdown, "the guest triple-faulted (KVM_EXIT_SHUTDOWN): an exception "
+            raise self._error(GuestShutdownError, "the guest triple-faulted (KVM_EXIT_SHUTDOWN): an exception "
                               "occurred and the CPU could not deliver it, nor the double fault that followed",
                               "look at the instruction at rip; this guest has no IDT, so any exception "
                               "(#GP, #PF, #UD...) ends in a triple fault", exit_)
@@ -283,14 +283,14 @@ class Machine:
                               "on hosts where KVM emulates ring-0 code (nested/PVM), some instructions "
                               "(int3, int n, SSE, x87...) are not emulated: avoid them in ring 0", exit_)
         elif reason == abi.KVM_EXIT_FAIL_ENTRY:
-            raise self._error(GuestEntryFailed, f"the CPU refused to enter the guest ({exit_})",
+            raise self._error(GuestEntryFailedError, f"the CPU refused to enter the guest ({exit_})",
                               "the vCPU state (segments, control registers) is inconsistent: check KVM_SET_SREGS",
                               exit_)
         else:
             raise self._error(UnexpectedExitError, f"the guest exited with {exit_}, which this VMM does not handle",
                               "this lab's VMM handles port I/O, MMIO, HLT and errors only", exit_)
 
-    def _unhandled(self, access: UnclaimedAccess, exit_: Exit | None) -> GuestError:
+    def _unhandled(self, access: UnclaimedAccessError, exit_: Exit | None) -> GuestError:
         if access.kind == "port":
             what = f"the guest {'wrote to' if access.is_write else 'read from'} I/O port {access.address:#x}, " \
                    "where no device is"
@@ -304,7 +304,7 @@ class Machine:
 
     def _error(self, cls: type[GuestError], what: str, fix: str, exit_: Exit | None = None) -> GuestError:
         """The error to raise, with the dump; a guest that crashed (not one over budget) cannot run again."""
-        if cls is not GuestBudgetExceeded:
+        if cls is not GuestBudgetExceededError:
             self.finished = f"{cls.__name__}: {what}"
         regs, special = self.registers(), self.special()
         return cls(what, fix, exit=exit_, registers=regs, special=special, dump=self.dump())

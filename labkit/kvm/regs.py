@@ -21,7 +21,6 @@ CR4_PAE = 1 << 5  # 64-bit page-table entries (required for long mode)
 EFER_LME = 1 << 8  # long mode enable
 EFER_LMA = 1 << 10  # long mode active (set by the CPU once paging is on)
 RFLAGS_RESERVED = 1 << 1  # bit 1 of RFLAGS always reads 1
-RFLAGS_IOPL3 = 3 << 12  # I/O privilege level 3: ring 3 may use in/out
 
 GPR_NAMES = tuple(name for name, _ in abi.kvm_regs._fields_)
 

@@ -287,7 +287,7 @@ async def run(argv: Sequence[str], *, memory_mib: int = DEFAULT_MEMORY_MIB, vcpu
 
 async def _supervise(config: qemu.MachineConfig, relays: list[_Relay], timeout: float,
                      release: str) -> NestedResult:
-    async with qemu.Machine(config, name="nested") as vm:
+    async with qemu.QemuMachine(config, name="nested") as vm:
         assert vm.launched_at is not None
         await vm.wait_for(_LINE, READY_TIMEOUT_S)
         ready_at = _seen(vm)
@@ -309,13 +309,13 @@ async def _supervise(config: qemu.MachineConfig, relays: list[_Relay], timeout: 
                             vm.exited_at - vm.launched_at, release)
 
 
-def _seen(vm: qemu.Machine) -> float:
+def _seen(vm: qemu.QemuMachine) -> float:
     at = vm.seen_at(_LINE)
     assert at is not None
     return at
 
 
-async def _fail(vm: qemu.Machine, what: str) -> None:
+async def _fail(vm: qemu.QemuMachine, what: str) -> None:
     with contextlib.suppress(Exception):
         await vm.wait_exit(10)
     raise NestedError(f"L1 could not set itself up: {what}. Console tail:\n{vm.console_tail(12)}",

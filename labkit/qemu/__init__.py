@@ -1,7 +1,7 @@
 """QEMU as a Python object: typed options → command line, launch, console, QMP, cleanup.
 
 :class:`MachineConfig` holds typed options and validates them (clear errors
-before QEMU ever runs); :class:`Machine` launches ``qemu-system-x86_64``
+before QEMU ever runs); :class:`QemuMachine` launches ``qemu-system-x86_64``
 without a shell, in its own process group, with the serial console and the
 QMP monitor on socket pairs (no paths to race on), reads the console in a
 thread that timestamps every chunk, and talks QMP through the ``qemu.qmp``
@@ -29,13 +29,17 @@ from labkit.qemu.config import (DEBUG_EXIT_DEVICE, DEBUG_EXIT_PORT, QEMU, Machin
                                 qemu_binary, qemu_name, qemu_version)
 from labkit.qemu.guest import (WORKLOAD_COMMAND, WORKLOAD_ITERATIONS, BootResult, BootSummary, BootTimes, Spread,
                                boot, compare_boots, linux_config, summarize_boots, workload_seconds)
-from labkit.qemu.machine import ConsoleChunk, LaunchError, Machine, QemuError, die_with_parent, parse_registers
+from labkit.qemu.machine import ConsoleChunk, LaunchError, QemuError, QemuMachine, die_with_parent, parse_registers
+
+#: The name notebook 04 (and earlier code) uses; :class:`QemuMachine` is the class's own name, distinct from
+#: :class:`labkit.kvm.machine.Machine`.
+Machine = QemuMachine
 
 __all__ = [
     "DEBUG_EXIT_DEVICE", "DEBUG_EXIT_PORT", "QEMU", "WORKLOAD_COMMAND", "WORKLOAD_ITERATIONS", "Accel", "AccelChoice",
     "BootResult", "BootSummary", "BootTimes", "ConsoleChunk", "GuestPanicError", "GuestStoppedError",
     "GuestTimeoutError", "KvmCannotBootLinuxError", "LaunchError", "Machine", "MachineConfig", "MissingKernelError",
-    "Purpose", "QemuError", "Spread", "boot", "choose_accel", "compare_boots", "cpu_models", "die_with_parent",
-    "linux_config", "machine_types", "parse_registers", "qemu_binary", "qemu_name", "qemu_version", "summarize_boots",
-    "workload_seconds",
+    "Purpose", "QemuError", "QemuMachine", "Spread", "boot", "choose_accel", "compare_boots", "cpu_models",
+    "die_with_parent", "linux_config", "machine_types", "parse_registers", "qemu_binary", "qemu_name", "qemu_version",
+    "summarize_boots", "workload_seconds",
 ]

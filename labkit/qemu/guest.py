@@ -14,7 +14,7 @@ from labkit.errors import (GuestPanicError, GuestStoppedError, GuestTimeoutError
                            from_os_error)
 from labkit.qemu.accel import Accel, AccelChoice, choose_accel
 from labkit.qemu.config import MachineConfig
-from labkit.qemu.machine import Machine
+from labkit.qemu.machine import QemuMachine
 
 
 @dataclass(frozen=True)
@@ -130,11 +130,11 @@ async def boot(image: images.GuestImage | None = None, *, accel: Accel = "auto",
             initrd = images.with_nonce(config.initrd, folder, token) if config.initrd else None
         except OSError as exc:
             raise from_os_error(exc, "copy the initramfs with this boot's nonce") from None
-        vm = Machine(replace(config, initrd=initrd), name="tiny")
+        vm = QemuMachine(replace(config, initrd=initrd), name="tiny")
         return await _boot(vm, token, timeout, on_output, choice, config, notes)
 
 
-async def _boot(vm: Machine, token: str, timeout: float, on_output: Callable[[str], None] | None,
+async def _boot(vm: QemuMachine, token: str, timeout: float, on_output: Callable[[str], None] | None,
                 choice: AccelChoice, config: MachineConfig, notes: tuple[str, ...]) -> BootResult:
     """Run ``vm`` until the guest reported and powered off; what it saw and when (see :func:`boot`)."""
     if on_output:

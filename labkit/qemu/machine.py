@@ -1,6 +1,6 @@
 """One running ``qemu-system-x86_64`` as a Python object: launch, console, QMP, one cleanup path.
 
-:class:`Machine` launches QEMU without a shell, in its own process group,
+:class:`QemuMachine` launches QEMU without a shell, in its own process group,
 with the serial console and the QMP monitor on socket pairs (no paths to race
 on), reads the console in a thread that timestamps every chunk, and talks QMP
 through the ``qemu.qmp`` library (asyncio: a notebook can ``await`` it).  The
@@ -65,11 +65,11 @@ class ConsoleChunk:
     end: int  # length of the console text once it arrived
 
 
-class Machine:
+class QemuMachine:
     """One running ``qemu-system-x86_64``: console, QMP, guaranteed cleanup.
 
-    Use it as ``async with Machine(config) as vm:`` or ``vm = await
-    Machine(config).start()`` … ``await vm.stop()``; a machine left running
+    Use it as ``async with QemuMachine(config) as vm:`` or ``vm = await
+    QemuMachine(config).start()`` … ``await vm.stop()``; a machine left running
     is killed when the interpreter (or notebook kernel) exits.
     """
 
@@ -95,7 +95,7 @@ class Machine:
 
     # ---- lifecycle
 
-    async def start(self, qmp_timeout: float = 20.0, paused: bool = False) -> Machine:
+    async def start(self, qmp_timeout: float = 20.0, paused: bool = False) -> QemuMachine:
         """Launch QEMU and connect QMP, then let the guest run (unless ``paused``).
 
         QEMU starts with its vCPUs stopped (``-S``, as libvirt does), so QMP is
@@ -103,7 +103,7 @@ class Machine:
         any failure nothing is left running.
         """
         if self._proc is not None:
-            raise QemuError(f"{self.name} was already started", "create a new Machine")
+            raise QemuError(f"{self.name} was already started", "create a new QemuMachine")
         self.config.validate()
         console, console_child = socket.socketpair()
         qmp, qmp_child = socket.socketpair()
@@ -232,7 +232,7 @@ class Machine:
             runtime.forget(self._exit_token)
             self._exit_token = None
 
-    async def __aenter__(self) -> Machine:
+    async def __aenter__(self) -> QemuMachine:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

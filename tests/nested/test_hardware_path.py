@@ -101,7 +101,7 @@ def test_qmp_pause_and_registers_under_kvm() -> None:
     async def scenario() -> dict:
         image = images.tiny_guest(command="while :; do :; done", fetch=False, progress=False)
         config, _ = qemu.linux_config(image, qemu.choose_accel("kvm"))
-        async with qemu.Machine(config, name="qmp") as vm:
+        async with qemu.QemuMachine(config, name="qmp") as vm:
             await vm.wait_for(images.REPORT_MARKER, timeout=120)
             out = {"kvm": await vm.qmp("query-kvm")}
             await vm.qmp("stop")
