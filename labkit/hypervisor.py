@@ -6,14 +6,17 @@ but walls, water and power are the building's.  Type 1 hypervisors run on the
 hardware themselves; Type 2 run as programs on a host OS.  KVM turns the Linux
 kernel itself into the hypervisor.
 
-:func:`stack` derives the layers of *this* host from :mod:`labkit.host` facts;
-:func:`plan` carves the host's CPUs and memory into guests and calls out
+:func:`stack` derives the layers of *this* host from :mod:`labkit.host` facts,
+and :func:`kvm_stack` the layers a guest libvirt ran here went through (one
+:class:`Layer` model for both); :func:`plan` carves the host's CPUs and memory into guests and calls out
 overcommit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from labkit.errors import InvalidOptionError
@@ -50,11 +53,18 @@ CATALOGUE: tuple[Hypervisor, ...] = (
 
 @dataclass(frozen=True)
 class Layer:
-    """One layer of the stack, bottom first, with the evidence for it."""
+    """One layer of the stack, bottom first: what it is here, the evidence for it, its job, where you ran it."""
 
     name: str
-    detail: str
-    evidence: str
+    detail: str  # what this layer is on this host
+    evidence: str  # where that was read
+    role: str = ""  # the layer's job (in :func:`kvm_stack`)
+    you_ran: str = ""  # the notebook where the learner drove it (in :func:`kvm_stack`)
+
+    @property
+    def here(self) -> str:
+        """:attr:`detail`, by the name notebook 05 gives it (what shows the layer on this host)."""
+        return self.detail
 
 
 def stack(report: HostReport) -> tuple[Layer, ...]:
@@ -82,6 +92,41 @@ def stack(report: HostReport) -> tuple[Layer, ...]:
         layers.append(Layer("QEMU's TCG emulator (a Type 2 hypervisor)", "no /dev/kvm: guests are emulated",
                             "notebook 04"))
     return tuple(layers)
+
+
+def kvm_stack(report: HostReport, libvirt_version: str, qemu_version: str, uri: str, domain_type: str,
+              qemu_argv: Iterable[str]) -> tuple[Layer, ...]:
+    """Hardware → Linux kernel → KVM module → QEMU → libvirt, each with this host's live evidence.
+
+    The versions, ``uri``, ``domain_type`` and ``qemu_argv`` are those of a
+    guest libvirt ran here (:func:`labkit.virt.kvm_stack` reads them from a
+    connection).
+    """
+    cpu, argv = report.cpu, list(qemu_argv)
+    accel = argv[argv.index("-accel") + 1] if "-accel" in argv[:-1] else "?"
+    modules = ", ".join(m.name for m in report.kernel.kvm_modules if m.state != "absent") or "none"
+    return (
+        Layer("hardware", f"{cpu.model_name}: " + (cpu.hardware_virtualization or "no VT-x/AMD-V flag")
+              + (" (inside a VM: nested)" if report.platform.virtual else ""), "/proc/cpuinfo",
+              "runs the code; VT-x/AMD-V lets a CPU run a guest's kernel safely",
+              "01: host.inspect() read /proc/cpuinfo; 03: KVM_RUN ran your instructions"),
+        Layer("Linux kernel (host OS)", f"Linux {report.kernel.release}: each guest was an ordinary QEMU process "
+              "of this kernel (virt.qemu_pids found it)", "/proc/sys/kernel/osrelease, /proc/<pid>/cmdline",
+              "schedules each vCPU as a thread, backs guest RAM with its memory",
+              "01: processes, memory and system calls of this kernel"),
+        Layer("KVM module", f"modules: {modules}; /dev/kvm " + ("present" if report.kvm.present else "absent")
+              + f"; {report.verdict.label}", "/sys/module, /dev/kvm",
+              "turns the kernel into a hypervisor: /dev/kvm and its ioctls",
+              "03: KVM_CREATE_VM, KVM_SET_USER_MEMORY_REGION, KVM_CREATE_VCPU, KVM_RUN"),
+        Layer("QEMU", f"QEMU {qemu_version}: libvirt ran {Path(argv[0]).name if argv else '?'} -accel {accel}",
+              "the command line in libvirt's QEMU log",
+              "emulates a whole PC (devices, firmware); runs the CPU with KVM or with TCG",
+              "04: qemu-system-x86_64 booted the tiny Linux guest"),
+        Layer("libvirt", f"libvirt {libvirt_version} on {uri}: domain type '{domain_type}'",
+              "the connection's virConnectGetLibVersion and the domain's XML",
+              "manages guests: definitions, lifecycle, events, stats, remote URIs",
+              "05: virt.connect(), define, start, suspend, save/restore, destroy, undefine"),
+    )
 
 
 # ----------------------------------------------------------------------------- carving a host

@@ -33,6 +33,17 @@ def test_stack_explains_software_kvm() -> None:
     assert layers["your guests"].detail == "nested: a VM inside a VM"
 
 
+def test_kvm_stack_is_the_same_layer_model_with_live_evidence() -> None:
+    report = host.inspect(HOSTS / "pvm-nested", user=ROOT)
+    layers = hypervisor.kvm_stack(report, "9.0.0", "7.2.19", "qemu:///system", "qemu",
+                                  ["/usr/bin/qemu-system-x86_64", "-name", "guest=x", "-accel", "tcg"])
+    assert [l.name for l in layers] == ["hardware", "Linux kernel (host OS)", "KVM module", "QEMU", "libvirt"]
+    assert all(isinstance(l, hypervisor.Layer) and l.evidence and l.role and l.you_ran for l in layers)
+    assert layers[3].here == "QEMU 7.2.19: libvirt ran qemu-system-x86_64 -accel tcg"
+    assert layers[4].detail == "libvirt 9.0.0 on qemu:///system: domain type 'qemu'"
+    assert "(inside a VM: nested)" in layers[0].detail and report.verdict.label in layers[2].detail
+
+
 def test_plan_overcommit() -> None:
     p = hypervisor.plan(4, 8192, [hypervisor.GuestSpec(f"g{i}", 2, 4096) for i in range(3)])
     assert (p.vcpus, p.memory_mib) == (6, 12288)

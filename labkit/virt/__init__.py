@@ -39,14 +39,14 @@ from labkit.errors import GuestPanicError, GuestStoppedError, GuestTimeoutError,
 from labkit.virt.errors import (DaemonUnreachableError, DomainXmlError, DuplicateDomainError, VirtAccessDeniedError,
                                 VirtError)
 from labkit.virt.spec import DomainSpec, domain_xml
-from labkit.virt.stack import StackLayer, kvm_stack
+from labkit.virt.stack import kvm_stack
 from labkit.virt.uri import SESSION_URI, SYSTEM_URI, TEST_URI, URI_ENV, UriChoice, UriParts, choose_uri, uri_parts
 
 __all__ = [
     "EVENTS", "SESSION_URI", "STATES", "SYSTEM_URI", "TEST_URI", "URI_ENV", "Connection", "DaemonUnreachableError",
     "Domain", "DomainCapabilities", "DomainSpec", "DomainStats", "DomainTypeChoice", "DomainXmlError",
     "DuplicateDomainError", "GuestCapability", "GuestPanicError", "GuestStoppedError", "GuestTimeoutError",
-    "HostCapabilities", "LifecycleEvent", "MissingKernelError", "OptionRow", "StackLayer", "UriChoice", "UriParts",
+    "HostCapabilities", "LifecycleEvent", "MissingKernelError", "OptionRow", "UriChoice", "UriParts",
     "VirtAccessDeniedError", "VirtError", "choose_domain_type", "choose_uri", "compare_command_lines", "connect",
     "domain_xml", "kvm_stack", "option_groups", "parse_capabilities", "parse_qemu_log", "qemu_log_path", "qemu_name",
     "qemu_pids", "uri_parts",

@@ -9,7 +9,7 @@ import weakref
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import libvirt
 
@@ -23,6 +23,8 @@ from labkit.virt.uri import SYSTEM_URI, UriChoice, choose_uri, uri_parts
 if TYPE_CHECKING:
     from labkit.virt.domain import Domain
     from labkit.virt.spec import DomainSpec
+
+T = TypeVar("T")
 
 #: virDomainState, in enum order, as ``virsh domstate`` prints them.
 STATES = ("no state", "running", "blocked", "paused", "shutting down", "shut off", "crashed", "pmsuspended")
@@ -137,7 +139,7 @@ class Connection:
     def capabilities(self) -> HostCapabilities:
         """``virsh capabilities``, parsed (cached: it does not change while connected)."""
         if self._caps is None:
-            self._caps = parse_capabilities(self._call("read the host capabilities", self.raw.getCapabilities))
+            self._caps = parse_capabilities(self.call("read the host capabilities", self.raw.getCapabilities))
         return self._caps
 
     def domain_type(self, verdict: host.KvmVerdict | None = None) -> DomainTypeChoice:
@@ -158,7 +160,7 @@ class Connection:
 
     def domain_capabilities(self, virt_type: str) -> DomainCapabilities:
         """``virsh domcapabilities --virttype TYPE``: what a domain of that type may use here."""
-        text = self._call(f"read the domain capabilities for type {virt_type}",
+        text = self.call(f"read the domain capabilities for type {virt_type}",
                           self.raw.getDomainCapabilities, None, "x86_64", None, virt_type)
         root = ET.fromstring(text)
         vcpu = root.find("vcpu")
@@ -225,12 +227,12 @@ class Connection:
         ``prefix`` picks another user's (``runtime.prefix(user)``), or all users' lab domains (``"labkit-"``).
         """
         mine = prefix or runtime.prefix()
-        return tuple(sorted(d.name() for d in self._call("list domains", self.raw.listAllDomains)
+        return tuple(sorted(d.name() for d in self.call("list domains", self.raw.listAllDomains)
                             if d.name().startswith(mine)))
 
     def all_stats(self) -> dict[str, DomainStats]:
         """``virsh domstats``: statistics of every labkit domain of this user (getAllDomainStats)."""
-        records = self._call("read domain statistics", self.raw.getAllDomainStats, _STATS)
+        records = self.call("read domain statistics", self.raw.getAllDomainStats, _STATS)
         mine = runtime.prefix()
         return {d.name(): DomainStats.from_record(r) for d, r in records if d.name().startswith(mine)}
 
@@ -268,11 +270,17 @@ class Connection:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, action: str, fn: Callable, *args):
+    def call(self, action: str, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``, a libvirt call on this connection, with its failure raised as the labkit error for
+        ``action`` (e.g. "define tiny": "cannot define tiny on qemu:///system: …")."""
         try:
             return fn(*args)
         except libvirt.libvirtError as exc:
             raise _translate(exc, self.choice.uri, action) from exc
+
+    def close_with(self, domain: Domain) -> None:
+        """Close ``domain`` (destroy, undefine) when this connection closes, if it is still open then."""
+        self._domains.add(domain)
 
 
 def connect(uri: str | None = None, *, start_daemon: bool = True) -> Connection:

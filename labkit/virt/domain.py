@@ -10,6 +10,7 @@ import time
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from typing import Any, TypeVar
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from labkit.virt.connection import _STATS, _UNDEFINE_FLAGS, STATES, Connection, 
 from labkit.virt.errors import _DUPLICATE_FIX, DaemonUnreachableError, DuplicateDomainError, VirtError, _translate
 from labkit.virt.spec import DomainSpec, _own_xml, _require_files, domain_xml
 from labkit.virt.uri import uri_parts
+
+T = TypeVar("T")
 
 #: virDomainEventType, in enum order, as ``virsh event --event lifecycle`` prints them.
 EVENTS = ("defined", "undefined", "started", "suspended", "resumed", "stopped", "shutdown", "pmsuspended",
@@ -85,7 +88,7 @@ class Domain:
         self._scratch: Path | None = None
         self.name = self.uuid = ""
         self._token = runtime.release_at_exit(self.close)
-        conn._domains.add(self)
+        conn.close_with(self)
         try:
             if isinstance(guest, DomainSpec):
                 guest.validate()
@@ -107,11 +110,11 @@ class Domain:
             source = root.find("devices/serial[@type='file']/source")
             self.console_log = Path(source.get("path", "")) if source is not None else None
             self._claim(conn)
-            self._callback = conn._call("listen to lifecycle events", conn.raw.domainEventRegisterAny, None,
+            self._callback = conn.call("listen to lifecycle events", conn.raw.domainEventRegisterAny, None,
                                         libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_event, None)
             conn.reclaim()
             if persistent:
-                self._raw = conn._call(f"define {self.name}", conn.raw.defineXMLFlags, self.xml,
+                self._raw = conn.call(f"define {self.name}", conn.raw.defineXMLFlags, self.xml,
                                        libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
                 self.timeline["defined"] = self._elapsed()
         except BaseException:
@@ -179,11 +182,9 @@ class Domain:
             raise VirtError(f"{self.name} is not defined (closed?)", "define a new one: conn.define(spec)")
         return self._raw
 
-    def _do(self, action: str, fn: Callable, *args):
-        try:
-            return fn(*args)
-        except libvirt.libvirtError as exc:
-            raise _translate(exc, self.conn.choice.uri, f"{action} {self.name}") from exc
+    def _do(self, action: str, fn: Callable[..., T], *args: Any) -> T:
+        """A libvirt call about this domain (:meth:`Connection.call`, the domain's name added to ``action``)."""
+        return self.conn.call(f"{action} {self.name}", fn, *args)
 
     @property
     def state(self) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 
 import ipywidgets as w
 
-from labkit import virt
+from labkit import hypervisor, virt
 from labkit.errors import LabkitError
 
 _COLOURS = {"running": "#2e7d32", "paused": "#ef6c00", "shut off": "#616161", "crashed": "#c62828"}
@@ -112,7 +112,7 @@ def command_line_table(rows: Iterable[virt.OptionRow]) -> w.HTML:
                   f"<th>labkit.qemu builds</th></tr>{body}</table>")
 
 
-def stack_table(layers: Iterable[virt.StackLayer]) -> w.HTML:
+def stack_table(layers: Iterable[hypervisor.Layer]) -> w.HTML:
     """The KVM stack, top (libvirt) to bottom (hardware): role, where you ran it, what shows it here."""
     body = "".join(f"<tr><th style='text-align:left'>{html.escape(l.name)}</th><td>{html.escape(l.role)}</td>"
                    f"<td>{html.escape(l.you_ran)}</td><td>{html.escape(l.here)}</td></tr>"
