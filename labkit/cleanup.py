@@ -356,31 +356,8 @@ def _ended(proc: psutil.Process, timeout: float) -> bool:
 # --------------------------------------------------------------------------- scratch dirs
 
 
-def run_dirs(all_users: bool) -> list[tuple[Path, str, int]]:
-    """(path, user, uid) of the run dirs to look in: this user's, or every user's (by owner and name).
-
-    Every user's: ``/tmp/labkit-<user>`` and fallbacks ``/tmp/labkit-<user>-XXXXXXXX`` owned by that
-    user, and ``/run/user/<uid>/labkit``.
-    """
-    if not all_users:
-        return [(runtime.run_dir(), runtime.user_name(), os.geteuid())]
-    candidates = [*Path(tempfile.gettempdir()).glob("labkit-*"), *Path("/run/user").glob("*/labkit")]
-    found = []
-    for path in candidates:
-        try:
-            st = path.lstat()
-        except OSError:
-            continue
-        user = runtime.user_name(st.st_uid)
-        mine = path.name == f"labkit-{user}" or runtime.is_fallback_run_dir(path.name, user) or (
-            path.name == "labkit" and path.parent.name == str(st.st_uid))
-        if stat.S_ISDIR(st.st_mode) and mine and runtime.squatted(path, user) is None:
-            found.append((path, user, st.st_uid))
-    return sorted(found)
-
-
 def _scratch(all_users: bool) -> Iterator[_Found]:
-    for run_dir, user, uid in run_dirs(all_users):
+    for run_dir, user, uid in runtime.run_dirs(all_users):
         for entry in sorted(run_dir.iterdir()):
             try:
                 st = entry.lstat()

@@ -203,6 +203,29 @@ def squatted(path: Path, user: str) -> str | None:
 _CLOCK_SLACK_S = 1.0
 
 
+def run_dirs(all_users: bool) -> list[tuple[Path, str, int]]:
+    """(path, user, uid) of the run dirs to look in: this user's, or every user's (by owner and name).
+
+    Every user's: ``/tmp/labkit-<user>`` and fallbacks ``/tmp/labkit-<user>-XXXXXXXX`` owned by that
+    user, and ``/run/user/<uid>/labkit``.
+    """
+    if not all_users:
+        return [(run_dir(), user_name(), os.geteuid())]
+    candidates = [*Path(tempfile.gettempdir()).glob("labkit-*"), *Path("/run/user").glob("*/labkit")]
+    found = []
+    for path in candidates:
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        user = user_name(st.st_uid)
+        mine = path.name == f"labkit-{user}" or is_fallback_run_dir(path.name, user) or (
+            path.name == "labkit" and path.parent.name == str(st.st_uid))
+        if stat.S_ISDIR(st.st_mode) and mine and squatted(path, user) is None:
+            found.append((path, user, st.st_uid))
+    return sorted(found)
+
+
 def owner_alive(pid: int, uid: int | None = None, since: float | None = None) -> bool:
     """Whether process ``pid`` still runs — as ``uid``, and started no later than ``since``.
 

@@ -343,8 +343,8 @@ def test_run_dirs_are_found_by_owner_and_exact_name(tmp_path: Path, monkeypatch:
     mine = runtime.run_dir()
     (tmp_path / f"{runtime.prefix()}session-test").mkdir()  # starts like a run dir, is none
     (tmp_path / "labkit-nosuchuser").mkdir()  # owned by me, named for someone else
-    assert cleanup.run_dirs(all_users=False) == [(mine, runtime.user_name(), os.geteuid())]
-    assert cleanup.run_dirs(all_users=True) == [(mine, runtime.user_name(), os.geteuid())]
+    assert runtime.run_dirs(all_users=False) == [(mine, runtime.user_name(), os.geteuid())]
+    assert runtime.run_dirs(all_users=True) == [(mine, runtime.user_name(), os.geteuid())]
 
 
 def test_only_root_cleans_up_for_everyone(monkeypatch: pytest.MonkeyPatch) -> None:
