@@ -41,8 +41,7 @@ from labkit.images.cache import (CACHE_MAX_ENV, CACHE_MAX_MIB, PRUNE_MIN_AGE_S, 
                                  verified)
 from labkit.errors import GuestPanicError
 from labkit.images.errors import ImageError, ReportNotFoundError
-from labkit.images.guest import (BASE_CMDLINE, CMDLINE_MAX, CachedFile, GuestImage, cache_info, check_guest,
-                                 tiny_guest)
+from labkit.images.guest import BASE_CMDLINE, CachedFile, GuestImage, cache_info, tiny_guest
 from labkit.images.initramfs import GUEST_SOURCES, build_initramfs, initramfs_key
 from labkit.images.kernel import (KERNEL_MAX_BYTES, KERNEL_PACKAGES, Kernel, fetch_kernel, find_kernel,
                                   kernel_package, read_kernel_file)
@@ -50,10 +49,10 @@ from labkit.images.report import (COMMAND_BEGIN, COMMAND_END, REPORT_MARKER, Gue
                                   parse_report, report_prefix, with_nonce)
 
 __all__ = [
-    "BASE_CMDLINE", "CACHE_MAX_ENV", "CACHE_MAX_MIB", "CMDLINE_MAX", "COMMAND_BEGIN", "COMMAND_END", "GUEST_SOURCES",
+    "BASE_CMDLINE", "CACHE_MAX_ENV", "CACHE_MAX_MIB", "COMMAND_BEGIN", "COMMAND_END", "GUEST_SOURCES",
     "KERNEL_MAX_BYTES", "KERNEL_PACKAGES", "PRUNE_MIN_AGE_S", "REPORT_MARKER", "CachedFile", "CorruptCacheError",
     "GuestImage", "GuestPanicError", "GuestReport", "ImageError", "Kernel", "ReportNotFoundError", "build_initramfs",
-    "cache_info", "cache_max_bytes", "cache_size", "check_guest", "check_into", "clear_cache", "fetch_kernel",
-    "find_kernel", "find_panic", "initramfs_key", "kernel_package", "nonce", "parse_report", "prune", "publish",
-    "read_kernel_file", "report_prefix", "shared_caches", "tiny_guest", "user_cache", "verified", "with_nonce",
+    "cache_info", "cache_max_bytes", "cache_size", "check_into", "clear_cache", "fetch_kernel", "find_kernel",
+    "find_panic", "initramfs_key", "kernel_package", "nonce", "parse_report", "prune", "publish", "read_kernel_file",
+    "report_prefix", "shared_caches", "tiny_guest", "user_cache", "verified", "with_nonce",
 ]
