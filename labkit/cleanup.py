@@ -121,7 +121,7 @@ class CleanupReport:
 
 
 @dataclass(frozen=True)
-class _Found:
+class Found:
     """A thing carrying the lab's name, before cleanup decides about it."""
 
     kind: Kind
@@ -135,7 +135,7 @@ class _Found:
     orphan: bool = False  # known to be an orphan without an owner pid (a dead kernel's connection file)
 
 
-def _settle(found: _Found, force: bool, dry_run: bool) -> Leftover:
+def settle(found: Found, force: bool, dry_run: bool) -> Leftover:
     """Keep or remove one thing (see the module doc), and say why."""
     pid = found.owner_pid
     alive = pid is not None and owner_alive(pid, found.uid, found.since)
@@ -253,13 +253,13 @@ def _libvirt(virt: ModuleType, target: _Target, users: dict[str, int], force: bo
             where = conn.choice.uri if target.uri is None else f"qemu:///session of {target.user}"
             for name in sorted(seen) if "domain" in kinds else ():
                 user, uid = (target.user, users.get(target.user)) if target.user else _user_of(name, users)
-                row = _settle(_Found("domain", name, user, uid, runtime.name_owner(name), _started(virt, name),
+                row = settle(Found("domain", name, user, uid, runtime.name_owner(name), _started(virt, name),
                                      where, _domain_remover(conn, name, target.prefix)), force, dry_run)
                 rows.append(row)
                 if row.action in ("removed", "would remove"):
                     remaining.discard(name)
         if "log" in kinds and target.qemu_logs is not None:
-            rows += [_settle(found, force, dry_run) for found in _logs(target, users, remaining)]
+            rows += [settle(found, force, dry_run) for found in _logs(target, users, remaining)]
     finally:
         if conn is not None:
             conn.close()
@@ -283,7 +283,7 @@ def _domain_remover(conn: virt.Connection, name: str, prefix: str) -> Callable[[
     return remove
 
 
-def _logs(target: _Target, users: dict[str, int], defined: set[str]) -> Iterator[_Found]:
+def _logs(target: _Target, users: dict[str, int], defined: set[str]) -> Iterator[Found]:
     assert target.qemu_logs is not None
     try:
         logs = sorted(target.qemu_logs.glob(f"{target.prefix}*.log"))
@@ -298,7 +298,7 @@ def _logs(target: _Target, users: dict[str, int], defined: set[str]) -> Iterator
             changed = log.lstat().st_ctime
         except OSError:
             continue
-        yield _Found("log", str(log), user, uid, runtime.name_owner(name), changed, str(log.parent),
+        yield Found("log", str(log), user, uid, runtime.name_owner(name), changed, str(log.parent),
                      _unlinker(log))
 
 
@@ -312,7 +312,7 @@ def _unlinker(path: Path) -> Callable[[], str]:
 # --------------------------------------------------------------------------- QEMU processes
 
 
-def _qemus(all_users: bool, managed: set[str]) -> Iterator[_Found]:
+def _qemus(all_users: bool, managed: set[str]) -> Iterator[Found]:
     """QEMU processes carrying the lab name of the user they run as (not those of domains seen above)."""
     me = os.geteuid()
     for proc in psutil.process_iter(["cmdline", "uids", "create_time"]):
@@ -324,7 +324,7 @@ def _qemus(all_users: bool, managed: set[str]) -> Iterator[_Found]:
         if not name.startswith(runtime.prefix(user)) or name in managed:
             continue
         owner = runtime.name_owner(name, serial=not label.startswith("guest="))  # a domain's QEMU: -<pid>
-        yield _Found("qemu", name, user, uids.effective, owner, proc.info["create_time"], f"pid {proc.pid}",
+        yield Found("qemu", name, user, uids.effective, owner, proc.info["create_time"], f"pid {proc.pid}",
                      _stopper(proc))
 
 
@@ -356,7 +356,7 @@ def _ended(proc: psutil.Process, timeout: float) -> bool:
 # --------------------------------------------------------------------------- scratch dirs
 
 
-def _scratch(all_users: bool) -> Iterator[_Found]:
+def _scratch(all_users: bool) -> Iterator[Found]:
     for run_dir, user, uid in runtime.run_dirs(all_users):
         for entry in sorted(run_dir.iterdir()):
             try:
@@ -366,25 +366,25 @@ def _scratch(all_users: bool) -> Iterator[_Found]:
             if not stat.S_ISDIR(st.st_mode):
                 continue  # files there are bookkeeping (libvirtd.json): not leftovers
             match = runtime.SCRATCH_NAME.fullmatch(entry.name)
-            yield _Found("dir", str(entry), user, uid, int(match["pid"]) if match else None, st.st_ctime,
+            yield Found("dir", str(entry), user, uid, int(match["pid"]) if match else None, st.st_ctime,
                          str(run_dir), _remover(entry))
 
 
-def _kernel_files(all_users: bool, users: dict[str, int]) -> Iterator[_Found]:
+def _kernel_files(all_users: bool, users: dict[str, int]) -> Iterator[Found]:
     """Connection files of dead Jupyter kernels (found already dead: their owner is the gone kernel)."""
     for user, uid in (users.items() if all_users else [(runtime.user_name(), os.geteuid())]):
         for path in runtime.orphan_kernel_files(uid):
-            yield _Found("kernelfile", str(path), user, uid, None, None, str(path.parent), _unlinker(path),
+            yield Found("kernelfile", str(path), user, uid, None, None, str(path.parent), _unlinker(path),
                          orphan=True)
 
 
-def _squatted(users: dict[str, int]) -> Iterator[_Found]:
+def _squatted(users: dict[str, int]) -> Iterator[Found]:
     """``/tmp/labkit-<user>`` that some other user made (or a symlink): that user's labkit cannot use it."""
     for user in users:
         path = Path(tempfile.gettempdir()) / runtime.prefix(user).rstrip("-")
         why = runtime.squatted(path, user)
         if why is not None:
-            yield _Found("squatted", str(path), user, users[user], None, None, f"{why}; {user}'s labkit uses a "
+            yield Found("squatted", str(path), user, users[user], None, None, f"{why}; {user}'s labkit uses a "
                          "private fallback dir instead", _squat_remover(path))
 
 
@@ -434,12 +434,12 @@ def cleanup(*, all_users: bool = False, force: bool = False, dry_run: bool = Fal
         rows += found
         managed |= seen
     if "qemu" in kinds:
-        rows += [_settle(f, force, dry_run) for f in _qemus(all_users, managed)]
+        rows += [settle(f, force, dry_run) for f in _qemus(all_users, managed)]
     if "dir" in kinds:
-        rows += [_settle(f, force, dry_run) for f in _scratch(all_users)]
+        rows += [settle(f, force, dry_run) for f in _scratch(all_users)]
     if "kernelfile" in kinds:
-        rows += [_settle(f, force, dry_run) for f in _kernel_files(all_users, users)]
+        rows += [settle(f, force, dry_run) for f in _kernel_files(all_users, users)]
     if "squatted" in kinds and all_users:
-        rows += [_settle(f, force, dry_run) for f in _squatted(users)]
+        rows += [settle(f, force, dry_run) for f in _squatted(users)]
     return CleanupReport(tuple(rows), ("*",) if all_users else (runtime.user_name(),), dry_run, force,
                          tuple(notes))

@@ -17,7 +17,8 @@ for arg in "$@"; do
     --hub) [[ $profile == test ]] || profile=hub ;;
     --test) profile=test ;;
     --system-only) system_only=1 ;;
-    *) say "unknown option $arg (use --hub, --test, --system-only)"; exit 2 ;;
+    *) printf 'setup: error: unknown option %s\n  fix: use --hub, --test or --system-only (see the top of %s)\n' \
+         "$arg" "$0" >&2; exit 2 ;;
   esac
 done
 

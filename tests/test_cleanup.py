@@ -319,9 +319,9 @@ def test_what_is_removed_by_default_and_with_force(owner: str, force: bool, dry_
     """The policy: orphans go; what a running process owns, or whose owner is unknown, only with force."""
     done = []
     pid = {"gone": dead_pid(), "running": os.getpid(), "unknown": None}[owner]
-    found = cleanup._Found("dir", "/tmp/labkit-x/virt-1-a", "x", os.geteuid(), pid, time.time(), "/tmp/labkit-x",
+    found = cleanup.Found("dir", "/tmp/labkit-x/virt-1-a", "x", os.geteuid(), pid, time.time(), "/tmp/labkit-x",
                            lambda: done.append(1) or "deleted")
-    row = cleanup._settle(found, force, dry_run)
+    row = cleanup.settle(found, force, dry_run)
     assert row.action == action and row.owner_alive is (owner == "running")
     assert done == ([1] if action == "removed" else [])
     assert ("--force" in row.detail) is (owner != "gone")
@@ -330,7 +330,7 @@ def test_what_is_removed_by_default_and_with_force(owner: str, force: bool, dry_
 def test_a_failed_removal_is_reported_not_raised() -> None:
     def refuse() -> str:
         raise PermissionError("Operation not permitted: /tmp/labkit-x/qemu-1-a")
-    row = cleanup._settle(cleanup._Found("dir", "/tmp/labkit-x/qemu-1-a", "x", None, dead_pid(), None, "/tmp",
+    row = cleanup.settle(cleanup.Found("dir", "/tmp/labkit-x/qemu-1-a", "x", None, dead_pid(), None, "/tmp",
                                          refuse), False, False)
     assert row.action == "failed" and "Operation not permitted" in row.detail
     report = cleanup.CleanupReport((row,), ("x",), False, False)

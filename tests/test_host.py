@@ -133,7 +133,6 @@ def test_cpuid_instruction_matches_cpuid_driver() -> None:
 
 
 def test_live_resources() -> None:
-    import os
     mem = host.memory()
     assert 0 < mem.available <= mem.total
     procs = host.processes()
@@ -141,7 +140,6 @@ def test_live_resources() -> None:
     assert sum(procs.by_state.values()) == procs.count
     lo = {i.name: i for i in host.network_interfaces()}["lo"]
     assert lo.is_up and "127.0.0.1" in lo.addresses
-    assert os.getpid() > 0
 
 
 def test_tsc_frequency_from_recorded_hosts(tmp_path: Path) -> None:

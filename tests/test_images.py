@@ -179,7 +179,6 @@ def test_a_damaged_cached_image_is_refused_until_rebuilt(guest: images.GuestImag
     with pytest.raises(images.CorruptCacheError) as err:
         images.build_initramfs("echo hi")
     assert "labkit image build --force" in err.value.fix and str(built) in err.value.what
-    imagecache._verified_ok.clear()
     damaged = {f.path: f.damaged for f in images.cache_info()}
     base = next(p for p in damaged if "-cmd-" not in p.name and p.name.startswith("tiny-"))
     assert damaged[built] and "damaged" in damaged[built] and damaged[base] is None  # image info says so
@@ -206,7 +205,6 @@ def test_a_damaged_cached_kernel_is_refused_and_force_fetches_it_again(
     monkeypatch.setenv("LABKIT_SHARED_CACHE", "")
     data = kernel.path.read_bytes()
     kernel.path.write_bytes(data[:4096])
-    imagecache._verified_ok.clear()
     with pytest.raises(images.CorruptCacheError, match="damaged") as err:
         images.tiny_guest(fetch=False, progress=False)
     assert "labkit image build --force" in err.value.fix
@@ -263,7 +261,8 @@ def test_cpuid_program_runs_on_this_host() -> None:
     """The guest's CPUID tool is an ordinary x86-64 Linux program: run it here, compare with labkit.host."""
     from labkit import asm
 
-    program = asm.assemble(images.initramfs._guest_file("cpuid.S"), bits=64, origin=images.initramfs._CPUID_ORIGIN)
+    program = asm.assemble((images.GUEST_SOURCES / "cpuid.S").read_text(), bits=64,
+                           origin=images.initramfs.CPUID_ORIGIN)
     tool = Path(runtime.scratch_dir("test-cpuid")) / "labkit-cpuid"
     try:
         tool.write_bytes(formats.static_elf(program.image, program.origin))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -52,8 +54,45 @@ def test_every_notebook_has_a_parameters_cell() -> None:
         assert tagged[0] is code[0], f"{path.name}: the parameters cell must be the first code cell"
 
 
-def test_ci_runs_the_readme_test_command() -> None:
-    readme = (TOP / "README.md").read_text()
-    assert "./kvmlab lab" in readme and "./kvmlab test" in readme
-    ci = [l for l in (TOP / ".ci/run").read_text().splitlines() if l and not l.startswith(("#", "set ", "cd "))]
-    assert ci == ["./kvmlab test"]
+def test_ci_runs_the_readme_test_command(tmp_path: Path) -> None:
+    """.ci/run, run in a copy of the tree whose ./kvmlab only records its arguments, runs the README's command."""
+    first_block = (TOP / "README.md").read_text().split("```bash\n", 1)[1].split("```", 1)[0]
+    readme_test = next(line.split("#")[0].split() for line in first_block.splitlines() if " test " in line)
+    (tmp_path / ".ci").mkdir()
+    shutil.copy(TOP / ".ci/run", tmp_path / ".ci/run")
+    (tmp_path / "kvmlab").write_text(f'#!/bin/sh\necho "$(pwd) $0 $*" >> {tmp_path}/ran\n')
+    (tmp_path / "kvmlab").chmod(0o755)
+    proc = subprocess.run(["bash", str(tmp_path / ".ci/run")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert readme_test == ["./kvmlab", "test"]
+    assert (tmp_path / "ran").read_text().split() == [str(tmp_path), *readme_test]  # from the tree's root
+
+
+def test_kvmlab_help_is_its_comment_block() -> None:
+    proc = subprocess.run([str(TOP / "kvmlab"), "help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("KVM Lab's front door.")
+    assert "set -euo" not in proc.stdout and "#" not in proc.stdout
+    for command in ("lab", "test", "setup", "hub", "doctor", "notebooks"):
+        assert f"./kvmlab {command}" in proc.stdout
+    wrong = subprocess.run([str(TOP / "kvmlab"), "tset"], capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 1 and wrong.stdout == proc.stdout
+
+
+def test_setup_rejects_an_unknown_option_before_doing_anything() -> None:
+    proc = subprocess.run(["bash", str(TOP / "scripts/setup.sh"), "--tset"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == ["setup: error: unknown option --tset",
+                                        "  fix: use --hub, --test or --system-only (see the top of "
+                                        f"{TOP / 'scripts/setup.sh'})"]
+
+
+def test_the_version_lives_in_one_place() -> None:
+    """pyproject reads labkit.__version__: the installed metadata says the same."""
+    import importlib.metadata
+
+    import labkit
+
+    project = tomllib.loads((TOP / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
+    assert importlib.metadata.version("labkit") == labkit.__version__

@@ -63,8 +63,12 @@ def test_resolve_and_declared_parameters() -> None:
     assert runner.parse_value("256") == 256 and runner.parse_value("kvm") == "kvm"
 
 
-def test_every_notebook_runs_under_papermill_with_its_defaults(tmp_path: Path) -> None:
-    """The real sequence, headless (a workshop's `labkit run`), first two notebooks."""
+def test_the_first_two_notebooks_run_under_papermill(tmp_path: Path) -> None:
+    """The real sequence, headless (a workshop's `labkit run`): 01 and 02, which boot no guest.
+
+    nbval runs every notebook in this suite (testpaths); papermill's own path (parameters injected,
+    results read back) is the same for all, so the two quick ones stand for it here.
+    """
     results = runner.run(runner.resolve(["01", "02"]), tmp_path, {"touch_mib": 16}, progress=False)
     assert [r.status for r in results] == ["ok", "ok"], [r.failure for r in results]
     assert results[0].parameters == {"touch_mib": 16}

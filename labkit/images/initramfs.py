@@ -21,7 +21,7 @@ GUEST_SOURCES = Path(__file__).parent.parent / "guests"
 _FORMAT = 1  # bump when the initramfs layout changes without init.sh changing
 _INIT_SOURCE = "init.sh"
 _CPUID_SOURCE = "cpuid.S"
-_CPUID_ORIGIN = 0x400000 + formats.ELF_HEADERS  # the code follows the ELF headers in one segment
+CPUID_ORIGIN = 0x400000 + formats.ELF_HEADERS  # the code follows the ELF headers in one segment
 
 
 def _busybox() -> tuple[Path, bytes]:
@@ -87,7 +87,7 @@ def _base_archive() -> bytes:
     busybox_path, busybox = _busybox()
     applets = subprocess.run([str(busybox_path), "--list"], capture_output=True, text=True,
                              check=True).stdout.split()
-    cpuid = asm.assemble(_guest_file(_CPUID_SOURCE), bits=64, origin=_CPUID_ORIGIN)
+    cpuid = asm.assemble(_guest_file(_CPUID_SOURCE), bits=64, origin=CPUID_ORIGIN)
     entries: list[tuple[str, int, bytes]] = [(d, 0o040755, b"") for d in ("bin", "dev", "proc", "sys", "tmp")]
     entries += [("dev/console", 0o020600, b"5,1"),  # the kernel opens it for /init's stdin/out
                 ("init", 0o100755, _guest_file(_INIT_SOURCE).encode()),
