@@ -148,14 +148,15 @@ async def _boot(vm: QemuMachine, token: str, timeout: float, on_output: Callable
             _raise_panic(vm.console, token)
             raise
         left = max(5.0, timeout - (time.monotonic() - start))
-        if not await vm._until(lambda: vm.exited_at is not None, left):
+        try:
+            exit_code: int | None = await vm.wait_exit(left)
+        except GuestTimeoutError:
             _raise_panic(vm.console, token)
             raise GuestTimeoutError(
                 f"the guest reported, but did not power off within {left:g} s more (labkit stopped it). "
                 f"Console tail:\n{vm.console_tail()}",
                 "a command that runs longer needs a longer timeout (labkit boot --timeout S, or "
-                "qemu.boot(timeout=S)); one that never ends (a shell loop) cannot finish")
-        exit_code = vm.returncode
+                "qemu.boot(timeout=S)); one that never ends (a shell loop) cannot finish") from None
     _raise_panic(vm.console, token)
     assert vm.launched_at is not None
     first, userspace = vm.first_output_at(), vm.seen_at(report_line)
