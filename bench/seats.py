@@ -65,7 +65,8 @@ class Sampler(threading.Thread):
 
     def __init__(self, uid: int) -> None:
         super().__init__(daemon=True)
-        self.uid, self.peak = uid, defaultdict(int)
+        self.uid = uid
+        self.peak: defaultdict[str, int] = defaultdict(int)
         self._done = threading.Event()
 
     def run(self) -> None:

@@ -158,7 +158,7 @@ def cpio(entries: list[tuple[str, int, bytes]]) -> bytes:
         out.write(b"\0" * (-out.tell() % 4))
 
     for ino, (name, mode, data) in enumerate([*entries, ("TRAILER!!!", 0, b"")], start=1):
-        rdev = (0, 0)
+        rdev: tuple[int, ...] = (0, 0)
         if mode & 0o170000 == 0o020000:
             rdev, data = tuple(map(int, data.split(b","))), b""
         fields = (ino, mode, 0, 0, 2 if mode & 0o040000 else 1, 0, len(data), 0, 0, *rdev, len(name) + 1, 0)

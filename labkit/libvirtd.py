@@ -162,7 +162,7 @@ def status(uri: str = SYSTEM_URI) -> Daemon:
     pid = _pid()
     mine = _marker()
     started = mine is not None and pid == mine["pid"]
-    timeout = mine["idle_timeout_s"] if started else None
+    timeout = mine["idle_timeout_s"] if mine is not None and started else None
     if reason is None:
         who = (f"started by labkit, exits after {timeout} s idle" if started and timeout
                else "started by labkit" if started else "not started by labkit")

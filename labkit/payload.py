@@ -95,6 +95,7 @@ async def run(accel: qemu.Accel = "auto", iterations: int = 50_000_000, ring: in
     match = LOOP_END.search(vm.console)
     cycles = int(match.group(1), 16) if match else None
     tsc = host.tsc_frequency()
+    loop_s: float | None
     if cycles is not None and tsc:  # both TCG and KVM guests read the host's counter (KVM adds an offset)
         loop_s = cycles / (tsc.khz * 1000)
     else:

@@ -9,8 +9,8 @@ through the hub's login form, starts their server through the hub's REST
 API, and in a kernel of that server runs their own copies of notebooks 04
 and 05 (small parameters) and probes what they can see of the others.  Then
 the instructor reads the class's exercise checks (``labkit class status``),
-the hub is stopped with SIGTERM (as Ctrl-C), and nothing may be left: no student process (server, kernel, QEMU, libvirtd),
-no proxy, no run dir, no control group.
+the hub is stopped with SIGTERM (as Ctrl-C), and nothing may be left: no student process (server, kernel,
+QEMU, libvirtd), no proxy, no run dir, no control group.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def test_three_students_run_04_and_05_through_the_hub_and_nothing_is_left(tmp_pa
             watcher.stop()
             groups = {n: limits.StudentGroup(support, n) for n in NAMES} if support.version else {}
             peaks = {n: g.peak_mib() for n, g in groups.items()}
-            for name, group in groups.items():  # the limits were in force on the running server
+            for group in groups.values():  # the limits were in force on the running server
                 assert group.memory_limit_mib() == LIMITS.memory_mib and group.cpu_limit() == LIMITS.cpus
             class_view = progress.collect(NAMES)
             class_table = subprocess.run([str(plan.venv / "bin/labkit"), "class", "status", "--state",

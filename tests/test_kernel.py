@@ -9,8 +9,8 @@ import psutil
 import pytest
 
 from labkit import kernel
-from labkit.exercises import kernel as exercises
 from labkit.errors import InvalidOptionError
+from labkit.exercises import kernel as exercises
 
 
 def test_child_process_is_ours_and_reaped() -> None:

@@ -74,7 +74,8 @@ def page():
 def test_decode_port_out(page) -> None:
     buf, run = page
     run.exit_reason = abi.KVM_EXIT_IO
-    run.io.direction, run.io.size, run.io.port, run.io.count, run.io.data_offset = abi.KVM_EXIT_IO_OUT, 2, 0x3F8, 1, 4096
+    run.io.direction, run.io.size, run.io.port = abi.KVM_EXIT_IO_OUT, 2, 0x3F8
+    run.io.count, run.io.data_offset = 1, 4096
     buf[4096:4098] = b"\x34\x12"
     e = exits.decode(run, buf)
     assert e == exits.IoExit(abi.KVM_EXIT_IO, "out", 0x3F8, 2, 1, b"\x34\x12")

@@ -12,7 +12,7 @@ import pytest
 from conftest import needs_kvm
 from labkit.errors import InvalidOptionError
 from labkit.kvm import guests, modes
-from labkit.kvm.errors import (GuestBudgetExceededError, GuestInternalError, GuestShutdownError, UnhandledAccessError)
+from labkit.kvm.errors import GuestBudgetExceededError, GuestInternalError, GuestShutdownError, UnhandledAccessError
 from labkit.kvm.exits import HltExit, IoExit, MmioExit
 from labkit.kvm.machine import Machine
 from labkit.kvm.system import Kvm, has_feature

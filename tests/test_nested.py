@@ -19,11 +19,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+import students
 from labkit import cleanup, images, nested, runtime
 from labkit.errors import InvalidOptionError, MissingToolError
 from labkit.nested import NestedError, job, machine, modules
-
-import students
 
 pytestmark = pytest.mark.nested
 TOP = Path(__file__).resolve().parent.parent
@@ -175,7 +174,8 @@ def test_run_streams_output_as_the_caller_and_exits_with_its_status(tmp_path: Pa
     assert proc.stderr.startswith("err\n") and '"ready_s"' in proc.stderr and '"status": 7' in proc.stderr
 
 
-@pytest.mark.skip(reason="issue 10 open: in a loaded CI run the shell's output was lost once (got only the echoed input); unresolved")
+@pytest.mark.skip(reason="issue 10 open: in a loaded CI run the shell's output was lost once (got only the echoed "
+                         "input); unresolved")
 def test_shell_is_interactive_and_returns_the_shells_status() -> None:
     proc = labkit_nested("shell", stdin="echo inside-$((6*7)); exit 5\n", env={"SHELL": "/bin/sh"})
     assert proc.returncode == 5, proc.stderr
@@ -238,7 +238,8 @@ def test_notebook_demo_boots_the_guest_under_kvm_inside_l1() -> None:
 
 
 @pytest.mark.timeout(1800)  # ~3-4 min on an idle 2-core host; TCG slows down in proportion to the load
-@pytest.mark.skip(reason="issue 10 open: in a loaded CI run the inside-L1 suite hung after 13 of 17 tests (>15 min); it passed alone 2 of 3 times; unresolved")
+@pytest.mark.skip(reason="issue 10 open: in a loaded CI run the inside-L1 suite hung after 13 of 17 tests (>15 min); "
+                         "it passed alone 2 of 3 times; unresolved")
 def test_hardware_path_inside_l1() -> None:
     """One L1 boot runs tests/nested (host/doctor, raw VMM on SVM, QEMU and libvirt under KVM, notebooks)."""
     proc = labkit_nested("run", "--times", "--", sys.executable, "-m", "pytest", "tests/nested", "-o", "addopts=",

@@ -8,8 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from labkit.cli import seconds
 from labkit import images, qemu
+from labkit.cli import seconds
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"plot: {runner.plot_sweep(results, sweep[0], args.out / f'sweep-{sweep[0]}.png')}")
     failed = [r for r in results if not r.ok]
     for r in failed:
+        assert r.failure is not None  # not ok
         print(f"FAILED {r.notebook}: cell {r.failure.index} ({r.failure.source_head!r}) raised "
               f"{r.failure.error}; executed notebook: {r.output}")
     print(f"executed notebooks are in {args.out}/")

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from labkit.errors import LabkitError
 
-
 #: Tag of a notebook's answer cell: ``exercise:NAME``; ``solutions/NAME.py`` is its reference solution.
 EXERCISE_TAG = "exercise:"
 

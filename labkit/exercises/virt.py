@@ -28,7 +28,8 @@ def libvirt_guest(domain: object, vcpus: int = 2, memory_mib: int = 192) -> Feed
         defined = ET.fromstring(domain.xml)
         memory = defined.find("memory")
         to_mib = _TO_MIB.get(memory.get("unit", "KiB"), 0) if memory is not None else 0
-        asked = (int(defined.findtext("vcpu", "0")), round(int(memory.text or 0) * to_mib) if to_mib else 0)
+        asked = (int(defined.findtext("vcpu", "0")),
+                 round(int(memory.text or 0) * to_mib) if memory is not None and to_mib else 0)
         if asked != (vcpus, memory_mib):
             return Feedback(False, f"you defined {asked[0]} vCPUs and {asked[1]} MiB, not {vcpus} and {memory_mib}",
                             "DomainSpec(..., vcpus=..., memory_mib=...)")

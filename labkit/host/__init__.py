@@ -21,28 +21,57 @@ host.inspect()``):
 from __future__ import annotations
 
 from labkit.host.cpu import ARM_IMPLEMENTERS, ARM_PARTS, NO_VT_MODELS, CpuInfo, cpu_info
-from labkit.host.evidence import (DMI_PRODUCTS, HYPERVISOR_SIGNATURES, UNKNOWN_HYPERVISOR, Platform,
-                                  platform_info)
+from labkit.host.evidence import DMI_PRODUCTS, HYPERVISOR_SIGNATURES, UNKNOWN_HYPERVISOR, Platform, platform_info
 from labkit.host.kernel import GUEST_DRIVERS, KVM_MODULES, KernelInfo, KvmModule, kernel_info
 from labkit.host.manifest import HOST_JSON_SCHEMA, HostDataError
-from labkit.host.outlook import (NotebookOutlook, RawKvmUnavailableError, notebook_outlook, raw_kvm_blocker,
-                                 recorded_run, require_kvm, require_raw_kvm)
+from labkit.host.outlook import (
+    NotebookOutlook,
+    RawKvmUnavailableError,
+    notebook_outlook,
+    raw_kvm_blocker,
+    recorded_run,
+    require_kvm,
+    require_raw_kvm,
+)
 from labkit.host.record import record
 from labkit.host.report import HostReport, inspect
 from labkit.host.resources import Memory, NetInterface, ProcessSummary, memory, network_interfaces, processes
-from labkit.host.sources import (KVM_DEVICE_NUMBER, DeviceNode, KvmProbe,
-                                 LiveSource, RecordedSource, Source, _cpuid_instruction, cpuid, source_for)
+from labkit.host.sources import (
+    KVM_DEVICE_NUMBER,
+    DeviceNode,
+    KvmProbe,
+    LiveSource,
+    RecordedSource,
+    Source,
+    _cpuid_instruction,
+    cpuid,
+    source_for,
+)
 from labkit.host.tsc import TscFrequency, tsc_frequency
-from labkit.host.verdict import (HOW_TO_TELL, NESTED_FIXES, VERDICT_LABELS, KvmDevice, KvmKind, KvmVerdict,
-                                 User, VtSupport, access_fix, group_access_commands, kvm_device, kvm_verdict,
-                                 nested_fix, vt_support)
+from labkit.host.verdict import (
+    HOW_TO_TELL,
+    NESTED_FIXES,
+    VERDICT_LABELS,
+    KvmDevice,
+    KvmKind,
+    KvmVerdict,
+    User,
+    VtSupport,
+    access_fix,
+    group_access_commands,
+    kvm_device,
+    kvm_verdict,
+    nested_fix,
+    vt_support,
+)
 
 __all__ = [
     "ARM_IMPLEMENTERS", "ARM_PARTS", "DMI_PRODUCTS", "GUEST_DRIVERS", "HOST_JSON_SCHEMA", "HOW_TO_TELL",
     "HYPERVISOR_SIGNATURES", "KVM_DEVICE_NUMBER", "KVM_MODULES", "NESTED_FIXES", "NO_VT_MODELS",
     "UNKNOWN_HYPERVISOR", "VERDICT_LABELS", "CpuInfo", "DeviceNode", "HostDataError", "HostReport", "KernelInfo",
     "KvmDevice", "KvmKind", "KvmModule", "KvmProbe", "KvmVerdict", "LiveSource", "Memory", "NetInterface",
-    "NotebookOutlook", "RawKvmUnavailableError", "notebook_outlook", "raw_kvm_blocker", "recorded_run", "require_kvm", "require_raw_kvm",
+    "NotebookOutlook", "RawKvmUnavailableError", "notebook_outlook", "raw_kvm_blocker", "recorded_run", "require_kvm",
+    "require_raw_kvm",
     "Platform", "ProcessSummary", "RecordedSource", "Source", "TscFrequency", "User", "VtSupport",
     "_cpuid_instruction", "access_fix", "group_access_commands", "cpu_info", "cpuid", "inspect", "kernel_info",
     "kvm_device",

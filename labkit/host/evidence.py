@@ -201,7 +201,8 @@ def _dmesg_clues(dmesg: str, cmdline: str) -> list[Clue]:
 
 def _dmi_clues(dmi: dict[str, str]) -> tuple[list[Clue], str | None, str | None]:
     clues: list[Clue] = []  # ties between a VM clue and a bare-metal clue go to the VM
-    provider = detail = None
+    provider: str | None = None
+    detail: str | None = None
     shown = {k: v for k, v in dmi.items() if v}
     text = " / ".join(shown.values())
     label = "; ".join(f"DMI {k} = {v!r}" if k != "dmesg" else f"dmesg 'DMI: {v}'" for k, v in shown.items())
@@ -223,10 +224,10 @@ def _dmi_clues(dmi: dict[str, str]) -> tuple[list[Clue], str | None, str | None]
                   "generation 1 (BIOS)" if "American Megatrends" in bios or "090008" in bios else None)
         clues.append(Clue("vm", 1, "Microsoft Hyper-V", f"{label} (a Hyper-V VM)"))
         return clues, provider if provider != "Microsoft" else None, detail
-    for fragment, hv, prov in DMI_PRODUCTS:
+    for fragment, hv, maker in DMI_PRODUCTS:
         if fragment.lower() in text.lower():
-            clues.append(Clue("vm", 1, hv, f"{label} (a {prov or hv} VM)"))
-            return clues, prov or (provider if provider != "Microsoft" else None), None
+            clues.append(Clue("vm", 1, hv, f"{label} (a {maker or hv} VM)"))
+            return clues, maker or (provider if provider != "Microsoft" else None), None
     if provider == "Amazon EC2" and dmi.get("product_name"):
         clues.append(Clue("vm", 1, "KVM", f"{label} (an EC2 instance type that is not *.metal: a Nitro VM)"))
         return clues, "Amazon EC2 (Nitro)", None
@@ -254,4 +255,4 @@ def _name(vm: list[Clue], clues: list[Clue]) -> str:
         return dmi.hypervisor  # these present another hypervisor's CPUID signature
     if strongest.hypervisor in ("KVM/QEMU",) and any(c.hypervisor == "KVM" for c in named):
         return "KVM"
-    return strongest.hypervisor
+    return strongest.hypervisor or UNKNOWN_HYPERVISOR

@@ -18,6 +18,7 @@ unknown.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import grp
 import mmap
 import os
@@ -27,8 +28,6 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
-
-import fcntl
 
 from labkit.host.manifest import FORMAT1_RECORDED, HostDataError, load_manifest
 from labkit.kvm import abi
@@ -266,7 +265,7 @@ class RecordedSource:
                 mode=int(node["mode"], 8) if "mode" in node else None, uid=node.get("uid"),
                 gid=node.get("gid"), owner=node.get("owner"), group=node.get("group"),
                 kind=node.get("type", "char"), target=node.get("target"),
-                rdev=tuple(int(n) for n in rdev.split(":")) if rdev else None)
+                rdev=(int(rdev.split(":")[0]), int(rdev.split(":")[1])) if rdev else None)
         path = self.root / "dev" / name
         if os.path.lexists(path):  # a file in the tree: what it is, never opened
             st = os.lstat(path)

@@ -69,6 +69,7 @@ def ensure(name: str, password: str | None = None) -> Account:
         subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", "--user-group", name],
                        check=True, capture_output=True)
     account = lookup(name)
+    assert account is not None  # it exists now
     account.home.chmod(0o700)
     if password is not None:
         subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True, capture_output=True)

@@ -16,6 +16,7 @@ import urllib.parse
 import uuid
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
+from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
@@ -43,7 +44,7 @@ class Student:
         self.http = AsyncHTTPClient(force_instance=True)
         self.token: str | None = None
 
-    async def request(self, path: str, method: str = "GET", body: str | None = None, **kw) -> object:
+    async def request(self, path: str, method: str = "GET", body: str | None = None, **kw) -> Any:
         """``method path`` with the student's token: the decoded JSON, or the raw reply for anything else."""
         headers = {"Authorization": f"token {self.token}"} if self.token else {}
         headers.update(kw.pop("headers", {}))
@@ -72,7 +73,7 @@ class Student:
             reply = await self.http.fetch(HTTPRequest(self.url + "/hub/login", "POST", body=form,
                                                       headers={"Cookie": jar}, follow_redirects=False))
         except HTTPClientError as exc:
-            if exc.code != 302:
+            if exc.code != 302 or exc.response is None:
                 raise HubClientError(f"{self.name} could not log in (HTTP {exc.code})",
                                      "check the name and password (PAM: a local account)") from exc
             reply = exc.response

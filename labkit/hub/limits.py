@@ -112,6 +112,7 @@ class StudentGroup:
             raise InvalidOptionError(f"this host offers no cgroup memory/cpu control: {support.reason}",
                                      "run the hub without limits, or on a host with cgroup v2 (see docs/instructor.md)")
         self.support, self.user = support, user
+        assert support.memory_root is not None and support.cpu_root is not None  # a cgroup version has both
         self.memory = support.memory_root / PARENT / user
         self.cpu = support.cpu_root / PARENT / user
 

@@ -66,7 +66,8 @@ def running(plan: HubPlan, timeout: float = 120) -> Iterator[subprocess.Popen]:
     with open(log, "ab") as out:
         proc = subprocess.Popen([str(plan.venv / "bin/jupyterhub"), "-f", str(config_file)], cwd=plan.state_dir,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={"PATH": f"{plan.venv / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                env={"PATH": f"{plan.venv / 'bin'}:"
+                                             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                                      "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/root")})
     token = runtime.release_at_exit(lambda: stop(proc))
     try:

@@ -47,7 +47,9 @@ class LabSpawner(LocalProcessSpawner):
 
     @property
     def account(self) -> accounts.Account:
-        return accounts.lookup(self.user.name)
+        account = accounts.lookup(self.user.name)
+        assert account is not None  # the hub only spawns for its students' accounts
+        return account
 
     def _group(self) -> limits.StudentGroup | None:
         support = limits.detect()

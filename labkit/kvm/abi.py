@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import ctypes
 from ctypes import c_char
-from ctypes import c_uint8 as u8, c_uint16 as u16, c_uint32 as u32, c_uint64 as u64
+from ctypes import c_uint8 as u8
+from ctypes import c_uint16 as u16
+from ctypes import c_uint32 as u32
+from ctypes import c_uint64 as u64
 
 # asm-generic/ioctl.h: | dir:2 | size:14 | type:8 | nr:8 |
 _IOC_NONE, _IOC_WRITE, _IOC_READ = 0, 1, 2

@@ -164,7 +164,8 @@ class Bus:
                 raise InvalidOptionError(f"{device.name} wants port {port:#x}, already {self._ports[port].name}'s",
                                          "give the device another port")
         for other in self.devices:
-            if device.mmio and other.mmio and device.mmio.start < other.mmio.stop and other.mmio.start < device.mmio.stop:
+            if (device.mmio and other.mmio
+                    and device.mmio.start < other.mmio.stop and other.mmio.start < device.mmio.stop):
                 raise InvalidOptionError(f"{device.name} overlaps {other.name} at {device.mmio.start:#x}",
                                          "give the device another address")
         self._ports.update(dict.fromkeys(device.ports, device))

@@ -32,7 +32,7 @@ class Guest:
 
     @property
     def source(self) -> str:
-        return resources.files("labkit.kvm").joinpath("guests", f"{self.name}.S").read_text()
+        return (resources.files("labkit.kvm") / "guests" / f"{self.name}.S").read_text()
 
     def build(self) -> asm.Program:
         return build(self.source, self.mode)

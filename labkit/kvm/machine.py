@@ -25,9 +25,26 @@ from pathlib import Path
 from labkit import asm
 from labkit.errors import InvalidOptionError
 from labkit.kvm import abi, guests, modes
-from labkit.kvm.devices import Bus, DebugExit, Device, MmioCounter, PostCodes, PowerOff, SerialPort, UnclaimedAccessError
-from labkit.kvm.errors import (GuestAddressError, GuestBudgetExceededError, GuestEntryFailedError, GuestError,
-                               GuestInternalError, GuestShutdownError, UnexpectedExitError, UnhandledAccessError)
+from labkit.kvm.devices import (
+    Bus,
+    DebugExit,
+    Device,
+    MmioCounter,
+    PostCodes,
+    PowerOff,
+    SerialPort,
+    UnclaimedAccessError,
+)
+from labkit.kvm.errors import (
+    GuestAddressError,
+    GuestBudgetExceededError,
+    GuestEntryFailedError,
+    GuestError,
+    GuestInternalError,
+    GuestShutdownError,
+    UnexpectedExitError,
+    UnhandledAccessError,
+)
 from labkit.kvm.exits import INTERRUPTED, Exit
 from labkit.kvm.fd import Trace
 from labkit.kvm.regs import Mode, Registers, SpecialRegisters

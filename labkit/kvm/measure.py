@@ -141,9 +141,10 @@ class TrapAndEmulate:
 
 def trap_and_emulate(target_seconds: float = 0.3) -> TrapAndEmulate:
     """Measure the loop in guest ring 0, guest ring 3 and natively, each for about ``target_seconds``."""
-    return TrapAndEmulate(calibrated(lambda n: guest_loop(0, n), target_seconds),
-                          calibrated(lambda n: guest_loop(3, n), target_seconds),
-                          calibrated(native_loop, target_seconds))
+    ring0 = calibrated(lambda n: guest_loop(0, n), target_seconds)
+    ring3 = calibrated(lambda n: guest_loop(3, n), target_seconds)
+    assert ring0 is not None and ring3 is not None  # a guest loop always has a timing; only the native one may not
+    return TrapAndEmulate(ring0, ring3, calibrated(native_loop, target_seconds))
 
 
 #: Above this, ring 0 is not running on the CPU directly.
@@ -171,7 +172,7 @@ def explain(m: TrapAndEmulate) -> str:
                      "usually is, faster than full emulation. A busy host can also cause this; run it again.")
     if m.native is not None:
         r3n = m.ring3_vs_native
-        if r3n < NATIVE:
+        if r3n is not None and r3n < NATIVE:
             lines.append(f"Guest ring 3 ran at {r3n:.2f}× the host's time per iteration: user-mode guest code "
                          "runs natively on the CPU, with no hypervisor in the way until it exits.")
         else:

@@ -28,14 +28,24 @@ from typing import Literal
 from labkit.errors import InvalidOptionError
 from labkit.kvm import abi
 from labkit.kvm.memory import GuestMemory
-from labkit.kvm.regs import (CR0_ET, CR0_NE, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, RFLAGS_RESERVED,
-                             Mode, SpecialRegisters)
+from labkit.kvm.regs import (
+    CR0_ET,
+    CR0_NE,
+    CR0_PE,
+    CR0_PG,
+    CR4_PAE,
+    EFER_LMA,
+    EFER_LME,
+    RFLAGS_RESERVED,
+    Mode,
+    SpecialRegisters,
+)
 from labkit.kvm.system import CpuidEntry, has_feature
 from labkit.kvm.vcpu import Vcpu
 
 PageSize = Literal["4K", "2M", "1G"]
 MODES: tuple[Mode, ...] = ("real", "protected", "long")
-BITS = {"real": 16, "protected": 32, "long": 64}
+BITS: dict[str, Literal[16, 32, 64]] = {"real": 16, "protected": 32, "long": 64}
 
 GDT_ADDR = 0x1000
 PML4_ADDR = 0x2000

@@ -22,7 +22,7 @@ EFER_LME = 1 << 8  # long mode enable
 EFER_LMA = 1 << 10  # long mode active (set by the CPU once paging is on)
 RFLAGS_RESERVED = 1 << 1  # bit 1 of RFLAGS always reads 1
 
-GPR_NAMES = tuple(name for name, _ in abi.kvm_regs._fields_)
+GPR_NAMES = tuple(field[0] for field in abi.kvm_regs._fields_)
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,7 @@ class Kvm(KvmFd):
             table = abi.kvm_cpuid2_with(nent)(nent=nent)
             try:
                 self.ioctl(abi.KVM_GET_SUPPORTED_CPUID, ctypes.addressof(table),
-                           note=lambda _: f"→ {table.nent} leaves")
+                           note=lambda _: f"→ {table.nent} leaves")  # noqa: B023 - called in this iteration
             except KvmIoctlError as exc:
                 if exc.errno == errno.E2BIG and nent < 4096:
                     nent *= 2

@@ -186,7 +186,7 @@ class Vcpu(KvmFd):
             return None
         except BaseException:
             # The traceback keeps this frame alive: drop its views of kvm_run so close() can unmap.
-            run = mmio = None  # noqa: F841
+            run = mmio = None  # type: ignore[assignment]  # noqa: F841
             raise
         finally:
             self._thread = None
@@ -225,7 +225,7 @@ class Vcpu(KvmFd):
 
     def close(self) -> None:
         """Unmap ``kvm_run`` and close the fd."""
-        self._io = self._mmio = self._run = None
+        self._io = self._mmio = self._run = None  # type: ignore[assignment]
         page = getattr(self, "_page", None)
         if page is not None and not page.closed:
             try:

@@ -11,4 +11,5 @@ from labkit.nested.demo import NestedBoot, boot_under_kvm_inside
 from labkit.nested.errors import CannotRunHereError, NestedError
 from labkit.nested.machine import CPU, NestedResult, check_host, prepare, run, run_sync, virtiofsd_path
 
-__all__ = ["CPU", "CannotRunHereError", "NestedBoot", "NestedError", "boot_under_kvm_inside", "NestedResult", "check_host", "prepare", "run", "run_sync", "virtiofsd_path"]
+__all__ = ["CPU", "CannotRunHereError", "NestedBoot", "NestedError", "boot_under_kvm_inside", "NestedResult",
+           "check_host", "prepare", "run", "run_sync", "virtiofsd_path"]

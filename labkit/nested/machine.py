@@ -189,15 +189,15 @@ class _Relay(threading.Thread):
             return
         with conn:
             while not self._closed.is_set():
-                reading = self.stdin is not None and self.input_open.is_set()
-                ready, _, _ = select.select([conn] + ([self.stdin] if reading else []), [], [], 0.2)
+                stdin = self.stdin if self.input_open.is_set() else None
+                ready, _, _ = select.select([conn] + ([stdin] if stdin is not None else []), [], [], 0.2)
                 if conn in ready:
                     data = conn.recv(65536)
                     if not data:
                         return
                     self.output(data)
-                if reading and self.stdin in ready:
-                    data = os.read(self.stdin, 4096)
+                if stdin is not None and stdin in ready:
+                    data = os.read(stdin, 4096)
                     if data:
                         conn.sendall(data)
                     else:  # end of input (a pipe): nothing more to pass on

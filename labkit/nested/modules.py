@@ -70,8 +70,8 @@ def kernel_modules(kernel: images.Kernel) -> Path:
                               "same package as the cached kernel",
                               "sudo apt-get update; if the archive dropped that version, fetch the current "
                               "kernel with `labkit image build --refresh`")
-        found = require_all(_unpack(debs[0], info["release"]), f"{info['package']} {info['version']}")
-    for name, data in found.items():
+        unpacked = require_all(_unpack(debs[0], info["release"]), f"{info['package']} {info['version']}")
+    for name, data in unpacked.items():
         images.publish(data, folder / f"{name}.ko")
     return folder
 

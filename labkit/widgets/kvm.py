@@ -69,7 +69,8 @@ class ExitStepper:
         try:
             step = self.machine.step()
         except LabkitError as exc:
-            return self._failed(exc)
+            self._failed(exc)
+            return None
         self.steps.append(step)
         self._show(step)
         return step
@@ -99,6 +100,7 @@ class ExitStepper:
         self._buttons(False)
 
     def _show(self, step: Step) -> None:
+        assert self.machine is not None  # a step was taken on it
         done = f" — guest stopped ({self.machine.finished})" if self.machine.finished else ""
         self._title.value = f"<b>exit {step.index}</b>: {html.escape(str(step.exit))}{html.escape(done)}"
         self._regs.value = _pre(f"cpu: {step.special.describe()}\n{step.registers.table(step.special.bits)}\n"

@@ -86,7 +86,8 @@ def plot_accelerators(runs: list[payload.PayloadRun], boots: list[qemu.BootResul
     off = [statistics.median((t.poweroff_s or t.userspace_s) - t.userspace_s for t in groups[n]) for n in names]
     right.bar(names, before, label="before the guest's clock ran (QEMU, loading, early kernel)", color="#bbb")
     right.bar(names, kernel, bottom=before, label="guest kernel → /init", color="#37c")
-    right.bar(names, off, bottom=[a + b for a, b in zip(before, kernel)], label="/init: report, awk workload, power-off", color="#e93")
+    right.bar(names, off, bottom=[a + b for a, b in zip(before, kernel)],
+              label="/init: report, awk workload, power-off", color="#e93")
     right.set_ylabel("seconds since QEMU was launched (median)")
     right.set_title(f"tiny Linux guest boot ({len(boots)} boots)")
     right.legend(fontsize=8, loc="upper right")

@@ -25,8 +25,16 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from lab_harness import (NOTEBOOK_DIR, SCREENSHOTS, BrowserTab, Lab, browser_tab, headless_chromium,
-                         running_lab, screenshot_whole_notebook)
+from lab_harness import (
+    NOTEBOOK_DIR,
+    SCREENSHOTS,
+    BrowserTab,
+    Lab,
+    browser_tab,
+    headless_chromium,
+    running_lab,
+    screenshot_whole_notebook,
+)
 from playwright.sync_api import Browser, Locator, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
