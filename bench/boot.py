@@ -27,6 +27,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -34,7 +35,7 @@ from labkit import host, images, payload, qemu  # noqa: E402
 from labkit.errors import LabkitError  # noqa: E402
 
 STOCK_CMDLINE = "console=ttyS0 quiet panic=-1"
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "stock": dict(machine="pc", vmlinux=False, cmdline=STOCK_CMDLINE),
     "pc-bzimage": dict(machine="pc", vmlinux=False),
     "pc-vmlinux": dict(machine="pc", vmlinux=True),
@@ -49,7 +50,7 @@ def summary(spread: qemu.Spread | None) -> str:
     return f"{spread.median:5.2f} ({spread.min:4.2f}–{spread.max:4.2f})"
 
 
-async def boot_once(name: str, image: images.GuestImage, accel: str, timeout: float) -> qemu.BootResult:
+async def boot_once(name: str, image: images.GuestImage, accel: qemu.Accel, timeout: float) -> qemu.BootResult:
     spec = VARIANTS[name]
     variant = dataclasses.replace(image, vmlinux=image.vmlinux if spec["vmlinux"] else None,
                                   cmdline=spec.get("cmdline", image.cmdline))
@@ -57,10 +58,10 @@ async def boot_once(name: str, image: images.GuestImage, accel: str, timeout: fl
                            host_tuning=name != "stock")
 
 
-async def bench(variants: list[tuple[str, str]], image: images.GuestImage, n: int, timeout: float) -> dict:
+async def bench(variants: list[tuple[str, qemu.Accel]], image: images.GuestImage, n: int, timeout: float) -> dict:
     """Round-robin over the variants, so a busy moment on a shared host hits them all alike."""
-    results: dict[tuple[str, str], list[qemu.BootResult]] = {v: [] for v in variants}
-    failures: dict[tuple[str, str], list[str]] = {v: [] for v in variants}
+    results: dict[tuple[str, qemu.Accel], list[qemu.BootResult]] = {v: [] for v in variants}
+    failures: dict[tuple[str, qemu.Accel], list[str]] = {v: [] for v in variants}
     for _ in range(n):
         for name, accel in variants:
             try:
@@ -90,7 +91,7 @@ async def main() -> None:
 
     image = images.tiny_guest(progress=False)
     linux_accel = qemu.choose_accel("auto", "linux")
-    accels = ["tcg"] + (["kvm"] if linux_accel.name == "kvm" else [])
+    accels: list[qemu.Accel] = ["tcg", "kvm"] if linux_accel.name == "kvm" else ["tcg"]
     print(f"guest: Linux {image.kernel_release}; {args.n} boots per variant; host TSC: {host.tsc_frequency()}")
     print(f"KVM for Linux: {'yes' if linux_accel.name == 'kvm' else 'no'} — {linux_accel.reason}\n")
     print(f"{'variant':<11} {'accel':<4} {'machine':<8} " + "  ".join(f"{p:<22}" for p in PHASES))
@@ -104,10 +105,12 @@ async def main() -> None:
 
     print("\nbare-metal payload (-bios, no firmware, no kernel), median of 3:")
     for ring, iterations in ((3, args.payload_iterations), (0, 200_000)):
-        for accel in (["kvm"] if qemu.choose_accel("auto", "payload").name == "kvm" else []) + ["tcg"]:
+        kvm_runs_payloads = qemu.choose_accel("auto", "payload").name == "kvm"
+        payload_accels: list[qemu.Accel] = ["kvm", "tcg"] if kvm_runs_payloads else ["tcg"]
+        for accel in payload_accels:
             runs = [await payload.run(accel, iterations, ring) for _ in range(3)]
-            loop = statistics.median(r.loop_s for r in runs)
-            first = statistics.median(r.first_output_s for r in runs)
+            loop = statistics.median(r.loop_s for r in runs if r.loop_s is not None)
+            first = statistics.median(r.first_output_s for r in runs if r.first_output_s is not None)
             total = statistics.median(r.total_s for r in runs)
             print(f"  ring {ring} {accel}: {iterations:>11,} iterations in {loop:8.4f} s "
                   f"({iterations / loop / 1e6:8.1f} M/s); launch → first byte {first:.3f} s, "

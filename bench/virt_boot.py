@@ -31,7 +31,7 @@ def main() -> None:
     qemu_boots: list[qemu.BootResult] = []
     with virt.connect() as conn:
         dtype = conn.domain_type()
-        accel = "kvm" if dtype.type == "kvm" else "tcg"
+        accel: qemu.Accel = "kvm" if dtype.type == "kvm" else "tcg"
         print(f"{conn.uri}, domain type {dtype.type}; raw QEMU with -accel {accel} -machine pc")
         for i in range(args.runs):
             spec = virt.DomainSpec.for_image(f"bench-{i}", image, memory_mib=args.memory, vcpus=args.vcpus,

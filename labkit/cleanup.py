@@ -425,14 +425,16 @@ def cleanup(*, all_users: bool = False, force: bool = False, dry_run: bool = Fal
     rows: list[Leftover] = []
     managed: set[str] = set()
     notes: list[str] = []
-    virt = _virt() if "domain" in kinds or "log" in kinds else None
-    if virt is None and ("domain" in kinds or "log" in kinds):
-        notes.append("libvirt domains and their logs were not looked at: libvirt-python is not installed "
-                     "(./kvmlab setup installs it)")
-    for target in _targets(virt, all_users) if virt is not None else ():
-        found, seen = _libvirt(virt, target, users, force, dry_run, kinds)
-        rows += found
-        managed |= seen
+    if "domain" in kinds or "log" in kinds:
+        virt = _virt()
+        if virt is None:
+            notes.append("libvirt domains and their logs were not looked at: libvirt-python is not installed "
+                         "(./kvmlab setup installs it)")
+        else:
+            for target in _targets(virt, all_users):
+                found, seen = _libvirt(virt, target, users, force, dry_run, kinds)
+                rows += found
+                managed |= seen
     if "qemu" in kinds:
         rows += [settle(f, force, dry_run) for f in _qemus(all_users, managed)]
     if "dir" in kinds:

@@ -14,8 +14,8 @@ overcommit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -83,7 +83,7 @@ def stack(report: HostReport) -> tuple[Layer, ...]:
                         (f" with {mods}" if mods else ", no KVM module"),
                         "/proc/sys/kernel/osrelease, /sys/module"))
     if report.kvm.present:
-        how = ("guests run on the CPU's virtualization extensions (" + cpu.hardware_virtualization + ")"
+        how = (f"guests run on the CPU's virtualization extensions ({cpu.hardware_virtualization})"
                if verdict.kind == "hardware" else
                "no VT-x/AMD-V here: guest kernel code is handled in software by KVM")
         layers.append(Layer("KVM hypervisor (in this kernel)", how, "/dev/kvm"))

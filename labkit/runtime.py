@@ -183,7 +183,7 @@ def is_fallback_run_dir(name: str, user: str) -> bool:
 
 
 def squatted(path: Path, user: str) -> str | None:
-    """Why ``path`` (``/tmp/labkit-<user>``) cannot be ``user``'s run dir: someone else's, or a symlink; None if fine."""
+    """Why ``path`` (``/tmp/labkit-<user>``) cannot be ``user``'s run dir (someone else's, a symlink); None if fine."""
     try:
         st = path.lstat()
     except OSError:
@@ -212,7 +212,7 @@ def run_dirs(all_users: bool) -> list[tuple[Path, str, int]]:
     if not all_users:
         return [(run_dir(), user_name(), os.geteuid())]
     candidates = [*Path(tempfile.gettempdir()).glob("labkit-*"), *Path("/run/user").glob("*/labkit")]
-    found = []
+    found: list[tuple[Path, str, int]] = []
     for path in candidates:
         try:
             st = path.lstat()
@@ -271,7 +271,7 @@ _reclaimed = False
 
 def orphan_scratch_dirs(base: Path, uid: int | None = None) -> list[Path]:
     """Scratch dirs in run dir ``base`` whose process is gone (checked as ``uid``, default this user)."""
-    found = []
+    found: list[Path] = []
     try:
         entries = list(base.iterdir())
     except OSError:
@@ -318,7 +318,7 @@ def orphan_kernel_files(uid: int | None = None) -> list[Path]:
         return []
     import psutil
 
-    named = set()
+    named: set[str] = set()
     for proc in psutil.process_iter(["cmdline"]):
         named.update(proc.info["cmdline"] or ())
     return [p for p in candidates if str(p) not in named]
@@ -335,10 +335,10 @@ def scratch(purpose: str) -> Iterator[Path]:
 
 
 _lock = threading.Lock()
-_at_exit: dict[int, Callable[[], None]] = {}
+_at_exit: dict[int, Callable[[], object]] = {}
 
 
-def release_at_exit(release: Callable[[], None]) -> int:
+def release_at_exit(release: Callable[[], object]) -> int:
     """Run ``release`` at interpreter exit unless :func:`forget` is called first.
 
     Context managers release their resource on the normal path; this catches

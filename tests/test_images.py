@@ -16,8 +16,8 @@ import pytest
 
 from conftest import FIXTURES
 from labkit import formats, host, images, runtime
-from labkit.images import cache as imagecache
 from labkit.errors import InvalidOptionError, MissingToolError
+from labkit.images import cache as imagecache
 
 CONSOLES = FIXTURES / "consoles"
 

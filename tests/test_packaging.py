@@ -6,9 +6,9 @@ import json
 import re
 import shutil
 import subprocess
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 TOP = Path(__file__).resolve().parent.parent

@@ -16,8 +16,8 @@ import pytest
 
 from conftest import FIXTURES, HOSTS
 from labkit import host, libvirtd, runtime, virt
-from labkit.exercises import virt as exercises
 from labkit.errors import AccessDeniedError, InvalidOptionError
+from labkit.exercises import virt as exercises
 from labkit.widgets import virt as virt_widgets
 
 VIRT = FIXTURES / "virt"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from labkit import cleanup, images
 from labkit.errors import InvalidOptionError
@@ -41,6 +42,7 @@ def run_cache(args: argparse.Namespace) -> int:
     if args.all_users:
         raise InvalidOptionError("--cache empties your own image cache; other users' caches are theirs",
                                  "drop --all-users")
+    gone: list[Path]
     if args.dry_run:
         gone, freed = [], images.cache_size()
     else:

@@ -12,9 +12,9 @@ import os
 import shlex
 from dataclasses import asdict
 
-from labkit.cli import seconds
 from labkit import cleanup, images, libvirtd, virt
 from labkit.cli import cleanup as cli_cleanup
+from labkit.cli import seconds
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -36,17 +36,45 @@ protocol), :mod:`~labkit.images.cache` (publish, locks, prune, info),
 ready to boot); their public names are all here, as ``images.X``.
 """
 
-from labkit.images.cache import (CACHE_MAX_ENV, CACHE_MAX_MIB, PRUNE_MIN_AGE_S, CorruptCacheError, cache_max_bytes,
-                                 cache_size, check_into, clear_cache, prune, publish, shared_caches, user_cache,
-                                 verified)
 from labkit.errors import GuestPanicError
+from labkit.images.cache import (
+    CACHE_MAX_ENV,
+    CACHE_MAX_MIB,
+    PRUNE_MIN_AGE_S,
+    CorruptCacheError,
+    cache_max_bytes,
+    cache_size,
+    check_into,
+    clear_cache,
+    prune,
+    publish,
+    shared_caches,
+    user_cache,
+    verified,
+)
 from labkit.images.errors import ImageError, ReportNotFoundError
 from labkit.images.guest import BASE_CMDLINE, CachedFile, GuestImage, cache_info, tiny_guest
 from labkit.images.initramfs import GUEST_SOURCES, build_initramfs, initramfs_key
-from labkit.images.kernel import (KERNEL_MAX_BYTES, KERNEL_PACKAGES, Kernel, fetch_kernel, find_kernel,
-                                  kernel_package, read_kernel_file)
-from labkit.images.report import (COMMAND_BEGIN, COMMAND_END, REPORT_MARKER, GuestReport, find_panic, nonce,
-                                  parse_report, report_prefix, with_nonce)
+from labkit.images.kernel import (
+    KERNEL_MAX_BYTES,
+    KERNEL_PACKAGES,
+    Kernel,
+    fetch_kernel,
+    find_kernel,
+    kernel_package,
+    read_kernel_file,
+)
+from labkit.images.report import (
+    COMMAND_BEGIN,
+    COMMAND_END,
+    REPORT_MARKER,
+    GuestReport,
+    find_panic,
+    nonce,
+    parse_report,
+    report_prefix,
+    with_nonce,
+)
 
 __all__ = [
     "BASE_CMDLINE", "CACHE_MAX_ENV", "CACHE_MAX_MIB", "COMMAND_BEGIN", "COMMAND_END", "GUEST_SOURCES",

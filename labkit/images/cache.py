@@ -34,6 +34,7 @@ from pathlib import Path
 from labkit import runtime
 from labkit.errors import InvalidOptionError, LabkitError, from_os_error
 
+
 class CorruptCacheError(LabkitError):
     """A cached kernel or initramfs does not match the hash it was stored with."""
 
@@ -296,7 +297,8 @@ def prune(cache: Path, keep: tuple[Path, ...] = ()) -> list[Path]:
 def clear_cache() -> tuple[list[Path], int]:
     """``labkit cleanup --cache``: every image in the user's cache except those in use this minute; (gone, bytes)."""
     cache, fresh = user_cache(), time.time() - PRUNE_MIN_AGE_S
-    gone, freed = [], 0
+    gone: list[Path] = []
+    freed = 0
     if not cache.is_dir():
         return gone, freed
     with locked(cache):

@@ -63,7 +63,7 @@ def find_kernel(path: Path | str | None = None, *, fetch: bool = True, refresh: 
         if cached:
             return cached
         own = _cached_package_kernel(imagecache.caches(None)) if into is not None else None
-        if own:  # filling a shared cache: copy the kernel this user has rather than download it again
+        if own and into is not None:  # filling a shared cache: copy the kernel this user has, not download it again
             return _copy_kernel(own, into)
     if not fetch:
         raise ImageError("no kernel for the tiny guest: none given, /boot has none readable, none cached",
@@ -228,7 +228,9 @@ def fetch_kernel(*, into: Path | None = None, progress: bool = True) -> Kernel:
                 "package": package, "version": version, "sha256": sha, "fetched": time.time()}
         publish(json.dumps(info, indent=2).encode(), folder / "kernel.json")
         bar.update(1)
-        return _cached_package_kernel([cache], package)
+        fetched = _cached_package_kernel([cache], package)
+        assert fetched is not None  # just published
+        return fetched
 
 
 def _copy_kernel(kernel: Kernel, into: Path) -> Kernel:
@@ -246,11 +248,13 @@ def _copy_kernel(kernel: Kernel, into: Path) -> Kernel:
 def _vmlinuz_from_deb(deb: Path) -> bytes:
     proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
+    assert proc.stdout is not None  # stdout=PIPE
     data = None
     with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
         for member in tar:
-            if re.fullmatch(r"\./boot/vmlinuz-.*", member.name) and member.isfile():
-                data = tar.extractfile(member).read()
+            extracted = tar.extractfile(member) if member.isfile() else None
+            if extracted is not None and re.fullmatch(r"\./boot/vmlinuz-.*", member.name):
+                data = extracted.read()
                 break
     proc.stdout.close()
     proc.kill()

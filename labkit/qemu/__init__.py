@@ -25,10 +25,30 @@ The package, one job per module: :mod:`~labkit.qemu.accel` (KVM or TCG),
 
 from labkit.errors import GuestPanicError, GuestStoppedError, GuestTimeoutError, MissingKernelError
 from labkit.qemu.accel import Accel, AccelChoice, KvmCannotBootLinuxError, Purpose, choose_accel
-from labkit.qemu.config import (DEBUG_EXIT_DEVICE, DEBUG_EXIT_PORT, QEMU, MachineConfig, cpu_models, machine_types,
-                                qemu_binary, qemu_name, qemu_version)
-from labkit.qemu.guest import (WORKLOAD_COMMAND, WORKLOAD_ITERATIONS, BootResult, BootSummary, BootTimes, Spread,
-                               boot, compare_boots, linux_config, summarize_boots, workload_seconds)
+from labkit.qemu.config import (
+    DEBUG_EXIT_DEVICE,
+    DEBUG_EXIT_PORT,
+    QEMU,
+    MachineConfig,
+    cpu_models,
+    machine_types,
+    qemu_binary,
+    qemu_name,
+    qemu_version,
+)
+from labkit.qemu.guest import (
+    WORKLOAD_COMMAND,
+    WORKLOAD_ITERATIONS,
+    BootResult,
+    BootSummary,
+    BootTimes,
+    Spread,
+    boot,
+    compare_boots,
+    linux_config,
+    summarize_boots,
+    workload_seconds,
+)
 from labkit.qemu.machine import ConsoleChunk, LaunchError, QemuError, QemuMachine, die_with_parent, parse_registers
 
 #: The name notebook 04 (and earlier code) uses; :class:`QemuMachine` is the class's own name, distinct from

@@ -10,8 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from labkit import host, images, runtime
-from labkit.errors import (GuestPanicError, GuestStoppedError, GuestTimeoutError, InvalidOptionError,
-                           from_os_error)
+from labkit.errors import GuestPanicError, GuestStoppedError, GuestTimeoutError, InvalidOptionError, from_os_error
 from labkit.qemu.accel import Accel, AccelChoice, choose_accel
 from labkit.qemu.config import MachineConfig
 from labkit.qemu.machine import QemuMachine
@@ -200,7 +199,7 @@ async def compare_boots(image: images.GuestImage | None = None, boots: int = 3, 
     :func:`workload_seconds`).  Boots alternate between accelerators so a
     busy moment on a shared host does not favour one of them.
     """
-    accels: list[Accel] = ["tcg"] + (["kvm"] if choose_accel("auto", "linux").name == "kvm" else [])
+    accels: list[Accel] = ["tcg", "kvm"] if choose_accel("auto", "linux").name == "kvm" else ["tcg"]
     results = []
     for _ in range(boots):
         for accel in accels:

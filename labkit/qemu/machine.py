@@ -365,7 +365,7 @@ class QemuMachine:
 
 def parse_registers(text: str) -> dict[str, int]:
     """``info registers`` output → {"RAX": …, "RIP": …, "CR0": …, "EFL": …} (segment registers: selector)."""
-    regs = {}
+    regs: dict[str, int] = {}
     for name, value in re.findall(r"\b([A-Z][A-Z0-9]{1,3})\s?=\s?([0-9a-fA-F]+)\b", text):
         regs.setdefault(name, int(value, 16))
     return regs

@@ -29,15 +29,33 @@ The package, one job per module: :mod:`~labkit.virt.uri`,
 :mod:`~labkit.virt.stack`; their public names are all here, as ``virt.X``.
 """
 
-from labkit.virt.capabilities import (DomainCapabilities, DomainTypeChoice, GuestCapability, HostCapabilities,
-                                      choose_domain_type, parse_capabilities)
-from labkit.virt.cmdline import (OptionRow, compare_command_lines, option_groups, parse_qemu_log, qemu_log_path,
-                                 qemu_name, qemu_pids)
+from labkit.errors import GuestPanicError, GuestStoppedError, GuestTimeoutError, MissingKernelError
+from labkit.virt.capabilities import (
+    DomainCapabilities,
+    DomainTypeChoice,
+    GuestCapability,
+    HostCapabilities,
+    choose_domain_type,
+    parse_capabilities,
+)
+from labkit.virt.cmdline import (
+    OptionRow,
+    compare_command_lines,
+    option_groups,
+    parse_qemu_log,
+    qemu_log_path,
+    qemu_name,
+    qemu_pids,
+)
 from labkit.virt.connection import STATES, Connection, DomainStats, connect
 from labkit.virt.domain import EVENTS, Domain, LifecycleEvent
-from labkit.errors import GuestPanicError, GuestStoppedError, GuestTimeoutError, MissingKernelError
-from labkit.virt.errors import (DaemonUnreachableError, DomainXmlError, DuplicateDomainError, VirtAccessDeniedError,
-                                VirtError)
+from labkit.virt.errors import (
+    DaemonUnreachableError,
+    DomainXmlError,
+    DuplicateDomainError,
+    VirtAccessDeniedError,
+    VirtError,
+)
 from labkit.virt.spec import DomainSpec, domain_xml
 from labkit.virt.stack import kvm_stack
 from labkit.virt.uri import SESSION_URI, SYSTEM_URI, TEST_URI, URI_ENV, UriChoice, UriParts, choose_uri, uri_parts

@@ -49,7 +49,7 @@ def parse_capabilities(text: str) -> HostCapabilities:
         memory_kib=sum(int(c.findtext("memory", "0")) for c in cells),
         guests=tuple(GuestCapability(
             os_type=g.findtext("os_type", ""),
-            arch=g.find("arch").get("name", "") if g.find("arch") is not None else "",
+            arch=next((a.get("name", "") for a in g.findall("arch")), ""),
             emulator=g.findtext("arch/emulator"),
             machines=tuple(m.text or "" for m in g.findall("arch/machine")),
             domain_types=tuple(d.get("type", "") for d in g.findall("arch/domain")),

@@ -14,8 +14,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import libvirt
 
 from labkit import host, libvirtd, runtime
-from labkit.virt.capabilities import DomainCapabilities, DomainTypeChoice, HostCapabilities, choose_domain_type, \
-    parse_capabilities
+from labkit.virt.capabilities import (
+    DomainCapabilities,
+    DomainTypeChoice,
+    HostCapabilities,
+    choose_domain_type,
+    parse_capabilities,
+)
 from labkit.virt.cmdline import qemu_log_path
 from labkit.virt.errors import VirtError, _translate
 from labkit.virt.uri import SYSTEM_URI, UriChoice, choose_uri, uri_parts

@@ -10,15 +10,22 @@ import time
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from typing import Any, TypeVar
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import libvirt
 
 from labkit import images, runtime
-from labkit.errors import (GuestPanicError, GuestStoppedError, GuestTimeoutError, InvalidOptionError, LabkitError,
-                           console_tail, from_os_error)
+from labkit.errors import (
+    GuestPanicError,
+    GuestStoppedError,
+    GuestTimeoutError,
+    InvalidOptionError,
+    LabkitError,
+    console_tail,
+    from_os_error,
+)
 from labkit.virt.cmdline import _strip_env, parse_qemu_log, qemu_log_path
 from labkit.virt.connection import _STATS, _UNDEFINE_FLAGS, STATES, Connection, DomainStats, _destroy, _remove
 from labkit.virt.errors import _DUPLICATE_FIX, DaemonUnreachableError, DuplicateDomainError, VirtError, _translate
@@ -93,15 +100,15 @@ class Domain:
             if isinstance(guest, DomainSpec):
                 guest.validate()
                 if guest.console_log is None or guest.initrd is not None:
-                    self._scratch = runtime.scratch_dir("virt")
-                if guest.console_log is None:
-                    guest = replace(guest, console_log=self._scratch / "console.log")
-                if guest.initrd is not None:
-                    self.nonce = images.nonce()
-                    try:
-                        guest = replace(guest, initrd=images.with_nonce(guest.initrd, self._scratch, self.nonce))
-                    except OSError as exc:
-                        raise from_os_error(exc, f"copy the initramfs for {guest.name}") from None
+                    self._scratch = scratch = runtime.scratch_dir("virt")
+                    if guest.console_log is None:
+                        guest = replace(guest, console_log=scratch / "console.log")
+                    if guest.initrd is not None:
+                        self.nonce = images.nonce()
+                        try:
+                            guest = replace(guest, initrd=images.with_nonce(guest.initrd, scratch, self.nonce))
+                        except OSError as exc:
+                            raise from_os_error(exc, f"copy the initramfs for {guest.name}") from None
                 guest = domain_xml(guest)
             self.xml = _own_xml(guest)
             root = ET.fromstring(self.xml)

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labkit import hypervisor, images, runtime
-from labkit.errors import InvalidOptionError
-from labkit.errors import MissingKernelError
+from labkit.errors import InvalidOptionError, MissingKernelError
 from labkit.virt.errors import DomainXmlError
+
 
 @dataclass(frozen=True)
 class DomainSpec:

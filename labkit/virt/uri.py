@@ -56,8 +56,9 @@ def uri_parts(uri: str) -> UriParts:
     """Split a libvirt connection URI (see https://libvirt.org/uri.html)."""
     scheme, sep, rest = uri.partition("://")
     if not sep or not scheme:
-        raise InvalidOptionError(f"{uri!r} is not a libvirt URI", "write it as driver[+transport]://[user@][host]/path, "
-                                                                  "e.g. qemu:///system or qemu+ssh://me@server/system")
+        raise InvalidOptionError(f"{uri!r} is not a libvirt URI",
+                                 "write it as driver[+transport]://[user@][host]/path, e.g. qemu:///system or "
+                                 "qemu+ssh://me@server/system")
     driver, _, transport = scheme.partition("+")
     authority, _, path = rest.partition("/")
     user, _, hostname = authority.rpartition("@")
