@@ -310,7 +310,8 @@ async def _supervise(config: qemu.MachineConfig, relays: list[_Relay], timeout: 
             await vm.wait_for(re.compile(r"LABKIT-NESTED (EXIT \d+|FAIL)"), timeout)
         except qemu.BootTimeoutError:
             raise NestedError(f"the command did not end within {timeout:g} s inside L1: L1 was stopped "
-                              "(its output so far is above)",
+                              "(its output so far is above). L1's console (kernel messages) ends:\n"
+                              f"{vm.console_tail(15)}",
                               "give it more time (labkit nested run --timeout S), or find where it waits: "
                               "labkit nested shell") from None
         last = _LINE.findall(vm.console)[-1]
@@ -318,8 +319,8 @@ async def _supervise(config: qemu.MachineConfig, relays: list[_Relay], timeout: 
         if not last[1]:
             await _fail(vm, last[0].removeprefix("FAIL ").strip())
         await vm.wait_exit(30)
-        for relay in relays:  # QEMU is gone: its ends of the serial sockets are closed
-            relay.join(timeout=5)
+        for relay in relays:  # QEMU is gone: its ends of the serial sockets are closed, so each relay reads
+            relay.join(timeout=60)  # to their end soon (the bound is for a host too starved to schedule it)
         assert vm.exited_at is not None
         return NestedResult(int(last[1]), ready_at - vm.launched_at, done_at - ready_at,
                             vm.exited_at - vm.launched_at, release)
