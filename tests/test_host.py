@@ -152,6 +152,13 @@ def test_tsc_frequency_from_recorded_hosts(tmp_path: Path) -> None:
     (tree / "sys/devices/system/cpu/cpu0/tsc_freq_khz").write_text("2112000\n")
     assert host.tsc_frequency(tree) == host.TscFrequency(2_112_000, "/sys/devices/system/cpu/cpu0/tsc_freq_khz")
 
+    # labkit nested's L1 (no constant_tsc: TCG offers no invtsc) is told its host's frequency at boot
+    emulated = shutil.copytree(HOSTS / "no-dev-kvm", tmp_path / "l1")
+    assert host.tsc_frequency(emulated) is None
+    (emulated / "proc/cmdline").write_text("console=ttyS0 quiet labkit.host_tsc_khz=2596094 rdinit=/x\n")
+    found = host.tsc_frequency(emulated)
+    assert found is not None and found.khz == 2_596_094 and "labkit.host_tsc_khz" in found.source
+
 
 # ----------------------------------------------------------------- unknown is not absent
 

@@ -17,17 +17,27 @@ class TscFrequency:
     source: str
 
 
+#: Set on the kernel command line of :mod:`labkit.nested`'s L1 to the host's TSC kHz.  L1's CPU is TCG's,
+#: whose RDTSC returns the host's counter, but it cannot say so: TCG does not offer ``invtsc``, so L1's
+#: kernel shows no ``constant_tsc``.
+HOST_TSC_PARAMETER = "labkit.host_tsc_khz"
+
+
 def tsc_frequency(root: Path | str = "/") -> TscFrequency | None:
     """The host's (invariant) TSC frequency and its evidence, or None when it cannot be known for sure.
 
     :mod:`labkit.qemu` uses it: under TCG the guest's TSC *is* the host's (QEMU reads the host counter),
     but the guest kernel calibrates it against an emulated timer, which is
     slow and can fail ("Unable to calibrate against PIT") on a busy host.
-    Passing the known frequency as ``tsc_early_khz`` skips that.
+    Passing the known frequency as ``tsc_early_khz`` skips that.  :mod:`labkit.payload` times loops by it.
     """
     from labkit import host  # looked up on the package, where a test may stand in another CPU
 
     src = source_for(root)
+    given = re.search(rf"(?:^|\s){re.escape(HOST_TSC_PARAMETER)}=(\d+)(?:\s|$)", src.read("proc/cmdline") or "")
+    if given:  # the emulated AMD-V machine (labkit.nested): TCG's RDTSC reads the host's invariant counter
+        return TscFrequency(int(given.group(1)), f"the kernel command line's {HOST_TSC_PARAMETER} (an emulated "
+                            "CPU whose TSC is its host's, which labkit nested measured)")
     cpu = host.cpu_info(src)
     if "constant_tsc" not in cpu.flags:
         return None

@@ -64,8 +64,9 @@ exec $io
 echo "LABKIT-NESTED READY" >/dev/ttyS0
 /bin/sh /run/labkit-nested/job
 echo "LABKIT-NESTED EXIT \$?" >/dev/ttyS0
-# poweroff drops what the serial ports have not sent yet; setting a tty mode waits for it (TCSADRAIN, bounded)
-for n in 1 2 0; do \$bb timeout 2 \$bb stty -F /dev/ttyS\$n -ixon 2>/dev/null; done
+# poweroff drops what the serial ports have not sent yet; setting a tty mode waits for it (TCSADRAIN).  Bounded
+# for a port nobody reads; far above a normal drain (milliseconds), since a loaded host slows L1 several times
+for n in 1 2 0; do \$bb timeout 30 \$bb stty -F /dev/ttyS\$n -ixon 2>/dev/null; done
 \$bb poweroff -f
 STAGE2
 exec switch_root /newroot /run/labkit-nested/busybox sh /run/labkit-nested/stage2

@@ -24,6 +24,15 @@ PASSED = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TERM", "TZ", "
           "XDG_CACHE_HOME", "PYTHONPATH", "CI")
 
 
+#: The session leader of an interactive shell in L1.  When a session leader exits, Linux hangs up its
+#: controlling terminal, and a serial port's hangup discards what the UART has not sent yet: the shell's
+#: last output (seen on a loaded host: only the echoed input came back).  So the leader is this wrapper,
+#: which waits for the shell, then for the terminal's output to drain (stty sets a mode with TCSADRAIN;
+#: SIGTTOU ignored once the shell is gone: the drain runs outside the foreground process group), and only
+#: then exits.
+DRAINING_SESSION_LEADER = '"$@"; status=$?; trap "" TTOU; timeout 60 stty -ixon 2>/dev/null; exit $status'
+
+
 def environment(env: Mapping[str, str]) -> dict[str, str]:
     """The part of ``env`` the command gets inside L1 (HOME matters: the lab's cache is under it)."""
     kept = {k: v for k, v in env.items() if k in PASSED or k.startswith(("LABKIT_", "LC_"))}
@@ -72,6 +81,6 @@ def script(argv: Sequence[str], env: Mapping[str, str], cwd: Path, *,
             groups = "--clear-groups"  # a uid with no passwd entry has none
         command += ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={gid}", groups, "--"]
     if terminal:  # its own session with the serial line as controlling terminal: job control, Ctrl-C
-        command = ["/usr/bin/setsid", "--ctty", "--wait", *command]
+        command = ["/usr/bin/setsid", "--ctty", "--wait", "/bin/sh", "-c", DRAINING_SESSION_LEADER, "sh", *command]
     lines.append("exec " + shlex.join([*command, *argv]))
     return "\n".join(lines) + "\n"

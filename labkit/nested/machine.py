@@ -42,6 +42,7 @@ from pathlib import Path
 
 from labkit import host, images, qemu, runtime
 from labkit.errors import InvalidOptionError, MissingToolError
+from labkit.host.tsc import HOST_TSC_PARAMETER
 from labkit.nested import initramfs, job, modules
 from labkit.nested.errors import CannotRunHereError, NestedError
 
@@ -275,7 +276,7 @@ async def run(argv: Sequence[str], *, memory_mib: int = DEFAULT_MEMORY_MIB, vcpu
                 machine="q35", accel="tcg", cpu=CPU, memory_mib=memory_mib, vcpus=vcpus,
                 kernel=kernel.vmlinux or kernel.path, initrd=initrd,
                 append=f"{images.BASE_CMDLINE} rdinit={initramfs.RDINIT} labkit.job={scratch / 'job.sh'}"
-                       + (" labkit.tty=1" if interactive else ""),
+                       + (" labkit.tty=1" if interactive else "") + _tsc_parameters(),
                 extra_args=("-object", f"memory-backend-memfd,id=mem,size={memory_mib}M,share=on",
                             "-numa", "node,memdev=mem", "-nic", "none",
                             "-chardev", f"socket,id=vfs,path={scratch / 'vfs.sock'}",
@@ -283,6 +284,15 @@ async def run(argv: Sequence[str], *, memory_mib: int = DEFAULT_MEMORY_MIB, vcpu
             if interactive:
                 release.enter_context(_raw_terminal(0))
             return await _supervise(config, relays, timeout, kernel.release)
+
+
+def _tsc_parameters() -> str:
+    """L1's TSC is this host's (TCG's RDTSC reads the host counter), but TCG cannot offer ``invtsc`` to say
+    so.  Where this host's frequency is known, L1's kernel takes it (no calibration against an emulated
+    timer) and the lab inside reads it (:data:`labkit.host.tsc.HOST_TSC_PARAMETER`): its TCG guests boot
+    with ``tsc_early_khz`` on ``microvm``, and its payload loops are timed by the TSC."""
+    tsc = host.tsc_frequency()
+    return f" tsc_early_khz={tsc.khz} {HOST_TSC_PARAMETER}={tsc.khz}" if tsc else ""
 
 
 async def _supervise(config: qemu.MachineConfig, relays: list[_Relay], timeout: float,
@@ -296,14 +306,21 @@ async def _supervise(config: qemu.MachineConfig, relays: list[_Relay], timeout: 
             await _fail(vm, first.removeprefix("FAIL ").strip())
         for relay in relays:
             relay.input_open.set()
-        await vm.wait_for(re.compile(r"LABKIT-NESTED (EXIT \d+|FAIL)"), timeout)
+        try:
+            await vm.wait_for(re.compile(r"LABKIT-NESTED (EXIT \d+|FAIL)"), timeout)
+        except qemu.BootTimeoutError:
+            raise NestedError(f"the command did not end within {timeout:g} s inside L1: L1 was stopped "
+                              "(its output so far is above). L1's console (kernel messages) ends:\n"
+                              f"{vm.console_tail(15)}",
+                              "give it more time (labkit nested run --timeout S), or find where it waits: "
+                              "labkit nested shell") from None
         last = _LINE.findall(vm.console)[-1]
         done_at = time.monotonic()
         if not last[1]:
             await _fail(vm, last[0].removeprefix("FAIL ").strip())
         await vm.wait_exit(30)
-        for relay in relays:  # QEMU is gone: its ends of the serial sockets are closed
-            relay.join(timeout=5)
+        for relay in relays:  # QEMU is gone: its ends of the serial sockets are closed, so each relay reads
+            relay.join(timeout=60)  # to their end soon (the bound is for a host too starved to schedule it)
         assert vm.exited_at is not None
         return NestedResult(int(last[1]), ready_at - vm.launched_at, done_at - ready_at,
                             vm.exited_at - vm.launched_at, release)
