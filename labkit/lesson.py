@@ -33,7 +33,7 @@ def record(**results: float | int | str | bool) -> None:
 
     They are displayed as one line and stored in the executed notebook under
     :data:`RESULTS_MIME`, where ``labkit run`` collects them into its summary
-    table.  Values are host-specific: call this in a ``# NBVAL_IGNORE_OUTPUT`` cell.
+    table.  Values are host-specific: call this in a cell tagged ``nbval-ignore-output``.
     """
     from IPython.display import display
 

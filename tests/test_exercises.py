@@ -31,7 +31,8 @@ def test_notebook_has_an_exercise_shown_unsolved(path: Path) -> None:
     for name, rest in found:
         assert (TOP / "solutions" / f"{name}.py").exists(), f"no solutions/{name}.py"
         check = next(c for c in rest if c["cell_type"] == "code")
-        assert check["source"] and check["source"][0].startswith("# NBVAL_IGNORE_OUTPUT")
+        assert "nbval-ignore-output" in check.get("metadata", {}).get("tags", []), \
+            f"{path.name}: the check cell of {name} must be tagged nbval-ignore-output"
         shown = "".join(_text(o) for o in check.get("outputs", []))
         assert shown.startswith("✘ "), f"{path.name}: the stored notebook should show {name} unsolved"
 
