@@ -17,17 +17,21 @@ from labkit.widgets.static import StaticFallback, StaticHTML
 _COLOURS = {"hardware": "#2e7d32", "nested": "#ef6c00", "none": "#c62828", "unknown": "#616161"}
 
 
-def host_card(report: HostReport) -> StaticHTML:
-    """One card: bare metal or VM, CPU virtualization, and the KVM verdict with its fix."""
+def host_card(report: HostReport, kvm: bool = True) -> StaticHTML:
+    """One card: bare metal or VM, CPU virtualization, and (``kvm``) the KVM verdict with its fix.
+
+    Notebook 01 shows it without the KVM rows: KVM is not introduced yet there.
+    """
     v = report.verdict
     rows = [
         ("kernel", f"Linux {report.kernel.release}"),
-        ("CPU", f"{report.cpu.model_name} · {report.cpu.logical_cpus} CPUs · "
-                f"{report.cpu.hardware_virtualization or 'no VT-x/AMD-V flag'}"),
+        ("CPU", f"{report.cpu.model_name} · {report.cpu.logical_cpus} CPUs"
+                + (f" · {report.cpu.hardware_virtualization or 'no VT-x/AMD-V flag'}" if kvm else "")),
         ("platform", report.platform.summary),
-        ("KVM", f"<b style='color:{_COLOURS[v.kind]}'>{html.escape(v.label)}</b>"),
     ]
-    if v.fix:
+    if kvm:
+        rows.append(("KVM", f"<b style='color:{_COLOURS[v.kind]}'>{html.escape(v.label)}</b>"))
+    if kvm and v.fix:
         rows.append(("fix", html.escape(v.fix)))
     body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{val}</td></tr>"
                    for k, val in rows)
