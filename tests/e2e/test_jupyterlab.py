@@ -100,7 +100,7 @@ DRAWING = ".widget-html-content"  # the planner's HTML drawing, redrawn by the k
 EXPECTED: dict[str, Expected] = {
     "01_kernel": Expected(views=(".labkit-host-card",)),  # the card is static: nothing to poke
     "02_hypervisor_types": Expected(
-        views=(APARTMENTS, ".labkit-host-card", ".labkit-stack"),
+        views=(APARTMENTS, ".labkit-building", ".labkit-type-stacks", ".labkit-host-card", ".labkit-stack"),
         pokes=(Poke(APARTMENTS, slider("guests"), "slide", DRAWING, shows="flat 4"),  # parameters: guests = 3
                Poke(APARTMENTS, slider("vCPUs each"), "slide", DRAWING),
                Poke(APARTMENTS, slider("MiB each"), "slide", DRAWING))),
