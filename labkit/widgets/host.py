@@ -1,36 +1,46 @@
-"""Views of the host: a summary card, the layer stack, and the apartment-building planner."""
+"""Views of the host: a summary card, the layer stack, and the apartment-building planner.
+
+Each also carries a static picture (:mod:`labkit.widgets.static`), so a saved
+notebook shows the card, the stack and the building before anything runs.
+"""
 
 from __future__ import annotations
 
 import html
 
 import ipywidgets as w
+from IPython.display import HTML
 
 from labkit import hypervisor
 from labkit.host import HostReport
+from labkit.widgets.static import StaticFallback, StaticHTML
 
 _COLOURS = {"hardware": "#2e7d32", "nested": "#ef6c00", "none": "#c62828", "unknown": "#616161"}
 
 
-def host_card(report: HostReport) -> w.HTML:
-    """One card: bare metal or VM, CPU virtualization, and the KVM verdict with its fix."""
+def host_card(report: HostReport, kvm: bool = True) -> StaticHTML:
+    """One card: bare metal or VM, CPU virtualization, and (``kvm``) the KVM verdict with its fix.
+
+    Notebook 01 shows it without the KVM rows: KVM is not introduced yet there.
+    """
     v = report.verdict
     rows = [
         ("kernel", f"Linux {report.kernel.release}"),
-        ("CPU", f"{report.cpu.model_name} · {report.cpu.logical_cpus} CPUs · "
-                f"{report.cpu.hardware_virtualization or 'no VT-x/AMD-V flag'}"),
+        ("CPU", f"{report.cpu.model_name} · {report.cpu.logical_cpus} CPUs"
+                + (f" · {report.cpu.hardware_virtualization or 'no VT-x/AMD-V flag'}" if kvm else "")),
         ("platform", report.platform.summary),
-        ("KVM", f"<b style='color:{_COLOURS[v.kind]}'>{html.escape(v.label)}</b>"),
     ]
-    if v.fix:
+    if kvm:
+        rows.append(("KVM", f"<b style='color:{_COLOURS[v.kind]}'>{html.escape(v.label)}</b>"))
+    if kvm and v.fix:
         rows.append(("fix", html.escape(v.fix)))
     body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{val}</td></tr>"
                    for k, val in rows)
-    return w.HTML(f"<div class='labkit-host-card' style='border:1px solid #ccc;border-radius:6px;"
+    return StaticHTML(f"<div class='labkit-host-card' style='border:1px solid #ccc;border-radius:6px;"
                   f"padding:.5em 1em'><table>{body}</table></div>")
 
 
-def stack_view(report: HostReport) -> w.HTML:
+def stack_view(report: HostReport) -> StaticHTML:
     """The layers of :func:`labkit.hypervisor.stack`, drawn top (you) to bottom (hardware)."""
     boxes = "".join(
         f"<div style='border:1px solid #888;border-radius:4px;margin:2px 0;padding:4px 8px;"
@@ -38,13 +48,18 @@ def stack_view(report: HostReport) -> w.HTML:
         f"<b>{html.escape(layer.name)}</b> — {html.escape(layer.detail)}"
         f"<br><small style='color:#666'>evidence: {html.escape(layer.evidence)}</small></div>"
         for layer in reversed(hypervisor.stack(report)))
-    return w.HTML(f"<div class='labkit-stack'>{boxes}</div>")
+    return StaticHTML(f"<div class='labkit-stack'>{boxes}</div>")
 
 
-class ApartmentPlanner(w.VBox):
+class ApartmentPlanner(StaticFallback, w.VBox):
     """Carve the host (the building) into guests (apartments); overcommit is called out.
 
-    ``plan`` always holds the :class:`~labkit.hypervisor.Plan` that is drawn.
+    The drawing is a building: its walls are the host's CPUs (one window
+    column each) and its height is the host's memory.  Each guest is a floor
+    as tall as its memory, with one window per vCPU: windows past the wall
+    are vCPUs the host's CPUs must time-share, floors above the roof are
+    memory promised beyond the RAM.  ``plan`` always holds the
+    :class:`~labkit.hypervisor.Plan` that is drawn.
     """
 
     def __init__(self, host_cpus: int, host_memory_mib: int, guests: int = 3,
@@ -66,19 +81,104 @@ class ApartmentPlanner(w.VBox):
             hypervisor.GuestSpec(f"flat {i + 1}", self.vcpus.value, self.memory.value)
             for i in range(self.guests.value)])
         p = self.plan
-        cpu_red = p.cpu_overcommit > 1
-        mem_red = p.memory_overcommit > 1
-        flats = "".join(
-            f"<tr><td>{g.name}</td><td>{'▣' * g.vcpus}</td>"
-            f"<td><div style='background:#90caf9;height:10px;width:"
-            f"{min(100, 100 * g.memory_mib / p.host_memory_mib):.1f}%'></div></td></tr>"
-            for g in p.guests)
-        summary = (f"<span style='color:{'#c62828' if cpu_red else '#2e7d32'}'>{p.vcpus} vCPUs on "
+        summary = (f"<span style='color:{'#c62828' if p.cpu_overcommit > 1 else '#2e7d32'}'>{p.vcpus} vCPUs on "
                    f"{p.host_cpus} CPUs ({p.cpu_overcommit:.2f}x)</span> · "
-                   f"<span style='color:{'#c62828' if mem_red else '#2e7d32'}'>{p.memory_mib} MiB on "
-                   f"{p.host_memory_mib} MiB ({p.memory_overcommit:.2f}x)</span>")
+                   f"<span style='color:{'#c62828' if p.memory_overcommit > 1 else '#2e7d32'}'>{p.memory_mib} MiB "
+                   f"on {p.host_memory_mib} MiB ({p.memory_overcommit:.2f}x)</span>")
         warnings = "".join(f"<li>{html.escape(n)}</li>" for n in p.warnings)
-        self.drawing.value = (
-            f"<div><b>the building</b>: {'▣' * p.host_cpus} CPUs, {p.host_memory_mib} MiB"
-            f"<table style='width:100%'><tr><th>apartment</th><th>vCPUs</th><th>memory</th></tr>"
-            f"{flats}</table><p>{summary}</p><ul class='labkit-warnings'>{warnings}</ul></div>")
+        self.drawing.value = (f"<div>{building_html(p)}<p>{summary}</p>"
+                              f"<ul class='labkit-warnings'>{warnings}</ul></div>")
+
+    def static_html(self) -> str:
+        sliders = " · ".join(f"{s.description} = {s.value}" for s in (self.guests, self.vcpus, self.memory))
+        return f"<div class='labkit-apartments'><p><i>{sliders}</i> (run the cell to move them)</p>" \
+               f"{self.drawing.value}</div>"
+
+    def static_text(self) -> str:
+        p = self.plan
+        return (f"the building: {p.host_cpus} CPUs, {p.host_memory_mib} MiB; {len(p.guests)} apartments of "
+                f"{self.vcpus.value} vCPUs and {self.memory.value} MiB: {p.vcpus} vCPUs "
+                f"({p.cpu_overcommit:.2f}x), {p.memory_mib} MiB ({p.memory_overcommit:.2f}x)")
+
+
+#: Building drawing: pixels per CPU column, for the host's memory, and the most the floors may take.
+_CELL, _HOUSE_PX, _MAX_PX = 34, 200, 400
+
+
+def building_html(p: hypervisor.Plan) -> str:
+    """The plan as a building (see :class:`ApartmentPlanner`), drawn as a plain HTML table.
+
+    A table with inline colours, not SVG: JupyterLab's sanitizer keeps it in a
+    saved, untrusted notebook, so the building shows before anything runs.
+    """
+    columns = max(p.host_cpus, *(g.vcpus for g in p.guests))
+    scale = min(_HOUSE_PX / p.host_memory_mib, _MAX_PX / max(p.memory_mib, 1))
+    house_h = p.host_memory_mib * scale
+    outside = "<td style='padding:0'></td>" * (columns - p.host_cpus)  # past the wall: nothing
+
+    def box(colour: str, height: float, border: str = "#616161", span: int = 1) -> str:
+        return (f"<td colspan='{span}' style='width:{_CELL * span}px;height:{height:.0f}px;padding:0;"
+                f"border:1px solid {border};background-color:{colour}'></td>")
+
+    def row(inner: str, label: str = "", colour: str = "#212121") -> str:
+        return f"<tr>{inner}<td style='padding:0 8px;font-size:11px;text-align:left;color:{colour}'>{label}</td></tr>"
+
+    above, below, ground = [], [], 0.0
+    for g in p.guests:
+        h = max(g.memory_mib * scale, 4)
+        over_roof = ground + h > house_h
+        windows = "".join(
+            box("#e53935" if c >= p.host_cpus else "#ffcdd2" if over_roof else "#fff59d", h) if c < g.vcpus
+            else box("#bbdefb", h, "#bbdefb") if c < p.host_cpus else "<td style='padding:0'></td>"
+            for c in range(columns))
+        (above if over_roof else below).append(row(windows, f"{html.escape(g.name)}: {g.vcpus} vCPU, "
+                                                            f"{g.memory_mib} MiB"))
+        ground += h
+    over = p.memory_overcommit > 1
+    roof = row(box("#8d6e63", 12, "#c62828" if over else "#8d6e63", p.host_cpus) + outside,
+               "the host's RAM ends here" if over else "roof", "#c62828" if over else "#6d4c41")
+    free = house_h - ground
+    empty = row(box("#f5f5f5", free, "#e0e0e0", p.host_cpus) + outside, "free") if free >= 4 else ""
+    base = row(f"<td colspan='{columns}' style='padding:0;height:4px;border-top:3px solid #424242'></td>",
+               f"the ground: {p.host_cpus} CPUs wide, {p.host_memory_mib} MiB tall")
+    return (f"<table class='labkit-building' style='border-collapse:separate;border-spacing:2px 1px'>"
+            f"{''.join(reversed(above))}{roof}{empty}{''.join(reversed(below))}{base}</table>")
+
+
+#: The four stacks of notebook 02's picture, bottom layer last: (title, [(layer, kind)]).
+#: kinds colour the boxes: hw hardware, hv the hypervisor's code, os a host OS, app a process, vm a guest.
+TYPE_STACKS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("Type 1 (bare metal): ESXi, Xen, Hyper-V",
+     (("VM · VM · VM", "vm"), ("hypervisor (its own small kernel)", "hv"), ("hardware", "hw"))),
+    ("Type 2 (hosted): VirtualBox, Workstation",
+     (("VM · VM", "vm"), ("hypervisor app · other apps", "app"), ("host OS (Windows, macOS, Linux)", "os"),
+      ("hardware", "hw"))),
+    ("KVM: Linux becomes the hypervisor",
+     (("VM · VM", "vm"), ("QEMU processes (the VMMs) · other apps", "app"),
+      ("Linux kernel + kvm.ko (the hypervisor)", "hv"), ("hardware with VT-x / AMD-V", "hw"))),
+    ("QEMU with TCG: an emulator",
+     (("VM", "vm"), ("QEMU process: translates every guest instruction", "app"), ("host OS", "os"),
+      ("hardware (no help needed)", "hw"))),
+)
+_KIND_COLOURS = {"hw": "#cfd8dc", "hv": "#ffcc80", "os": "#c5e1a5", "app": "#b3e5fc", "vm": "#e1bee7"}
+
+
+def hypervisor_types_picture() -> HTML:
+    """Type 1, Type 2, KVM and TCG drawn side by side as stacks.
+
+    A plain HTML table with inline colours: it shows before anything runs,
+    also in an untrusted notebook (JupyterLab's sanitizer keeps tables, drops SVG and flexbox).
+    """
+    titles = "".join(f"<th style='text-align:center;vertical-align:bottom;padding:4px'>{html.escape(title)}</th>"
+                     for title, _ in TYPE_STACKS)
+    stacks = "".join(
+        "<td style='vertical-align:bottom;width:25%;padding:4px'>" + "".join(
+            f"<div style='background-color:{_KIND_COLOURS[kind]};border:1px solid #616161;border-radius:4px;"
+            f"margin:3px 0;padding:6px;text-align:center'>{html.escape(name)}</div>" for name, kind in layers)
+        + "</td>" for _, layers in TYPE_STACKS)
+    legend = " ".join(f"<span style='background-color:{_KIND_COLOURS[k]};border:1px solid #616161;"
+                      f"padding:0 6px'>{name}</span>"
+                      for k, name in (("hw", "hardware"), ("hv", "hypervisor code"), ("os", "host OS"),
+                                      ("app", "process"), ("vm", "guest")))
+    return HTML(f"<div class='labkit-type-stacks'><table style='width:100%;border-collapse:separate'>"
+                f"<tr>{titles}</tr><tr>{stacks}</tr></table><p style='font-size:smaller'>{legend}</p></div>")
