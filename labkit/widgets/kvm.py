@@ -115,5 +115,8 @@ class ExitStepper:
             self.machine.close()
             self.machine = None
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+    def _repr_mimebundle_(self, **kwargs) -> dict:
+        """The live view; a viewer without the widget manager shows a sentence, not the widget tree."""
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = "the exit stepper: Step, Run to end, Restart (run the notebook to use it)"
+        return bundle

@@ -8,6 +8,7 @@ import threading
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
+from IPython.display import HTML, display
 from matplotlib.figure import Figure
 
 from labkit import host, images, payload, qemu
@@ -43,13 +44,14 @@ class ConsoleView:
                 f"overflow:auto;white-space:pre-wrap;font-size:85%'>{html.escape(tail)}</pre>")
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
+        """The live view; a viewer without the widget manager shows a sentence, not the widget tree."""
+        bundle = self.widget._repr_mimebundle_()
+        bundle["text/plain"] = "a guest's serial console (run the notebook to see it live)"
+        display(bundle, raw=True)
 
-        display(self.widget)
 
-
-def guest_vs_host(report: images.GuestReport, host_report: host.HostReport) -> widgets.HTML:
-    """A table: the same questions asked of the host and of the guest."""
+def guest_vs_host(report: images.GuestReport, host_report: host.HostReport) -> HTML:
+    """A table: the same questions asked of the host and of the guest (static HTML: saved with the notebook)."""
     cpu = host_report.cpu
     rows = [
         ("kernel", f"Linux {host_report.kernel.release}", f"Linux {report.kernel_release}"),
@@ -63,12 +65,12 @@ def guest_vs_host(report: images.GuestReport, host_report: host.HostReport) -> w
     ]
     body = "".join(f"<tr><th style='text-align:left'>{html.escape(str(a))}</th><td>{html.escape(str(b))}</td>"
                    f"<td>{html.escape(str(c))}</td></tr>" for a, b, c in rows)
-    return widgets.HTML(f"<table><tr><th></th><th>host</th><th>guest</th></tr>{body}</table>")
+    return HTML(f"<table class='labkit-guest-vs-host'><tr><th></th><th>host</th><th>guest</th></tr>{body}</table>")
 
 
 def plot_accelerators(runs: list[payload.PayloadRun], boots: list[qemu.BootResult]) -> Figure:
     """Left: the payload's loop rate per accelerator and ring (log scale).  Right: Linux boot phases."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6))
     labels = [f"{r.accel.name.upper()}\nring {r.ring}" for r in runs]
     rates = [(r.iterations_per_s or 0) / 1e6 for r in runs]
     bars = left.bar(labels, rates, color=["#2a7" if r.accel.name == "kvm" else "#37c" for r in runs])
@@ -89,6 +91,7 @@ def plot_accelerators(runs: list[payload.PayloadRun], boots: list[qemu.BootResul
     right.bar(names, off, bottom=[a + b for a, b in zip(before, kernel)], label="/init: report, awk workload, power-off", color="#e93")
     right.set_ylabel("seconds since QEMU was launched (median)")
     right.set_title(f"tiny Linux guest boot ({len(boots)} boots)")
-    right.legend(fontsize=8, loc="upper right")
+    # below the axes, never over a bar (however tall the bars of this host are)
+    right.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     fig.tight_layout()
     return fig
