@@ -1,27 +1,98 @@
 """Claims a notebook makes, checked live on this host.
 
 Every claim in a notebook is followed by a cell that calls :func:`check`.  It
-prints one line, ``✔ <claim>``, whose text does not depend on the host (so
-nbval can compare it strictly), and raises :class:`ClaimFailed` with the
-evidence when the host disagrees: the notebook stops at the claim that is
-wrong instead of teaching something false.
+prints one line whose text does not depend on the host (so nbval can compare
+it strictly):
+
+- ``✔ <claim>`` — the claim was tested here and held;
+- ``○ not checkable on this host, because <reason>: <claim>`` — when the
+  notebook passes ``unknown(reason)`` instead of a result: the host lacks
+  what the test needs (no ``/dev/kvm``, no microkernel to compare with...).
+  ✔ therefore always means "held here", never "nothing to test".
+
+When the host disagrees it raises :class:`ClaimFailed` with the evidence: the
+notebook stops at the claim that is wrong instead of teaching something false.
+
+:func:`ready` is the short, non-blocking question at the end of a section
+("ready to go on?"): it answers, it never stops the notebook.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
 from labkit.errors import LabkitError
+
+#: The marks :func:`check` prints.
+HELD, NOT_CHECKABLE = "✔", "○"
 
 
 class ClaimFailed(LabkitError, AssertionError):
     """A claim of the lesson does not hold on this host."""
 
 
-def check(claim: str, holds: bool, evidence: str = "") -> None:
-    """Print ``✔ claim`` if ``holds``; otherwise raise :class:`ClaimFailed` with ``evidence``."""
+@dataclass(frozen=True)
+class Unknown:
+    """A claim's result that could not be found out here, and why (see :func:`unknown`)."""
+
+    because: str
+
+
+def unknown(because: str) -> Unknown:
+    """The result of a claim this host cannot test: ``because`` says what is missing.
+
+    Pass it to :func:`check` in place of a bool, e.g.
+    ``lesson.check(claim, test() if report.kvm.present else lesson.unknown("this host has no /dev/kvm"))``.
+    """
+    if not because.strip():
+        raise ValueError("say why the claim cannot be checked here")
+    return Unknown(because.strip())
+
+
+def check(claim: str, holds: bool | Unknown, evidence: str = "") -> None:
+    """Print ``✔ claim`` if ``holds`` is True, the not-checkable line for :class:`Unknown`, else raise.
+
+    ``holds`` must be a real ``bool`` (or :class:`Unknown`): anything else
+    (None, a list, a count) is a bug in the notebook, not a result, so it
+    raises :class:`TypeError` instead of passing for "true".
+    """
+    if isinstance(holds, Unknown):
+        print(f"{NOT_CHECKABLE} not checkable on this host, because {holds.because}: {claim}")
+        return
+    if not isinstance(holds, bool):
+        raise TypeError(f"lesson.check({claim!r}) needs a bool or lesson.unknown(reason), got {type(holds).__name__}")
     if not holds:
         raise ClaimFailed(f"the lesson claims: {claim!r}, but on this host it is not so. {evidence}".strip(),
                           "run `labkit doctor` and report the host and this message to your instructor")
-    print(f"✔ {claim}")
+    print(f"{HELD} {claim}")
+
+
+def ready(question: str, answer: object, right: str | int | Collection[str | int] | Callable[[object], bool],
+          why: str, hint: str = "") -> None:
+    """A section's "ready to go on?" question: answer it by editing ``answer=`` in the cell.
+
+    Prints one line and never raises nor records anything: a wrong answer
+    is a pointer back into the section, not a stop.  ``right`` is the
+    accepted answer, several accepted answers, or a predicate; strings are
+    compared without case or surrounding blanks.  ``why`` is shown with a
+    right answer; ``hint`` (or a generic pointer) with a wrong one.
+    """
+    if answer is None:
+        print(f"→ ready to go on? {question}  (put your answer in answer=… and run this cell again)")
+    elif _accepts(right, answer):
+        print(f"✔ ready to go on: {why}")
+    else:
+        print(f"↺ not quite ({answer!r}): {hint or 're-read the section above'} — you may go on anyway")
+
+
+def _accepts(right: str | int | Collection[str | int] | Callable[[object], bool], answer: object) -> bool:
+    """Whether ``answer`` is one of the accepted answers in ``right``."""
+    if callable(right):
+        return bool(right(answer))
+    accepted = [right] if isinstance(right, (str, int)) else list(right)
+    norm = (lambda v: v.strip().lower() if isinstance(v, str) else v)
+    return norm(answer) in {norm(a) for a in accepted}
 
 
 #: MIME type of the key results a notebook records (read back by ``labkit run``).
@@ -33,9 +104,11 @@ def record(**results: float | int | str | bool) -> None:
 
     They are displayed as one line and stored in the executed notebook under
     :data:`RESULTS_MIME`, where ``labkit run`` collects them into its summary
-    table.  Values are host-specific: call this in a cell tagged ``nbval-ignore-output``.
+    table.  An empty string (``run_id`` when no run id was given) is stored
+    but not shown.  Values are host-specific: call this in a cell tagged
+    ``nbval-ignore-output``.
     """
     from IPython.display import display
 
-    text = ", ".join(f"{k} = {v}" for k, v in results.items())
+    text = ", ".join(f"{k} = {v}" for k, v in results.items() if v != "")
     display({RESULTS_MIME: results, "text/plain": f"recorded: {text}"}, raw=True)

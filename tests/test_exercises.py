@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
 
 from labkit import exercises
-from labkit.exercises import exercise_name, kernel
+from labkit import kernel as kernel_mod
+from labkit.exercises import exercise_name, hypervisor, kernel
 
 TOP = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((TOP / "notebooks").glob("*.ipynb"))
@@ -47,3 +49,55 @@ def test_expect_solved_turns_feedback_into_an_error(monkeypatch: pytest.MonkeyPa
     with pytest.raises(exercises.NotSolved, match="reference solution did not solve"):
         kernel.page_faults(None, mib=1)
     assert kernel.page_faults(256, mib=1).solved
+
+
+def _check_cell_source(path: Path, name: str) -> str:
+    rest = next(r for n, r in _exercise_cells(path) if n == name)
+    return "".join(next(c for c in rest if c["cell_type"] == "code")["source"])
+
+
+def test_every_exercise_has_a_registered_checker_that_its_check_cell_calls() -> None:
+    registered = exercises.all_exercises()
+    tagged = {name: p for p in NOTEBOOKS for name, _ in _exercise_cells(p)}
+    assert set(tagged) == set(registered), "each exercise:NAME tag needs one @exercise(NAME) checker, and back"
+    for name, path in tagged.items():
+        assert f".{registered[name].__name__}(" in _check_cell_source(path, name), \
+            f"{path.name}: the cell after exercise:{name} should call {registered[name].__name__}"
+
+
+def test_a_checker_is_registered_once() -> None:
+    with pytest.raises(ValueError, match="two checkers"):
+        exercises.exercise("page-faults")(lambda: None)
+
+
+def _solution(name: str, **notebook: object) -> dict:
+    """The names solutions/NAME.py sets, run with the notebook's names it uses."""
+    namespace = dict(notebook)
+    exec((TOP / "solutions" / f"{name}.py").read_text(), namespace)  # our own reference files
+    return namespace
+
+
+def test_page_faults_solution_passes_and_the_checker_measured_it() -> None:
+    solved = kernel.page_faults(_solution("page-faults")["my_prediction"], mib=10)
+    assert solved.solved and "page faults here" in solved.message
+    wrong = kernel.page_faults(10, mib=10)
+    assert not wrong.solved and "one fault per MiB" in wrong.hint
+
+
+def test_stop_signal_solution_stops_a_real_child_and_a_wrong_one_ends_it() -> None:
+    assert kernel.stop_signal(_solution("stop-signal")["my_signal"]).solved
+    ended = kernel.stop_signal(signal.SIGTERM)
+    assert not ended.solved and "zombie" in ended.message and ended.hint
+    assert not kernel.stop_signal(None).solved
+
+
+def test_hypervisor_types_solution_passes_and_kvm_is_accepted_either_way_with_an_argument() -> None:
+    ns = _solution("hypervisor-types")
+    assert hypervisor.hypervisor_types(ns["my_answers"], ns["my_kvm_argument"]).solved
+    as_type2 = dict(ns["my_answers"], KVM="Type 2")
+    assert hypervisor.hypervisor_types(as_type2, "its VMM, QEMU, is an ordinary process of the host OS").solved
+    no_argument = hypervisor.hypervisor_types(as_type2, "")
+    assert not no_argument.solved and no_argument.hint
+    swapped = dict(ns["my_answers"], **{"Oracle VirtualBox": "type 1"})
+    assert not hypervisor.hypervisor_types(swapped, ns["my_kvm_argument"]).solved
+

@@ -6,7 +6,6 @@ import pytest
 
 from conftest import HOSTS
 from labkit import host, hypervisor
-from labkit.exercises import hypervisor as exercises
 from labkit.errors import InvalidOptionError
 from labkit.widgets.host import ApartmentPlanner, host_card, stack_view
 
@@ -60,12 +59,3 @@ def test_host_views_render() -> None:
     card = host_card(report).value
     assert "no KVM" in card and "nested virtualization" in card
     assert "outer hypervisor" in stack_view(report).value
-
-
-def test_hypervisor_exercise() -> None:
-    right = {"Oracle VirtualBox": "type 2", "VMware ESXi": "Type 1", "KVM": "type 1"}
-    assert exercises.hypervisor_types(right).solved
-    wrong = exercises.hypervisor_types({**right, "KVM": "type 2"})
-    assert not wrong.solved and "KVM" in wrong.message
-    assert not exercises.hypervisor_types({"Bochs": "type 2"}).solved
-    assert not exercises.hypervisor_types({}).solved

@@ -1,10 +1,15 @@
 """The notebooks' exercises: is the learner's answer right, and a hint if not.
 
 One module per notebook holds its checkers (:mod:`.kernel`, :mod:`.hypervisor`,
-:mod:`.kvm`, ...).  A checker never raises on a wrong answer: it returns
-:class:`Feedback`, which prints as ``✔ …`` or ``✘ …`` with a hint — a
-conversation, not a traceback.  Reference solutions live in ``solutions/``
-(for instructors; see the top-level ``conftest.py`` for how CI runs them).
+:mod:`.kvm`, ...).  Each notebook exercise is an answer cell tagged
+``exercise:NAME``, a check cell calling the checker registered under NAME
+with :func:`exercise` (see :data:`EXERCISES`), and a reference solution in
+``solutions/NAME.py`` (for instructors; see the top-level ``conftest.py`` for
+how CI runs them).  A checker *measures* on this host what the answer says
+(boots the guest, touches the memory, reads the process) instead of
+recomputing a number the notebook already printed, and it never raises on a
+wrong answer: it returns :class:`Feedback`, which prints as ``✔ …`` or
+``✘ …`` with a hint — a conversation, not a traceback.
 
 Each answer a learner checks in a notebook is also recorded, so an instructor
 can see who passed what (``labkit class status``, :mod:`labkit.classroom`):
@@ -18,14 +23,41 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from labkit.errors import LabkitError
 
 
 #: Tag of a notebook's answer cell: ``exercise:NAME``; ``solutions/NAME.py`` is its reference solution.
 EXERCISE_TAG = "exercise:"
+
+
+#: Every exercise of the notebooks: NAME (of ``exercise:NAME`` and ``solutions/NAME.py``) -> its checker.
+EXERCISES: dict[str, Callable[..., "Feedback"]] = {}
+
+_Checker = TypeVar("_Checker", bound=Callable[..., "Feedback"])
+
+
+def exercise(name: str) -> Callable[[_Checker], _Checker]:
+    """Register the decorated checker as the one for the notebook cell tagged ``exercise:name``."""
+    def register(checker: _Checker) -> _Checker:
+        if EXERCISES.setdefault(name, checker) is not checker:
+            raise ValueError(f"two checkers for exercise {name!r}")
+        return checker
+    return register
+
+
+def all_exercises() -> dict[str, Callable[..., "Feedback"]]:
+    """:data:`EXERCISES` with every checker module imported (each registers its own)."""
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+    return dict(EXERCISES)
 
 
 def exercise_name(cell: dict) -> str | None:

@@ -7,7 +7,7 @@ assembles and runs it and says what is right or, with a hint, what is not.
 from __future__ import annotations
 
 from labkit.errors import LabkitError
-from labkit.exercises import Feedback
+from labkit.exercises import Feedback, exercise
 from labkit.kvm import guests
 from labkit.kvm.errors import GuestBudgetExceeded, GuestError, UnhandledAccessError
 from labkit.kvm.machine import Machine
@@ -29,6 +29,7 @@ start:
 """
 
 
+@exercise("kvm-digits")
 def check_digits(source: str) -> Feedback:
     """Run ``source`` in real mode; it passes when the guest prints EXPECTED, one ``out`` per character, and halts."""
     try:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from labkit.exercises import Feedback
+from labkit.exercises import Feedback, exercise
 from labkit.qemu import BootResult
 
 
+@exercise("qemu-vcpus")
 def cpu_count(result: BootResult | None) -> Feedback:
     """Did the guest get 2 vCPUs, and did its own command print how many CPUs it sees?"""
     if result is None:

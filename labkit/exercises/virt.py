@@ -6,11 +6,12 @@ import xml.etree.ElementTree as ET
 
 from labkit import images, virt
 from labkit.errors import LabkitError
-from labkit.exercises import Feedback
+from labkit.exercises import Feedback, exercise
 
 _TO_MIB = {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}
 
 
+@exercise("libvirt-guest")
 def libvirt_guest(domain: object, vcpus: int = 2, memory_mib: int = 192) -> Feedback:
     """Did the learner's domain get ``vcpus`` and ``memory_mib``, as the guest itself saw them?
 

@@ -1,4 +1,8 @@
-"""Views of the host: a summary card, the layer stack, and the apartment-building planner."""
+"""Views of the host: a summary card, the layer stack, and the apartment-building planner.
+
+Each also carries a static picture (:mod:`labkit.widgets.static`), so a saved
+notebook shows the card, the stack and the building before anything runs.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,12 @@ import ipywidgets as w
 
 from labkit import hypervisor
 from labkit.host import HostReport
+from labkit.widgets.static import StaticFallback, StaticHTML
 
 _COLOURS = {"hardware": "#2e7d32", "nested": "#ef6c00", "none": "#c62828", "unknown": "#616161"}
 
 
-def host_card(report: HostReport) -> w.HTML:
+def host_card(report: HostReport) -> StaticHTML:
     """One card: bare metal or VM, CPU virtualization, and the KVM verdict with its fix."""
     v = report.verdict
     rows = [
@@ -26,11 +31,11 @@ def host_card(report: HostReport) -> w.HTML:
         rows.append(("fix", html.escape(v.fix)))
     body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{val}</td></tr>"
                    for k, val in rows)
-    return w.HTML(f"<div class='labkit-host-card' style='border:1px solid #ccc;border-radius:6px;"
+    return StaticHTML(f"<div class='labkit-host-card' style='border:1px solid #ccc;border-radius:6px;"
                   f"padding:.5em 1em'><table>{body}</table></div>")
 
 
-def stack_view(report: HostReport) -> w.HTML:
+def stack_view(report: HostReport) -> StaticHTML:
     """The layers of :func:`labkit.hypervisor.stack`, drawn top (you) to bottom (hardware)."""
     boxes = "".join(
         f"<div style='border:1px solid #888;border-radius:4px;margin:2px 0;padding:4px 8px;"
@@ -38,13 +43,18 @@ def stack_view(report: HostReport) -> w.HTML:
         f"<b>{html.escape(layer.name)}</b> — {html.escape(layer.detail)}"
         f"<br><small style='color:#666'>evidence: {html.escape(layer.evidence)}</small></div>"
         for layer in reversed(hypervisor.stack(report)))
-    return w.HTML(f"<div class='labkit-stack'>{boxes}</div>")
+    return StaticHTML(f"<div class='labkit-stack'>{boxes}</div>")
 
 
-class ApartmentPlanner(w.VBox):
+class ApartmentPlanner(StaticFallback, w.VBox):
     """Carve the host (the building) into guests (apartments); overcommit is called out.
 
-    ``plan`` always holds the :class:`~labkit.hypervisor.Plan` that is drawn.
+    The drawing is a building: its walls are the host's CPUs (one window
+    column each) and its height is the host's memory.  Each guest is a floor
+    as tall as its memory, with one window per vCPU: windows past the wall
+    are vCPUs the host's CPUs must time-share, floors above the roof are
+    memory promised beyond the RAM.  ``plan`` always holds the
+    :class:`~labkit.hypervisor.Plan` that is drawn.
     """
 
     def __init__(self, host_cpus: int, host_memory_mib: int, guests: int = 3,
@@ -66,19 +76,66 @@ class ApartmentPlanner(w.VBox):
             hypervisor.GuestSpec(f"flat {i + 1}", self.vcpus.value, self.memory.value)
             for i in range(self.guests.value)])
         p = self.plan
-        cpu_red = p.cpu_overcommit > 1
-        mem_red = p.memory_overcommit > 1
-        flats = "".join(
-            f"<tr><td>{g.name}</td><td>{'▣' * g.vcpus}</td>"
-            f"<td><div style='background:#90caf9;height:10px;width:"
-            f"{min(100, 100 * g.memory_mib / p.host_memory_mib):.1f}%'></div></td></tr>"
-            for g in p.guests)
-        summary = (f"<span style='color:{'#c62828' if cpu_red else '#2e7d32'}'>{p.vcpus} vCPUs on "
+        summary = (f"<span style='color:{'#c62828' if p.cpu_overcommit > 1 else '#2e7d32'}'>{p.vcpus} vCPUs on "
                    f"{p.host_cpus} CPUs ({p.cpu_overcommit:.2f}x)</span> · "
-                   f"<span style='color:{'#c62828' if mem_red else '#2e7d32'}'>{p.memory_mib} MiB on "
-                   f"{p.host_memory_mib} MiB ({p.memory_overcommit:.2f}x)</span>")
+                   f"<span style='color:{'#c62828' if p.memory_overcommit > 1 else '#2e7d32'}'>{p.memory_mib} MiB "
+                   f"on {p.host_memory_mib} MiB ({p.memory_overcommit:.2f}x)</span>")
         warnings = "".join(f"<li>{html.escape(n)}</li>" for n in p.warnings)
-        self.drawing.value = (
-            f"<div><b>the building</b>: {'▣' * p.host_cpus} CPUs, {p.host_memory_mib} MiB"
-            f"<table style='width:100%'><tr><th>apartment</th><th>vCPUs</th><th>memory</th></tr>"
-            f"{flats}</table><p>{summary}</p><ul class='labkit-warnings'>{warnings}</ul></div>")
+        self.drawing.value = (f"<div>{building_svg(p)}<p>{summary}</p>"
+                              f"<ul class='labkit-warnings'>{warnings}</ul></div>")
+
+    def static_html(self) -> str:
+        sliders = " · ".join(f"{s.description} = {s.value}" for s in (self.guests, self.vcpus, self.memory))
+        return f"<div class='labkit-apartments'><p><i>{sliders}</i> (run the cell to move them)</p>" \
+               f"{self.drawing.value}</div>"
+
+    def static_text(self) -> str:
+        p = self.plan
+        return (f"the building: {p.host_cpus} CPUs, {p.host_memory_mib} MiB; {len(p.guests)} apartments of "
+                f"{self.vcpus.value} vCPUs and {self.memory.value} MiB: {p.vcpus} vCPUs "
+                f"({p.cpu_overcommit:.2f}x), {p.memory_mib} MiB ({p.memory_overcommit:.2f}x)")
+
+
+#: Building drawing: pixels per CPU column (at most), for the host's memory, and the most it may grow.
+_CELL, _HOUSE_PX, _MAX_PX = 40, 220, 440
+
+
+def building_svg(p: hypervisor.Plan) -> str:
+    """The plan as a building (see :class:`ApartmentPlanner`): an SVG a browser draws without a kernel."""
+    columns = max(p.host_cpus, *(g.vcpus for g in p.guests))
+    cell = min(_CELL, 320 // columns)
+    scale = min(_HOUSE_PX / p.host_memory_mib, _MAX_PX / max(p.memory_mib, 1))
+    house_h, floors_h = p.host_memory_mib * scale, p.memory_mib * scale
+    top = max(house_h, floors_h) + 30  # room for the roof
+    width = columns * cell + 330
+    wall = p.host_cpus * cell
+    parts = [f"<svg class='labkit-building' xmlns='http://www.w3.org/2000/svg' width='{width}' "
+             f"height='{top + 24:.0f}' font-family='sans-serif' font-size='11'>",
+             # the building: walls = CPUs, height = RAM
+             f"<rect x='10' y='{top - house_h:.1f}' width='{wall}' height='{house_h:.1f}' fill='#f5f5f5' "
+             f"stroke='#424242' stroke-width='2'/>",
+             f"<text x='10' y='{top + 16:.0f}'>{p.host_cpus} CPUs wide, {p.host_memory_mib} MiB tall</text>"]
+    y = top
+    for g in p.guests:
+        h = max(g.memory_mib * scale, 4)
+        y -= h
+        above_roof = y < top - house_h
+        parts.append(f"<rect x='10' y='{y:.1f}' width='{wall}' height='{h:.1f}' "
+                     f"fill='{'#ffcdd2' if above_roof else '#bbdefb'}' stroke='#1565c0' stroke-width='0.5'/>")
+        for c in range(g.vcpus):
+            outside = c >= p.host_cpus  # a vCPU past the wall: no CPU of its own
+            parts.append(f"<rect x='{12 + c * cell}' y='{y + 1:.1f}' width='{cell - 4}' height='{max(h - 2, 2):.1f}' "
+                         f"fill='{'#e53935' if outside else '#ffcdd2' if above_roof else '#fff59d'}' "
+                         f"stroke='#616161' stroke-width='0.5'/>")
+        parts.append(f"<text x='{16 + columns * cell}' y='{y + min(h, 14) - 2:.1f}'>{html.escape(g.name)}: "
+                     f"{g.vcpus} vCPU, {g.memory_mib} MiB</text>")
+    # the roof last, over any floor built above it: memory promised beyond the RAM
+    roof = top - house_h
+    parts.append(f"<polygon points='4,{roof:.1f} {10 + wall / 2:.1f},{roof - 22:.1f} {16 + wall},{roof:.1f}' "
+                 f"fill='#8d6e63' fill-opacity='{0.5 if floors_h > house_h else 1}'/>")
+    if floors_h > house_h:
+        parts.append(f"<line x1='4' y1='{roof:.1f}' x2='{width - 4}' y2='{roof:.1f}' stroke='#c62828' "
+                     f"stroke-dasharray='4 3'/><text x='{width - 4}' y='{roof - 3:.1f}' text-anchor='end' fill='#c62828'>"
+                     f"the host's RAM ends here</text>")
+    parts.append("</svg>")
+    return "".join(parts)
