@@ -49,6 +49,7 @@ def test_views_show_a_sentence_where_no_widget_manager_runs(monkeypatch) -> None
     shown = []
     monkeypatch.setattr(views, "display", lambda bundle, raw: shown.append(bundle))  # what goes to IPython
     views.ConsoleView()._ipython_display_()
-    assert shown[0]["text/plain"].startswith("a guest's serial console")
+    assert shown[0]["text/plain"] == "serial console (ttyS0): (waiting for the guest…)"
+    assert "waiting for the guest" in shown[0]["text/html"]
     assert "application/vnd.jupyter.widget-view+json" in shown[0]
     assert isinstance(views.guest_vs_host(REPORT, host.inspect(FIXTURES / "hosts" / "pvm-nested")), DisplayObject)

@@ -70,10 +70,13 @@ def test_a_refused_action_is_shown_not_raised(conn: virt.Connection, files) -> N
         board.stop()
 
 
-def test_repr_is_a_sentence_not_the_widget_tree(conn: virt.Connection, files) -> None:  # noqa: F811
+def test_saved_output_is_a_picture_not_the_widget_tree(conn: virt.Connection, files) -> None:  # noqa: F811
     with conn.define(spec(files)) as dom:
         board = virt_widgets.Dashboard(dom)
-        assert repr(board) == f"libvirt dashboard of {dom.name} (run the notebook to see it live)"
+        bundle = board._repr_mimebundle_()
+        assert "data-state='shut off'" in bundle["text/html"] and "application/vnd.jupyter.widget-view+json" in bundle
+        assert dom.name in bundle["text/plain"] and "shut off" in bundle["text/plain"]
+        assert "children=" not in bundle["text/plain"]
         board.stop()
 
 

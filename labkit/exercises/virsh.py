@@ -13,7 +13,7 @@ import time
 
 from labkit import virt
 from labkit.errors import LabkitError
-from labkit.exercises import Feedback
+from labkit.exercises import Feedback, exercise
 
 #: The guest's command in notebook 05: one HEARTBEAT line a second, until the guest is ended.
 HEARTBEAT = "alive"
@@ -29,6 +29,7 @@ def heartbeats(domain: virt.Domain, seconds: float) -> int:
     return domain.console().count(HEARTBEAT) - before
 
 
+@exercise("virsh-pause")
 def paused_with_virsh(domain: object) -> Feedback:
     """Is ``domain`` paused — no heartbeat for :data:`WATCH_S` s, state 'paused' — after the learner's ``!virsh``?"""
     if not isinstance(domain, virt.Domain):

@@ -12,6 +12,7 @@ from IPython.display import HTML, display
 from matplotlib.figure import Figure
 
 from labkit import host, images, payload, qemu
+from labkit.widgets.static import html_to_text
 
 
 class ConsoleView:
@@ -23,6 +24,7 @@ class ConsoleView:
 
     def __init__(self, lines: int = 14, title: str = "serial console (ttyS0)") -> None:
         self.lines = lines
+        self.title = title
         self._text = ""
         self._lock = threading.Lock()
         self._pre = widgets.HTML(self._render())
@@ -44,9 +46,10 @@ class ConsoleView:
                 f"overflow:auto;white-space:pre-wrap;font-size:85%'>{html.escape(tail)}</pre>")
 
     def _ipython_display_(self) -> None:
-        """The live view; a viewer without the widget manager shows a sentence, not the widget tree."""
+        """The live view; where no widget manager runs, its picture when displayed (see labkit.widgets.static)."""
         bundle = self.widget._repr_mimebundle_()
-        bundle["text/plain"] = "a guest's serial console (run the notebook to see it live)"
+        bundle["text/html"] = self._pre.value
+        bundle["text/plain"] = f"{self.title}: " + html_to_text(self._pre.value)
         display(bundle, raw=True)
 
 

@@ -17,6 +17,7 @@ from IPython.display import HTML
 
 from labkit import virt
 from labkit.errors import LabkitError
+from labkit.widgets.static import StaticFallback
 
 _COLOURS = {"running": "#2e7d32", "paused": "#ef6c00", "shut off": "#616161", "crashed": "#c62828"}
 
@@ -66,7 +67,7 @@ def enabled_actions(state: str) -> tuple[str, ...]:
     return ACTIONS_BY_STATE.get(state, ("stop", "end") if state != "undefined" else ())
 
 
-class Dashboard(w.VBox):
+class Dashboard(StaticFallback, w.VBox):
     """State and stats of ``domain``, redrawn on every lifecycle event and every ``interval`` s.
 
     The buttons (start, pause, resume, stop, end) are enabled from the
@@ -137,8 +138,9 @@ class Dashboard(w.VBox):
         self._wake.set()
         self._unlisten()
 
-    def __repr__(self) -> str:  # what a viewer without the widget manager shows instead of the view
-        return f"libvirt dashboard of {self.domain.name} (run the notebook to see it live)"
+    def static_html(self) -> str:
+        """The dashboard as drawn now (state, counters, events), for viewers without the widget manager."""
+        return self.view.value
 
 
 def _breakable(text: str) -> str:
