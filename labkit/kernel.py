@@ -13,6 +13,7 @@ import functools
 import mmap
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -149,6 +150,29 @@ class Mapping:
         return self.end - self.start
 
 
+#: The regions of an address space a lesson points at; the rest (libraries, anonymous memory) is counted.
+NOTABLE_REGIONS = ("[heap]", "[stack]", "[vdso]", "[vvar]", "[vsyscall]")
+
+
+def notable_mappings(regions: list[Mapping], program: str) -> tuple[list[Mapping], dict[str, int]]:
+    """The regions that matter in a lesson (``program``'s code, heap, stack, vDSO) and a count of the rest by kind.
+
+    A Python process maps about 200 regions, mostly shared libraries; the
+    kinds of the rest are "shared-library regions", "anonymous regions" and "other files".
+    """
+    shown, rest = [], {"shared-library regions": 0, "anonymous regions": 0, "other files": 0}
+    for r in regions:
+        if r.path in NOTABLE_REGIONS or (r.path.endswith(program) and "x" in r.perms):
+            shown.append(r)
+        elif ".so" in r.path:
+            rest["shared-library regions"] += 1
+        elif r.path.startswith("["):
+            rest["anonymous regions"] += 1
+        else:
+            rest["other files"] += 1
+    return shown, rest
+
+
 def memory_map(pid: int | None = None) -> list[Mapping]:
     """The process's virtual address space, region by region (``/proc/<pid>/maps``)."""
     rows = []
@@ -280,3 +304,65 @@ def kernel_symbols(names: set[str]) -> dict[str, str]:
             if len(parts) >= 3 and parts[2] in names:
                 found[parts[2]] = parts[3].strip("[]") if len(parts) > 3 else "kernel"
     return found
+
+
+@dataclass(frozen=True)
+class KernelThread:
+    """One of the kernel's own threads (``ps`` shows them in [brackets])."""
+
+    pid: int
+    name: str
+    user_memory: bool  # /proc/<pid>/status has VmSize: a user-space address space of its own
+
+
+def kernel_threads() -> list[KernelThread]:
+    """The kernel's own threads: ``kthreadd`` (pid 2) and its children.
+
+    They run kernel code only, in the kernel's address space, so none should
+    have a user-space memory map (``/proc/<pid>/status`` shows no ``Vm*``
+    lines; that file is readable by every user).  Empty where pid 2 is not
+    visible (a PID namespace, such as a container's).  Threads that end
+    while being read (kworkers come and go) are left out.
+    """
+    found = []
+    for proc in psutil.process_iter(["ppid", "name"]):
+        if proc.pid != 2 and proc.info["ppid"] != 2:
+            continue
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        found.append(KernelThread(proc.pid, proc.info["name"], "\nVmSize:" in status))
+    return found
+
+
+@dataclass(frozen=True)
+class ModuleLicense:
+    """A kernel module's license, as far as this host lets anyone read it."""
+
+    module: str
+    license: str | None  # e.g. "GPL"; None when this host keeps no record of it
+    source: str  # where it was read, or why it could not be
+    proprietary_loaded: bool | None  # taint flag P (/proc/sys/kernel/tainted bit 0): non-GPL code in the kernel
+
+
+def module_license(name: str = "kvm") -> ModuleLicense:
+    """``name``'s MODULE_LICENSE: ``modinfo -F license`` for a module, modules.builtin.modinfo when built in.
+
+    Built-in code keeps its license only in that file (the kernel exposes no
+    license in /sys/module); where neither is available the license is
+    unknown, and the taint flag still says whether any proprietary code was
+    ever loaded into this kernel.
+    """
+    tainted_file = Path("/proc/sys/kernel/tainted")
+    proprietary = bool(int(tainted_file.read_text()) & 1) if tainted_file.exists() else None
+    if shutil.which("modinfo"):
+        out = subprocess.run(["modinfo", "-F", "license", name], capture_output=True, text=True)
+        if out.returncode == 0 and out.stdout.strip():
+            return ModuleLicense(name, out.stdout.strip(), f"modinfo -F license {name}", proprietary)
+    builtin = Path(f"/lib/modules/{os.uname().release}/modules.builtin.modinfo")
+    if builtin.exists():
+        for entry in builtin.read_bytes().split(b"\0"):
+            if entry.startswith(f"{name}.license=".encode()):
+                return ModuleLicense(name, entry.split(b"=", 1)[1].decode(), str(builtin), proprietary)
+    return ModuleLicense(name, None, f"no modinfo and no {builtin} on this host", proprietary)

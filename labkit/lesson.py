@@ -5,7 +5,7 @@ prints one line whose text does not depend on the host (so nbval can compare
 it strictly):
 
 - ``✔ <claim>`` — the claim was tested here and held;
-- ``○ not checkable on this host, because <reason>: <claim>`` — when the
+- ``○ not checkable on this host: <claim> (because <reason>)`` — when the
   notebook passes ``unknown(reason)`` instead of a result: the host lacks
   what the test needs (no ``/dev/kvm``, no microkernel to compare with...).
   ✔ therefore always means "held here", never "nothing to test".
@@ -58,7 +58,7 @@ def check(claim: str, holds: bool | Unknown, evidence: str = "") -> None:
     raises :class:`TypeError` instead of passing for "true".
     """
     if isinstance(holds, Unknown):
-        print(f"{NOT_CHECKABLE} not checkable on this host, because {holds.because}: {claim}")
+        print(f"{NOT_CHECKABLE} not checkable on this host: {claim} (because {holds.because})")
         return
     if not isinstance(holds, bool):
         raise TypeError(f"lesson.check({claim!r}) needs a bool or lesson.unknown(reason), got {type(holds).__name__}")

@@ -101,3 +101,15 @@ def test_hypervisor_types_solution_passes_and_kvm_is_accepted_either_way_with_an
     swapped = dict(ns["my_answers"], **{"Oracle VirtualBox": "type 1"})
     assert not hypervisor.hypervisor_types(swapped, ns["my_kvm_argument"]).solved
 
+
+
+def test_vmm_process_knows_the_guests_process_from_another() -> None:
+    with kernel_mod.child_process("sleeper") as child, kernel_mod.child_process("sleeper") as other:
+        found = _solution("vmm-process", hosted_vm=child)["my_qemu_pid"]
+        solved = hypervisor.vmm_process(found, guest_pid=child.pid)
+        assert solved.solved and "threads" in solved.message
+        wrong = hypervisor.vmm_process(other.pid, guest_pid=child.pid)
+        assert not wrong.solved and wrong.hint
+    gone = hypervisor.vmm_process(child.pid, guest_pid=child.pid)  # reaped on leaving the block
+    assert not gone.solved and "no process" in gone.message
+    assert not hypervisor.vmm_process(None, guest_pid=1).solved

@@ -37,3 +37,13 @@ def test_the_building_shows_overcommit_as_windows_past_the_wall_and_floors_above
 
 def test_html_to_text_drops_markup_and_blank_lines() -> None:
     assert html_to_text("<table><tr><th>a</th><td>1</td></tr><tr><td>b</td></tr></table>") == "a 1\nb"
+
+
+def test_the_types_picture_draws_four_stacks_on_hardware_without_a_widget() -> None:
+    from labkit.widgets.host import TYPE_STACKS, hypervisor_types_picture
+
+    markup = hypervisor_types_picture().data
+    assert "labkit-type-stacks" in markup and "ipywidgets" not in markup
+    assert [title.split(" ")[0] for title, _ in TYPE_STACKS] == ["Type", "Type", "KVM:", "QEMU"]
+    assert all(layers[-1][1] == "hw" and layers[0][1] == "vm" for _, layers in TYPE_STACKS)
+    assert all(title in markup for title, _ in TYPE_STACKS)

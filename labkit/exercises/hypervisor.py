@@ -6,7 +6,9 @@ in this kernel's symbol table, and which host process a guest really is.
 
 from __future__ import annotations
 
-from labkit import kernel
+import psutil
+
+from labkit import hosted, kernel
 from labkit.exercises import Feedback, exercise
 
 #: The settled ones.  KVM is argued both ways by serious sources (see :data:`KVM_ARGUMENTS`).
@@ -49,3 +51,22 @@ def hypervisor_types(answers: dict[str, str | None], kvm_argument: str = "") -> 
                           f"the {other} reading also has its sources — the guest's VMM (QEMU) is an ordinary "
                           f"process of the host OS")
 
+
+
+@exercise("vmm-process")
+def vmm_process(pid: int | None, guest_pid: int) -> Feedback:
+    """Is ``pid`` the host process that holds the guest (``guest_pid``), as the learner found it with ps?"""
+    if pid is None:
+        return Feedback(False, "set my_qemu_pid to the pid of your guest's QEMU",
+                        "ps -eo pid,user,args | grep [q]emu-system   (yours is the line with 'hosted' in its -name)")
+    try:
+        seen = hosted.look(pid)
+    except psutil.NoSuchProcess:
+        return Feedback(False, f"there is no process {pid} on this host now", "run the ps command again")
+    except (psutil.AccessDenied, PermissionError):
+        return Feedback(False, f"process {pid} belongs to another user", "look for your own user in ps's USER column")
+    if pid != guest_pid:
+        return Feedback(False, f"process {pid} ({seen.name}, user {seen.user}) is not your guest's QEMU",
+                        "several guests may run on this host: pick the line whose -name has 'hosted' and your user")
+    return Feedback(True, f"pid {pid} holds your guest: an ordinary host process (user {seen.user}, {seen.threads} "
+                          f"threads, {seen.vm_rss >> 20} MiB resident) that the host kernel schedules like any other")

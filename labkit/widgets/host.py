@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 
 import ipywidgets as w
+from IPython.display import HTML
 
 from labkit import hypervisor
 from labkit.host import HostReport
@@ -17,17 +18,21 @@ from labkit.widgets.static import StaticFallback, StaticHTML
 _COLOURS = {"hardware": "#2e7d32", "nested": "#ef6c00", "none": "#c62828", "unknown": "#616161"}
 
 
-def host_card(report: HostReport) -> StaticHTML:
-    """One card: bare metal or VM, CPU virtualization, and the KVM verdict with its fix."""
+def host_card(report: HostReport, kvm: bool = True) -> StaticHTML:
+    """One card: bare metal or VM, CPU virtualization, and (``kvm``) the KVM verdict with its fix.
+
+    Notebook 01 shows it without the KVM rows: KVM is not introduced yet there.
+    """
     v = report.verdict
     rows = [
         ("kernel", f"Linux {report.kernel.release}"),
-        ("CPU", f"{report.cpu.model_name} · {report.cpu.logical_cpus} CPUs · "
-                f"{report.cpu.hardware_virtualization or 'no VT-x/AMD-V flag'}"),
+        ("CPU", f"{report.cpu.model_name} · {report.cpu.logical_cpus} CPUs"
+                + (f" · {report.cpu.hardware_virtualization or 'no VT-x/AMD-V flag'}" if kvm else "")),
         ("platform", report.platform.summary),
-        ("KVM", f"<b style='color:{_COLOURS[v.kind]}'>{html.escape(v.label)}</b>"),
     ]
-    if v.fix:
+    if kvm:
+        rows.append(("KVM", f"<b style='color:{_COLOURS[v.kind]}'>{html.escape(v.label)}</b>"))
+    if kvm and v.fix:
         rows.append(("fix", html.escape(v.fix)))
     body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{val}</td></tr>"
                    for k, val in rows)
@@ -139,3 +144,39 @@ def building_svg(p: hypervisor.Plan) -> str:
                      f"the host's RAM ends here</text>")
     parts.append("</svg>")
     return "".join(parts)
+
+
+#: The four stacks of notebook 02's picture, bottom layer last: (title, [(layer, kind)]).
+#: kinds colour the boxes: hw hardware, hv the hypervisor's code, os a host OS, app a process, vm a guest.
+TYPE_STACKS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("Type 1 (bare metal): ESXi, Xen, Hyper-V",
+     (("VM · VM · VM", "vm"), ("hypervisor (its own small kernel)", "hv"), ("hardware", "hw"))),
+    ("Type 2 (hosted): VirtualBox, Workstation",
+     (("VM · VM", "vm"), ("hypervisor app · other apps", "app"), ("host OS (Windows, macOS, Linux)", "os"),
+      ("hardware", "hw"))),
+    ("KVM: Linux becomes the hypervisor",
+     (("VM · VM", "vm"), ("QEMU processes (the VMMs) · other apps", "app"),
+      ("Linux kernel + kvm.ko (the hypervisor)", "hv"), ("hardware with VT-x / AMD-V", "hw"))),
+    ("QEMU with TCG: an emulator",
+     (("VM", "vm"), ("QEMU process: translates every guest instruction", "app"), ("host OS", "os"),
+      ("hardware (no help needed)", "hw"))),
+)
+_KIND_COLOURS = {"hw": "#cfd8dc", "hv": "#ffcc80", "os": "#c5e1a5", "app": "#b3e5fc", "vm": "#e1bee7"}
+
+
+def hypervisor_types_picture() -> HTML:
+    """Type 1, Type 2, KVM and TCG drawn side by side as stacks (plain HTML: no kernel needed to show it)."""
+    columns = []
+    for title, layers in TYPE_STACKS:
+        boxes = "".join(f"<div style='background:{_KIND_COLOURS[kind]};border:1px solid #616161;border-radius:4px;"
+                        f"margin:3px 0;padding:6px;text-align:center'>{html.escape(name)}</div>"
+                        for name, kind in layers)
+        columns.append(f"<div style='flex:1;min-width:150px;display:flex;flex-direction:column;"
+                       f"justify-content:flex-end'><div style='font-weight:bold;text-align:center;"
+                       f"margin-bottom:4px'>{html.escape(title)}</div>{boxes}</div>")
+    legend = " ".join(f"<span style='background:{c};border:1px solid #616161;padding:0 6px'>{k}</span>"
+                      for k, c in (("hardware", _KIND_COLOURS["hw"]), ("hypervisor code", _KIND_COLOURS["hv"]),
+                                   ("host OS", _KIND_COLOURS["os"]), ("process", _KIND_COLOURS["app"]),
+                                   ("guest", _KIND_COLOURS["vm"])))
+    return HTML(f"<div class='labkit-type-stacks'><div style='display:flex;gap:12px;align-items:stretch'>"
+                f"{''.join(columns)}</div><p style='font-size:smaller'>{legend}</p></div>")

@@ -1,0 +1,76 @@
+"""Notebook 01's newer experiments: the notable memory map, kernel threads, kvm's license, the native loop."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from labkit import asm, kernel, native, payload
+from labkit.kernel import Mapping
+
+
+def test_notable_mappings_keeps_the_lessons_regions_and_counts_the_rest() -> None:
+    regions = [Mapping(0x400000, 0x500000, "r-xp", "/usr/bin/python3.11"),
+               Mapping(0x500000, 0x600000, "rw-p", "/usr/bin/python3.11"),
+               Mapping(0x1000000, 0x2000000, "rw-p", "[heap]"),
+               Mapping(0x7f0000000000, 0x7f0000001000, "r-xp", "/usr/lib/libc.so.6"),
+               Mapping(0x7f0000001000, 0x7f0000002000, "rw-p", "[anonymous]"),
+               Mapping(0x7f0000002000, 0x7f0000003000, "r--p", "/usr/share/locale/C.mo"),
+               Mapping(0x7ffd00000000, 0x7ffd00001000, "r-xp", "[vdso]"),
+               Mapping(0x7ffe00000000, 0x7ffe00021000, "rw-p", "[stack]")]
+    shown, rest = kernel.notable_mappings(regions, program="/usr/bin/python3.11")
+    assert [r.path for r in shown] == ["/usr/bin/python3.11", "[heap]", "[vdso]", "[stack]"]
+    assert rest == {"shared-library regions": 1, "anonymous regions": 1, "other files": 2}
+
+
+def test_notable_mappings_of_this_process_show_its_vdso_and_far_fewer_lines() -> None:
+    regions = kernel.memory_map()
+    shown, rest = kernel.notable_mappings(regions, program=os.path.realpath(os.sys.executable))
+    assert any(r.path == "[vdso]" for r in shown) and len(shown) + sum(rest.values()) == len(regions)
+    assert len(shown) <= 10 < len(regions)
+
+
+def test_kernel_threads_have_no_user_memory_and_a_process_does() -> None:
+    if not Path("/proc/2").exists():
+        pytest.skip("pid 2 (kthreadd) is not visible in this PID namespace; these lab machines show it")
+    threads = kernel.kernel_threads()
+    assert threads and threads[0].pid == 2 and threads[0].name == "kthreadd"
+    assert not any(t.user_memory for t in threads)
+    assert "\nVmSize:" in Path(f"/proc/{os.getpid()}/status").read_text()  # what user_memory looks for
+
+
+def _fake_modinfo(tmp_path: Path, output: str, rc: int = 0) -> None:
+    tool = tmp_path / "modinfo"
+    tool.write_text(f"#!/bin/sh\nprintf '{output}'\nexit {rc}\n")
+    tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+
+
+def test_module_license_reads_modinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_modinfo(tmp_path, "GPL\\n")
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    lic = kernel.module_license("kvm")
+    assert (lic.license, lic.source) == ("GPL", "modinfo -F license kvm")
+    assert lic.proprietary_loaded is (int(Path("/proc/sys/kernel/tainted").read_text()) & 1 == 1)
+
+
+def test_module_license_unknown_is_not_no(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_modinfo(tmp_path, "", rc=1)  # modinfo without the module, and (here) no modules.builtin.modinfo
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setattr(kernel.os, "uname", lambda: os.uname_result(("Linux", "h", "0.0-none", "", "x86_64")))
+    lic = kernel.module_license("kvm")
+    assert lic.license is None and "/lib/modules/0.0-none/modules.builtin.modinfo" in lic.source
+
+
+def test_the_native_loop_is_the_payloads_loop_and_counts_cycles() -> None:
+    loop = [f"{i.mnemonic} {i.op_str}" for i in asm.disassemble(asm.assemble(native._LOOP).image, bits=64)]
+    assert "dec rcx" in loop and any(t.startswith(("jne", "jnz")) for t in loop)
+    p = payload.build(1000, ring=3)
+    count = p.program.symbol("count")
+    guest = [f"{i.mnemonic} {i.op_str}"
+             for i in asm.disassemble(p.program.image[count - payload.ORIGIN:], count, bits=64, count=2)]
+    assert guest[0] == "dec rcx" and guest[1].startswith(("jne", "jnz"))
+    run = native.count_down(1_000_000, repeats=3)
+    assert run.loop_cycles > 0 and run.iterations_per_s > 0 and run.repeats == 3
