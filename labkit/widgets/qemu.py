@@ -66,8 +66,9 @@ def guest_vs_host(report: images.GuestReport, host_report: host.HostReport) -> H
         ("VT-x / AMD-V offered", cpu.hardware_virtualization or "no", report.hardware_virtualization or "no"),
         ("CPU flags", len(cpu.flags), len(report.flags)),
     ]
-    body = "".join(f"<tr><th style='text-align:left'>{html.escape(str(a))}</th><td>{html.escape(str(b))}</td>"
-                   f"<td>{html.escape(str(c))}</td></tr>" for a, b, c in rows)
+    td = "<td style='text-align:left'>"  # JupyterLab right-aligns table cells (made for numbers)
+    body = "".join(f"<tr><th style='text-align:left'>{html.escape(str(a))}</th>{td}{html.escape(str(b))}</td>"
+                   f"{td}{html.escape(str(c))}</td></tr>" for a, b, c in rows)
     return HTML(f"<table class='labkit-guest-vs-host'><tr><th></th><th>host</th><th>guest</th></tr>{body}</table>")
 
 
@@ -79,6 +80,8 @@ def plot_accelerators(runs: list[payload.PayloadRun], boots: list[qemu.BootResul
     bars = left.bar(labels, rates, color=["#2a7" if r.accel.name == "kvm" else "#37c" for r in runs])
     left.bar_label(bars, fmt="%.1f")
     left.set_yscale("log")
+    if any(rates):
+        left.set_ylim(top=max(rates) * 6)  # room for the tallest bar's label below the title
     left.set_ylabel("loop iterations per second (millions)")
     left.set_title("bare-metal payload: the same loop")
 

@@ -81,6 +81,7 @@ class Dashboard(StaticFallback, w.VBox):
     def __init__(self, domain: virt.Domain, interval: float = 0.5) -> None:
         self.domain = domain
         self.view = w.HTML()
+        self.view.add_class("labkit-virt-view")  # the drawing each redraw replaces (a test watches it)
         self.state = "undefined"  # the state last drawn: a libvirt state, or 'undefined' once the domain is gone
         actions = {"start": domain.start, "pause": domain.suspend, "resume": domain.resume,
                    "stop": domain.destroy, "end": domain.close}
@@ -143,6 +144,10 @@ class Dashboard(StaticFallback, w.VBox):
         return self.view.value
 
 
+#: A table cell that reads left to right (JupyterLab right-aligns table cells, made for numbers).
+_TD = "<td style='text-align:left;vertical-align:top'>"
+
+
 def _breakable(text: str) -> str:
     """HTML of ``text`` with break opportunities after , / = : (a long QEMU option wraps, it is not clipped)."""
     escaped = html.escape(text)
@@ -160,8 +165,8 @@ def command_line_table(rows: Iterable[virt.OptionRow]) -> HTML:
     def cell(values: tuple[str, ...]) -> str:
         return "<br>".join(f"<code>{_breakable(v) or '(flag)'}</code>" for v in values) or "—"
     body = "".join(
-        f"<tr style='background:{'#fff' if r.libvirt == r.labkit else '#fff8e1'}'><td><code>"
-        f"{html.escape(r.option)}</code></td><td>{cell(r.libvirt)}</td><td>{cell(r.labkit)}</td></tr>"
+        f"<tr style='background:{'#fff' if r.libvirt == r.labkit else '#fff8e1'}'>{_TD}<code>"
+        f"{html.escape(r.option)}</code></td>{_TD}{cell(r.libvirt)}</td>{_TD}{cell(r.labkit)}</td></tr>"
         for r in rows)
     return HTML("<table class='labkit-cmdline' style='table-layout:fixed;width:100%'>"
                 "<colgroup><col style='width:14%'><col style='width:43%'><col style='width:43%'></colgroup>"
@@ -171,8 +176,8 @@ def command_line_table(rows: Iterable[virt.OptionRow]) -> HTML:
 
 def stack_table(layers: Iterable[virt.StackLayer]) -> HTML:
     """The KVM stack, top (libvirt) to bottom (hardware): role, where you ran it, what shows it here (static HTML)."""
-    body = "".join(f"<tr><th style='text-align:left'>{html.escape(l.name)}</th><td>{html.escape(l.role)}</td>"
-                   f"<td>{html.escape(l.you_ran)}</td><td>{_breakable(l.here)}</td></tr>"
+    body = "".join(f"<tr><th style='text-align:left'>{html.escape(l.name)}</th>{_TD}{html.escape(l.role)}</td>"
+                   f"{_TD}{html.escape(l.you_ran)}</td>{_TD}{_breakable(l.here)}</td></tr>"
                    for l in reversed(tuple(layers)))
     return HTML("<table class='labkit-stack'><tr><th>layer</th><th>its job</th><th>you ran</th>"
                 f"<th>on this host</th></tr>{body}</table>")

@@ -109,8 +109,8 @@ EXPECTED: dict[str, Expected] = {
     # guest of section 12 stays running after Run All: its dashboard (the live one) pauses it for real.
     "05_libvirt": Expected(
         views=(".labkit-virt", ".labkit-virt-live"),
-        pokes=(Poke(".labkit-virt-live", "button:has-text('pause')", "click", ".labkit-virt-dashboard",
-                    shows="paused"),)),
+        pokes=(Poke(".labkit-virt-live", "button:has-text('pause')", "click",
+                    ".labkit-virt-view .widget-html-content", shows="paused"),)),
 }
 
 
