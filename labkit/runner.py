@@ -52,7 +52,7 @@ def notebooks_dir() -> Path:
 def resolve(names: Iterable[str]) -> list[Path]:
     """Notebook paths from names: a path, a file name, a stem (``03_kvm``) or a number (``03``)."""
     names = list(names)
-    every = sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
+    every = sorted(notebooks_dir().glob("[0-9][0-9]*_*.ipynb"))
     if not names:
         return every
     chosen = []

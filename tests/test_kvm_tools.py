@@ -138,6 +138,9 @@ def test_exit_stepper_steps_and_restarts() -> None:
 
     stepper = ExitStepper("hello_real")
     try:
+        saved = stepper._repr_mimebundle_()  # what a notebook stores: the live view and a picture of it
+        assert "nothing has run yet" in saved["text/html"] and "nothing has run yet" in saved["text/plain"]
+        assert "children=" not in saved["text/plain"] and "application/vnd.jupyter.widget-view+json" in saved
         first = stepper.step()
         assert str(first.exit) == "KVM_EXIT_IO: out 0x48 'H' to port 0x3f8"
         assert "exit 1" in stepper._title.value and "→" in stepper._code.value

@@ -23,7 +23,7 @@ def test_console_view_shows_the_tail_as_text() -> None:
 
 
 def test_guest_vs_host_table() -> None:
-    table = views.guest_vs_host(REPORT, host.inspect(FIXTURES / "hosts" / "pvm-nested")).value
+    table = views.guest_vs_host(REPORT, host.inspect(FIXTURES / "hosts" / "pvm-nested")).data  # static HTML
     assert "QEMU TCG" in table and "AMD-V" in table and "<th>guest</th>" in table
 
 
@@ -36,3 +36,20 @@ def test_plot_accelerators() -> None:
     left, right = fig.axes
     assert [t.get_text() for t in left.get_xticklabels()] == ["TCG\nring 3"]
     assert [round(p.get_height(), 2) for p in right.patches] == [0.5, 0.8, 0.05]
+    fig.canvas.draw()
+    legend = right.get_legend().get_window_extent()
+    assert not any(legend.overlaps(bar.get_window_extent()) for bar in right.patches)  # the legend covers no bar
+    assert legend.y1 <= right.get_window_extent().y0  # it sits below the plot
+
+
+def test_views_show_a_sentence_where_no_widget_manager_runs(monkeypatch) -> None:
+    """GitHub, nbviewer, a notebook opened without its kernel: a sentence, never `VBox(children=(…`."""
+    from IPython.display import DisplayObject
+
+    shown = []
+    monkeypatch.setattr(views, "display", lambda bundle, raw: shown.append(bundle))  # what goes to IPython
+    views.ConsoleView()._ipython_display_()
+    assert shown[0]["text/plain"] == "serial console (ttyS0): (waiting for the guest…)"
+    assert "waiting for the guest" in shown[0]["text/html"]
+    assert "application/vnd.jupyter.widget-view+json" in shown[0]
+    assert isinstance(views.guest_vs_host(REPORT, host.inspect(FIXTURES / "hosts" / "pvm-nested")), DisplayObject)

@@ -59,6 +59,10 @@ def test_unknown_parameter_and_notebook_are_clear_errors(tmp_path: Path) -> None
 
 def test_resolve_and_declared_parameters() -> None:
     assert [p.stem for p in runner.resolve(["01", "02_hypervisor_types"])] == ["01_kernel", "02_hypervisor_types"]
+    # 03b, the optional deep part of 03, is a notebook of its own: by its number, and in order among all
+    assert [p.stem for p in runner.resolve(["03", "03b"])] == ["03_kvm", "03b_kvm_cpu_modes"]
+    every = [p.stem for p in runner.resolve([])]
+    assert every.index("03_kvm") + 1 == every.index("03b_kvm_cpu_modes") == every.index("04_qemu") - 1
     assert runner.declared_parameters(ECHO) == {"size", "label"}
     assert runner.parse_value("256") == 256 and runner.parse_value("kvm") == "kvm"
 

@@ -82,7 +82,7 @@ def provide_notebooks(account: Account, notebooks: Path) -> list[Path]:
     if not account.lab.exists():
         account.lab.mkdir(mode=0o755)
         os.chown(account.lab, account.uid, account.gid)
-    for source in sorted(notebooks.glob("[0-9][0-9]_*.ipynb")):
+    for source in sorted(notebooks.glob("[0-9][0-9]*_*.ipynb")):
         target = account.lab / source.name
         if target.exists() or target.is_symlink():
             continue

@@ -15,6 +15,7 @@ import ipywidgets as w
 
 from labkit.errors import LabkitError
 from labkit.kvm.machine import Machine, Step, format_code
+from labkit.widgets.static import html_to_text
 
 _PRE = "<pre style='margin:0; font-size:12px; line-height:1.3'>{}</pre>"
 
@@ -117,5 +118,13 @@ class ExitStepper:
             self.machine.close()
             self.machine = None
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+    def static_html(self) -> str:
+        """The stepper as drawn now, without its buttons (they need a kernel)."""
+        return "".join(part.value for part in (self._title, self._regs, self._code, self._serial))
+
+    def _repr_mimebundle_(self, **kwargs) -> dict:
+        """The live view; where no widget manager runs, its current picture (see labkit.widgets.static)."""
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle["text/html"] = self.static_html()
+        bundle["text/plain"] = html_to_text(bundle["text/html"])
+        return bundle

@@ -8,9 +8,11 @@ import threading
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
+from IPython.display import HTML, display
 from matplotlib.figure import Figure
 
 from labkit import host, images, payload, qemu
+from labkit.widgets.static import html_to_text
 
 
 class ConsoleView:
@@ -22,6 +24,7 @@ class ConsoleView:
 
     def __init__(self, lines: int = 14, title: str = "serial console (ttyS0)") -> None:
         self.lines = lines
+        self.title = title
         self._text = ""
         self._lock = threading.Lock()
         self._pre = widgets.HTML(self._render())
@@ -43,13 +46,15 @@ class ConsoleView:
                 f"overflow:auto;white-space:pre-wrap;font-size:85%'>{html.escape(tail)}</pre>")
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
+        """The live view; where no widget manager runs, its picture when displayed (see labkit.widgets.static)."""
+        bundle = self.widget._repr_mimebundle_()
+        bundle["text/html"] = self._pre.value
+        bundle["text/plain"] = f"{self.title}: " + html_to_text(self._pre.value)
+        display(bundle, raw=True)
 
-        display(self.widget)
 
-
-def guest_vs_host(report: images.GuestReport, host_report: host.HostReport) -> widgets.HTML:
-    """A table: the same questions asked of the host and of the guest."""
+def guest_vs_host(report: images.GuestReport, host_report: host.HostReport) -> HTML:
+    """A table: the same questions asked of the host and of the guest (static HTML: saved with the notebook)."""
     cpu = host_report.cpu
     rows = [
         ("kernel", f"Linux {host_report.kernel.release}", f"Linux {report.kernel_release}"),
@@ -61,19 +66,22 @@ def guest_vs_host(report: images.GuestReport, host_report: host.HostReport) -> w
         ("VT-x / AMD-V offered", cpu.hardware_virtualization or "no", report.hardware_virtualization or "no"),
         ("CPU flags", len(cpu.flags), len(report.flags)),
     ]
-    body = "".join(f"<tr><th style='text-align:left'>{html.escape(str(a))}</th><td>{html.escape(str(b))}</td>"
-                   f"<td>{html.escape(str(c))}</td></tr>" for a, b, c in rows)
-    return widgets.HTML(f"<table><tr><th></th><th>host</th><th>guest</th></tr>{body}</table>")
+    td = "<td style='text-align:left'>"  # JupyterLab right-aligns table cells (made for numbers)
+    body = "".join(f"<tr><th style='text-align:left'>{html.escape(str(a))}</th>{td}{html.escape(str(b))}</td>"
+                   f"{td}{html.escape(str(c))}</td></tr>" for a, b, c in rows)
+    return HTML(f"<table class='labkit-guest-vs-host'><tr><th></th><th>host</th><th>guest</th></tr>{body}</table>")
 
 
 def plot_accelerators(runs: list[payload.PayloadRun], boots: list[qemu.BootResult]) -> Figure:
     """Left: the payload's loop rate per accelerator and ring (log scale).  Right: Linux boot phases."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6))
     labels = [f"{r.accel.name.upper()}\nring {r.ring}" for r in runs]
     rates = [(r.iterations_per_s or 0) / 1e6 for r in runs]
     bars = left.bar(labels, rates, color=["#2a7" if r.accel.name == "kvm" else "#37c" for r in runs])
     left.bar_label(bars, fmt="%.1f")
     left.set_yscale("log")
+    if any(rates):
+        left.set_ylim(top=max(rates) * 6)  # room for the tallest bar's label below the title
     left.set_ylabel("loop iterations per second (millions)")
     left.set_title("bare-metal payload: the same loop")
 
@@ -90,6 +98,7 @@ def plot_accelerators(runs: list[payload.PayloadRun], boots: list[qemu.BootResul
               label="/init: report, awk workload, power-off", color="#e93")
     right.set_ylabel("seconds since QEMU was launched (median)")
     right.set_title(f"tiny Linux guest boot ({len(boots)} boots)")
-    right.legend(fontsize=8, loc="upper right")
+    # below the axes, never over a bar (however tall the bars of this host are)
+    right.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     fig.tight_layout()
     return fig

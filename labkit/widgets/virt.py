@@ -13,9 +13,11 @@ import threading
 from collections.abc import Callable, Iterable
 
 import ipywidgets as w
+from IPython.display import HTML
 
 from labkit import hypervisor, virt
 from labkit.errors import LabkitError
+from labkit.widgets.static import StaticFallback
 
 _COLOURS = {"running": "#2e7d32", "paused": "#ef6c00", "shut off": "#616161", "crashed": "#c62828"}
 
@@ -41,9 +43,37 @@ def render(name: str, stats: virt.DomainStats | None, events: list[virt.Lifecycl
             f"<small>lifecycle events (libvirt pushed these):</small><ul>{log}</ul></div>")
 
 
-class Dashboard(w.VBox):
+#: Which controls make sense in which domain state: a button is enabled exactly when its action can work.
+#: ``stop`` pulls the plug (``virsh destroy``): the tiny guest has no ACPI daemon to honour a polite shutdown.
+ACTIONS_BY_STATE: dict[str, tuple[str, ...]] = {
+    "shut off": ("start", "end"),
+    "crashed": ("start", "end"),
+    "running": ("pause", "stop", "end"),
+    "blocked": ("pause", "stop", "end"),
+    "paused": ("resume", "stop", "end"),
+}
+#: The dashboard's buttons, in order: label, what it does (the virsh command), tooltip.
+BUTTONS: tuple[tuple[str, str], ...] = (
+    ("start", "boot the guest (virsh start)"),
+    ("pause", "stop its vCPUs; QEMU and its memory stay (virsh suspend)"),
+    ("resume", "let its vCPUs run again (virsh resume)"),
+    ("stop", "pull the plug: QEMU is killed, the definition stays (virsh destroy)"),
+    ("end", "destroy and undefine: the guest and its definition are gone (virsh destroy; virsh undefine)"),
+)
+
+
+def enabled_actions(state: str) -> tuple[str, ...]:
+    """The buttons that can act on a domain in ``state`` ('undefined' once it is gone: none)."""
+    return ACTIONS_BY_STATE.get(state, ("stop", "end") if state != "undefined" else ())
+
+
+class Dashboard(StaticFallback, w.VBox):
     """State and stats of ``domain``, redrawn on every lifecycle event and every ``interval`` s.
 
+    The buttons (start, pause, resume, stop, end) are enabled from the
+    domain's *real* state at each redraw, so after Run All they show what
+    can be done now, not what could be done when the cell ran.  The guest
+    stays as it is until the learner acts: the dashboard never stops it.
     The event listener only wakes the dashboard's own thread, which asks
     libvirt for stats: no libvirt call runs inside libvirt's event callback.
     """
@@ -51,15 +81,18 @@ class Dashboard(w.VBox):
     def __init__(self, domain: virt.Domain, interval: float = 0.5) -> None:
         self.domain = domain
         self.view = w.HTML()
-        buttons = []
-        for label, action in (("suspend", domain.suspend), ("resume", domain.resume),
-                              ("shutdown", domain.shutdown), ("destroy", domain.destroy)):
-            button = w.Button(description=label, layout=w.Layout(width="8em"))
-            button.on_click(lambda _b, act=action: self._act(act))
-            buttons.append(button)
+        self.view.add_class("labkit-virt-view")  # the drawing each redraw replaces (a test watches it)
+        self.state = "undefined"  # the state last drawn: a libvirt state, or 'undefined' once the domain is gone
+        actions = {"start": domain.start, "pause": domain.suspend, "resume": domain.resume,
+                   "stop": domain.destroy, "end": domain.close}
+        self.buttons: dict[str, w.Button] = {}
+        for label, tooltip in BUTTONS:
+            button = w.Button(description=label, tooltip=tooltip, layout=w.Layout(width="7em"))
+            button.on_click(lambda _b, act=actions[label]: self._act(act))
+            self.buttons[label] = button
         self.message = w.HTML()
         self.message.add_class("labkit-virt-message")  # what a button press answered
-        super().__init__([self.view, w.HBox(buttons), self.message])
+        super().__init__([self.view, w.HBox(list(self.buttons.values())), self.message])
         self.add_class("labkit-virt")
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -76,6 +109,12 @@ class Dashboard(w.VBox):
         except LabkitError:  # undefined, or the connection is gone
             stats = None
         self.view.value = render(self.domain.name, stats, list(self.domain.events))
+        self.state = stats.state if stats is not None else "undefined"
+        allowed = enabled_actions(self.state)
+        for label, button in self.buttons.items():
+            button.disabled = label not in allowed
+        # a CSS hook for "this dashboard can still act": a test (and a style) can find the live one
+        (self.add_class if allowed else self.remove_class)("labkit-virt-live")
         return stats is not None
 
     def _act(self, action: Callable[[], None]) -> None:
@@ -84,6 +123,7 @@ class Dashboard(w.VBox):
             self.message.value = ""
         except LabkitError as exc:
             self.message.value = f"<span style='color:#c62828'>{html.escape(exc.what)}</span>"
+        self.refresh()
 
     def _tick(self, interval: float) -> None:
         while not self._stop.is_set():
@@ -99,23 +139,45 @@ class Dashboard(w.VBox):
         self._wake.set()
         self._unlisten()
 
+    def static_html(self) -> str:
+        """The dashboard as drawn now (state, counters, events), for viewers without the widget manager."""
+        return self.view.value
 
-def command_line_table(rows: Iterable[virt.OptionRow]) -> w.HTML:
-    """libvirt's QEMU command line next to labkit.qemu's, option by option; differences shaded."""
+
+#: A table cell that reads left to right (JupyterLab right-aligns table cells, made for numbers).
+_TD = "<td style='text-align:left;vertical-align:top'>"
+
+
+def _breakable(text: str) -> str:
+    """HTML of ``text`` with break opportunities after , / = : (a long QEMU option wraps, it is not clipped)."""
+    escaped = html.escape(text)
+    for mark in (",", "/", "=", ":"):
+        escaped = escaped.replace(mark, mark + "<wbr>")
+    return escaped
+
+
+def command_line_table(rows: Iterable[virt.OptionRow]) -> HTML:
+    """libvirt's QEMU command line next to labkit.qemu's, option by option; differences shaded.
+
+    Static HTML, not a widget: it is saved with the notebook and shows before any run.  Long values
+    wrap at commas, slashes and '=' so the table fits the page.
+    """
     def cell(values: tuple[str, ...]) -> str:
-        return "<br>".join(f"<code>{html.escape(v) or '(flag)'}</code>" for v in values) or "—"
+        return "<br>".join(f"<code>{_breakable(v) or '(flag)'}</code>" for v in values) or "—"
     body = "".join(
-        f"<tr style='background:{'#fff' if r.libvirt == r.labkit else '#fff8e1'}'><td><code>"
-        f"{html.escape(r.option)}</code></td><td>{cell(r.libvirt)}</td><td>{cell(r.labkit)}</td></tr>"
+        f"<tr style='background:{'#fff' if r.libvirt == r.labkit else '#fff8e1'}'>{_TD}<code>"
+        f"{html.escape(r.option)}</code></td>{_TD}{cell(r.libvirt)}</td>{_TD}{cell(r.labkit)}</td></tr>"
         for r in rows)
-    return w.HTML("<table class='labkit-cmdline'><tr><th>option</th><th>libvirt generated</th>"
-                  f"<th>labkit.qemu builds</th></tr>{body}</table>")
+    return HTML("<table class='labkit-cmdline' style='table-layout:fixed;width:100%'>"
+                "<colgroup><col style='width:14%'><col style='width:43%'><col style='width:43%'></colgroup>"
+                "<tr><th>option</th><th>libvirt generated</th>"
+                f"<th>labkit.qemu builds</th></tr>{body}</table>")
 
 
-def stack_table(layers: Iterable[hypervisor.Layer]) -> w.HTML:
-    """The KVM stack, top (libvirt) to bottom (hardware): role, where you ran it, what shows it here."""
-    body = "".join(f"<tr><th style='text-align:left'>{html.escape(l.name)}</th><td>{html.escape(l.role)}</td>"
-                   f"<td>{html.escape(l.you_ran)}</td><td>{html.escape(l.here)}</td></tr>"
+def stack_table(layers: Iterable[hypervisor.Layer]) -> HTML:
+    """The KVM stack, top (libvirt) to bottom (hardware): role, where you ran it, what shows it here (static HTML)."""
+    body = "".join(f"<tr><th style='text-align:left'>{html.escape(l.name)}</th>{_TD}{html.escape(l.role)}</td>"
+                   f"{_TD}{html.escape(l.you_ran)}</td>{_TD}{_breakable(l.here)}</td></tr>"
                    for l in reversed(tuple(layers)))
-    return w.HTML("<table class='labkit-stack'><tr><th>layer</th><th>its job</th><th>you ran</th>"
-                  f"<th>on this host</th></tr>{body}</table>")
+    return HTML("<table class='labkit-stack'><tr><th>layer</th><th>its job</th><th>you ran</th>"
+                f"<th>on this host</th></tr>{body}</table>")

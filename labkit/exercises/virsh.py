@@ -1,0 +1,50 @@
+"""Notebook 05's second exercise: pause your guest with ``virsh``, from a shell line, not from Python.
+
+The checker does not trust the state word alone: the guest prints a
+heartbeat line every second on its console, and the checker measures that
+none arrives while it watches, then resumes the guest so it stays the
+learner's to end.  (CPU time would not tell: an idle guest's vCPUs sit in
+``hlt`` and get almost none even while it runs.)
+"""
+
+from __future__ import annotations
+
+import time
+
+from labkit import virt
+from labkit.errors import LabkitError
+from labkit.exercises import Feedback, exercise
+
+#: The guest's command in notebook 05: one HEARTBEAT line a second, until the guest is ended.
+HEARTBEAT = "alive"
+COMMAND = f"while :; do echo {HEARTBEAT}; sleep 1; done"
+#: How long the checker watches the console: more than two heartbeats of a running guest.
+WATCH_S = 2.5
+
+
+def heartbeats(domain: virt.Domain, seconds: float) -> int:
+    """Heartbeat lines the guest printed on its console during the next ``seconds``."""
+    before = domain.console().count(HEARTBEAT)
+    time.sleep(seconds)
+    return domain.console().count(HEARTBEAT) - before
+
+
+@exercise("virsh-pause")
+def paused_with_virsh(domain: object) -> Feedback:
+    """Is ``domain`` paused — no heartbeat for :data:`WATCH_S` s, state 'paused' — after the learner's ``!virsh``?"""
+    if not isinstance(domain, virt.Domain):
+        return Feedback(False, f"pass your guest, keeper (got a {type(domain).__name__})",
+                        "run the section 'A guest that stays' first: it defines keeper")
+    try:
+        beats = heartbeats(domain, WATCH_S)
+        state = domain.state
+    except LabkitError as exc:
+        return Feedback(False, f"keeper cannot be read: {exc.what}",
+                        "press start on its dashboard (or keeper.start()), then pause it with virsh")
+    if state != "paused" or beats:
+        return Feedback(False, f"keeper is {state}: it printed {beats} heartbeat(s) in {WATCH_S} s",
+                        "the virsh command that pauses a domain is the one section 6 named next to "
+                        "dom.suspend(): !virsh -c {conn.uri} suspend {keeper.name}")
+    domain.resume()
+    return Feedback(True, f"keeper was paused: not one heartbeat in {WATCH_S} s, its QEMU process kept; "
+                          "the check resumed it (virsh resume): it is yours to end")

@@ -1,0 +1,1 @@
+get_ipython().system(f"virsh -c {conn.uri} suspend {keeper.name} > /dev/null 2>&1")
