@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -113,3 +114,22 @@ def test_vmm_process_knows_the_guests_process_from_another() -> None:
     gone = hypervisor.vmm_process(child.pid, guest_pid=child.pid)  # reaped on leaving the block
     assert not gone.solved and "no process" in gone.message
     assert not hypervisor.vmm_process(None, guest_pid=1).solved
+
+
+def _template_answers() -> dict[str, tuple]:
+    """Each registered checker's arguments as a learner's untouched template leaves them."""
+    from labkit.exercises import guest_programs, kvm
+
+    return {"page-faults": (None, 10), "stop-signal": (None,), "hypervisor-types": (
+                {"Oracle VirtualBox": None, "VMware ESXi": None, "KVM": None}, ""),
+            "vmm-process": (None, os.getpid()), "kvm-digits": (kvm.STARTER,), "qemu-vcpus": (None,),
+            "libvirt-guest": (None,), "kvm-mmio": (guest_programs.MMIO_STARTER,),
+            "kvm-ring3": (guest_programs.RING3_STARTER,), "qemu-cpu-model": (None,), "virsh-pause": (None,)}
+
+
+@pytest.mark.parametrize("name", sorted(exercises.all_exercises()))
+def test_the_untouched_template_is_not_solved_and_gets_a_hint(name: str) -> None:
+    answers = _template_answers()
+    assert name in answers, f"add {name}'s template arguments to _template_answers"
+    feedback = exercises.all_exercises()[name](*answers[name])
+    assert not feedback.solved and feedback.hint, f"{name}: {feedback}"

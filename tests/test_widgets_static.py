@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labkit.widgets.host import ApartmentPlanner, building_svg
+from labkit.widgets.host import ApartmentPlanner, building_html
 from labkit.widgets.static import StaticHTML, html_to_text
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -20,19 +20,21 @@ def test_the_planner_saves_a_building_not_its_repr() -> None:
     bundle = planner._repr_mimebundle_()
     assert WIDGET_MIME in bundle
     assert "children=" not in bundle["text/plain"] and "IntSlider" not in bundle["text/html"]
-    assert "<svg class='labkit-building'" in bundle["text/html"] and "guests = 3" in bundle["text/html"]
+    assert "<table class='labkit-building'" in bundle["text/html"] and "guests = 3" in bundle["text/html"]
+    assert "<svg" not in bundle["text/html"]  # JupyterLab strips SVG from untrusted (freshly cloned) notebooks
     assert bundle["text/plain"].startswith("the building: 2 CPUs, 4096 MiB; 3 apartments")
 
 
 def test_the_building_shows_overcommit_as_windows_past_the_wall_and_floors_above_the_roof() -> None:
     planner = ApartmentPlanner(2, 4096, guests=1, vcpus=1, memory_mib=1024)
-    fits = building_svg(planner.plan)
-    assert "#e53935" not in fits and "RAM ends here" not in fits
+    fits = building_html(planner.plan)
+    assert "#e53935" not in fits and "RAM ends here" not in fits and ">roof<" in fits
     planner.vcpus.value, planner.guests.value, planner.memory.value = 3, 6, 1024
-    crowded = building_svg(planner.plan)
-    assert crowded.count("fill='#e53935'") == 6  # one vCPU per flat has no CPU of its own
+    crowded = building_html(planner.plan)
+    assert crowded.count("background-color:#e53935") == 6  # one vCPU per flat has no CPU of its own
     assert "RAM ends here" in crowded
-    assert planner.drawing.value.count("<svg") == 1  # the live drawing is the same building
+    assert crowded.index("flat 6") < crowded.index("RAM ends here") < crowded.index("flat 4")  # floors over the roof
+    assert planner.drawing.value.count("labkit-building") == 1  # the live drawing is the same building
 
 
 def test_html_to_text_drops_markup_and_blank_lines() -> None:

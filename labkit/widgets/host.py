@@ -86,7 +86,7 @@ class ApartmentPlanner(StaticFallback, w.VBox):
                    f"<span style='color:{'#c62828' if p.memory_overcommit > 1 else '#2e7d32'}'>{p.memory_mib} MiB "
                    f"on {p.host_memory_mib} MiB ({p.memory_overcommit:.2f}x)</span>")
         warnings = "".join(f"<li>{html.escape(n)}</li>" for n in p.warnings)
-        self.drawing.value = (f"<div>{building_svg(p)}<p>{summary}</p>"
+        self.drawing.value = (f"<div>{building_html(p)}<p>{summary}</p>"
                               f"<ul class='labkit-warnings'>{warnings}</ul></div>")
 
     def static_html(self) -> str:
@@ -101,49 +101,48 @@ class ApartmentPlanner(StaticFallback, w.VBox):
                 f"({p.cpu_overcommit:.2f}x), {p.memory_mib} MiB ({p.memory_overcommit:.2f}x)")
 
 
-#: Building drawing: pixels per CPU column (at most), for the host's memory, and the most it may grow.
-_CELL, _HOUSE_PX, _MAX_PX = 40, 220, 440
+#: Building drawing: pixels per CPU column, for the host's memory, and the most the floors may take.
+_CELL, _HOUSE_PX, _MAX_PX = 34, 200, 400
 
 
-def building_svg(p: hypervisor.Plan) -> str:
-    """The plan as a building (see :class:`ApartmentPlanner`): an SVG a browser draws without a kernel."""
+def building_html(p: hypervisor.Plan) -> str:
+    """The plan as a building (see :class:`ApartmentPlanner`), drawn as a plain HTML table.
+
+    A table with inline colours, not SVG: JupyterLab's sanitizer keeps it in a
+    saved, untrusted notebook, so the building shows before anything runs.
+    """
     columns = max(p.host_cpus, *(g.vcpus for g in p.guests))
-    cell = min(_CELL, 320 // columns)
     scale = min(_HOUSE_PX / p.host_memory_mib, _MAX_PX / max(p.memory_mib, 1))
-    house_h, floors_h = p.host_memory_mib * scale, p.memory_mib * scale
-    top = max(house_h, floors_h) + 30  # room for the roof
-    width = columns * cell + 330
-    wall = p.host_cpus * cell
-    parts = [f"<svg class='labkit-building' xmlns='http://www.w3.org/2000/svg' width='{width}' "
-             f"height='{top + 24:.0f}' font-family='sans-serif' font-size='11'>",
-             # the building: walls = CPUs, height = RAM
-             f"<rect x='10' y='{top - house_h:.1f}' width='{wall}' height='{house_h:.1f}' fill='#f5f5f5' "
-             f"stroke='#424242' stroke-width='2'/>",
-             f"<text x='10' y='{top + 16:.0f}'>{p.host_cpus} CPUs wide, {p.host_memory_mib} MiB tall</text>"]
-    y = top
+    house_h = p.host_memory_mib * scale
+    outside = "<td style='padding:0'></td>" * (columns - p.host_cpus)  # past the wall: nothing
+
+    def box(colour: str, height: float, border: str = "#616161", span: int = 1) -> str:
+        return (f"<td colspan='{span}' style='width:{_CELL * span}px;height:{height:.0f}px;padding:0;"
+                f"border:1px solid {border};background-color:{colour}'></td>")
+
+    def row(inner: str, label: str = "", colour: str = "#212121") -> str:
+        return f"<tr>{inner}<td style='padding:0 8px;font-size:11px;text-align:left;color:{colour}'>{label}</td></tr>"
+
+    above, below, ground = [], [], 0.0
     for g in p.guests:
         h = max(g.memory_mib * scale, 4)
-        y -= h
-        above_roof = y < top - house_h
-        parts.append(f"<rect x='10' y='{y:.1f}' width='{wall}' height='{h:.1f}' "
-                     f"fill='{'#ffcdd2' if above_roof else '#bbdefb'}' stroke='#1565c0' stroke-width='0.5'/>")
-        for c in range(g.vcpus):
-            outside = c >= p.host_cpus  # a vCPU past the wall: no CPU of its own
-            parts.append(f"<rect x='{12 + c * cell}' y='{y + 1:.1f}' width='{cell - 4}' height='{max(h - 2, 2):.1f}' "
-                         f"fill='{'#e53935' if outside else '#ffcdd2' if above_roof else '#fff59d'}' "
-                         f"stroke='#616161' stroke-width='0.5'/>")
-        parts.append(f"<text x='{16 + columns * cell}' y='{y + min(h, 14) - 2:.1f}'>{html.escape(g.name)}: "
-                     f"{g.vcpus} vCPU, {g.memory_mib} MiB</text>")
-    # the roof last, over any floor built above it: memory promised beyond the RAM
-    roof = top - house_h
-    parts.append(f"<polygon points='4,{roof:.1f} {10 + wall / 2:.1f},{roof - 22:.1f} {16 + wall},{roof:.1f}' "
-                 f"fill='#8d6e63' fill-opacity='{0.5 if floors_h > house_h else 1}'/>")
-    if floors_h > house_h:
-        parts.append(f"<line x1='4' y1='{roof:.1f}' x2='{width - 4}' y2='{roof:.1f}' stroke='#c62828' "
-                     f"stroke-dasharray='4 3'/><text x='{width - 4}' y='{roof - 3:.1f}' text-anchor='end' fill='#c62828'>"
-                     f"the host's RAM ends here</text>")
-    parts.append("</svg>")
-    return "".join(parts)
+        over_roof = ground + h > house_h
+        windows = "".join(
+            box("#e53935" if c >= p.host_cpus else "#ffcdd2" if over_roof else "#fff59d", h) if c < g.vcpus
+            else box("#bbdefb", h, "#bbdefb") if c < p.host_cpus else "<td style='padding:0'></td>"
+            for c in range(columns))
+        (above if over_roof else below).append(row(windows, f"{html.escape(g.name)}: {g.vcpus} vCPU, "
+                                                            f"{g.memory_mib} MiB"))
+        ground += h
+    over = p.memory_overcommit > 1
+    roof = row(box("#8d6e63", 12, "#c62828" if over else "#8d6e63", p.host_cpus) + outside,
+               "the host's RAM ends here" if over else "roof", "#c62828" if over else "#6d4c41")
+    free = house_h - ground
+    empty = row(box("#f5f5f5", free, "#e0e0e0", p.host_cpus) + outside, "free") if free >= 4 else ""
+    base = row(f"<td colspan='{columns}' style='padding:0;height:4px;border-top:3px solid #424242'></td>",
+               f"the ground: {p.host_cpus} CPUs wide, {p.host_memory_mib} MiB tall")
+    return (f"<table class='labkit-building' style='border-collapse:separate;border-spacing:2px 1px'>"
+            f"{''.join(reversed(above))}{roof}{empty}{''.join(reversed(below))}{base}</table>")
 
 
 #: The four stacks of notebook 02's picture, bottom layer last: (title, [(layer, kind)]).
@@ -165,18 +164,21 @@ _KIND_COLOURS = {"hw": "#cfd8dc", "hv": "#ffcc80", "os": "#c5e1a5", "app": "#b3e
 
 
 def hypervisor_types_picture() -> HTML:
-    """Type 1, Type 2, KVM and TCG drawn side by side as stacks (plain HTML: no kernel needed to show it)."""
-    columns = []
-    for title, layers in TYPE_STACKS:
-        boxes = "".join(f"<div style='background:{_KIND_COLOURS[kind]};border:1px solid #616161;border-radius:4px;"
-                        f"margin:3px 0;padding:6px;text-align:center'>{html.escape(name)}</div>"
-                        for name, kind in layers)
-        columns.append(f"<div style='flex:1;min-width:150px;display:flex;flex-direction:column;"
-                       f"justify-content:flex-end'><div style='font-weight:bold;text-align:center;"
-                       f"margin-bottom:4px'>{html.escape(title)}</div>{boxes}</div>")
-    legend = " ".join(f"<span style='background:{c};border:1px solid #616161;padding:0 6px'>{k}</span>"
-                      for k, c in (("hardware", _KIND_COLOURS["hw"]), ("hypervisor code", _KIND_COLOURS["hv"]),
-                                   ("host OS", _KIND_COLOURS["os"]), ("process", _KIND_COLOURS["app"]),
-                                   ("guest", _KIND_COLOURS["vm"])))
-    return HTML(f"<div class='labkit-type-stacks'><div style='display:flex;gap:12px;align-items:stretch'>"
-                f"{''.join(columns)}</div><p style='font-size:smaller'>{legend}</p></div>")
+    """Type 1, Type 2, KVM and TCG drawn side by side as stacks.
+
+    A plain HTML table with inline colours: it shows before anything runs,
+    also in an untrusted notebook (JupyterLab's sanitizer keeps tables, drops SVG and flexbox).
+    """
+    titles = "".join(f"<th style='text-align:center;vertical-align:bottom;padding:4px'>{html.escape(title)}</th>"
+                     for title, _ in TYPE_STACKS)
+    stacks = "".join(
+        "<td style='vertical-align:bottom;width:25%;padding:4px'>" + "".join(
+            f"<div style='background-color:{_KIND_COLOURS[kind]};border:1px solid #616161;border-radius:4px;"
+            f"margin:3px 0;padding:6px;text-align:center'>{html.escape(name)}</div>" for name, kind in layers)
+        + "</td>" for _, layers in TYPE_STACKS)
+    legend = " ".join(f"<span style='background-color:{_KIND_COLOURS[k]};border:1px solid #616161;"
+                      f"padding:0 6px'>{name}</span>"
+                      for k, name in (("hw", "hardware"), ("hv", "hypervisor code"), ("os", "host OS"),
+                                      ("app", "process"), ("vm", "guest")))
+    return HTML(f"<div class='labkit-type-stacks'><table style='width:100%;border-collapse:separate'>"
+                f"<tr>{titles}</tr><tr>{stacks}</tr></table><p style='font-size:smaller'>{legend}</p></div>")

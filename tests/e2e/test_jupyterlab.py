@@ -11,7 +11,12 @@ kernel, and then asserts what a student would see:
 - the labkit views listed for the notebook in ``EXPECTED`` are on screen, and
   its ``Poke``s work: moving a slider or pressing a button goes to the kernel
   and comes back as a changed drawing;
-- the browser console logged no error.
+- the browser console logged no error;
+
+A second test opens each notebook as committed — saved outputs, not trusted,
+no cell run, as a learner first sees it — and asserts that no output shows a
+widget's repr (``ApartmentPlanner(children=(…``): a saved widget shows as a
+widget or as its static picture (build/e2e/<notebook>-as-saved.png).
 
 A screenshot of each notebook goes to build/e2e/<notebook>.png (also when the
 test fails).  A new notebook needs one ``EXPECTED`` entry; the test says so.
@@ -19,6 +24,8 @@ test fails).  A new notebook needs one ``EXPECTED`` entry; the test says so.
 
 from __future__ import annotations
 
+import re
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +100,7 @@ DRAWING = ".widget-html-content"  # the planner's HTML drawing, redrawn by the k
 EXPECTED: dict[str, Expected] = {
     "01_kernel": Expected(views=(".labkit-host-card",)),  # the card is static: nothing to poke
     "02_hypervisor_types": Expected(
-        views=(APARTMENTS, ".labkit-host-card", ".labkit-stack"),
+        views=(APARTMENTS, ".labkit-building", ".labkit-type-stacks", ".labkit-host-card", ".labkit-stack"),
         pokes=(Poke(APARTMENTS, slider("guests"), "slide", DRAWING, shows="flat 4"),  # parameters: guests = 3
                Poke(APARTMENTS, slider("vCPUs each"), "slide", DRAWING),
                Poke(APARTMENTS, slider("MiB each"), "slide", DRAWING))),
@@ -226,6 +233,16 @@ OUTPUTS_JS = """() => [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeC
         ? 'widget' : out.textContent.trim().slice(0, 120)))"""
 
 
+#: What a widget's repr looks like in an output (``Name(children=(IntSlider(…``, ``HTML(value="…``).
+WIDGET_REPR = re.compile(r"\b[A-Z]\w*\((children|value|layout|description)=")
+
+
+def repr_problems(page: Page) -> list[str]:
+    """Outputs on the page that show a widget's text repr instead of a widget or a picture."""
+    return [f"code cell {n}: {text!r}" for n, outs in enumerate(page.evaluate(OUTPUTS_JS), 1)
+            for text in outs if text != "widget" and WIDGET_REPR.search(text)]
+
+
 def widget_problems(page: Page, nb: nbformat.NotebookNode) -> list[str]:
     """Widget outputs of the saved run that the page does not show as live widgets.
 
@@ -299,3 +316,26 @@ def test_notebook_in_jupyterlab(notebook: Path, lab: Lab, tab: BrowserTab) -> No
     # No filter: a clean run logs only console.debug lines.  Should benign noise appear
     # (e.g. from a new extension), filter it here by exact text, saying why it is benign.
     assert not tab.console_errors, "browser console errors:\n" + "\n".join(tab.console_errors)
+
+
+#: Notebooks whose saved widgets still show their repr (strict: the mark goes when they no longer do).
+#: 03-05's views now carry static pictures (labkit.widgets.static) too.
+REPR_STILL_SAVED: set[str] = set()
+
+
+@pytest.mark.parametrize("notebook", [
+    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="widgets without a static picture yet (issue 14)"))
+    if p.stem in REPR_STILL_SAVED else p for p in sorted(NOTEBOOK_DIR.glob("*.ipynb"))], ids=lambda p: p.stem)
+def test_saved_notebook_shows_no_widget_repr(notebook: Path, lab: Lab, browser: Browser, screenshots: Path) -> None:
+    saved = lab.root / f"as-saved-{notebook.name}"
+    shutil.copy(notebook, saved)  # with its outputs and widget state, untrusted: a fresh clone
+    try:
+        with browser_tab(browser) as t:
+            open_notebook(t.page, lab.open_url(saved.name))
+            t.page.wait_for_timeout(2000)  # let saved widget state restore, where it will
+            problems = repr_problems(t.page)
+            screenshot_whole_notebook(t.page, screenshots / f"{notebook.stem}-as-saved.png")
+        assert not problems, "widget reprs in the saved notebook:\n" + "\n".join(problems)
+    finally:
+        lab.shutdown_kernels()
+        saved.unlink()
