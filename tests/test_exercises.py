@@ -118,12 +118,13 @@ def test_vmm_process_knows_the_guests_process_from_another() -> None:
 
 def _template_answers() -> dict[str, tuple]:
     """Each registered checker's arguments as a learner's untouched template leaves them."""
-    from labkit.exercises import kvm
+    from labkit.exercises import guest_programs, kvm
 
     return {"page-faults": (None, 10), "stop-signal": (None,), "hypervisor-types": (
                 {"Oracle VirtualBox": None, "VMware ESXi": None, "KVM": None}, ""),
             "vmm-process": (None, os.getpid()), "kvm-digits": (kvm.STARTER,), "qemu-vcpus": (None,),
-            "libvirt-guest": (None,)}
+            "libvirt-guest": (None,), "kvm-mmio": (guest_programs.MMIO_STARTER,),
+            "kvm-ring3": (guest_programs.RING3_STARTER,), "qemu-cpu-model": (None,), "virsh-pause": (None,)}
 
 
 @pytest.mark.parametrize("name", sorted(exercises.all_exercises()))

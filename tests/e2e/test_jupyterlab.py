@@ -326,9 +326,9 @@ def test_notebook_in_jupyterlab(notebook: Path, lab: Lab, tab: BrowserTab) -> No
     assert not tab.console_errors, "browser console errors:\n" + "\n".join(tab.console_errors)
 
 
-#: Notebooks whose saved widgets still show their repr: their views get static pictures
-#: (labkit.widgets.static) in issue 14's other half; strict, so the mark goes when they do.
-REPR_STILL_SAVED = {"03_kvm", "04_qemu", "05_libvirt"}
+#: Notebooks whose saved widgets still show their repr (strict: the mark goes when they no longer do).
+#: 03-05's views now carry static pictures (labkit.widgets.static) too.
+REPR_STILL_SAVED: set[str] = set()
 
 
 @pytest.mark.parametrize("notebook", [
