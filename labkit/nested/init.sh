@@ -43,9 +43,15 @@ mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup 2>$dev/null
 cp "/host$job" /newroot/run/labkit-nested/job || fail "no job at $job"
 cp /bin/busybox /newroot/run/labkit-nested/busybox
 chmod 0666 /newroot/dev/kvm                       # this machine is the invoking user's alone
-# L1's own copy of the users: overlayfs is undefined when a lower file changes under it, and the host's
-# /etc/passwd changes whenever an account is added (tests, useradd by the lab itself)
-touch /newroot/etc/passwd /newroot/etc/group /newroot/etc/shadow /newroot/etc/gshadow
+# L1's own /etc (3 MB, copied to RAM) and libvirt state (empty): overlayfs is undefined when a lower file
+# changes under it, and the host rewrites these while L1 runs (accounts added by tests and by the lab, libvirt
+# domains defined and undefined): seen in L1 as "Stale file handle" and "groupadd: cannot open /etc/group"
+mkdir /rw/etc
+cp -a /host/etc/. /rw/etc/ || fail "copy /etc into L1's memory"
+mount --bind /rw/etc /newroot/etc
+for d in /newroot/var/lib/libvirt /newroot/var/log/libvirt; do
+  [ -d "$d" ] && mount -t tmpfs -o mode=0755 libvirt-state "$d"
+done
 rm -f /newroot/etc/passwd.lock /newroot/etc/group.lock /newroot/etc/shadow.lock /newroot/etc/gshadow.lock  # the host's
 hostname labkit-l1
 ip link set lo up

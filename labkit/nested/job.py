@@ -28,9 +28,11 @@ PASSED = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TERM", "TZ", "
 #: controlling terminal, and a serial port's hangup discards what the UART has not sent yet: the shell's
 #: last output (seen on a loaded host: only the echoed input came back).  So the leader is this wrapper,
 #: which waits for the shell, then for the terminal's output to drain (stty sets a mode with TCSADRAIN;
-#: SIGTTOU ignored once the shell is gone: the drain runs outside the foreground process group), and only
-#: then exits.
-DRAINING_SESSION_LEADER = '"$@"; status=$?; trap "" TTOU; timeout 60 stty -ixon 2>/dev/null; exit $status'
+#: SIGTTOU ignored once the shell is gone: the shell may leave another process group in the foreground), and
+#: only then exits.  Bounded by busybox's timeout (/nested-init puts busybox there): coreutils' timeout would
+#: move stty to a process group of its own and reset SIGTTOU, so stty stopped and the drain never ran.
+DRAINING_SESSION_LEADER = ('"$@"; status=$?; trap "" TTOU; '
+                           '/run/labkit-nested/busybox timeout 60 stty -ixon 2>/dev/null; exit $status')
 
 
 def environment(env: Mapping[str, str]) -> dict[str, str]:
