@@ -91,7 +91,9 @@ def _accepts(right: str | int | Collection[str | int] | Callable[[object], bool]
     if callable(right):
         return bool(right(answer))
     accepted = [right] if isinstance(right, (str, int)) else list(right)
-    norm = (lambda v: v.strip().lower() if isinstance(v, str) else v)
+
+    def norm(v: object) -> object:
+        return v.strip().lower() if isinstance(v, str) else v
     return norm(answer) in {norm(a) for a in accepted}
 
 

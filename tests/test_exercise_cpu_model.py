@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from conftest import FIXTURES
-
 from labkit import images, qemu
 from labkit.exercises import cpu_model
 

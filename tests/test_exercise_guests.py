@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import needs_kvm
 
+from conftest import needs_kvm
 from labkit.exercises import guest_programs as g
 
 TOP = Path(__file__).resolve().parent.parent

@@ -7,7 +7,6 @@ import pytest
 from conftest import HOSTS
 from labkit import host, hypervisor
 from labkit.errors import InvalidOptionError
-from labkit.exercises import hypervisor as exercises
 from labkit.widgets.host import ApartmentPlanner, host_card, stack_view
 
 ROOT = host.User(0, frozenset({0}))

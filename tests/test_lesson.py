@@ -20,7 +20,8 @@ def test_a_claim_that_fails_stops_the_notebook_with_the_evidence() -> None:
 def test_an_uncheckable_claim_gets_its_own_mark_never_the_tick(capsys: pytest.CaptureFixture[str]) -> None:
     lesson.check("/dev/kvm is a device of this kernel", lesson.unknown("this host has no /dev/kvm"))
     out = capsys.readouterr().out
-    assert out == "○ not checkable on this host: /dev/kvm is a device of this kernel (because this host has no /dev/kvm)\n"
+    assert out == ("○ not checkable on this host: /dev/kvm is a device of this kernel "
+                   "(because this host has no /dev/kvm)\n")
     assert "✔" not in out
 
 

@@ -6,10 +6,10 @@ On libvirt's in-process mock driver (test:///default): the logic, not a boot.
 from __future__ import annotations
 
 import pytest
-from test_virt import _exists, conn, files, spec  # noqa: F401 - fixtures shared with the virt unit tests
 
 from labkit import virt
 from labkit.widgets import virt as virt_widgets
+from test_virt import _exists, conn, files, spec  # noqa: F401 - fixtures shared with the virt unit tests
 
 
 @pytest.mark.parametrize("state, actions", [

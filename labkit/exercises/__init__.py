@@ -35,7 +35,7 @@ EXERCISE_TAG = "exercise:"
 
 
 #: Every exercise of the notebooks: NAME (of ``exercise:NAME`` and ``solutions/NAME.py``) -> its checker.
-EXERCISES: dict[str, Callable[..., "Feedback"]] = {}
+EXERCISES: dict[str, Callable[..., Feedback]] = {}
 
 _Checker = TypeVar("_Checker", bound=Callable[..., "Feedback"])
 
@@ -49,7 +49,7 @@ def exercise(name: str) -> Callable[[_Checker], _Checker]:
     return register
 
 
-def all_exercises() -> dict[str, Callable[..., "Feedback"]]:
+def all_exercises() -> dict[str, Callable[..., Feedback]]:
     """:data:`EXERCISES` with every checker module imported (each registers its own)."""
     import importlib
     import pkgutil

@@ -12,6 +12,7 @@ from labkit.errors import LabkitError
 from labkit.exercises import Feedback, exercise
 from labkit.kvm import devices, guests
 from labkit.kvm.errors import GuestError
+from labkit.kvm.exits import IoExit, MmioExit
 from labkit.kvm.machine import Machine, Step
 from labkit.kvm.regs import Mode
 
@@ -73,7 +74,7 @@ def check_mmio(source: str) -> Feedback:
     steps = run_steps(source, "protected")
     if isinstance(steps, Feedback):
         return steps
-    mmio = [s.exit for s in steps if s.exit.name == "KVM_EXIT_MMIO"]
+    mmio = [s.exit for s in steps if isinstance(s.exit, MmioExit)]
     seen = ", ".join(str(e) for e in mmio) or "none"
     if not mmio or not mmio[0].is_write or mmio[0].value != MMIO_STORE:
         return Feedback(False, f"the first MMIO exit should be a store of {MMIO_STORE}; MMIO exits: {seen}",
@@ -99,11 +100,11 @@ def check_ring3(source: str) -> Feedback:
     steps = run_steps(source, "long")
     if isinstance(steps, Feedback):
         return steps
-    prints = [s for s in steps if s.exit.name == "KVM_EXIT_IO" and s.exit.port == devices.SERIAL_PORT]
-    if [chr(s.exit.value) for s in prints] != ["U"]:
+    prints = [(s, s.exit) for s in steps if isinstance(s.exit, IoExit) and s.exit.port == devices.SERIAL_PORT]
+    if [chr(e.value) for _, e in prints] != ["U"]:
         return Feedback(False, f"the guest printed {steps[-1].serial!r}, expected 'U'",
                         "keep the lines from `user:` on as they are")
-    ring = prints[0].special.ring
+    ring = prints[0][0].special.ring
     if ring != 3:
         return Feedback(False, f"'U' was printed from ring {ring}, not ring 3",
                         "before `user:`, push USER_DS, the address of user_stack_top, 0x3002, USER_CS and the "

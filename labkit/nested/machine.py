@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labkit import host, images, qemu, runtime
-from labkit.errors import InvalidOptionError, MissingToolError
+from labkit.errors import GuestTimeoutError, InvalidOptionError, MissingToolError
 from labkit.host.tsc import HOST_TSC_PARAMETER
 from labkit.nested import initramfs, job, modules
 from labkit.nested.errors import CannotRunHereError, NestedError
@@ -308,7 +308,7 @@ async def _supervise(config: qemu.MachineConfig, relays: list[_Relay], timeout: 
             relay.input_open.set()
         try:
             await vm.wait_for(re.compile(r"LABKIT-NESTED (EXIT \d+|FAIL)"), timeout)
-        except qemu.BootTimeoutError:
+        except GuestTimeoutError:
             raise NestedError(f"the command did not end within {timeout:g} s inside L1: L1 was stopped "
                               "(its output so far is above). L1's console (kernel messages) ends:\n"
                               f"{vm.console_tail(15)}",

@@ -123,7 +123,9 @@ def building_html(p: hypervisor.Plan) -> str:
     def row(inner: str, label: str = "", colour: str = "#212121") -> str:
         return f"<tr>{inner}<td style='padding:0 8px;font-size:11px;text-align:left;color:{colour}'>{label}</td></tr>"
 
-    above, below, ground = [], [], 0.0
+    above: list[str] = []
+    below: list[str] = []
+    ground = 0.0
     for g in p.guests:
         h = max(g.memory_mib * scale, 4)
         over_roof = ground + h > house_h
