@@ -254,6 +254,21 @@ def test_lifecycle_with_events_on_the_mock_driver(conn: virt.Connection, files) 
     assert [e.at for e in dom.events] == sorted(e.at for e in dom.events)
 
 
+def test_two_live_domains_on_one_connection_each_get_their_own_events(conn: virt.Connection, files) -> None:
+    """libvirt refuses a second any-domain lifecycle callback on a connection ("event callback already
+    tracked"): the connection registers once and hands each domain its own events."""
+    with conn.define(spec(files, "one")) as one, conn.define(spec(files, "two")) as two:
+        one.start()
+        two.start()
+        two.suspend()
+        one.wait_for_event("started")
+        two.wait_for_event("suspended")
+        assert ("suspended", "paused") not in [(e.event, e.detail) for e in one.events]
+    two_seen = [(e.event, e.detail) for e in two.events]
+    assert ("started", "booted") in two_seen and ("suspended", "paused") in two_seen
+    assert not _exists(conn, one.name) and not _exists(conn, two.name)
+
+
 @pytest.mark.parametrize("raised", [RuntimeError, KeyboardInterrupt])
 def test_with_block_always_destroys_and_undefines(conn: virt.Connection, files, raised: type) -> None:
     with pytest.raises(raised):

@@ -128,6 +128,9 @@ class Connection:
         self.daemon = daemon
         self._caps: HostCapabilities | None = None
         self._domains: weakref.WeakSet[Domain] = weakref.WeakSet()  # closed with the connection
+        self._watchers: dict[str, Callable[[int, int], None]] = {}  # domain UUID -> its lifecycle handler
+        self._lifecycle_id: int | None = None  # the one libvirt registration that serves them all
+        self._watch_lock = threading.Lock()
         self._token = runtime.release_at_exit(self.close)
 
     @property
@@ -225,6 +228,42 @@ class Connection:
             self.raw = libvirt.open(self.choice.uri)
         except libvirt.libvirtError as exc:
             raise _translate(exc, self.choice.uri, "connect again") from exc
+        with self._watch_lock:  # the registration died with the old connection
+            self._lifecycle_id = None
+            if self._watchers:
+                self._listen()
+
+    def watch_lifecycle(self, uuid: str, handler: Callable[[int, int], None]) -> Callable[[], None]:
+        """Call ``handler(event, detail)`` (from libvirt's event thread) for each lifecycle event of the domain
+        with ``uuid``; return the function that stops it.
+
+        One libvirt registration per connection serves every domain on it: libvirt tracks one callback per
+        event and domain filter on a connection and refuses a second ("event callback already tracked"), so
+        two live domains registering their own would collide.
+        """
+        with self._watch_lock:
+            if self._lifecycle_id is None:
+                self._listen()
+            self._watchers[uuid] = handler
+
+        def stop() -> None:
+            with self._watch_lock:
+                self._watchers.pop(uuid, None)
+                if not self._watchers and self._lifecycle_id is not None:
+                    with contextlib.suppress(libvirt.libvirtError):  # the connection may be gone already
+                        self.raw.domainEventDeregisterAny(self._lifecycle_id)
+                    self._lifecycle_id = None
+        return stop
+
+    def _listen(self) -> None:
+        self._lifecycle_id = self.call("listen to lifecycle events", self.raw.domainEventRegisterAny, None,
+                                       libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None)
+
+    def _on_lifecycle(self, _conn: libvirt.virConnect, dom: libvirt.virDomain, event: int, detail: int,
+                      _opaque: object) -> None:
+        handler = self._watchers.get(dom.UUIDString())
+        if handler is not None:
+            handler(event, detail)
 
     def domains(self, prefix: str | None = None) -> tuple[str, ...]:
         """Names of this user's labkit domains (``virsh list --all``, filtered by the lab prefix).

@@ -88,7 +88,7 @@ class Domain:
         self.events: list[LifecycleEvent] = []
         self.timeline: dict[str, float] = {}
         self._listeners: list[Callable[[LifecycleEvent], None]] = []
-        self._callback: int | None = None
+        self._unwatch: Callable[[], None] | None = None
         self._raw: libvirt.virDomain | None = None
         self._ours = False  # True once the name and UUID are known to be free: whatever has them is ours
         self._console_offset = 0
@@ -117,8 +117,7 @@ class Domain:
             source = root.find("devices/serial[@type='file']/source")
             self.console_log = Path(source.get("path", "")) if source is not None else None
             self._claim(conn)
-            self._callback = conn.call("listen to lifecycle events", conn.raw.domainEventRegisterAny, None,
-                                        libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_event, None)
+            self._unwatch = conn.watch_lifecycle(self.uuid, self._on_event)
             conn.reclaim()
             if persistent:
                 self._raw = conn.call(f"define {self.name}", conn.raw.defineXMLFlags, self.xml,
@@ -146,10 +145,8 @@ class Domain:
     def _elapsed(self) -> float:
         return time.monotonic() - self._t0
 
-    def _on_event(self, _conn, dom, event: int, detail: int, _opaque) -> None:
+    def _on_event(self, event: int, detail: int) -> None:
         """libvirt's event loop thread: record this domain's lifecycle events, tell listeners."""
-        if dom.UUIDString() != self.uuid:
-            return
         ev = LifecycleEvent(self._elapsed(), EVENTS[event] if event < len(EVENTS) else str(event),
                             _DETAILS.get(event, {}).get(detail, str(detail)))
         with self._changed:
@@ -379,12 +376,9 @@ class Domain:
                     with self._changed:  # let the 'undefined' event arrive, so `events` tells the whole life
                         self._changed.wait_for(lambda: any(e.event == "undefined" for e in self.events), 1.0)
         finally:
-            if self._callback is not None:
-                try:
-                    self.conn.raw.domainEventDeregisterAny(self._callback)
-                except libvirt.libvirtError:
-                    pass  # the connection is gone already
-                self._callback = None
+            if self._unwatch is not None:
+                self._unwatch()
+                self._unwatch = None
             self._listeners.clear()
             if self._scratch is not None:
                 shutil.rmtree(self._scratch, ignore_errors=True)
