@@ -408,3 +408,15 @@ def test_cpio_newc_header() -> None:
 
 def test_not_a_bzimage_has_no_vmlinux() -> None:
     assert formats.extract_vmlinux(b"\0" * 4096) is None and formats.kernel_kind(b"\0" * 4096) is None
+
+
+def test_poweroff_counts_only_after_the_nonced_lines_a_command_cannot_print() -> None:
+    report = 'LABKIT-REPORT 0123456789abcdef {"v":1}\r\n'
+    assert images.poweroff_announced(report + "LABKIT-POWEROFF\r\n", "0123456789abcdef")
+    assert not images.poweroff_announced(report, "0123456789abcdef")  # not yet said
+    assert not images.poweroff_announced(report + "LABKIT-POWEROFF\r\n", "fedcba9876543210")  # another boot's
+    # the learner's command printed the marker itself, and still runs: no end line after it
+    spoof = report + "LABKIT-COMMAND-BEGIN 0123456789abcdef\nLABKIT-POWEROFF\n"
+    assert images.poweroff_announced(spoof, "0123456789abcdef") is False
+    done = spoof + "LABKIT-COMMAND-END 0123456789abcdef 0\nLABKIT-POWEROFF\n"
+    assert images.poweroff_announced(done, "0123456789abcdef")

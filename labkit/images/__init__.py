@@ -67,20 +67,23 @@ from labkit.images.kernel import (
 from labkit.images.report import (
     COMMAND_BEGIN,
     COMMAND_END,
+    POWEROFF_MARKER,
     REPORT_MARKER,
     GuestReport,
     find_panic,
     nonce,
     parse_report,
+    poweroff_announced,
     report_prefix,
     with_nonce,
 )
 
 __all__ = [
     "BASE_CMDLINE", "CACHE_MAX_ENV", "CACHE_MAX_MIB", "COMMAND_BEGIN", "COMMAND_END", "GUEST_SOURCES",
-    "KERNEL_MAX_BYTES", "KERNEL_PACKAGES", "PRUNE_MIN_AGE_S", "REPORT_MARKER", "CachedFile", "CorruptCacheError",
-    "GuestImage", "GuestPanicError", "GuestReport", "ImageError", "Kernel", "ReportNotFoundError", "build_initramfs",
-    "cache_info", "cache_max_bytes", "cache_size", "check_into", "clear_cache", "fetch_kernel", "find_kernel",
-    "find_panic", "initramfs_key", "kernel_package", "nonce", "parse_report", "prune", "publish", "read_kernel_file",
-    "report_prefix", "shared_caches", "tiny_guest", "user_cache", "verified", "with_nonce",
+    "KERNEL_MAX_BYTES", "KERNEL_PACKAGES", "POWEROFF_MARKER", "PRUNE_MIN_AGE_S", "REPORT_MARKER", "CachedFile",
+    "CorruptCacheError", "GuestImage", "GuestPanicError", "GuestReport", "ImageError", "Kernel",
+    "ReportNotFoundError", "build_initramfs", "cache_info", "cache_max_bytes", "cache_size", "check_into",
+    "clear_cache", "fetch_kernel", "find_kernel", "find_panic", "initramfs_key", "kernel_package", "nonce",
+    "parse_report", "poweroff_announced", "prune", "publish", "read_kernel_file", "report_prefix", "shared_caches",
+    "tiny_guest", "user_cache", "verified", "with_nonce",
 ]

@@ -26,6 +26,8 @@ from labkit.images.errors import ImageError, ReportNotFoundError
 REPORT_MARKER = "LABKIT-REPORT "
 #: Printed by /init around the output of the learner's command.
 COMMAND_BEGIN, COMMAND_END = "LABKIT-COMMAND-BEGIN", "LABKIT-COMMAND-END"
+#: /init's last line before ``poweroff -f``.
+POWEROFF_MARKER = "LABKIT-POWEROFF"
 
 
 @dataclass(frozen=True)
@@ -189,3 +191,16 @@ def _command_result(text: str, token: str | None) -> tuple[str | None, int | Non
     if match is None:  # the guest stopped while the command ran
         return body, None
     return body[:match.start()], int(match.group(1))
+
+
+def poweroff_announced(console: str, token: str) -> bool:
+    """Whether /init said it is powering off, after everything else it had to do.
+
+    Its line counts only after the report and, when the learner's command ran, after that command's end
+    line: both carry this boot's nonce, so a command that prints the marker itself cannot fake it.
+    """
+    report = console.rfind(report_prefix(token))
+    begin, end = console.rfind(f"{COMMAND_BEGIN} {token}"), console.rfind(f"{COMMAND_END} {token} ")
+    if report < 0 or begin > end:  # no report yet, or the command is still running
+        return False
+    return re.search(rf"^{POWEROFF_MARKER}\r?$", console[max(report, end):], re.MULTILINE) is not None
