@@ -17,6 +17,7 @@ from typing import Literal
 import psutil
 
 from labkit import host
+from labkit.i18n import _
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -53,11 +54,11 @@ def check_platform(report: host.HostReport) -> Check:
 def check_kvm(report: host.HostReport) -> Check:
     v = report.verdict
     status: Status = "ok" if v.kind == "hardware" and v.usable else "warn"
-    detail = v.label + ("" if v.usable or v.kind == "none" else " (not usable by you)")
+    detail = v.label + ("" if v.usable or v.kind == "none" else _(" (not usable by you)"))
     if v.kind == "nested":
-        detail += "; Linux guests fall back to QEMU's TCG emulator"
+        detail += _("; Linux guests fall back to QEMU's TCG emulator")
     elif v.kind == "none":
-        detail += "; everything still runs under QEMU's TCG emulator, the raw-KVM notebook cannot"
+        detail += _("; everything still runs under QEMU's TCG emulator, the raw-KVM notebook cannot")
     return Check("kvm", status, detail, v.fix)
 
 
@@ -247,12 +248,13 @@ def limited_notebooks(checks: list[Check]) -> list[Check]:
 def summary(checks: list[Check]) -> str:
     """The last line of the report: never a plain "ready" when a notebook will run only partly."""
     if not can_run(checks):
-        return "NOT READY: fix the FAIL lines above"
+        return _("NOT READY: fix the FAIL lines above")
     limited = limited_notebooks(checks)
     if limited:
         names = ", ".join(c.name.removeprefix("notebook ") for c in limited)
-        return f"PARTLY READY: every notebook runs, but {names} only partly for you (see its WARN line and fix)"
-    return "ready: the lab can run"
+        return _("PARTLY READY: every notebook runs, but {names} only partly for you (see its WARN line and fix)"
+                 ).format(names=names)
+    return _("ready: the lab can run")
 
 
 def as_dicts(checks: list[Check]) -> list[dict]:

@@ -13,6 +13,13 @@ it strictly):
 When the host disagrees it raises :class:`ClaimFailed` with the evidence: the
 notebook stops at the claim that is wrong instead of teaching something false.
 
+Every text is English in the notebook's code and printed in the language of
+:mod:`labkit.i18n` (the claim, the reason, the question and the fixed
+phrases; the marks stay).  Values that vary go in keyword arguments, e.g.
+``unknown("kvm's license is not readable ({source})", source=lic.source)``:
+they are formatted *after* translation, so the translated text (the msgid
+keeps ``{source}``) is found and the translator can move the placeholder.
+
 :func:`ready` is the short, non-blocking question at the end of a section
 ("ready to go on?"): it answers, it never stops the notebook.
 """
@@ -23,6 +30,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from labkit.errors import LabkitError
+from labkit.i18n import _
 
 #: The marks :func:`check` prints.
 HELD, NOT_CHECKABLE = "✔", "○"
@@ -39,33 +47,44 @@ class Unknown:
     because: str
 
 
-def unknown(because: str) -> Unknown:
+def _say(text: str, fields: dict[str, object]) -> str:
+    """``text`` translated, then its ``{placeholders}`` filled from ``fields`` (left alone without fields)."""
+    said = _(text)
+    return said.format(**fields) if fields else said
+
+
+def unknown(because: str, **fields: object) -> Unknown:
     """The result of a claim this host cannot test: ``because`` says what is missing.
 
     Pass it to :func:`check` in place of a bool, e.g.
     ``lesson.check(claim, test() if report.kvm.present else lesson.unknown("this host has no /dev/kvm"))``.
+    ``fields`` fill the ``{placeholders}`` of ``because`` after translation.
     """
     if not because.strip():
         raise ValueError("say why the claim cannot be checked here")
-    return Unknown(because.strip())
+    return Unknown(_say(because.strip(), fields))
 
 
-def check(claim: str, holds: bool | Unknown, evidence: str = "") -> None:
+def check(claim: str, holds: bool | Unknown, evidence: str = "", **fields: object) -> None:
     """Print ``✔ claim`` if ``holds`` is True, the not-checkable line for :class:`Unknown`, else raise.
 
     ``holds`` must be a real ``bool`` (or :class:`Unknown`): anything else
     (None, a list, a count) is a bug in the notebook, not a result, so it
-    raises :class:`TypeError` instead of passing for "true".
+    raises :class:`TypeError` instead of passing for "true".  ``fields``
+    fill the ``{placeholders}`` of ``claim`` after translation.
     """
+    said = _say(claim, fields)
     if isinstance(holds, Unknown):
-        print(f"{NOT_CHECKABLE} not checkable on this host: {claim} (because {holds.because})")
+        print(f"{NOT_CHECKABLE} " + _("not checkable on this host: {claim} (because {because})").format(
+            claim=said, because=holds.because))
         return
     if not isinstance(holds, bool):
         raise TypeError(f"lesson.check({claim!r}) needs a bool or lesson.unknown(reason), got {type(holds).__name__}")
     if not holds:
-        raise ClaimFailed(f"the lesson claims: {claim!r}, but on this host it is not so. {evidence}".strip(),
-                          "run `labkit doctor` and report the host and this message to your instructor")
-    print(f"{HELD} {claim}")
+        raise ClaimFailed(_("the lesson claims: {claim!r}, but on this host it is not so. {evidence}").format(
+                              claim=said, evidence=evidence).strip(),
+                          _("run `labkit doctor` and report the host and this message to your instructor"))
+    print(f"{HELD} {said}")
 
 
 def ready(question: str, answer: object, right: str | int | Collection[str | int] | Callable[[object], bool],
@@ -79,11 +98,13 @@ def ready(question: str, answer: object, right: str | int | Collection[str | int
     right answer; ``hint`` (or a generic pointer) with a wrong one.
     """
     if answer is None:
-        print(f"→ ready to go on? {question}  (put your answer in answer=… and run this cell again)")
+        print("→ " + _("ready to go on? {question}  (put your answer in answer=… and run this cell again)").format(
+            question=_(question)))
     elif _accepts(right, answer):
-        print(f"✔ ready to go on: {why}")
+        print(f"{HELD} " + _("ready to go on: {why}").format(why=_(why)))
     else:
-        print(f"↺ not quite ({answer!r}): {hint or 're-read the section above'} — you may go on anyway")
+        print("↺ " + _("not quite ({answer!r}): {hint} — you may go on anyway").format(
+            answer=answer, hint=_(hint) if hint else _("re-read the section above")))
 
 
 def _accepts(right: str | int | Collection[str | int] | Callable[[object], bool], answer: object) -> bool:

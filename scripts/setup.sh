@@ -97,6 +97,10 @@ if [[ $profile != lab && ! -x $CHP ]]; then
   npm install --silent --no-audit --no-fund --prefix .venv/node configurable-http-proxy@5.1
 fi
 
+# labkit's messages in other languages: compile the gettext catalogs (.po -> .mo, Babel); a .mo that is
+# missing or older than its .po is compiled in memory at run time instead (labkit.i18n.catalogs).
+.venv/bin/python -m labkit.i18n compile >/dev/null
+
 # JupyterLab: no news pop-up fetched from the internet (this lab runs offline).
 settings=.venv/share/jupyter/lab/settings
 mkdir -p "$settings"

@@ -17,6 +17,7 @@ import os
 import sys
 from typing import NoReturn
 
+from labkit import i18n
 from labkit.errors import LabkitError, MissingToolError, from_os_error
 
 COMMANDS = ("doctor", "host", "kvm", "image", "boot", "virt", "nested", "cleanup", "run", "hub", "class_status")
@@ -69,6 +70,7 @@ def _register_unavailable(sub: argparse._SubParsersAction, name: str, exc: Impor
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        i18n.use()  # LABKIT_LANG, else the locale: labkit's messages in the learner's language
         status = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's own flush at exit
         return status

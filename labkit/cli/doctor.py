@@ -7,6 +7,7 @@ import json
 import socket
 
 from labkit import doctor, host
+from labkit.i18n import _
 
 _MARK = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
 
@@ -35,6 +36,6 @@ def run(args: argparse.Namespace) -> int:
         for c in checks:
             print(f"[{_MARK[c.status]}] {c.name:<{width}}  {c.detail}")
             if c.fix and c.status != "ok":
-                print(f"       {'':<{width}}  fix: {c.fix}")
+                print(f"       {'':<{width}}  " + _("fix: {fix}").format(fix=c.fix))
         print("\n" + doctor.summary(checks))
     return 0 if ready else 1

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from labkit.errors import LabkitError
+from labkit.i18n import _
 
 #: Tag of a notebook's answer cell: ``exercise:NAME``; ``solutions/NAME.py`` is its reference solution.
 EXERCISE_TAG = "exercise:"
@@ -87,7 +88,7 @@ class Feedback:
     def __str__(self) -> str:
         if self.solved:
             return f"✔ {self.message}"
-        return f"✘ {self.message}" + (f"\n  hint: {self.hint}" if self.hint else "")
+        return f"✘ {self.message}" + ("\n  " + _("hint: {hint}").format(hint=self.hint) if self.hint else "")
 
     def _repr_pretty_(self, p, cycle: bool) -> None:  # IPython shows the sentence, not the dataclass
         p.text(str(self))

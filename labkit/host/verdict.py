@@ -19,6 +19,8 @@ from labkit.host.cpu import CpuInfo
 from labkit.host.evidence import Platform
 from labkit.host.kernel import KernelInfo
 from labkit.host.sources import DeviceNode, KvmProbe, Source
+from labkit.i18n import _
+from labkit.i18n import noop as N_
 
 
 @dataclass(frozen=True)
@@ -174,11 +176,12 @@ def vt_support(src: Source, cpu: CpuInfo, platform: Platform, kernel: KernelInfo
 
 KvmKind = Literal["hardware", "nested", "none", "unknown"]
 
+#: The verdicts' labels in English (marked for translation: a verdict carries its label in the current language).
 VERDICT_LABELS: dict[str, str] = {
-    "hardware": "hardware KVM",
-    "nested": "KVM without hardware virtualization (nested/paravirtual, slow)",
-    "none": "no KVM",
-    "unknown": "KVM unknown (not recorded)",
+    "hardware": N_("hardware KVM"),
+    "nested": N_("KVM without hardware virtualization (nested/paravirtual, slow)"),
+    "none": N_("no KVM"),
+    "unknown": N_("KVM unknown (not recorded)"),
 }
 
 
@@ -201,63 +204,67 @@ def kvm_verdict(kernel: KernelInfo, cpu: CpuInfo, platform: Platform, dev: KvmDe
     reasons = [_cpu_reason(cpu, vt)]
     reasons.append(_module_reason(kernel))
     if dev.present:
-        reasons.append(f"/dev/kvm is present ({dev.node}" + (f", mode {dev.mode}, {dev.owner}:{dev.group})"
-                                                             if dev.mode else ")"))
+        reasons.append(_("/dev/kvm is present ({node}, mode {mode}, {owner}:{group})").format(
+            node=dev.node, mode=dev.mode, owner=dev.owner, group=dev.group) if dev.mode else
+            _("/dev/kvm is present ({node})").format(node=dev.node))
         if dev.api_version is not None:
             reasons.append(f"KVM_GET_API_VERSION = {dev.api_version}")
         kind = _present_kind(kernel, cpu, platform, vt, reasons)
         fix = None
         if dev.accessible is False:
-            reasons.append("you cannot open /dev/kvm")
+            reasons.append(_("you cannot open /dev/kvm"))
             fix = (f"{dev.error}; check that the kvm module initialised (dmesg | grep -i kvm)"
                    if dev.error and dev.error != "permission denied" else access_fix(dev))
         usable = dev.accessible is True
-        return KvmVerdict(kind, VERDICT_LABELS[kind], usable, usable and kind == "hardware" and cpu.arch in (
+        return KvmVerdict(kind, _(VERDICT_LABELS[kind]), usable, usable and kind == "hardware" and cpu.arch in (
             "x86_64", "x86"), tuple(reasons), fix, vt)
     if dev.present is False:
-        reasons.append(dev.error or "/dev/kvm does not exist")
-        return KvmVerdict("none", VERDICT_LABELS["none"], False, False, tuple(reasons),
+        reasons.append(dev.error or _("/dev/kvm does not exist"))
+        return KvmVerdict("none", _(VERDICT_LABELS["none"]), False, False, tuple(reasons),
                           _absent_fix(kernel, cpu, platform, vt), vt)
     # /dev/kvm unknown: say "none" only where the evidence rules KVM out, "hardware" where a vendor module runs
-    reasons.append(dev.error or "/dev/kvm was not recorded")
+    reasons.append(dev.error or _("/dev/kvm was not recorded"))
     if any(kernel.module(m).present for m in ("kvm_intel", "kvm_amd")):
-        reasons.append("a loaded kvm_intel/kvm_amd creates /dev/kvm; who may open it was not recorded")
-        return KvmVerdict("hardware", VERDICT_LABELS["hardware"], False, False, tuple(reasons),
+        reasons.append(_("a loaded kvm_intel/kvm_amd creates /dev/kvm; who may open it was not recorded"))
+        return KvmVerdict("hardware", _(VERDICT_LABELS["hardware"]), False, False, tuple(reasons),
                           "check who may open it: ls -l /dev/kvm", vt)
     ruled_out = (vt.state in ("disabled by firmware", "not in this CPU")
                  or (platform.detail or "").startswith("Xen PV") or cpu.arch == "arm" or "no hardware support" in
                  kernel.dmesg)
     if ruled_out:
-        return KvmVerdict("none", VERDICT_LABELS["none"], False, False, tuple(reasons),
+        return KvmVerdict("none", _(VERDICT_LABELS["none"]), False, False, tuple(reasons),
                           _absent_fix(kernel, cpu, platform, vt), vt)
     known = vt.state != "unknown" or platform.virtual is not None or cpu.is_arm
     fix = ("if /dev/kvm is missing there: " + _absent_fix(kernel, cpu, platform, vt) if known else
            "record the whole host (`labkit host --record DIR` there), or check: ls -l /dev/kvm; lsmod | grep kvm")
-    return KvmVerdict("unknown", VERDICT_LABELS["unknown"], False, False, tuple(reasons), fix, vt)
+    return KvmVerdict("unknown", _(VERDICT_LABELS["unknown"]), False, False, tuple(reasons), fix, vt)
 
 
 def _cpu_reason(cpu: CpuInfo, vt: VtSupport) -> str:
     if cpu.is_arm:
-        return f"Arm CPU ({cpu.model_name}): KVM needs the kernel to boot at EL2; " + vt.evidence[0]
+        return _("Arm CPU ({model}): KVM needs the kernel to boot at EL2; {evidence}").format(
+            model=cpu.model_name, evidence=vt.evidence[0])
     if vt.state == "offered":
-        return f"CPU advertises {vt.extension} ({'; '.join(vt.evidence)})"
+        return _("CPU advertises {extension} ({evidence})").format(extension=vt.extension,
+                                                                  evidence="; ".join(vt.evidence))
     if vt.state == "not applicable":
-        return f"{cpu.arch} CPU: no x86 virtualization extensions"
+        return _("{arch} CPU: no x86 virtualization extensions").format(arch=cpu.arch)
     if not cpu.flags_known and vt.state == "unknown":
-        return "the CPU flags were not recorded: VT-x/AMD-V unknown"
+        return _("the CPU flags were not recorded: VT-x/AMD-V unknown")
     return f"CPU: {vt.extension or 'VT-x/AMD-V'} {vt.state} ({'; '.join(vt.evidence)})"
 
 
 def _module_reason(kernel: KernelInfo) -> str:
     present = [m.name for m in kernel.kvm_modules if m.present]
     if present:
-        return "KVM modules present: " + ", ".join(present)
+        return _("KVM modules present: {modules}").format(modules=", ".join(present))
     unknown = [m.name for m in kernel.kvm_modules if m.present is None]
     if len(unknown) == len(kernel.kvm_modules):
-        return "which KVM modules the kernel has was not recorded"
+        return _("which KVM modules the kernel has was not recorded")
     known_absent = [m.name for m in kernel.kvm_modules if m.present is False or m.state == "not loaded"]
-    return ("no KVM module is loaded" if not unknown else
-            f"not loaded: {', '.join(known_absent)}; not recorded: {', '.join(unknown)}")
+    return (_("no KVM module is loaded") if not unknown else
+            _("not loaded: {absent}; not recorded: {unknown}").format(absent=", ".join(known_absent),
+                                                                      unknown=", ".join(unknown)))
 
 
 def _present_kind(kernel: KernelInfo, cpu: CpuInfo, platform: Platform, vt: VtSupport,
@@ -266,13 +273,13 @@ def _present_kind(kernel: KernelInfo, cpu: CpuInfo, platform: Platform, vt: VtSu
         return "hardware"
     pvm = kernel.module("kvm_pvm").present
     if pvm:
-        reasons.append("kvm_pvm is present: PVM, software-assisted (pagetable-based) nested KVM")
+        reasons.append(_("kvm_pvm is present: PVM, software-assisted (pagetable-based) nested KVM"))
     if platform.virtual and (cpu.flags_known or pvm):
-        reasons.append("this host is itself a virtual machine, so its guests are nested")
+        reasons.append(_("this host is itself a virtual machine, so its guests are nested"))
         return "nested"
     if pvm:
         return "nested"
-    reasons.append("what backs this /dev/kvm (VT-x/AMD-V or a paravirtual back end) was not recorded")
+    reasons.append(_("what backs this /dev/kvm (VT-x/AMD-V or a paravirtual back end) was not recorded"))
     return "unknown"
 
 

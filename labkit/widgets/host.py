@@ -13,6 +13,7 @@ from IPython.display import HTML
 
 from labkit import hypervisor
 from labkit.host import HostReport
+from labkit.i18n import _
 from labkit.widgets.static import StaticFallback, StaticHTML
 
 _COLOURS = {"hardware": "#2e7d32", "nested": "#ef6c00", "none": "#c62828", "unknown": "#616161"}
@@ -25,15 +26,15 @@ def host_card(report: HostReport, kvm: bool = True) -> StaticHTML:
     """
     v = report.verdict
     rows = [
-        ("kernel", f"Linux {report.kernel.release}"),
+        (_("kernel"), f"Linux {report.kernel.release}"),
         ("CPU", f"{report.cpu.model_name} · {report.cpu.logical_cpus} CPUs"
-                + (f" · {report.cpu.hardware_virtualization or 'no VT-x/AMD-V flag'}" if kvm else "")),
-        ("platform", report.platform.summary),
+                + (f" · {report.cpu.hardware_virtualization or _('no VT-x/AMD-V flag')}" if kvm else "")),
+        (_("platform"), report.platform.summary),
     ]
     if kvm:
         rows.append(("KVM", f"<b style='color:{_COLOURS[v.kind]}'>{html.escape(v.label)}</b>"))
     if kvm and v.fix:
-        rows.append(("fix", html.escape(v.fix)))
+        rows.append((_("fix"), html.escape(v.fix)))
     body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{val}</td></tr>"
                    for k, val in rows)
     return StaticHTML(f"<div class='labkit-host-card' style='border:1px solid #ccc;border-radius:6px;"
@@ -46,7 +47,7 @@ def stack_view(report: HostReport) -> StaticHTML:
         f"<div style='border:1px solid #888;border-radius:4px;margin:2px 0;padding:4px 8px;"
         f"background:{'#fff3e0' if 'hypervisor' in layer.name.lower() else '#f5f5f5'}'>"
         f"<b>{html.escape(layer.name)}</b> — {html.escape(layer.detail)}"
-        f"<br><small style='color:#666'>evidence: {html.escape(layer.evidence)}</small></div>"
+        f"<br><small style='color:#666'>{_('evidence')}: {html.escape(layer.evidence)}</small></div>"
         for layer in reversed(hypervisor.stack(report)))
     return StaticHTML(f"<div class='labkit-stack'>{boxes}</div>")
 
@@ -65,10 +66,10 @@ class ApartmentPlanner(StaticFallback, w.VBox):
     def __init__(self, host_cpus: int, host_memory_mib: int, guests: int = 3,
                  vcpus: int = 1, memory_mib: int = 1024) -> None:
         self.host_cpus, self.host_memory_mib = host_cpus, host_memory_mib
-        self.guests = w.IntSlider(value=guests, min=1, max=16, description="guests")
-        self.vcpus = w.IntSlider(value=vcpus, min=1, max=max(8, 2 * host_cpus), description="vCPUs each")
+        self.guests = w.IntSlider(value=guests, min=1, max=16, description=_("guests"))
+        self.vcpus = w.IntSlider(value=vcpus, min=1, max=max(8, 2 * host_cpus), description=_("vCPUs each"))
         self.memory = w.IntSlider(value=memory_mib, min=128, max=max(4096, host_memory_mib // 2), step=128,
-                                  description="MiB each")
+                                  description=_("MiB each"))
         self.drawing = w.HTML()
         for slider in (self.guests, self.vcpus, self.memory):
             slider.observe(self._redraw, names="value")
