@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from labkit.exercises import Feedback, exercise
+from labkit.i18n import _
 from labkit.qemu import BootResult
 
 
@@ -10,19 +11,19 @@ from labkit.qemu import BootResult
 def cpu_count(result: BootResult | None) -> Feedback:
     """Did the guest get 2 vCPUs, and did its own command print how many CPUs it sees?"""
     if result is None:
-        return Feedback(False, "boot the guest first", "run the cell above: it sets `exercise_boot`")
+        return Feedback(False, _("boot the guest first"), _("run the cell above: it sets `exercise_boot`"))
     problems, hints = [], []
     if result.config.vcpus != 2:
-        problems.append(f"the machine had {result.config.vcpus} vCPU(s), not 2")
+        problems.append(_("the machine had {vcpus} vCPU(s), not 2").format(vcpus=result.config.vcpus))
         hints.append("vcpus=2")
     output = (result.report.command_output or "").split()
     if result.report.command_output is None:
-        problems.append("the guest ran no command")
-        hints.append("command='nproc', or count the 'processor' lines in /proc/cpuinfo")
+        problems.append(_("the guest ran no command"))
+        hints.append(_("command='nproc', or count the 'processor' lines in /proc/cpuinfo"))
     elif str(result.report.cpus) not in output:
-        problems.append(f"the command printed {' '.join(output)[:60]!r}, not the number of CPUs the guest "
-                        f"sees ({result.report.cpus})")
-        hints.append("nproc prints it")
+        problems.append(_("the command printed {output!r}, not the number of CPUs the guest sees ({cpus})").format(
+            output=" ".join(output)[:60], cpus=result.report.cpus))
+        hints.append(_("nproc prints it"))
     if problems:
         return Feedback(False, "; ".join(problems), "; ".join(hints))
-    return Feedback(True, "the guest has 2 vCPUs, and it counted them itself")
+    return Feedback(True, _("the guest has 2 vCPUs, and it counted them itself"))

@@ -14,6 +14,7 @@ import time
 from labkit import virt
 from labkit.errors import LabkitError
 from labkit.exercises import Feedback, exercise
+from labkit.i18n import _
 
 #: The guest's command in notebook 05: one HEARTBEAT line a second, until the guest is ended.
 HEARTBEAT = "alive"
@@ -33,18 +34,19 @@ def heartbeats(domain: virt.Domain, seconds: float) -> int:
 def paused_with_virsh(domain: object) -> Feedback:
     """Is ``domain`` paused — no heartbeat for :data:`WATCH_S` s, state 'paused' — after the learner's ``!virsh``?"""
     if not isinstance(domain, virt.Domain):
-        return Feedback(False, f"pass your guest, keeper (got a {type(domain).__name__})",
-                        "run the section 'A guest that stays' first: it defines keeper")
+        return Feedback(False, _("pass your guest, keeper (got a {type})").format(type=type(domain).__name__),
+                        _("run the section 'A guest that stays' first: it defines keeper"))
     try:
         beats = heartbeats(domain, WATCH_S)
         state = domain.state
     except LabkitError as exc:
-        return Feedback(False, f"keeper cannot be read: {exc.what}",
-                        "press start on its dashboard (or keeper.start()), then pause it with virsh")
+        return Feedback(False, _("keeper cannot be read: {error}").format(error=exc.what),
+                        _("press start on its dashboard (or keeper.start()), then pause it with virsh"))
     if state != "paused" or beats:
-        return Feedback(False, f"keeper is {state}: it printed {beats} heartbeat(s) in {WATCH_S} s",
-                        "the virsh command that pauses a domain is the one section 6 named next to "
-                        "dom.suspend(): !virsh -c {conn.uri} suspend {keeper.name}")
+        return Feedback(False, _("keeper is {state}: it printed {beats} heartbeat(s) in {seconds} s").format(
+                            state=state, beats=beats, seconds=WATCH_S),
+                        _("the virsh command that pauses a domain is the one section 6 named next to "
+                          "dom.suspend(): {command}").format(command="!virsh -c {conn.uri} suspend {keeper.name}"))
     domain.resume()
-    return Feedback(True, f"keeper was paused: not one heartbeat in {WATCH_S} s, its QEMU process kept; "
-                          "the check resumed it (virsh resume): it is yours to end")
+    return Feedback(True, _("keeper was paused: not one heartbeat in {seconds} s, its QEMU process kept; "
+                            "the check resumed it (virsh resume): it is yours to end").format(seconds=WATCH_S))
