@@ -32,22 +32,24 @@ class Check:
 
 def check_kernel(report: host.HostReport) -> Check:
     k = report.kernel
-    kvm = ", ".join(f"{m.name} ({m.state})" for m in k.kvm_modules if m.present) or "none"
-    return Check("kernel", "ok", f"Linux {k.release} ({report.cpu.arch}); KVM modules: {kvm}")
+    kvm = ", ".join(f"{m.name} ({m.state})" for m in k.kvm_modules if m.present) or _("none")
+    return Check("kernel", "ok", _("Linux {release} ({arch}); KVM modules: {modules}").format(
+        release=k.release, arch=report.cpu.arch, modules=kvm))
 
 
 def check_cpu(report: host.HostReport) -> Check:
     cpu, vt = report.cpu, report.verdict.virtualization
     ok = vt.state == "offered"
-    detail = f"{cpu.model_name} ({cpu.vendor}), {cpu.logical_cpus} logical CPUs; " + (
-        f"{vt.extension} available" if ok else
-        f"{vt.extension or 'hardware virtualization'}: {vt.state} ({'; '.join(vt.evidence)})")
+    detail = _("{model} ({vendor}), {cpus} logical CPUs; ").format(
+        model=cpu.model_name, vendor=cpu.vendor, cpus=cpu.logical_cpus) + (
+        _("{extension} available").format(extension=vt.extension) if ok else
+        f"{vt.extension or _('hardware virtualization')}: {vt.state} ({'; '.join(vt.evidence)})")
     fix = None if ok else report.verdict.fix
     return Check("cpu", "ok" if ok else "warn", detail, fix)
 
 
 def check_platform(report: host.HostReport) -> Check:
-    nested = " — KVM guests here are nested" if report.nested else ""
+    nested = _(" — KVM guests here are nested") if report.nested else ""
     return Check("platform", "ok", report.platform.summary + nested)
 
 
@@ -82,8 +84,8 @@ def check_programs() -> list[Check]:
     for prog, (pkg, needed_by) in PROGRAMS.items():
         path = shutil.which(prog) or shutil.which(prog, path="/usr/sbin:/sbin")
         checks.append(Check(prog, "ok", path) if path else
-                      Check(prog, "fail", f"not installed (needed by {needed_by})",
-                            f"sudo apt-get install {pkg}  (./kvmlab setup does it)"))
+                      Check(prog, "fail", _("not installed (needed by {notebooks})").format(notebooks=needed_by),
+                            _("{command}  (./kvmlab setup does it)").format(command=f"sudo apt-get install {pkg}")))
     return checks
 
 
@@ -93,8 +95,9 @@ def check_modules() -> list[Check]:
         found = importlib.util.find_spec(mod.split(".")[0]) is not None and (
             "." not in mod or importlib.util.find_spec(mod) is not None)
         checks.append(Check(f"python:{mod}", "ok" if found else "fail",
-                            "importable" if found else "not importable",
-                            None if found else f"pip install {dist}  (./kvmlab setup does it)"))
+                            _("importable") if found else _("not importable"),
+                            None if found else _("{command}  (./kvmlab setup does it)").format(
+                                command=f"pip install {dist}")))
     return checks
 
 
@@ -112,8 +115,8 @@ def check_guest_image() -> Check:
                      images.cache.rebuild_fix(damaged[0].path))
     cached = {f.kind for f in files}
     if {"kernel", "initramfs"} <= cached:
-        return Check("guest image", "ok", "tiny guest kernel and initramfs are cached")
-    return Check("guest image", "warn", "the tiny guest is not built yet (notebooks 04 and 05 would build it)",
+        return Check("guest image", "ok", _("tiny guest kernel and initramfs are cached"))
+    return Check("guest image", "warn", _("the tiny guest is not built yet (notebooks 04 and 05 would build it)"),
                  "labkit image build (./kvmlab setup does it; instructors: labkit image build --into "
                  "/var/cache/labkit for every user)")
 
@@ -130,7 +133,7 @@ def check_libvirt() -> Check:
     daemon = libvirtd.status()
     if daemon.running:
         return Check("libvirt", "ok", daemon.detail)
-    return Check("libvirt", "warn", f"{daemon.detail} (notebook 05 starts it when it needs it)",
+    return Check("libvirt", "warn", _("{detail} (notebook 05 starts it when it needs it)").format(detail=daemon.detail),
                  "labkit virt up (as root, where no init system runs libvirtd)")
 
 
@@ -146,7 +149,7 @@ def check_notebooks(report: host.HostReport, checks: list[Check]) -> list[Check]
     for o in host.notebook_outlook(report):
         missing = [failed[n] for n in needs.get(o.notebook, []) if n in failed]
         if missing:
-            out.append(Check(f"notebook {o.notebook}", "fail", "cannot run: " + "; ".join(
+            out.append(Check(f"notebook {o.notebook}", "fail", _("cannot run: ") + "; ".join(
                 f"{c.name} {c.detail}" for c in missing), missing[0].fix))
         else:
             out.append(Check(f"notebook {o.notebook}", "ok" if o.runs == "live" else "warn", o.detail, o.fix))
@@ -159,16 +162,17 @@ def check_students(report: host.HostReport) -> Check:
     dev = host.kvm_device(host.source_for("/"), student)
     kvm_group = report.kvm.group == "kvm" and report.kvm.mode is not None and int(report.kvm.mode, 8) & 0o060
     if not report.kvm.present:
-        kvm = "no /dev/kvm: everyone runs TCG"
+        kvm = _("no /dev/kvm: everyone runs TCG")
     elif dev.accessible:
-        kvm = "every user can open /dev/kvm"
+        kvm = _("every user can open /dev/kvm")
     elif kvm_group:
-        kvm = "members of the kvm group can open /dev/kvm (add students: sudo usermod -aG kvm NAME)"
+        kvm = _("members of the kvm group can open /dev/kvm (add students: sudo usermod -aG kvm NAME)")
     else:
-        kvm = f"only {report.kvm.owner} can open /dev/kvm (mode {report.kvm.mode}): students run TCG"
+        kvm = _("only {owner} can open /dev/kvm (mode {mode}): students run TCG").format(
+            owner=report.kvm.owner, mode=report.kvm.mode)
     session = shutil.which("libvirtd", path="/usr/sbin:/usr/bin:/sbin") is not None
-    detail = kvm + "; libvirt: " + ("each student gets a private qemu:///session daemon" if session
-                                    else "libvirtd is not installed")
+    detail = kvm + "; libvirt: " + (_("each student gets a private qemu:///session daemon") if session
+                                    else _("libvirtd is not installed"))
     fix = None if dev.accessible or not report.kvm.present else (
         "add students: sudo usermod -aG kvm NAME" if kvm_group else
         "to give students KVM: " + host.group_access_commands(report.kvm, "NAME"))
@@ -217,9 +221,10 @@ def seat_estimate(report: host.HostReport) -> SeatEstimate:
 def check_seats(report: host.HostReport) -> Check:
     seats = seat_estimate(report)
     return Check("per seat", "ok",
-                 f"about {seats.per_seat_mib} MiB and 1 CPU while a guest boots, per student; this host has "
-                 f"{seats.available_mib} MiB available and {seats.cpus} CPUs: about {seats.seats_by_memory} "
-                 f"students by memory, {seats.simultaneous_boots} booting at the same moment")
+                 _("about {per_seat} MiB and 1 CPU while a guest boots, per student; this host has {available} MiB "
+                   "available and {cpus} CPUs: about {seats} students by memory, {boots} booting at the same moment"
+                   ).format(per_seat=seats.per_seat_mib, available=seats.available_mib, cpus=seats.cpus,
+                            seats=seats.seats_by_memory, boots=seats.simultaneous_boots))
 
 
 HOST_CHECKS: tuple[Callable[[host.HostReport], Check], ...] = (

@@ -17,6 +17,7 @@ from typing import Literal
 
 from labkit.errors import LabkitError
 from labkit.host.report import HostReport
+from labkit.i18n import _
 
 Runs = Literal["live", "partly", "no"]
 
@@ -52,17 +53,19 @@ def raw_kvm_blocker(report: HostReport) -> tuple[str, str | None] | None:
 def notebook_outlook(report: HostReport) -> tuple[NotebookOutlook, ...]:
     """The host-dependent outlook of notebooks 01–05 (the programs they need are doctor's other checks)."""
     accel = ("KVM" if report.verdict.boots_linux else
-             "QEMU's TCG emulator (no VT-x/AMD-V KVM for this user here: slower, same results)")
+             _("QEMU's TCG emulator (no VT-x/AMD-V KVM for this user here: slower, same results)"))
     blocker = raw_kvm_blocker(report)
-    nb03 = (NotebookOutlook("03 KVM", "live", f"raw KVM API live ({report.verdict.label})") if blocker is None else
-            NotebookOutlook("03 KVM", "partly", f"stops before its first ioctl with one explanation and a "
-                            f"recorded run: {blocker[0]}", blocker[1]))
+    nb03 = (NotebookOutlook("03 KVM", "live", _("raw KVM API live ({verdict})").format(verdict=report.verdict.label))
+            if blocker is None else
+            NotebookOutlook("03 KVM", "partly", _("stops before its first ioctl with one explanation and a "
+                                                  "recorded run: {blocker}").format(blocker=blocker[0]), blocker[1]))
     return (
-        NotebookOutlook("01 kernel", "live", "reads this kernel's /proc and /sys"),
-        NotebookOutlook("02 hypervisor types", "live", f"this host: {report.platform.summary}"),
+        NotebookOutlook("01 kernel", "live", _("reads this kernel's /proc and /sys")),
+        NotebookOutlook("02 hypervisor types", "live", _("this host: {platform}").format(
+            platform=report.platform.summary)),
         nb03,
-        NotebookOutlook("04 QEMU", "live", f"boots the tiny Linux guest under {accel}"),
-        NotebookOutlook("05 libvirt", "live", f"libvirt domains under {accel}"),
+        NotebookOutlook("04 QEMU", "live", _("boots the tiny Linux guest under {accel}").format(accel=accel)),
+        NotebookOutlook("05 libvirt", "live", _("libvirt domains under {accel}").format(accel=accel)),
     )
 
 
