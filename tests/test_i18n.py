@@ -77,6 +77,14 @@ def test_every_marked_string_has_a_korean_translation_with_the_same_placeholders
     assert not wrong, f"the Korean of these strings has other placeholders: {wrong}"
 
 
+def test_no_string_is_marked_inside_an_f_string() -> None:
+    """Babel's extractor does not look into f-string fields: ``f"{_('x')}"`` would never reach labkit.po."""
+    hidden = [f"{p.relative_to(TOP)}:{n}" for p in sorted((TOP / "labkit").rglob("*.py"))
+              for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+              if "{_(" in line or "{N_(" in line]
+    assert not hidden, f"take these _() calls out of the f-string: {hidden}"
+
+
 def test_labkit_po_holds_no_string_the_code_no_longer_marks() -> None:
     stale = set(po(KO / "labkit.po")) - set(marked_strings())
     assert not stale, f"labkit.po translates strings no code marks any more (remove them): {sorted(stale)}"

@@ -28,7 +28,7 @@ def host_card(report: HostReport, kvm: bool = True) -> StaticHTML:
     rows = [
         (_("kernel"), f"Linux {report.kernel.release}"),
         ("CPU", f"{report.cpu.model_name} · {report.cpu.logical_cpus} CPUs"
-                + (f" · {report.cpu.hardware_virtualization or _('no VT-x/AMD-V flag')}" if kvm else "")),
+                + (" · " + (report.cpu.hardware_virtualization or _("no VT-x/AMD-V flag")) if kvm else "")),
         (_("platform"), report.platform.summary),
     ]
     if kvm:
@@ -47,7 +47,7 @@ def stack_view(report: HostReport) -> StaticHTML:
         f"<div style='border:1px solid #888;border-radius:4px;margin:2px 0;padding:4px 8px;"
         f"background:{'#fff3e0' if 'hypervisor' in layer.name.lower() else '#f5f5f5'}'>"
         f"<b>{html.escape(layer.name)}</b> — {html.escape(layer.detail)}"
-        f"<br><small style='color:#666'>{_('evidence')}: {html.escape(layer.evidence)}</small></div>"
+        "<br><small style='color:#666'>" + _("evidence") + f": {html.escape(layer.evidence)}</small></div>"
         for layer in reversed(hypervisor.stack(report)))
     return StaticHTML(f"<div class='labkit-stack'>{boxes}</div>")
 

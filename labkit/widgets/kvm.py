@@ -14,6 +14,7 @@ from collections.abc import Callable
 import ipywidgets as w
 
 from labkit.errors import LabkitError
+from labkit.i18n import _
 from labkit.kvm.machine import Machine, Step, format_code
 from labkit.widgets.static import html_to_text
 
@@ -35,9 +36,9 @@ class ExitStepper:
         self._make = (lambda: Machine(guest)) if isinstance(guest, str) else guest
         self.machine: Machine | None = None
         self.steps: list[Step] = []
-        self._step = w.Button(description="Step", icon="step-forward", tooltip="one KVM_RUN")
-        self._finish = w.Button(description="Run to end", icon="fast-forward")
-        self._restart = w.Button(description="Restart", icon="refresh")
+        self._step = w.Button(description=_("Step"), icon="step-forward", tooltip=_("one KVM_RUN"))
+        self._finish = w.Button(description=_("Run to end"), icon="fast-forward")
+        self._restart = w.Button(description=_("Restart"), icon="refresh")
         self._title = w.HTML()
         self._regs = w.HTML(layout=w.Layout(width="62%"))
         self._code = w.HTML(layout=w.Layout(width="38%"))
@@ -57,7 +58,7 @@ class ExitStepper:
         self.machine = self._make()
         self.steps = []
         regs, special = self.machine.registers(), self.machine.special()
-        self._title.value = f"<b>ready</b>: {html.escape(special.describe())}, nothing has run yet"
+        self._title.value = _("<b>ready</b>: {cpu}, nothing has run yet").format(cpu=html.escape(special.describe()))
         self._regs.value = _pre(regs.table(special.bits) + "\n" + special.table())
         self._code.value = _pre(format_code(self.machine.code_at_rip(regs, special)))
         self._serial.value = _pre("serial: ''")
@@ -85,10 +86,10 @@ class ExitStepper:
         except LabkitError as exc:
             self._failed(exc)
             return
-        self._title.value = (f"<b>finished</b>: {html.escape(result.stopped_by)} after "
-                             f"{result.total_exits} exits")
+        self._title.value = _("<b>finished</b>: {stopped_by} after {exits} exits").format(
+            stopped_by=html.escape(result.stopped_by), exits=result.total_exits)
         self._regs.value = _pre(result.registers.table(result.special.bits) + "\n" + result.special.table()
-                                + "\n\nexits by reason:\n" + result.exit_table())
+                                + "\n\n" + _("exits by reason:") + "\n" + result.exit_table())
         self._code.value = ""
         self._serial.value = _pre(f"serial: {result.serial!r}")
         self._buttons(False)
@@ -102,7 +103,7 @@ class ExitStepper:
 
     def _show(self, step: Step) -> None:
         assert self.machine is not None  # a step was taken on it
-        done = f" — guest stopped ({self.machine.finished})" if self.machine.finished else ""
+        done = _(" — guest stopped ({how})").format(how=self.machine.finished) if self.machine.finished else ""
         self._title.value = f"<b>exit {step.index}</b>: {html.escape(str(step.exit))}{html.escape(done)}"
         self._regs.value = _pre(f"cpu: {step.special.describe()}\n{step.registers.table(step.special.bits)}\n"
                                 f"{step.special.table()}")

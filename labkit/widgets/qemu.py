@@ -12,6 +12,8 @@ from IPython.display import HTML, display
 from matplotlib.figure import Figure
 
 from labkit import host, images, payload, qemu
+from labkit.i18n import _
+from labkit.i18n import noop as N_
 from labkit.widgets.static import html_to_text
 
 
@@ -22,13 +24,13 @@ class ConsoleView:
     ``Machine.on_output``); it is called from the console thread.
     """
 
-    def __init__(self, lines: int = 14, title: str = "serial console (ttyS0)") -> None:
+    def __init__(self, lines: int = 14, title: str = N_("serial console (ttyS0)")) -> None:
         self.lines = lines
-        self.title = title
+        self.title = _(title)
         self._text = ""
         self._lock = threading.Lock()
         self._pre = widgets.HTML(self._render())
-        self.widget = widgets.VBox([widgets.HTML(f"<b>{html.escape(title)}</b>"), self._pre])
+        self.widget = widgets.VBox([widgets.HTML(f"<b>{html.escape(self.title)}</b>"), self._pre])
         self.widget.add_class("labkit-console")
 
     def append(self, text: str) -> None:
@@ -57,19 +59,22 @@ def guest_vs_host(report: images.GuestReport, host_report: host.HostReport) -> H
     """A table: the same questions asked of the host and of the guest (static HTML: saved with the notebook)."""
     cpu = host_report.cpu
     rows = [
-        ("kernel", f"Linux {host_report.kernel.release}", f"Linux {report.kernel_release}"),
+        (_("kernel"), f"Linux {host_report.kernel.release}", f"Linux {report.kernel_release}"),
         ("CPU", f"{cpu.vendor} {cpu.model_name}", f"{report.cpu_vendor} {report.cpu_model}"),
-        ("logical CPUs", cpu.logical_cpus, report.cpus),
-        ("memory", f"{host.memory().total // 2**20} MiB", f"{report.memory_mib} MiB"),
-        ("'hypervisor' CPU flag", cpu.hypervisor_flag, report.hypervisor_flag),
-        ("hypervisor (CPUID 0x40000000)", host_report.platform.hypervisor or "none", report.hypervisor or "none"),
-        ("VT-x / AMD-V offered", cpu.hardware_virtualization or "no", report.hardware_virtualization or "no"),
-        ("CPU flags", len(cpu.flags), len(report.flags)),
+        (_("logical CPUs"), cpu.logical_cpus, report.cpus),
+        (_("memory"), f"{host.memory().total // 2**20} MiB", f"{report.memory_mib} MiB"),
+        (_("'hypervisor' CPU flag"), cpu.hypervisor_flag, report.hypervisor_flag),
+        (_("hypervisor (CPUID 0x40000000)"), host_report.platform.hypervisor or _("none"),
+         report.hypervisor or _("none")),
+        (_("VT-x / AMD-V offered"), cpu.hardware_virtualization or _("no"), report.hardware_virtualization or _("no")),
+        (_("CPU flags"), len(cpu.flags), len(report.flags)),
     ]
     td = "<td style='text-align:left'>"  # JupyterLab right-aligns table cells (made for numbers)
     body = "".join(f"<tr><th style='text-align:left'>{html.escape(str(a))}</th>{td}{html.escape(str(b))}</td>"
                    f"{td}{html.escape(str(c))}</td></tr>" for a, b, c in rows)
-    return HTML(f"<table class='labkit-guest-vs-host'><tr><th></th><th>host</th><th>guest</th></tr>{body}</table>")
+    host_label, guest_label = _("host"), _("guest")
+    head = f"<tr><th></th><th>{host_label}</th><th>{guest_label}</th></tr>"
+    return HTML(f"<table class='labkit-guest-vs-host'>{head}{body}</table>")
 
 
 def plot_accelerators(runs: list[payload.PayloadRun], boots: list[qemu.BootResult]) -> Figure:

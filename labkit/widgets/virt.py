@@ -17,6 +17,7 @@ from IPython.display import HTML
 
 from labkit import hypervisor, virt
 from labkit.errors import LabkitError
+from labkit.i18n import _
 from labkit.widgets.static import StaticFallback
 
 _COLOURS = {"running": "#2e7d32", "paused": "#ef6c00", "shut off": "#616161", "crashed": "#c62828"}
@@ -28,19 +29,20 @@ def render(name: str, stats: virt.DomainStats | None, events: list[virt.Lifecycl
         state, rows = "undefined", []
     else:
         state = stats.state
-        rows = [("state", f"<b style='color:{_COLOURS.get(state, '#000')}'>{state}</b>")]
+        rows = [(_("state"), f"<b style='color:{_COLOURS.get(state, '#000')}'>{state}</b>")]
         if state not in ("shut off", "crashed"):  # a stopped domain's counters are leftovers: not shown
-            rows += [("CPU time", f"{stats.vcpu_time_ns / 1e9:.2f} s in vCPUs, {stats.cpu_time_ns / 1e9:.2f} s "
-                                  "for all of QEMU"),
+            rows += [(_("CPU time"), _("{vcpu_s:.2f} s in vCPUs, {qemu_s:.2f} s for all of QEMU").format(
+                          vcpu_s=stats.vcpu_time_ns / 1e9, qemu_s=stats.cpu_time_ns / 1e9)),
                      ("vCPUs", str(stats.vcpus)),
-                     ("memory", f"{stats.memory_kib >> 10} MiB of {stats.max_memory_kib >> 10} MiB"),
-                     ("host RSS of QEMU", f"{stats.rss_kib >> 10} MiB")]
+                     (_("memory"), _("{used} MiB of {total} MiB").format(used=stats.memory_kib >> 10,
+                                                                         total=stats.max_memory_kib >> 10)),
+                     (_("host RSS of QEMU"), f"{stats.rss_kib >> 10} MiB")]
     table = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{v}</td></tr>"
-                    for k, v in rows) or "<tr><td>the domain is gone (destroyed and undefined)</td></tr>"
+                    for k, v in rows) or "<tr><td>" + _("the domain is gone (destroyed and undefined)") + "</td></tr>"
     log = "".join(f"<li><code>{html.escape(str(e))}</code></li>" for e in events)
     return (f"<div class='labkit-virt-dashboard' data-state='{state}' style='border:1px solid #ccc;"
             f"border-radius:6px;padding:.5em 1em'><b>{html.escape(name)}</b><table>{table}</table>"
-            f"<small>lifecycle events (libvirt pushed these):</small><ul>{log}</ul></div>")
+            "<small>" + _("lifecycle events (libvirt pushed these):") + f"</small><ul>{log}</ul></div>")
 
 
 #: Which controls make sense in which domain state: a button is enabled exactly when its action can work.
