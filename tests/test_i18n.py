@@ -191,7 +191,8 @@ def test_ready_and_a_failed_claim_in_korean(korean_catalogs: Path, capsys: pytes
     ]
     with pytest.raises(lesson.ClaimFailed) as failed:
         lesson.check("the kernel manages the hardware", False, "evidence")
-    assert failed.value.what == "실습은 '커널은 하드웨어를 관리한다'이라고 주장하지만, 이 호스트에서는 그렇지 않다. evidence"
+    assert failed.value.what == ("실습은 '커널은 하드웨어를 관리한다'이라고 주장하지만, 이 호스트에서는 그렇지 않다. "
+                                 "evidence")
     assert failed.value.fix.startswith("`labkit doctor`를 실행하고")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from labkit.errors import LabkitError
 from labkit.exercises import Feedback, exercise
+from labkit.i18n import _
 from labkit.kvm import guests
 from labkit.kvm.errors import GuestBudgetExceededError, GuestError, UnhandledAccessError
 from labkit.kvm.machine import Machine
@@ -35,7 +36,7 @@ def check_digits(source: str) -> Feedback:
     try:
         program = guests.build(source, "real")
     except LabkitError as exc:
-        return Feedback(False, "the program does not assemble", exc.what.splitlines()[1] if "\n" in exc.what
+        return Feedback(False, _("the program does not assemble"), exc.what.splitlines()[1] if "\n" in exc.what
                        else exc.what)
     try:
         with Machine(program, "real") as machine:
@@ -43,26 +44,29 @@ def check_digits(source: str) -> Feedback:
     except GuestError as exc:
         end = program.origin + len(program.image)
         if exc.registers is not None and not program.origin <= exc.registers.rip < end:
-            hint = ("the guest left your program (it ran past the end, or an exception sent it elsewhere): "
-                    "end it with hlt")
+            hint = _("the guest left your program (it ran past the end, or an exception sent it elsewhere): "
+                     "end it with hlt")
         elif isinstance(exc, GuestBudgetExceededError):
-            hint = "does your loop end? compare al with '9' and jump back only while it is at most '9' (jbe)"
+            hint = _("does your loop end? compare al with '9' and jump back only while it is at most '9' (jbe)")
         elif isinstance(exc, UnhandledAccessError):
-            hint = "print with `out dx, al` where dx = SERIAL_PORT (0x3f8)"
+            hint = _("print with `out dx, al` where dx = SERIAL_PORT (0x3f8)")
         else:
-            hint = "look at the instruction at rip: " + exc.dump.splitlines()[-1].strip() if exc.dump else ""
+            hint = _("look at the instruction at rip: {line}").format(line=exc.dump.splitlines()[-1].strip()) \
+                if exc.dump else ""
         return Feedback(False, exc.summary, hint)
     printed = result.serial
     outs = result.exits.get("KVM_EXIT_IO", 0)
     if printed != EXPECTED:
         if printed == "":
-            hint = "nothing reached COM1's data register: `out dx, al` with dx = SERIAL_PORT (0x3f8)"
+            hint = _("nothing reached COM1's data register: `out dx, al` with dx = SERIAL_PORT (0x3f8)")
         elif printed == "0\n":
-            hint = "only the first digit came out: add the loop"
+            hint = _("only the first digit came out: add the loop")
         else:
-            hint = "each digit once, in order, then the newline"
-        return Feedback(False, f"the guest printed {printed!r}, expected {EXPECTED!r}", hint)
+            hint = _("each digit once, in order, then the newline")
+        return Feedback(False, _("the guest printed {printed!r}, expected {expected!r}").format(
+            printed=printed, expected=EXPECTED), hint)
     if outs != len(EXPECTED):
-        return Feedback(False, f"right output, but {outs} port exits for {len(EXPECTED)} characters",
-                       "one `out` per character")
-    return Feedback(True, f"the guest printed {printed!r} with {outs} port exits and halted")
+        return Feedback(False, _("right output, but {outs} port exits for {chars} characters").format(
+            outs=outs, chars=len(EXPECTED)), _("one `out` per character"))
+    return Feedback(True, _("the guest printed {printed!r} with {outs} port exits and halted").format(
+        printed=printed, outs=outs))
