@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from labkit.errors import LabkitError
 from labkit.exercises import Feedback, exercise
+from labkit.i18n import _
 from labkit.kvm import devices, guests
 from labkit.kvm.errors import GuestError
 from labkit.kvm.exits import IoExit, MmioExit
@@ -53,18 +54,18 @@ def run_steps(source: str, mode: Mode) -> list[Step] | Feedback:
         program = guests.build(source, mode)
     except LabkitError as exc:
         lines = exc.what.splitlines()
-        return Feedback(False, "the program does not assemble", lines[1] if len(lines) > 1 else exc.what)
+        return Feedback(False, _("the program does not assemble"), lines[1] if len(lines) > 1 else exc.what)
     steps: list[Step] = []
     try:
         with Machine(program, mode) as machine:
             while not machine.finished and len(steps) < MAX_STEPS:
                 steps.append(machine.step(timeout=2.0))
             if not machine.finished:
-                return Feedback(False, f"the guest made {MAX_STEPS} exits without stopping",
-                                "end it with hlt (or the power-off port), and check that no loop runs forever")
+                return Feedback(False, _("the guest made {exits} exits without stopping").format(exits=MAX_STEPS),
+                                _("end it with hlt (or the power-off port), and check that no loop runs forever"))
     except GuestError as exc:
-        return Feedback(False, exc.summary, "look at the instruction it stopped on: " +
-                        (exc.dump.splitlines()[-1].strip() if exc.dump else "(no dump)"))
+        return Feedback(False, exc.summary, _("look at the instruction it stopped on: {line}").format(
+            line=exc.dump.splitlines()[-1].strip() if exc.dump else _("(no dump)")))
     return steps
 
 
@@ -75,23 +76,26 @@ def check_mmio(source: str) -> Feedback:
     if isinstance(steps, Feedback):
         return steps
     mmio = [s.exit for s in steps if isinstance(s.exit, MmioExit)]
-    seen = ", ".join(str(e) for e in mmio) or "none"
+    seen = ", ".join(str(e) for e in mmio) or _("none")
     if not mmio or not mmio[0].is_write or mmio[0].value != MMIO_STORE:
-        return Feedback(False, f"the first MMIO exit should be a store of {MMIO_STORE}; MMIO exits: {seen}",
+        return Feedback(False, _("the first MMIO exit should be a store of {value}; MMIO exits: {seen}").format(
+                            value=MMIO_STORE, seen=seen),
                         "mov dword ptr [edi], 10")
     reads = [e for e in mmio[1:] if not e.is_write]
     if len(reads) != 3 or len(mmio) != 4 or any(e.address != devices.MMIO_COUNTER for e in mmio):
-        return Feedback(False, f"expected 1 store and 3 loads at {devices.MMIO_COUNTER:#x}; MMIO exits: {seen}",
+        return Feedback(False, _("expected 1 store and 3 loads at {address:#x}; MMIO exits: {seen}").format(
+                            address=devices.MMIO_COUNTER, seen=seen),
                         "mov eax, [edi] / mov ebx, [edi] / mov ecx, [edi]")
     regs = steps[-1].registers
     got = (regs.rax & 0xFFFF_FFFF, regs.rbx & 0xFFFF_FFFF, regs.rcx & 0xFFFF_FFFF)
     want = (MMIO_STORE, MMIO_STORE + 1, MMIO_STORE + 2)
     if got != want:
-        return Feedback(False, f"eax, ebx, ecx = {got}, expected {want}",
-                        "each load exits to the VMM, which answers the counter and adds one: load into eax, ebx, ecx "
-                        "in that order")
-    return Feedback(True, f"4 MMIO exits (1 store, 3 loads) at {devices.MMIO_COUNTER:#x}; the VMM answered "
-                          f"{want}: the device, not RAM, gave eax, ebx and ecx their values")
+        return Feedback(False, _("eax, ebx, ecx = {got}, expected {want}").format(got=got, want=want),
+                        _("each load exits to the VMM, which answers the counter and adds one: load into eax, ebx, "
+                          "ecx in that order"))
+    return Feedback(True, _("4 MMIO exits (1 store, 3 loads) at {address:#x}; the VMM answered {want}: the device, "
+                            "not RAM, gave eax, ebx and ecx their values").format(address=devices.MMIO_COUNTER,
+                                                                                   want=want))
 
 
 @exercise("kvm-ring3")
@@ -102,11 +106,12 @@ def check_ring3(source: str) -> Feedback:
         return steps
     prints = [(s, s.exit) for s in steps if isinstance(s.exit, IoExit) and s.exit.port == devices.SERIAL_PORT]
     if [chr(e.value) for _, e in prints] != ["U"]:
-        return Feedback(False, f"the guest printed {steps[-1].serial!r}, expected 'U'",
-                        "keep the lines from `user:` on as they are")
+        return Feedback(False, _("the guest printed {printed!r}, expected {expected!r}").format(
+                            printed=steps[-1].serial, expected="U"),
+                        _("keep the lines from `user:` on as they are"))
     ring = prints[0][0].special.ring
     if ring != 3:
-        return Feedback(False, f"'U' was printed from ring {ring}, not ring 3",
-                        "before `user:`, push USER_DS, the address of user_stack_top, 0x3002, USER_CS and the "
-                        "address of user (lea rax, [rip + user]), then iretq")
-    return Feedback(True, "'U' came out while the vCPU was in ring 3: iretq dropped it from kernel to user mode")
+        return Feedback(False, _("'U' was printed from ring {ring}, not ring 3").format(ring=ring),
+                        _("before `user:`, push USER_DS, the address of user_stack_top, 0x3002, USER_CS and the "
+                          "address of user (lea rax, [rip + user]), then iretq"))
+    return Feedback(True, _("'U' came out while the vCPU was in ring 3: iretq dropped it from kernel to user mode"))
