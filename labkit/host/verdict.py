@@ -99,7 +99,7 @@ def _can_read_write(node: DeviceNode, user: User) -> bool | None:
 VtState = Literal["offered", "disabled by firmware", "not in this CPU", "not exposed by the hypervisor",
                   "not offered", "unknown", "not applicable"]
 
-HOW_TO_TELL = (
+HOW_TO_TELL = N_(
     "to tell a CPU without VT-x/AMD-V from one whose firmware switched it off: look the model up "
     "(Intel ARK 'Intel Virtualization Technology (VT-x)', AMD's spec page 'AMD-V'); a kernel ≥ 5.8 prints a "
     "'vmx flags' line in /proc/cpuinfo only while VMX is usable; `sudo dmesg | grep -i 'disabled by bios'`; "
@@ -213,7 +213,7 @@ def kvm_verdict(kernel: KernelInfo, cpu: CpuInfo, platform: Platform, dev: KvmDe
         fix = None
         if dev.accessible is False:
             reasons.append(_("you cannot open /dev/kvm"))
-            fix = (f"{dev.error}; check that the kvm module initialised (dmesg | grep -i kvm)"
+            fix = (_("{error}; check that the kvm module initialised (dmesg | grep -i kvm)").format(error=dev.error)
                    if dev.error and dev.error != "permission denied" else access_fix(dev))
         usable = dev.accessible is True
         return KvmVerdict(kind, _(VERDICT_LABELS[kind]), usable, usable and kind == "hardware" and cpu.arch in (
@@ -227,7 +227,7 @@ def kvm_verdict(kernel: KernelInfo, cpu: CpuInfo, platform: Platform, dev: KvmDe
     if any(kernel.module(m).present for m in ("kvm_intel", "kvm_amd")):
         reasons.append(_("a loaded kvm_intel/kvm_amd creates /dev/kvm; who may open it was not recorded"))
         return KvmVerdict("hardware", _(VERDICT_LABELS["hardware"]), False, False, tuple(reasons),
-                          "check who may open it: ls -l /dev/kvm", vt)
+                          _("check who may open it: ls -l /dev/kvm"), vt)
     ruled_out = (vt.state in ("disabled by firmware", "not in this CPU")
                  or (platform.detail or "").startswith("Xen PV") or cpu.arch == "arm" or "no hardware support" in
                  kernel.dmesg)
@@ -235,8 +235,8 @@ def kvm_verdict(kernel: KernelInfo, cpu: CpuInfo, platform: Platform, dev: KvmDe
         return KvmVerdict("none", _(VERDICT_LABELS["none"]), False, False, tuple(reasons),
                           _absent_fix(kernel, cpu, platform, vt), vt)
     known = vt.state != "unknown" or platform.virtual is not None or cpu.is_arm
-    fix = ("if /dev/kvm is missing there: " + _absent_fix(kernel, cpu, platform, vt) if known else
-           "record the whole host (`labkit host --record DIR` there), or check: ls -l /dev/kvm; lsmod | grep kvm")
+    fix = (_("if /dev/kvm is missing there: {fix}").format(fix=_absent_fix(kernel, cpu, platform, vt)) if known else
+           _("record the whole host (`labkit host --record DIR` there), or check: ls -l /dev/kvm; lsmod | grep kvm"))
     return KvmVerdict("unknown", _(VERDICT_LABELS["unknown"]), False, False, tuple(reasons), fix, vt)
 
 
@@ -286,10 +286,11 @@ def _present_kind(kernel: KernelInfo, cpu: CpuInfo, platform: Platform, vt: VtSu
 def access_fix(dev: KvmDevice) -> str:
     """How a user gets /dev/kvm here: join the group it has, or give it one (creating the group if needed)."""
     if dev.group == "kvm" and dev.mode and int(dev.mode, 8) & 0o060 == 0o060:
-        return "add yourself to the kvm group: sudo usermod -aG kvm $USER, then log in again"
-    return (f"/dev/kvm is {dev.owner}:{dev.group} mode {dev.mode}: run the lab as root, or give a group "
-            f"access: {group_access_commands(dev)} (log in again; a udev rule KERNEL==\"kvm\", GROUP=\"kvm\", "
-            "MODE=\"0660\" keeps it after a reboot)")
+        return _("add yourself to the kvm group: sudo usermod -aG kvm $USER, then log in again")
+    return _("/dev/kvm is {owner}:{group} mode {mode}: run the lab as root, or give a group access: {commands} (log in "
+             "again; a udev rule {rule} keeps it after a reboot)").format(
+        owner=dev.owner, group=dev.group, mode=dev.mode, commands=group_access_commands(dev),
+        rule='KERNEL=="kvm", GROUP="kvm", MODE="0660"')
 
 
 def group_access_commands(dev: KvmDevice, who: str = "$USER") -> str:
@@ -301,66 +302,67 @@ def group_access_commands(dev: KvmDevice, who: str = "$USER") -> str:
 
 def _absent_fix(kernel: KernelInfo, cpu: CpuInfo, platform: Platform, vt: VtSupport) -> str:
     if cpu.arch == "arm":
-        return ("KVM for 32-bit Arm hosts was removed in Linux 5.7: install a 64-bit (arm64) kernel; "
-                "QEMU's TCG still runs the lab's x86 guests")
+        return _("KVM for 32-bit Arm hosts was removed in Linux 5.7: install a 64-bit (arm64) kernel; "
+                 "QEMU's TCG still runs the lab's x86 guests")
     if cpu.is_arm:
-        where = ("ask for a bare-metal instance (*.metal): cloud Arm VMs get no EL2" if platform.provider else
-                 "this Arm VM gets EL2 only if its hypervisor offers nested virtualization (Apple's "
-                 "Virtualization framework: M3 or later with macOS 15)" if platform.virtual else
-                 "boot the kernel at EL2 (the firmware/boot loader decides) with CONFIG_KVM=y")
-        return f"{where}; QEMU's TCG still runs the lab's x86 guests"
+        where = (_("ask for a bare-metal instance (*.metal): cloud Arm VMs get no EL2") if platform.provider else
+                 _("this Arm VM gets EL2 only if its hypervisor offers nested virtualization (Apple's "
+                   "Virtualization framework: M3 or later with macOS 15)") if platform.virtual else
+                 _("boot the kernel at EL2 (the firmware/boot loader decides) with CONFIG_KVM=y"))
+        return _("{where}; QEMU's TCG still runs the lab's x86 guests").format(where=where)
     if (platform.detail or "").startswith("Xen PV"):
-        return ("a Xen PV guest never gets VT-x/AMD-V: run the lab in an HVM/PVH guest with nested "
-                "virtualization, or on bare metal; QEMU's TCG works here")
+        return _("a Xen PV guest never gets VT-x/AMD-V: run the lab in an HVM/PVH guest with nested "
+                 "virtualization, or on bare metal; QEMU's TCG works here")
     vendor = "kvm_intel" if vt.extension == "Intel VT-x" else "kvm_amd" if vt.extension == "AMD-V" else None
     if vt.state == "disabled by firmware":
-        return (f"enable {vt.extension or 'VT-x/AMD-V'} in the firmware (BIOS/UEFI) setup, power the machine "
-                f"off and on, then: sudo modprobe {vendor or 'kvm_intel (or kvm_amd)'}")
+        return _("enable {extension} in the firmware (BIOS/UEFI) setup, power the machine off and on, then: "
+                 "{command}").format(extension=vt.extension or "VT-x/AMD-V",
+                                     command=f"sudo modprobe {vendor or 'kvm_intel (or kvm_amd)'}")
     if vt.state == "offered":
         mod = kernel.module(vendor) if vendor else None
         if mod is not None and mod.present:
-            return (f"{vendor} is loaded but /dev/kvm is missing: look at `sudo dmesg | grep -i kvm`; without "
-                    "udev, create it: sudo mknod /dev/kvm c 10 232")
+            return _("{module} is loaded but /dev/kvm is missing: look at `sudo dmesg | grep -i kvm`; without "
+                     "udev, create it: sudo mknod /dev/kvm c 10 232").format(module=vendor)
         if mod is not None and mod.state in ("absent", "not loaded"):
-            return f"load the module: sudo modprobe {vendor}"
-        return (f"check `lsmod | grep kvm`; if {vendor or 'kvm_intel/kvm_amd'} is missing: "
-                f"sudo modprobe {vendor or 'kvm_intel (or kvm_amd)'}")
-    tcg = "; meanwhile QEMU's TCG emulator runs every notebook except the raw-KVM one (03)"
+            return _("load the module: {command}").format(command=f"sudo modprobe {vendor}")
+        return _("check `lsmod | grep kvm`; if {module} is missing: {command}").format(
+            module=vendor or "kvm_intel/kvm_amd", command=f"sudo modprobe {vendor or 'kvm_intel (or kvm_amd)'}")
+    tcg = _("; meanwhile QEMU's TCG emulator runs every notebook except the raw-KVM one (03)")
     if vt.state == "not in this CPU":
-        return "this CPU has no VT-x/AMD-V, so KVM cannot run on it (no setting changes that)" + tcg
+        return _("this CPU has no VT-x/AMD-V, so KVM cannot run on it (no setting changes that)") + tcg
     if platform.virtual:
         return nested_fix(platform) + tcg
     if platform.virtual is False:
-        return ("enable VT-x/AMD-V in the firmware (BIOS/UEFI) setup if the CPU has it, then sudo modprobe "
-                f"kvm_intel (or kvm_amd) — {HOW_TO_TELL}" + tcg)
-    return (f"on bare metal, enable VT-x/AMD-V in the firmware if the CPU has it; in a VM, "
-            f"{nested_fix(platform)} — {HOW_TO_TELL}" + tcg)
+        return _("enable VT-x/AMD-V in the firmware (BIOS/UEFI) setup if the CPU has it, then sudo modprobe "
+                 "kvm_intel (or kvm_amd) — {how_to_tell}").format(how_to_tell=_(HOW_TO_TELL)) + tcg
+    return _("on bare metal, enable VT-x/AMD-V in the firmware if the CPU has it; in a VM, {nested} — "
+             "{how_to_tell}").format(nested=nested_fix(platform), how_to_tell=_(HOW_TO_TELL)) + tcg
 
 
 #: How to pass VT-x/AMD-V into a guest, per outer hypervisor (on the host that runs this VM).
 NESTED_FIXES = {
-    "KVM": "on the KVM host: nested=1 for kvm_intel/kvm_amd and a CPU model with vmx/svm (-cpu host)",
-    "Microsoft Hyper-V": "on the Hyper-V host: Set-VMProcessor -VMName NAME -ExposeVirtualizationExtensions "
-                         "$true (WSL2: nestedVirtualization=true in .wslconfig)",
-    "VMware": "in VMware: enable 'Virtualize Intel VT-x/EPT or AMD-V/RVI' for this VM",
-    "VirtualBox": "in VirtualBox: VBoxManage modifyvm NAME --nested-hw-virt on",
-    "Parallels": "in Parallels: enable nested virtualization in the VM's CPU settings",
-    "Xen": "on the Xen host: nestedhvm=1 in the guest's config (HVM guests only)",
+    "KVM": N_("on the KVM host: nested=1 for kvm_intel/kvm_amd and a CPU model with vmx/svm (-cpu host)"),
+    "Microsoft Hyper-V": N_("on the Hyper-V host: Set-VMProcessor -VMName NAME -ExposeVirtualizationExtensions "
+                            "$true (WSL2: nestedVirtualization=true in .wslconfig)"),
+    "VMware": N_("in VMware: enable 'Virtualize Intel VT-x/EPT or AMD-V/RVI' for this VM"),
+    "VirtualBox": N_("in VirtualBox: VBoxManage modifyvm NAME --nested-hw-virt on"),
+    "Parallels": N_("in Parallels: enable nested virtualization in the VM's CPU settings"),
+    "Xen": N_("on the Xen host: nestedhvm=1 in the guest's config (HVM guests only)"),
 }
 
 #: Hypervisors that offer their guests no VT-x/AMD-V at all.
-NO_NESTED = {"bhyve": "bhyve gives its guests no VT-x/AMD-V: run the lab on bare metal or under a hypervisor "
-                      "with nested virtualization"}
+NO_NESTED = {"bhyve": N_("bhyve gives its guests no VT-x/AMD-V: run the lab on bare metal or under a hypervisor "
+                         "with nested virtualization")}
 
 
 def nested_fix(platform: Platform) -> str:
     hv = platform.hypervisor or ""
     if platform.provider and "Google" in platform.provider:
-        return "enable nested virtualization: create the VM with --enable-nested-virtualization (GCE)"
+        return _("enable nested virtualization: create the VM with --enable-nested-virtualization (GCE)")
     if platform.provider and "Amazon" in platform.provider:
-        return "use a bare-metal instance (*.metal) or an instance type that offers nested virtualization"
+        return _("use a bare-metal instance (*.metal) or an instance type that offers nested virtualization")
     if hv in NO_NESTED:
-        return NO_NESTED[hv]
+        return _(NO_NESTED[hv])
     key = next((k for k in NESTED_FIXES if k in hv), None)
-    return ("enable nested virtualization: " + NESTED_FIXES[key] if key else
-            "enable nested virtualization in the outer hypervisor (this VM's hypervisor was not identified)")
+    return (_("enable nested virtualization: {how}").format(how=_(NESTED_FIXES[key])) if key else
+            _("enable nested virtualization in the outer hypervisor (this VM's hypervisor was not identified)"))
