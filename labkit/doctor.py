@@ -43,7 +43,7 @@ def check_cpu(report: host.HostReport) -> Check:
     detail = _("{model} ({vendor}), {cpus} logical CPUs; ").format(
         model=cpu.model_name, vendor=cpu.vendor, cpus=cpu.logical_cpus) + (
         _("{extension} available").format(extension=vt.extension) if ok else
-        f"{vt.extension or _('hardware virtualization')}: {vt.state} ({'; '.join(vt.evidence)})")
+        (vt.extension or _("hardware virtualization")) + ": " + _(vt.state) + f" ({'; '.join(vt.evidence)})")
     fix = None if ok else report.verdict.fix
     return Check("cpu", "ok" if ok else "warn", detail, fix)
 

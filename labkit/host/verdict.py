@@ -98,6 +98,9 @@ def _can_read_write(node: DeviceNode, user: User) -> bool | None:
 
 VtState = Literal["offered", "disabled by firmware", "not in this CPU", "not exposed by the hypervisor",
                   "not offered", "unknown", "not applicable"]
+#: The states as text for the learner (marked for translation; the code compares the English ones).
+VT_STATE_TEXT = (N_("offered"), N_("disabled by firmware"), N_("not in this CPU"), N_("not exposed by the hypervisor"),
+                 N_("not offered"), N_("unknown"), N_("not applicable"))
 
 HOW_TO_TELL = N_(
     "to tell a CPU without VT-x/AMD-V from one whose firmware switched it off: look the model up "
@@ -121,12 +124,12 @@ def vt_support(src: Source, cpu: CpuInfo, platform: Platform, kernel: KernelInfo
     dmesg = kernel.dmesg
     if cpu.is_arm:
         if re.search(r"started at EL2|Hyp mode initialized successfully|VHE mode initialized", dmesg):
-            return VtSupport("Arm EL2", "offered", ("dmesg: the CPUs started at EL2 (hypervisor mode)",))
+            return VtSupport("Arm EL2", "offered", (_("dmesg: the CPUs started at EL2 (hypervisor mode)"),))
         if re.search(r"started at EL1|HYP mode not available", dmesg):
-            return VtSupport("Arm EL2", "not offered", ("dmesg: the kernel started at EL1: no hypervisor mode",))
-        return VtSupport("Arm EL2", "unknown", ("whether the kernel booted at EL2 was not recorded",))
+            return VtSupport("Arm EL2", "not offered", (_("dmesg: the kernel started at EL1: no hypervisor mode"),))
+        return VtSupport("Arm EL2", "unknown", (_("whether the kernel booted at EL2 was not recorded"),))
     if not cpu.is_x86 and cpu.arch != "unknown":
-        return VtSupport(None, "not applicable", (f"a {cpu.arch} host",))
+        return VtSupport(None, "not applicable", (_("a {arch} host").format(arch=cpu.arch),))
     ext = "Intel VT-x" if cpu.vendor == "GenuineIntel" or cpu.vmx else "AMD-V" if cpu.vendor in (
         "AuthenticAMD", "HygonGenuine") or cpu.svm else None
     firmware = re.search(r"(kvm: disabled by bios|VMX \(outside TXT\) disabled by BIOS|SVM disabled \(by BIOS\)"
@@ -136,42 +139,45 @@ def vt_support(src: Source, cpu: CpuInfo, platform: Platform, kernel: KernelInfo
                       "VT-x/AMD-V")
         return VtSupport(ext, "disabled by firmware", (f"dmesg: {firmware.group(1)!r}",))
     if cpu.vmx or cpu.svm:
-        what = f"/proc/cpuinfo has the {'vmx' if cpu.vmx else 'svm'} flag"
+        what = _("/proc/cpuinfo has the {flag} flag").format(flag="vmx" if cpu.vmx else "svm")
         return VtSupport(cpu.hardware_virtualization, "offered", (what,) + (
-            ("a 'vmx flags' line: VMX is usable",) if cpu.vmx_flags else ()))
+            (_("a 'vmx flags' line: VMX is usable"),) if cpu.vmx_flags else ()))
     vendor_module = next((m for m in ("kvm_intel", "kvm_amd") if kernel.module(m).state == "loaded module"), None)
     if vendor_module:  # it refuses to load where VT-x/AMD-V is missing or off
         return VtSupport("Intel VT-x" if vendor_module == "kvm_intel" else "AMD-V", "offered",
-                         (f"{vendor_module} is loaded (it loads only where the extension works)",))
+                         (_("{module} is loaded (it loads only where the extension works)").format(
+                             module=vendor_module),))
     in_use = re.search(r"KVM: vmx: [^\n]*|kvm_intel: [^\n]*|kvm_amd: Nested[^\n]*|SVM: kvm: Nested Paging[^\n]*",
                        dmesg)
     if in_use:
         return VtSupport(ext or ("Intel VT-x" if "vmx" in in_use.group(0).lower() else "AMD-V"), "offered",
-                         (f"dmesg: {in_use.group(0).strip()!r} (the vendor module runs)",))
+                         (_("dmesg: {line!r} (the vendor module runs)").format(line=in_use.group(0).strip()),))
     evidence: list[str] = ["dmesg: 'kvm: no hardware support'"] if "no hardware support" in dmesg else []
     if platform.virtual and (cpu.flags_known or evidence):  # a VM's firmware is not the reason
         return VtSupport(ext, "not exposed by the hypervisor", tuple(evidence) + (
-            "this VM's CPU shows no vmx/svm: the hypervisor does not pass them through" if cpu.flags_known else
-            "inside a VM the kernel found no VT-x/AMD-V: the hypervisor does not pass it through",))
+            _("this VM's CPU shows no vmx/svm: the hypervisor does not pass them through") if cpu.flags_known else
+            _("inside a VM the kernel found no VT-x/AMD-V: the hypervisor does not pass it through"),))
     leaf1 = src.cpuid(1)
     if cpu.flags_known and leaf1 and leaf1[2] & (1 << 5) and ext == "Intel VT-x":
-        return VtSupport(ext, "disabled by firmware", ("CPUID.1:ECX bit 5 (VMX) is set but the kernel removed "
-                                                       "the vmx flag: the firmware locked VMX off",))
+        return VtSupport(ext, "disabled by firmware", (_("CPUID.1:ECX bit 5 (VMX) is set but the kernel removed "
+                                                         "the vmx flag: the firmware locked VMX off"),))
     feature_control = src.msr(0x3A)
     if feature_control is not None and ext == "Intel VT-x":
         if feature_control & 1 and not feature_control & 4:
             return VtSupport(ext, "disabled by firmware",
-                             (f"MSR 0x3a = {feature_control:#x}: locked with VMX-outside-SMX clear",))
+                             (_("MSR 0x3a = {value:#x}: locked with VMX-outside-SMX clear").format(
+                                 value=feature_control),))
         evidence.append(f"MSR 0x3a = {feature_control:#x}")
     model = cpu.no_vt_model()
     if model:
-        return VtSupport(ext, "not in this CPU", (f"{cpu.model_name} is an {model.name}: sold without VT-x/AMD-V"
-                                                  + (", and 32-bit only" if model.only_32_bit else ""),))
+        return VtSupport(ext, "not in this CPU", (
+            (_("{cpu} is an {model}: sold without VT-x/AMD-V, and 32-bit only") if model.only_32_bit else
+             _("{cpu} is an {model}: sold without VT-x/AMD-V")).format(cpu=cpu.model_name, model=model.name),))
     if cpu.flags_known:
         return VtSupport(ext, "unknown", tuple(evidence) + (
-            "/proc/cpuinfo shows neither vmx nor svm: this CPU never had VT-x/AMD-V, or the firmware "
-            "switched it off (then the kernel hides the flag)",))
-    return VtSupport(ext, "unknown", tuple(evidence) + ("the CPU flags were not recorded",))
+            _("/proc/cpuinfo shows neither vmx nor svm: this CPU never had VT-x/AMD-V, or the firmware "
+              "switched it off (then the kernel hides the flag)"),))
+    return VtSupport(ext, "unknown", tuple(evidence) + (_("the CPU flags were not recorded"),))
 
 
 KvmKind = Literal["hardware", "nested", "none", "unknown"]
@@ -251,7 +257,8 @@ def _cpu_reason(cpu: CpuInfo, vt: VtSupport) -> str:
         return _("{arch} CPU: no x86 virtualization extensions").format(arch=cpu.arch)
     if not cpu.flags_known and vt.state == "unknown":
         return _("the CPU flags were not recorded: VT-x/AMD-V unknown")
-    return f"CPU: {vt.extension or 'VT-x/AMD-V'} {vt.state} ({'; '.join(vt.evidence)})"
+    return _("CPU: {extension} {state} ({evidence})").format(
+        extension=vt.extension or "VT-x/AMD-V", state=_(vt.state), evidence="; ".join(vt.evidence))
 
 
 def _module_reason(kernel: KernelInfo) -> str:
