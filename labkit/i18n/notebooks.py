@@ -1,0 +1,237 @@
+"""The notebooks in another language: generated from the English ones and a translation catalog.
+
+One source, no drift.  ``notebooks/<lang>/catalog/NN_name.yaml`` maps each
+English cell id to ``{en: <hash of the English source>, ko: <translation>}``.
+The edition ``notebooks/<lang>/NN_name.ipynb`` is *generated*: the English
+notebook's cells, ids, tags and metadata, with each markdown cell replaced
+by its translation, code cells copied (a code entry may differ from the
+English only in ``#`` comments), and the parameters cell's ``lang = "en"``
+set to the edition's language.  When an English cell changes, its hash no
+longer matches and :func:`problems` names the cell to translate again —
+``tests/test_translations.py`` turns that into a failing test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tempfile
+import tokenize
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from labkit.errors import LabkitError
+
+#: The languages that have a notebook edition (each a folder under notebooks/).
+EDITIONS = ("ko",)
+#: The line of every English parameters cell that the edition rewrites.
+_LANG_LINE = re.compile(r'^(lang\s*=\s*)"en"', re.MULTILINE)
+
+
+class TranslationError(LabkitError):
+    """An edition cannot be generated: a cell is untranslated, stale or unknown."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason an edition is out of step with its English notebook."""
+
+    notebook: str  # the English notebook's file name
+    cell_id: str
+    what: str  # what is wrong
+    fix: str  # what the translator does about it
+
+    def __str__(self) -> str:
+        return f"{self.notebook} cell {self.cell_id}: {self.what} (fix: {self.fix})"
+
+
+def source_hash(text: str) -> str:
+    """The first 12 hex digits of the SHA-256 of a cell's source: what a catalog entry names it by."""
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def catalog_path(english: Path, lang: str) -> Path:
+    """Where the catalog of ``english`` in ``lang`` lives: ``notebooks/<lang>/catalog/<stem>.yaml``."""
+    return english.parent / lang / "catalog" / f"{english.stem}.yaml"
+
+
+def edition_path(english: Path, lang: str) -> Path:
+    """Where the generated notebook lives: ``notebooks/<lang>/<name>.ipynb``."""
+    return english.parent / lang / english.name
+
+
+def load_catalog(path: Path) -> dict[str, dict[str, Any]]:
+    """The catalog's entries by cell id; a missing or malformed file is a :class:`TranslationError`."""
+    import yaml
+
+    try:  # BaseLoader: every scalar a string, so ids like 78833246 and hashes like 297600240429 stay text
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.BaseLoader)  # noqa: S506 (no objects)
+    except FileNotFoundError:
+        raise TranslationError(f"no translation catalog {path}",
+                               f"create it (one entry per markdown cell id of {path.stem}.ipynb)") from None
+    except yaml.YAMLError as e:
+        raise TranslationError(f"{path} is not valid YAML: {e}",
+                               "indent every line of a `ko: |-` block the same") from None
+    if not data:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise TranslationError(f"{path} is not a mapping of cell id → {{en, ko}}",
+                               "see notebooks/ko/catalog/01_kernel.yaml for the format")
+    return {str(k): v for k, v in data.items()}
+
+
+def code_tokens(source: str) -> list[tuple[int, str]]:
+    """A code cell's tokens without comments: two cells with equal tokens differ only in ``#`` comments.
+
+    IPython lines (``!cmd``, ``%magic``) are not Python; they are compared
+    as text, line by line, without their shell comment.
+    """
+    lines = source.splitlines(keepends=True)
+    shell = [line for line in lines if line.lstrip().startswith(("!", "%"))]
+    python = "".join("\n" if line.lstrip().startswith(("!", "%")) else line for line in lines)
+    try:
+        tokens = [(t.type, t.string) for t in tokenize.generate_tokens(io.StringIO(python).readline)
+                  if t.type not in (tokenize.COMMENT, tokenize.NL)]
+    except (tokenize.TokenError, SyntaxError):
+        tokens = [(-1, line) for line in python.splitlines()]
+    # a shell comment starts at a `#` after a blank (quotes inside IPython shell lines are not parsed here)
+    return tokens + [(-2, re.sub(r"(^|\s)#.*$", "", line.strip()).rstrip()) for line in shell]
+
+
+def problems(english: Path, lang: str) -> list[Problem]:
+    """Everything that keeps ``english``'s edition in ``lang`` from being generated (empty: all in step)."""
+    import nbformat
+
+    nb = nbformat.read(english, as_version=4)
+    catalog = load_catalog(catalog_path(english, lang))
+    found: list[Problem] = []
+
+    def problem(cell_id: str, what: str, fix: str) -> None:
+        found.append(Problem(english.name, cell_id, what, fix))
+
+    cells = {cell.id: cell for cell in nb.cells}
+    for cell in nb.cells:
+        entry = catalog.get(cell.id)
+        if entry is None:
+            if cell.cell_type == "markdown":
+                problem(cell.id, "has no translation",
+                        f"add `{cell.id}: {{en: {source_hash(cell.source)}, {lang}: …}}` to the catalog")
+            continue
+        text = entry.get(lang)
+        if not isinstance(text, str) or text.strip() in ("", "null", "~"):
+            problem(cell.id, "its translation is empty", f"write the `{lang}:` text")
+            continue
+        if entry.get("en") != source_hash(cell.source):
+            problem(cell.id, "the English cell changed since it was translated",
+                    f"translate it again and set `en: {source_hash(cell.source)}`")
+        if cell.cell_type == "code" and code_tokens(text) != code_tokens(cell.source):
+            problem(cell.id, "the translated code cell differs from the English in more than comments",
+                    "copy the English code and translate only the # comments")
+    for cell_id in catalog:
+        if cell_id not in cells:
+            problem(cell_id, "is not a cell of the English notebook", "remove the entry (the cell was deleted)")
+    return found
+
+
+def translate(english: Path, lang: str) -> Any:
+    """The edition of ``english`` in ``lang`` as a notebook object, outputs cleared (running fills them)."""
+    import nbformat
+
+    wrong = problems(english, lang)
+    if wrong:
+        raise TranslationError(f"{len(wrong)} cell(s) of {english.name} are not translated in step:\n  "
+                               + "\n  ".join(map(str, wrong)),
+                               f"edit {catalog_path(english, lang)}, then run ./kvmlab notebooks")
+    catalog = load_catalog(catalog_path(english, lang))
+    nb = nbformat.read(english, as_version=4)
+    nb.metadata["language"] = lang
+    nb.metadata.pop("widgets", None)  # saved widget state belongs to an executed notebook
+    for cell in nb.cells:
+        if cell.id in catalog:
+            cell.source = catalog[cell.id][lang].rstrip("\n")
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+            if "parameters" in cell.metadata.get("tags", []):
+                cell.source, n = _LANG_LINE.subn(rf'\g<1>"{lang}"', cell.source)
+                if n != 1:
+                    raise TranslationError(f"{english.name}'s parameters cell has no line `lang = \"en\"`",
+                                           "add it: the edition sets it to its own language")
+    return nb
+
+
+def generated_sources(english: Path, lang: str) -> list[tuple[str, str, str]]:
+    """(cell id, type, source) of each cell of the edition: what a committed edition must contain."""
+    return [(c.id, c.cell_type, c.source) for c in translate(english, lang).cells]
+
+
+def in_step(english: Path, lang: str) -> bool:
+    """Whether the edition on disk has exactly the cells generation would write (ids, types, sources)."""
+    import nbformat
+
+    out = edition_path(english, lang)
+    if not out.is_file():
+        return False
+    on_disk = [(c.id, c.cell_type, c.source) for c in nbformat.read(out, as_version=4).cells]
+    return on_disk == generated_sources(english, lang)
+
+
+def generate(english: Path, lang: str) -> Path | None:
+    """Write the edition of ``english`` in ``lang`` unless it is in step; the path written, else None.
+
+    An edition in step is left alone, so its executed outputs (what nbval
+    compares) survive.  Writing is atomic: never a half-written notebook.
+    """
+    import nbformat
+
+    if in_step(english, lang):
+        return None
+    nb = translate(english, lang)
+    out = edition_path(english, lang)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".ipynb", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            nbformat.write(nb, f)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def english_notebooks(folder: Path) -> list[Path]:
+    """The English notebooks that have editions: ``NN_name.ipynb`` directly under ``folder``."""
+    return sorted(folder.glob("[0-9][0-9]*_*.ipynb"))
+
+
+def main(argv: list[str]) -> int:
+    """``python -m labkit.i18n.notebooks [ENGLISH.ipynb...]``: regenerate the editions that are out of step.
+
+    Prints each edition written (``./kvmlab notebooks`` then executes them);
+    a catalog out of step is one ``labkit: error``/``fix`` message, exit 2.
+    """
+    import sys
+
+    folder = Path(__file__).resolve().parent.parent.parent / "notebooks"
+    named = [Path(a) for a in argv]
+    # an edition named on the command line stands for its English source
+    sources = sorted({p.parent.parent / p.name if p.parent.name in EDITIONS else p for p in named}) \
+        or english_notebooks(folder)
+    try:
+        for english in sources:
+            for lang in EDITIONS:
+                written = generate(english, lang)
+                if written:
+                    print(written)
+    except LabkitError as e:
+        print(f"labkit: error: {e.what}\nfix: {e.fix}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
