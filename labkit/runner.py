@@ -49,10 +49,25 @@ def notebooks_dir() -> Path:
     raise MissingToolError("cannot find the notebooks/ folder", "run from the KVM Lab checkout, or name notebooks")
 
 
-def resolve(names: Iterable[str]) -> list[Path]:
-    """Notebook paths from names: a path, a file name, a stem (``03_kvm``) or a number (``03``)."""
+def edition_dir(lang: str = "en") -> Path:
+    """The folder of the notebooks in ``lang``: notebooks/ for English, notebooks/<lang>/ for an edition."""
+    from labkit.i18n.notebooks import EDITIONS
+
+    if lang == "en":
+        return notebooks_dir()
+    if lang not in EDITIONS:
+        raise InvalidOptionError(f"the notebooks have no edition in {lang!r}",
+                                 f"choose --lang from: en, {', '.join(EDITIONS)}")
+    return notebooks_dir() / lang
+
+
+def resolve(names: Iterable[str], lang: str = "en") -> list[Path]:
+    """Notebook paths from names: a path, a file name, a stem (``03_kvm``) or a number (``03``).
+
+    Names other than paths are looked up in the edition of ``lang``.
+    """
     names = list(names)
-    every = sorted(notebooks_dir().glob("[0-9][0-9]*_*.ipynb"))
+    every = sorted(edition_dir(lang).glob("[0-9][0-9]*_*.ipynb"))
     if not names:
         return every
     chosen = []

@@ -77,3 +77,26 @@ def test_the_first_two_notebooks_run_under_papermill(tmp_path: Path) -> None:
     assert [r.status for r in results] == ["ok", "ok"], [r.failure for r in results]
     assert results[0].parameters == {"touch_mib": 16}
     assert results[0].results["syscall_ratio"] > 1
+
+
+def test_lang_picks_the_edition_and_unknown_languages_are_clear_errors() -> None:
+    [korean] = runner.resolve(["01"], "ko")
+    assert korean == runner.notebooks_dir() / "ko" / "01_kernel.ipynb"
+    assert [p.name for p in runner.resolve([], "ko")] == [p.name for p in runner.resolve([])]
+    with pytest.raises(InvalidOptionError, match="no edition in 'fr'"):
+        runner.resolve(["01"], "fr")
+    proc = labkit("run", "01", "--lang", "fr", "--no-progress")
+    assert proc.returncode == 2 and "choose --lang from: en, ko" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_korean_edition_runs_under_papermill_and_speaks_korean(tmp_path: Path) -> None:
+    """`labkit run --lang ko 01`: the Korean notebook, its lesson lines printed in Korean."""
+    proc = labkit("run", "01", "--lang", "ko", "-p", "touch_mib", "16", "--out", str(tmp_path), "--no-progress")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import nbformat
+
+    nb = nbformat.read(tmp_path / "01_kernel.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    checks = [line for line in printed.splitlines() if line.startswith("✔ ")]
+    assert checks and all(any("\uac00" <= ch <= "\ud7a3" for ch in line) for line in checks), checks[:3]
+    assert any("\uac00" <= ch <= "\ud7a3" for ch in nb.cells[0].source)  # the markdown is Korean too

@@ -163,6 +163,6 @@ def test_main_names_the_editions_it_writes(tmp_path: Path, capsys: pytest.Captur
     english = _scratch(tmp_path)
     edition = editions.edition_path(english, "ko")
     assert editions.main([str(edition)]) == 0  # an edition named stands for its English source
-    assert capsys.readouterr().out.split() == [str(edition)]
+    assert [Path(p).resolve() for p in capsys.readouterr().out.split()] == [edition.resolve()]
     assert editions.main([str(english)]) == 0
     assert capsys.readouterr().out == ""  # in step: nothing written

@@ -1,4 +1,4 @@
-"""``labkit run [NOTEBOOK...] [-p NAME VALUE]... [--sweep NAME=V1,V2] [--out DIR]``."""
+"""``labkit run [NOTEBOOK...] [-p NAME VALUE]... [--sweep NAME=V1,V2] [--lang en|ko] [--out DIR]``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="set a parameter of the notebooks that declare it (VALUE is a Python literal or text)")
     p.add_argument("--sweep", metavar="NAME=V1,V2,...",
                    help="run once per value of one parameter; prints a comparison table and saves a plot")
+    p.add_argument("--lang", default="en", metavar="LANG",
+                   help="the edition to run: en (notebooks/) or ko (notebooks/ko/, labkit's messages in Korean)")
     p.add_argument("--out", type=Path, default=Path("labkit-runs"), help="folder for executed notebooks")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -34,8 +36,10 @@ def _sweep(text: str | None) -> tuple[str, list[object]] | None:
 def run(args: argparse.Namespace) -> int:
     for stale in runtime.orphan_kernel_files():  # a run killed with -9 could not delete its kernel's file
         stale.unlink(missing_ok=True)
-    paths = runner.resolve(args.notebooks)
+    paths = runner.resolve(args.notebooks, args.lang)
     params = {name: runner.parse_value(value) for name, value in args.parameter}
+    if args.lang != "en":
+        params.setdefault("lang", args.lang)  # every notebook declares lang; an edition's default is its own
     sweep = _sweep(args.sweep)
     results = runner.run(paths, args.out, params, sweep, progress=not args.no_progress)
     print(runner.table(results, sweep[0] if sweep else None))

@@ -224,7 +224,7 @@ def main(argv: list[str]) -> int:
             for lang in EDITIONS:
                 written = generate(english, lang)
                 if written:
-                    print(written)
+                    print(os.path.relpath(written))
     except LabkitError as e:
         print(f"labkit: error: {e.what}\nfix: {e.fix}", file=sys.stderr)
         return 2
