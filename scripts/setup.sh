@@ -30,6 +30,7 @@ APT_PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients  # libvirtd + virsh (05)
   libvirt-dev pkg-config gcc python3-dev  # libvirt-python has no wheel on PyPI: pip compiles it (05)
   binutils                             # as/ld: guest programs are assembly (03, 04)
+  fonts-nanum                          # Hangul glyphs for the Korean edition in a browser on this host
   python3 python3-venv                 # the venv (Debian's Python: usable by every user)
   ca-certificates
 )

@@ -94,14 +94,22 @@ def copy_cleared(src: Path, dst: Path) -> None:
         nbformat.write(nb, dst / path.name)
 
 
-def lab_environment(base: Path) -> dict[str, str]:
-    """Environment for a hermetic server: private Jupyter dirs and the no-news setting."""
+def lab_environment(base: Path, locale: str | None = None) -> dict[str, str]:
+    """Environment for a hermetic server: private Jupyter dirs, the no-news setting and the UI language.
+
+    ``locale`` (e.g. ``ko_KR``) is what a learner picks in Settings → Language;
+    it needs that language pack installed (scripts/setup.sh installs the Korean one).
+    """
     dirs = {name: base / name for name in ("config", "data", "runtime", "settings", "workspaces")}
     for path in dirs.values():
         path.mkdir()
-    notification = dirs["settings"] / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
-    notification.parent.mkdir(parents=True)
-    notification.write_text(json.dumps(NO_NEWS))
+    settings = {("apputils-extension", "notification"): NO_NEWS}
+    if locale:
+        settings["translation-extension", "plugin"] = {"locale": locale}
+    for (extension, plugin), values in settings.items():
+        path = dirs["settings"] / "@jupyterlab" / extension / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
     return {**os.environ,
             "JUPYTER_CONFIG_DIR": str(dirs["config"]), "JUPYTER_DATA_DIR": str(dirs["data"]),
             "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]), "JUPYTERLAB_SETTINGS_DIR": str(dirs["settings"]),
@@ -157,11 +165,11 @@ def stop_process_tree(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def running_lab(base: Path) -> Iterator[Lab]:
-    """JupyterLab serving a cleared copy of notebooks/ from ``base``; stopped on the way out."""
+def running_lab(base: Path, locale: str | None = None) -> Iterator[Lab]:
+    """JupyterLab serving a cleared copy of notebooks/ from ``base``, its UI in ``locale``; stopped on the way out."""
     root = base / "notebooks"
     copy_cleared(NOTEBOOK_DIR, root)
-    env = lab_environment(base)
+    env = lab_environment(base, locale)
     token = secrets.token_hex(24)
     env["JUPYTER_TOKEN"] = token  # in the environment, not on the command line (ps shows that)
     root_flag = ["--allow-root"] if os.geteuid() == 0 else []
