@@ -14,8 +14,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from lab_harness import NOTEBOOK_DIR, SCREENSHOTS, browser_tab, headless_chromium, running_lab, \
-    screenshot_whole_notebook
+from lab_harness import (
+    NOTEBOOK_DIR,
+    SCREENSHOTS,
+    browser_tab,
+    headless_chromium,
+    running_lab,
+    screenshot_whole_notebook,
+)
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
