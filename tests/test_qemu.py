@@ -186,10 +186,38 @@ def test_boot_reports_what_the_guest_saw(booted: qemu.BootResult, guest: images.
 
 def test_boot_timings_are_ordered(booted: qemu.BootResult) -> None:
     t = booted.times
-    assert t.first_output_s is not None and t.poweroff_s is not None
-    assert 0 < t.first_output_s <= t.userspace_s <= t.poweroff_s
+    assert t.first_output_s is not None and t.poweroff_s is not None and t.qemu_start_s is not None
+    assert 0 < t.qemu_start_s < t.first_output_s <= t.userspace_s <= t.poweroff_s
     assert 0 < t.guest_uptime_s and t.before_kernel_s >= 0
+    assert t.early_kernel_s == pytest.approx(t.before_kernel_s - t.qemu_start_s)
+    assert t.init_s is not None and 0 <= t.init_s < t.userspace_s
     assert not leftovers()
+
+
+def test_boot_accounts_qemus_cpu_time_and_peak_memory(booted: qemu.BootResult) -> None:
+    """wait4's account of the QEMU that ran the boot: it ran the guest for a while and held its memory."""
+    usage = booted.usage
+    assert usage is not None
+    assert 0 < usage.cpu_s and 50 < usage.peak_rss_mib < 4096
+    assert booted.to_dict()["usage"] == {"cpu_s": usage.cpu_s, "peak_rss_mib": usage.peak_rss_mib}
+
+
+def test_early_kernel_time_is_unknown_without_qemu_start() -> None:
+    times = qemu.BootTimes(0.7, 1.3, 1.35, 0.8)
+    assert times.before_kernel_s == pytest.approx(0.5) and times.early_kernel_s is None
+    assert dataclasses.replace(times, qemu_start_s=0.1).early_kernel_s == pytest.approx(0.4)
+
+
+def test_one_vcpu_guest_keeps_its_smp_code_and_still_shows_the_lesson(guest: images.GuestImage) -> None:
+    """noreplace-smp (the 1-vCPU speed-up): the guest still sees its CPU, memory and hypervisor, and powers off."""
+    result = asyncio.run(qemu.boot(guest, accel="tcg", vcpus=1, memory_mib=128))
+    report = result.report
+    assert "noreplace-smp" in report.cmdline.split()
+    assert report.cpus == 1 and 64 <= report.memory_mib <= 128
+    assert report.hypervisor == "QEMU TCG" and report.hypervisor_flag
+    assert result.exit_code == 0 and result.times.poweroff_s is not None
+    assert not any(note.startswith("the guest announced its power-off") for note in result.notes)
+    assert "reboot: Power down" in result.console
 
 
 def test_summarize_boots_per_accelerator(booted: qemu.BootResult) -> None:

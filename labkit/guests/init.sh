@@ -40,8 +40,9 @@ BEGIN {
     tag, str(slurp("/proc/sys/kernel/osrelease")), str(slurp("/proc/sys/kernel/arch")), cpus, mem
   printf "\"vendor\":%s,\"model\":%s,\"flags\":%s,\"cpuid_40000000\":%s,\"kernel_hypervisor\":%s,", \
     str(cpu["vendor_id"]), str(cpu["model name"]), str(cpu["flags"]), str(sig), str(hv)
-  printf "\"clocksource\":%s,\"uptime_s\":%s,\"cmdline\":%s}\n", \
-    str(slurp("/sys/devices/system/clocksource/clocksource0/current_clocksource")), uptime, \
+  getline now < "/proc/uptime"; split(now, clock, " ")   # the work of /init so far: report_uptime_s - uptime_s
+  printf "\"clocksource\":%s,\"uptime_s\":%s,\"report_uptime_s\":%s,\"cmdline\":%s}\n", \
+    str(slurp("/sys/devices/system/clocksource/clocksource0/current_clocksource")), uptime, clock[1], \
     str(slurp("/proc/cmdline"))
 }'
 if [ -f /labkit/command ]; then
