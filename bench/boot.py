@@ -22,7 +22,8 @@ Variants (all TCG unless KVM can boot Linux here, where each also runs under KVM
   stock        -M pc, bzImage through SeaBIOS, only "console=ttyS0 quiet panic=-1"
   pc-bzimage   -M pc, bzImage, labkit's kernel command line (+ tsc_early_khz)
   pc-vmlinux   -M pc, the uncompressed kernel entered at its PVH note
-  labkit       what labkit.qemu.boot() picks on this host (microvm + vmlinux here)
+  microvm-acpi -M microvm with its ACPI tables, vmlinux, labkit's command line
+  labkit       what labkit.qemu.boot() picks on this host (here: microvm without ACPI + vmlinux, 1 vCPU)
 Then the bare-metal payload under KVM (where /dev/kvm works) and TCG.
 """
 
@@ -48,6 +49,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "stock": dict(machine="pc", vmlinux=False, cmdline=STOCK_CMDLINE),
     "pc-bzimage": dict(machine="pc", vmlinux=False),
     "pc-vmlinux": dict(machine="pc", vmlinux=True),
+    "microvm-acpi": dict(machine="microvm", vmlinux=True),
     "labkit": dict(machine="auto", vmlinux=True),
 }
 #: Column → the :class:`labkit.qemu.BootSummary` field it shows.
@@ -82,14 +84,15 @@ async def boot_once(name: str, image: images.GuestImage, accel: qemu.Accel, time
                            host_tuning=name != "stock", **options)
 
 
-async def bench(variants: list[tuple[str, qemu.Accel]], image: images.GuestImage, n: int, timeout: float) -> dict:
+async def bench(variants: list[tuple[str, qemu.Accel]], image: images.GuestImage, n: int, timeout: float,
+                vcpus: int) -> dict:
     """Round-robin over the variants, so a busy moment on a shared host hits them all alike."""
     results: dict[tuple[str, qemu.Accel], list[qemu.BootResult]] = {v: [] for v in variants}
     failures: dict[tuple[str, qemu.Accel], list[str]] = {v: [] for v in variants}
     for _ in range(n):
         for name, accel in variants:
             try:
-                results[name, accel].append(await boot_once(name, image, accel, timeout))
+                results[name, accel].append(await boot_once(name, image, accel, timeout, vcpus=vcpus))
             except LabkitError as exc:
                 failures[name, accel].append(str(exc).splitlines()[0])
     rows = {}
@@ -106,10 +109,11 @@ async def bench(variants: list[tuple[str, qemu.Accel]], image: images.GuestImage
 
 
 async def initcalls(variants: list[tuple[str, qemu.Accel]], image: images.GuestImage, count: int,
-                    timeout: float) -> None:
+                    timeout: float, vcpus: int) -> None:
     """One boot per variant with ``initcall_debug``: its slowest initcalls, read from the guest's dmesg."""
     for name, accel in variants:
-        result = await boot_once(name, image, accel, timeout, command="dmesg", append="initcall_debug")
+        result = await boot_once(name, image, accel, timeout, command="dmesg", append="initcall_debug",
+                                vcpus=vcpus)
         calls = slowest_initcalls(result.report.command_output or "", count)
         total = sum(ms for _, ms in slowest_initcalls(result.report.command_output or "", 10_000))
         print(f"{name} {accel}: all initcalls {total:.0f} ms by the guest's clock; slowest: "
@@ -121,6 +125,7 @@ async def main() -> None:
     parser.add_argument("-n", type=int, default=10, help="boots per variant (default 10)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--vcpus", type=int, default=1, help="vCPUs of every variant's guest (default 1)")
     parser.add_argument("--payload-iterations", type=int, default=50_000_000)
     parser.add_argument("--initcalls", type=int, default=0, metavar="N",
                         help="also print the N slowest initcalls of each variant (one initcall_debug boot)")
@@ -130,12 +135,13 @@ async def main() -> None:
     image = images.tiny_guest(progress=False)
     linux_accel = qemu.choose_accel("auto", "linux")
     accels: list[qemu.Accel] = ["tcg", "kvm"] if linux_accel.name == "kvm" else ["tcg"]
-    print(f"guest: Linux {image.kernel_release}; {args.n} boots per variant; host TSC: {host.tsc_frequency()}")
+    print(f"guest: Linux {image.kernel_release}, {args.vcpus} vCPU; {args.n} boots per variant; "
+          f"host TSC: {host.tsc_frequency()}")
     print(f"KVM for Linux: {'yes' if linux_accel.name == 'kvm' else 'no'} — {linux_accel.reason}\n")
     print(f"{'variant':<11} {'accel':<4} {'machine':<8} " + " ".join(f"{c:<17}" for c in COLUMNS))
     print("                          (median (min–max); seconds, rss in MiB)")
     variants = [(name, accel) for accel in accels for name in args.variants]
-    rows = await bench(variants, image, args.n, args.timeout)
+    rows = await bench(variants, image, args.n, args.timeout, args.vcpus)
     base, best = rows.get(("stock", "tcg")), rows.get(("labkit", "tcg"))
     for column, what in (("userspace", "launch → userspace"), ("cpu", "QEMU CPU time")):
         if base and best and base[column] and best[column]:
@@ -145,7 +151,7 @@ async def main() -> None:
     if args.initcalls:
         print("\nslowest initcalls (ms, one initcall_debug boot per variant; the clock is coarse before "
               "the TSC clocksource):")
-        await initcalls(variants, image, args.initcalls, args.timeout)
+        await initcalls(variants, image, args.initcalls, args.timeout, args.vcpus)
     if args.no_payload:
         return
 

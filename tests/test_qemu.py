@@ -153,13 +153,19 @@ def test_linux_config_derives_from_the_host(guest: images.GuestImage) -> None:
     tsc = host.tsc_frequency()
     if tsc:
         assert f"tsc_early_khz={tsc.khz}" in config.append
-    if guest.vmlinux and tsc:
-        assert config.machine == "microvm" and config.kernel == guest.vmlinux
+    if guest.vmlinux and tsc:  # one vCPU (the default): microvm without ACPI, powered off by a reset
+        assert config.machine == qemu.MICROVM_WITHOUT_ACPI and config.kernel == guest.vmlinux
+        assert "reboot=t" in config.append.split() and any("without ACPI" in note for note in notes)
+        two, _ = qemu.linux_config(guest, tcg, vcpus=2)  # more vCPUs need ACPI's table of CPUs
+        assert two.machine == "microvm" and "reboot=t" not in two.append.split()
+        asked, _ = qemu.linux_config(guest, tcg, machine="microvm")  # a machine the caller names is kept
+        assert asked.machine == "microvm" and "reboot=t" not in asked.append.split()
     assert config.append.startswith(images.BASE_CMDLINE) and notes
     plain, _ = qemu.linux_config(guest, tcg, machine="pc", host_tuning=False)
     assert plain.machine == "pc" and "tsc_early_khz" not in plain.append
     kvm, _ = qemu.linux_config(guest, qemu.AccelChoice("kvm", "auto", "test"))
     assert "tsc_early_khz" not in kvm.append  # KVM guests have kvm-clock
+    assert kvm.machine != qemu.MICROVM_WITHOUT_ACPI and "reboot=t" not in kvm.append.split()
 
 
 def test_parse_registers() -> None:
@@ -208,16 +214,23 @@ def test_early_kernel_time_is_unknown_without_qemu_start() -> None:
     assert dataclasses.replace(times, qemu_start_s=0.1).early_kernel_s == pytest.approx(0.4)
 
 
-def test_one_vcpu_guest_keeps_its_smp_code_and_still_shows_the_lesson(guest: images.GuestImage) -> None:
-    """noreplace-smp (the 1-vCPU speed-up): the guest still sees its CPU, memory and hypervisor, and powers off."""
+def test_one_vcpu_guest_without_acpi_still_shows_the_lesson_and_powers_off(guest: images.GuestImage) -> None:
+    """The fast 1-vCPU guest (microvm without ACPI, noreplace-smp) still sees its CPU, memory and hypervisor,
+    and its reset ends QEMU (-no-reboot) as a power-off would; the 2-vCPU guest powers off through ACPI."""
     result = asyncio.run(qemu.boot(guest, accel="tcg", vcpus=1, memory_mib=128))
     report = result.report
-    assert "noreplace-smp" in report.cmdline.split()
+    assert {"noreplace-smp", "reboot=t"} <= set(report.cmdline.split())
+    assert result.config.machine == qemu.MICROVM_WITHOUT_ACPI
     assert report.cpus == 1 and 64 <= report.memory_mib <= 128
     assert report.hypervisor == "QEMU TCG" and report.hypervisor_flag
     assert result.exit_code == 0 and result.times.poweroff_s is not None
     assert not any(note.startswith("the guest announced its power-off") for note in result.notes)
-    assert "reboot: Power down" in result.console
+    assert "reboot: Restarting system" in result.console and not leftovers()
+
+
+def test_two_vcpu_guest_powers_off_through_acpi(booted: qemu.BootResult) -> None:
+    assert booted.config.machine != qemu.MICROVM_WITHOUT_ACPI and "reboot=t" not in booted.report.cmdline.split()
+    assert "reboot: Power down" in booted.console and booted.exit_code == 0
 
 
 def test_summarize_boots_per_accelerator(booted: qemu.BootResult) -> None:

@@ -37,6 +37,7 @@ from labkit.qemu.config import (
     qemu_version,
 )
 from labkit.qemu.guest import (
+    MICROVM_WITHOUT_ACPI,
     WORKLOAD_COMMAND,
     WORKLOAD_ITERATIONS,
     BootResult,
@@ -64,10 +65,10 @@ from labkit.qemu.machine import (
 Machine = QemuMachine
 
 __all__ = [
-    "DEBUG_EXIT_DEVICE", "DEBUG_EXIT_PORT", "QEMU", "WORKLOAD_COMMAND", "WORKLOAD_ITERATIONS", "Accel", "AccelChoice",
-    "BootResult", "BootSummary", "BootTimes", "ConsoleChunk", "GuestPanicError", "GuestStoppedError",
-    "GuestTimeoutError", "KvmCannotBootLinuxError", "LaunchError", "Machine", "MachineConfig", "MissingKernelError",
-    "Purpose", "QemuError", "QemuMachine", "QemuUsage", "Spread", "boot", "choose_accel", "compare_boots", "cpu_models",
-    "die_with_parent", "linux_config", "machine_types", "parse_registers", "qemu_binary", "qemu_name", "qemu_version",
-    "summarize_boots", "workload_seconds",
+    "DEBUG_EXIT_DEVICE", "DEBUG_EXIT_PORT", "MICROVM_WITHOUT_ACPI", "QEMU", "WORKLOAD_COMMAND", "WORKLOAD_ITERATIONS",
+    "Accel", "AccelChoice", "BootResult", "BootSummary", "BootTimes", "ConsoleChunk", "GuestPanicError",
+    "GuestStoppedError", "GuestTimeoutError", "KvmCannotBootLinuxError", "LaunchError", "Machine", "MachineConfig",
+    "MissingKernelError", "Purpose", "QemuError", "QemuMachine", "QemuUsage", "Spread", "boot", "choose_accel",
+    "compare_boots", "cpu_models", "die_with_parent", "linux_config", "machine_types", "parse_registers",
+    "qemu_binary", "qemu_name", "qemu_version", "summarize_boots", "workload_seconds",
 ]
