@@ -34,13 +34,12 @@ HUNG_NOTE = "the guest announced its power-off"
 async def one_boot(image: images.GuestImage, vcpus: int, timeout: float) -> tuple[str, float | None, str]:
     """(outcome, seconds from LABKIT-POWEROFF on the console to QEMU's exit, detail) of one boot."""
     seen: dict[str, float] = {}
-    text = []
+    tail = [""]  # the console's last bytes: a marker may arrive split over several chunks
 
     def watch(chunk: str) -> None:
-        text.append(chunk)
-        joined = "".join(text[-3:])
+        tail[0] = (tail[0] + chunk)[-(len(chunk) + 64):]
         for marker in (images.REPORT_MARKER, images.POWEROFF_MARKER):
-            if marker not in seen and marker in joined:
+            if marker not in seen and marker in tail[0]:
                 seen[marker] = time.monotonic()
 
     try:
