@@ -22,6 +22,7 @@ Variants (all TCG unless KVM can boot Linux here, where each also runs under KVM
   stock        -M pc, bzImage through SeaBIOS, only "console=ttyS0 quiet panic=-1"
   pc-bzimage   -M pc, bzImage, labkit's kernel command line (+ tsc_early_khz)
   pc-vmlinux   -M pc, the uncompressed kernel entered at its PVH note
+  before-17    labkit before issue 17: -M microvm with ACPI, vmlinux, without noreplace-smp
   microvm-acpi -M microvm with its ACPI tables, vmlinux, labkit's command line
   labkit       what labkit.qemu.boot() picks on this host (here: microvm without ACPI + vmlinux, 1 vCPU)
 Then the bare-metal payload under KVM (where /dev/kvm works) and TCG.
@@ -49,6 +50,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "stock": dict(machine="pc", vmlinux=False, cmdline=STOCK_CMDLINE),
     "pc-bzimage": dict(machine="pc", vmlinux=False),
     "pc-vmlinux": dict(machine="pc", vmlinux=True),
+    "before-17": dict(machine="microvm", vmlinux=True, cmdline=images.BASE_CMDLINE.replace(" noreplace-smp", "")),
     "microvm-acpi": dict(machine="microvm", vmlinux=True),
     "labkit": dict(machine="auto", vmlinux=True),
 }
