@@ -57,6 +57,13 @@ def test_parse_report_of_a_tcg_guest() -> None:
     assert report.command_output == "hello from the guest\nx86_64\n" and report.command_status == 0
 
 
+def test_report_says_how_long_init_worked_by_the_guests_clock() -> None:
+    text = (CONSOLES / "tiny-tcg.txt").read_text()
+    assert images.parse_report(text).init_s is None  # an /init from before report_uptime_s: unknown, not 0
+    newer = images.parse_report(text.replace('"uptime_s":1.26,', '"uptime_s":1.26,"report_uptime_s":1.31,'))
+    assert newer.report_uptime_s == 1.31 and newer.init_s == pytest.approx(0.05)
+
+
 def test_parse_report_of_a_kvm_guest() -> None:
     report = images.parse_report((CONSOLES / "tiny-kvm-vtx.txt").read_text())
     assert report.cpuid_signature == "KVMKVMKVM"  # trailing NULs dropped

@@ -153,13 +153,19 @@ def test_linux_config_derives_from_the_host(guest: images.GuestImage) -> None:
     tsc = host.tsc_frequency()
     if tsc:
         assert f"tsc_early_khz={tsc.khz}" in config.append
-    if guest.vmlinux and tsc:
-        assert config.machine == "microvm" and config.kernel == guest.vmlinux
+    if guest.vmlinux and tsc:  # one vCPU (the default): microvm without ACPI, powered off by a reset
+        assert config.machine == qemu.MICROVM_WITHOUT_ACPI and config.kernel == guest.vmlinux
+        assert "reboot=t" in config.append.split() and any("without ACPI" in note for note in notes)
+        two, _ = qemu.linux_config(guest, tcg, vcpus=2)  # more vCPUs need ACPI's table of CPUs
+        assert two.machine == "microvm" and "reboot=t" not in two.append.split()
+        asked, _ = qemu.linux_config(guest, tcg, machine="microvm")  # a machine the caller names is kept
+        assert asked.machine == "microvm" and "reboot=t" not in asked.append.split()
     assert config.append.startswith(images.BASE_CMDLINE) and notes
     plain, _ = qemu.linux_config(guest, tcg, machine="pc", host_tuning=False)
     assert plain.machine == "pc" and "tsc_early_khz" not in plain.append
     kvm, _ = qemu.linux_config(guest, qemu.AccelChoice("kvm", "auto", "test"))
     assert "tsc_early_khz" not in kvm.append  # KVM guests have kvm-clock
+    assert kvm.machine != qemu.MICROVM_WITHOUT_ACPI and "reboot=t" not in kvm.append.split()
 
 
 def test_parse_registers() -> None:
@@ -186,10 +192,45 @@ def test_boot_reports_what_the_guest_saw(booted: qemu.BootResult, guest: images.
 
 def test_boot_timings_are_ordered(booted: qemu.BootResult) -> None:
     t = booted.times
-    assert t.first_output_s is not None and t.poweroff_s is not None
-    assert 0 < t.first_output_s <= t.userspace_s <= t.poweroff_s
+    assert t.first_output_s is not None and t.poweroff_s is not None and t.qemu_start_s is not None
+    assert 0 < t.qemu_start_s < t.first_output_s <= t.userspace_s <= t.poweroff_s
     assert 0 < t.guest_uptime_s and t.before_kernel_s >= 0
+    assert t.early_kernel_s == pytest.approx(t.before_kernel_s - t.qemu_start_s)
+    assert t.init_s is not None and 0 <= t.init_s < t.userspace_s
     assert not leftovers()
+
+
+def test_boot_accounts_qemus_cpu_time_and_peak_memory(booted: qemu.BootResult) -> None:
+    """wait4's account of the QEMU that ran the boot: it ran the guest for a while and held its memory."""
+    usage = booted.usage
+    assert usage is not None
+    assert 0 < usage.cpu_s and 50 < usage.peak_rss_mib < 4096
+    assert booted.to_dict()["usage"] == {"cpu_s": usage.cpu_s, "peak_rss_mib": usage.peak_rss_mib}
+
+
+def test_early_kernel_time_is_unknown_without_qemu_start() -> None:
+    times = qemu.BootTimes(0.7, 1.3, 1.35, 0.8)
+    assert times.before_kernel_s == pytest.approx(0.5) and times.early_kernel_s is None
+    assert dataclasses.replace(times, qemu_start_s=0.1).early_kernel_s == pytest.approx(0.4)
+
+
+def test_one_vcpu_guest_without_acpi_still_shows_the_lesson_and_powers_off(guest: images.GuestImage) -> None:
+    """The fast 1-vCPU guest (microvm without ACPI, noreplace-smp) still sees its CPU, memory and hypervisor,
+    and its reset ends QEMU (-no-reboot) as a power-off would; the 2-vCPU guest powers off through ACPI."""
+    result = asyncio.run(qemu.boot(guest, accel="tcg", vcpus=1, memory_mib=128))
+    report = result.report
+    assert {"noreplace-smp", "reboot=t"} <= set(report.cmdline.split())
+    assert result.config.machine == qemu.MICROVM_WITHOUT_ACPI
+    assert report.cpus == 1 and 64 <= report.memory_mib <= 128
+    assert report.hypervisor == "QEMU TCG" and report.hypervisor_flag
+    assert result.exit_code == 0 and result.times.poweroff_s is not None
+    assert not any(note.startswith("the guest announced its power-off") for note in result.notes)
+    assert "reboot: Restarting system" in result.console and not leftovers()
+
+
+def test_two_vcpu_guest_powers_off_through_acpi(booted: qemu.BootResult) -> None:
+    assert booted.config.machine != qemu.MICROVM_WITHOUT_ACPI and "reboot=t" not in booted.report.cmdline.split()
+    assert "reboot: Power down" in booted.console and booted.exit_code == 0
 
 
 def test_summarize_boots_per_accelerator(booted: qemu.BootResult) -> None:

@@ -48,6 +48,12 @@ class GuestReport:
     cmdline: str
     command_output: str | None = None
     command_status: int | None = None
+    report_uptime_s: float | None = None  # the guest's clock when /init had gathered its report (older: None)
+
+    @property
+    def init_s(self) -> float | None:
+        """The guest's clock from /init's start to its report: /init's own work (mounts, CPUID, awk)."""
+        return None if self.report_uptime_s is None else max(0.0, self.report_uptime_s - self.uptime_s)
 
     @property
     def memory_mib(self) -> int:
@@ -156,7 +162,8 @@ def parse_report(console: str, token: str | None = None) -> GuestReport:
         flags=frozenset(data["flags"].split()), cpuid_signature=_signature(data["cpuid_40000000"]),
         kernel_hypervisor=data["kernel_hypervisor"], clocksource=data["clocksource"],
         uptime_s=float(data["uptime_s"]), cmdline=data["cmdline"],
-        command_output=output, command_status=status)
+        command_output=output, command_status=status,
+        report_uptime_s=float(data["report_uptime_s"]) if "report_uptime_s" in data else None)
 
 
 def find_panic(console: str, token: str | None = None) -> GuestPanicError | None:

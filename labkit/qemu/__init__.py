@@ -37,6 +37,7 @@ from labkit.qemu.config import (
     qemu_version,
 )
 from labkit.qemu.guest import (
+    MICROVM_WITHOUT_ACPI,
     WORKLOAD_COMMAND,
     WORKLOAD_ITERATIONS,
     BootResult,
@@ -49,17 +50,25 @@ from labkit.qemu.guest import (
     summarize_boots,
     workload_seconds,
 )
-from labkit.qemu.machine import ConsoleChunk, LaunchError, QemuError, QemuMachine, die_with_parent, parse_registers
+from labkit.qemu.machine import (
+    ConsoleChunk,
+    LaunchError,
+    QemuError,
+    QemuMachine,
+    QemuUsage,
+    die_with_parent,
+    parse_registers,
+)
 
 #: The name notebook 04 (and earlier code) uses; :class:`QemuMachine` is the class's own name, distinct from
 #: :class:`labkit.kvm.machine.Machine`.
 Machine = QemuMachine
 
 __all__ = [
-    "DEBUG_EXIT_DEVICE", "DEBUG_EXIT_PORT", "QEMU", "WORKLOAD_COMMAND", "WORKLOAD_ITERATIONS", "Accel", "AccelChoice",
-    "BootResult", "BootSummary", "BootTimes", "ConsoleChunk", "GuestPanicError", "GuestStoppedError",
-    "GuestTimeoutError", "KvmCannotBootLinuxError", "LaunchError", "Machine", "MachineConfig", "MissingKernelError",
-    "Purpose", "QemuError", "QemuMachine", "Spread", "boot", "choose_accel", "compare_boots", "cpu_models",
-    "die_with_parent", "linux_config", "machine_types", "parse_registers", "qemu_binary", "qemu_name", "qemu_version",
-    "summarize_boots", "workload_seconds",
+    "DEBUG_EXIT_DEVICE", "DEBUG_EXIT_PORT", "MICROVM_WITHOUT_ACPI", "QEMU", "WORKLOAD_COMMAND", "WORKLOAD_ITERATIONS",
+    "Accel", "AccelChoice", "BootResult", "BootSummary", "BootTimes", "ConsoleChunk", "GuestPanicError",
+    "GuestStoppedError", "GuestTimeoutError", "KvmCannotBootLinuxError", "LaunchError", "Machine", "MachineConfig",
+    "MissingKernelError", "Purpose", "QemuError", "QemuMachine", "QemuUsage", "Spread", "boot", "choose_accel",
+    "compare_boots", "cpu_models", "die_with_parent", "linux_config", "machine_types", "parse_registers",
+    "qemu_binary", "qemu_name", "qemu_version", "summarize_boots", "workload_seconds",
 ]

@@ -13,7 +13,7 @@ from labkit import host, images, runtime
 from labkit.errors import GuestPanicError, GuestStoppedError, GuestTimeoutError, InvalidOptionError, from_os_error
 from labkit.qemu.accel import Accel, AccelChoice, choose_accel
 from labkit.qemu.config import MachineConfig
-from labkit.qemu.machine import QemuMachine
+from labkit.qemu.machine import QemuMachine, QemuUsage
 
 
 @dataclass(frozen=True)
@@ -21,20 +21,30 @@ class BootTimes:
     """When each phase of a boot was reached, in seconds since QEMU was launched.
 
     ``guest_uptime_s`` is the guest's own clock at ``/init``.  The rest of
-    ``userspace_s`` went to QEMU, firmware and loading the kernel — and to
-    early kernel work done before the guest's clock ran: on ``microvm`` the
-    kernel patches its own code (~0.3 s under TCG) before its clock starts.
+    ``userspace_s`` (:attr:`before_kernel_s`) went to QEMU's start and loading
+    the kernel (:attr:`qemu_start_s`, QEMU is started with its vCPUs stopped)
+    and to the kernel's earliest work, which its clock misses
+    (:attr:`early_kernel_s`): under TCG the kernel rewrites its own code
+    (alternatives, retpolines, returns, ftrace) with interrupts off while its
+    clock still counts timer ticks, and calibrates its local APIC timer.
     """
 
     first_output_s: float | None  # launch → first console byte
     userspace_s: float  # launch → the guest's /init report arrived
     poweroff_s: float | None  # launch → QEMU exited after the guest powered off
     guest_uptime_s: float  # the guest's clock at /init
+    qemu_start_s: float | None = None  # launch → vCPUs started: QEMU initialised, kernel and initramfs loaded
+    init_s: float | None = None  # the guest's clock from /init's start to its report (None: an older /init)
 
     @property
     def before_kernel_s(self) -> float:
         """Wall time the guest's clock did not see: QEMU, firmware, loading, the kernel's earliest steps."""
         return max(0.0, self.userspace_s - self.guest_uptime_s)
+
+    @property
+    def early_kernel_s(self) -> float | None:
+        """The part of :attr:`before_kernel_s` after QEMU started the vCPUs: firmware and early kernel work."""
+        return None if self.qemu_start_s is None else max(0.0, self.before_kernel_s - self.qemu_start_s)
 
 
 @dataclass(frozen=True)
@@ -49,13 +59,22 @@ class BootResult:
     console: str
     exit_code: int | None
     notes: tuple[str, ...] = field(default=())  # choices labkit made for speed, and why
+    usage: QemuUsage | None = None  # QEMU's CPU time and peak memory over the boot (None: not accounted)
 
     def to_dict(self) -> dict:
         return {"accel": asdict(self.accel), "machine": self.config.machine, "cpu": self.config.cpu,
                 "memory_mib": self.config.memory_mib, "vcpus": self.config.vcpus,
-                "times": {**asdict(self.times), "before_kernel_s": self.times.before_kernel_s},
+                "times": {**asdict(self.times), "before_kernel_s": self.times.before_kernel_s,
+                          "early_kernel_s": self.times.early_kernel_s},
+                "usage": asdict(self.usage) if self.usage else None,
                 "report": self.report.to_dict(), "notes": list(self.notes),
                 "command_line": list(self.command_line), "exit_code": self.exit_code}
+
+
+#: ``microvm`` with no ACPI tables: no ACPI interpreter and no local APIC in the guest, so a 1-vCPU TCG boot is
+#: ~0.13 s shorter (bench/boot.py).  Without ACPI there is no power-off device and no table of CPUs (QEMU 7.2's
+#: microvm writes no MP table), so it serves one vCPU, which powers off by a reset (see /init).
+MICROVM_WITHOUT_ACPI = "microvm,acpi=off"
 
 
 def linux_config(image: images.GuestImage, accel: AccelChoice, *, machine: str = "auto",
@@ -68,6 +87,9 @@ def linux_config(image: images.GuestImage, accel: AccelChoice, *, machine: str =
       in-guest decompression (a third of a TCG boot);
     * ``machine="auto"``: ``microvm`` (no PCI, no firmware) for a direct boot,
       else ``pc``;
+    * one vCPU under TCG: ``microvm`` without ACPI (:data:`MICROVM_WITHOUT_ACPI`),
+      powered off by a reset that ``-no-reboot`` turns into QEMU's exit.  More
+      vCPUs need ACPI's table of CPUs (this microvm has no MP table);
     * under TCG, ``tsc_early_khz=<host TSC kHz>`` so the guest need not
       calibrate its clock against an emulated timer (that calibration is slow
       and sometimes fails on microvm).  ``host_tuning=False`` leaves it out.
@@ -77,7 +99,8 @@ def linux_config(image: images.GuestImage, accel: AccelChoice, *, machine: str =
     if image.vmlinux:
         notes.append("kernel: the uncompressed vmlinux, entered at its PVH entry point "
                      "(no firmware loader, no in-guest decompression)")
-    if machine == "auto":
+    chosen = machine == "auto"
+    if chosen:
         machine = "microvm" if image.vmlinux else "pc"
         notes.append(f"machine: {machine} " + ("(no PCI bus, no firmware to run)" if machine == "microvm"
                                                  else "(the classic PC; a bzImage goes through SeaBIOS)"))
@@ -92,6 +115,13 @@ def linux_config(image: images.GuestImage, accel: AccelChoice, *, machine: str =
             machine = "pc"
             notes.append("machine: pc, because this host's TSC frequency is unknown and microvm's guest "
                          "cannot always calibrate its clock under TCG")
+    if chosen and machine == "microvm" and vcpus == 1 and accel.name == "tcg":
+        machine = MICROVM_WITHOUT_ACPI
+        cmdline += " reboot=t"
+        notes.append("machine: microvm without ACPI, as the guest has one vCPU: its kernel then runs no ACPI "
+                     "interpreter and, with no local APIC to use, calibrates no APIC timer (~0.13 s less under "
+                     "TCG); it powers off the way QEMU documents for microvm, by resetting itself (reboot=t: a "
+                     "triple fault), which -no-reboot turns into QEMU's exit")
     if append:
         cmdline += " " + append
     config = MachineConfig(accel=accel.name, machine=machine, cpu=cpu, memory_mib=memory_mib, vcpus=vcpus,
@@ -173,8 +203,11 @@ async def _boot(vm: QemuMachine, token: str, timeout: float, on_output: Callable
         first_output_s=first - vm.launched_at if first else None,
         userspace_s=(userspace or 0.0) - vm.launched_at,
         poweroff_s=vm.exited_at - vm.launched_at if vm.exited_at and not stopped else None,
-        guest_uptime_s=report.uptime_s)
-    return BootResult(report, times, choice, config, tuple(vm.command_line), console, exit_code, notes)
+        guest_uptime_s=report.uptime_s,
+        qemu_start_s=vm.resumed_at - vm.launched_at if vm.resumed_at else None,
+        init_s=report.init_s)
+    return BootResult(report, times, choice, config, tuple(vm.command_line), console, exit_code, notes,
+                      vm.usage)
 
 
 def _raise_panic(console: str, token: str) -> None:
@@ -246,6 +279,11 @@ class BootSummary:
     guest_uptime_s: Spread | None
     before_kernel_s: Spread | None
     workload_s: Spread | None  # :data:`WORKLOAD_COMMAND` by the guest's clock, where the boots ran it
+    qemu_start_s: Spread | None = None  # see :class:`BootTimes`
+    early_kernel_s: Spread | None = None
+    init_s: Spread | None = None
+    qemu_cpu_s: Spread | None = None  # QEMU's CPU time per boot (:class:`QemuUsage`)
+    peak_rss_mib: Spread | None = None  # QEMU's peak resident memory per boot, in MiB
 
 
 def summarize_boots(results: Iterable[BootResult]) -> dict[str, BootSummary]:
@@ -262,4 +300,7 @@ def summarize_boots(results: Iterable[BootResult]) -> dict[str, BootSummary]:
         Spread.of(b.times.first_output_s for b in boots), Spread.of(b.times.userspace_s for b in boots),
         Spread.of(b.times.poweroff_s for b in boots), Spread.of(b.times.guest_uptime_s for b in boots),
         Spread.of(b.times.before_kernel_s for b in boots), Spread.of(workload_seconds(b.report) for b in boots),
+        Spread.of(b.times.qemu_start_s for b in boots), Spread.of(b.times.early_kernel_s for b in boots),
+        Spread.of(b.times.init_s for b in boots), Spread.of(b.usage.cpu_s if b.usage else None for b in boots),
+        Spread.of(b.usage.peak_rss_mib if b.usage else None for b in boots),
     ) for accel, boots in by_accel.items()}

@@ -38,6 +38,14 @@ class QemuError(LabkitError):
     """Something went wrong with a QEMU machine."""
 
 
+@dataclass(frozen=True)
+class QemuUsage:
+    """What one QEMU process used over its whole life, as the kernel accounted it when it exited."""
+
+    cpu_s: float  # user + system CPU time of all its threads (a loaded host inflates this less than wall time)
+    peak_rss_mib: float  # its largest resident memory: guest RAM touched, translated code, QEMU itself
+
+
 class LaunchError(QemuError):
     """QEMU did not start: carries the command line and QEMU's own output."""
 
@@ -78,8 +86,10 @@ class QemuMachine:
         self.config = config
         self.command_line: list[str] = []
         self.launched_at: float | None = None
+        self.resumed_at: float | None = None  # when the vCPUs were started (QMP cont): QEMU had loaded the guest
         self.exited_at: float | None = None
         self.returncode: int | None = None
+        self.usage: QemuUsage | None = None  # known once QEMU exited (None if another thread reaped it first)
         self._raw = bytearray()
         self._chunks: list[ConsoleChunk] = []
         self._listeners: list[Callable[[str], None]] = []
@@ -150,6 +160,7 @@ class QemuMachine:
     async def _resume(self) -> None:
         """QMP ``cont``.  A guest may finish and QEMU exit before the reply: that is a success."""
         try:
+            self.resumed_at = time.monotonic()
             await self.qmp("cont")
         except (QMPError, OSError, EOFError, QemuError) as exc:
             if not await self._until(lambda: self.exited_at is not None, 5.0):
@@ -181,7 +192,7 @@ class QemuMachine:
                 except Exception:  # noqa: BLE001 - a broken view must not stop the console
                     pass
             self._wake()
-        self.returncode = self._proc.wait()
+        self.returncode, self.usage = _reap(self._proc)
         self.exited_at = time.monotonic()
         self._wake()
 
@@ -361,6 +372,18 @@ class QemuMachine:
     async def hmp(self, command_line: str) -> str:
         """A human-monitor command (``info registers``, ``info cpus``, ...), through QMP."""
         return await self.qmp("human-monitor-command", **{"command-line": command_line})
+
+
+def _reap(proc: subprocess.Popen) -> tuple[int, QemuUsage | None]:
+    """Wait for ``proc`` with wait4, which also returns the kernel's account of its CPU time and peak memory."""
+    if proc.returncode is not None:
+        return proc.returncode, None
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # a poll() in another thread (kill, running) reaped it first: no account
+        return proc.wait(), None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, QemuUsage(usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
 def parse_registers(text: str) -> dict[str, int]:
