@@ -438,6 +438,33 @@ def test_exercise_feedback_without_a_booted_guest(conn: virt.Connection, files) 
     assert not _exists(conn, unbooted.name)
 
 
+def test_waiting_for_a_line_does_not_ask_libvirt_while_the_guest_runs(conn: virt.Connection, files,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a guest powers off the daemon holds its lock, and a state call waits for the whole teardown
+    (1.3 s here): the wait must find a printed line without asking (issue 17's bimodal boot time)."""
+    with conn.define(spec(files)) as dom:
+        dom.start()
+        dom.wait_for_event("started")
+        assert dom.console_log is not None
+        dom.console_log.write_text("booting\nLABKIT-REPORT 1\n")
+
+        def busy_daemon(_dom: virt.Domain) -> str:
+            raise AssertionError("asked libvirt for the state of a guest whose lifecycle events say it runs")
+        monkeypatch.setattr(virt.Domain, "state", property(busy_daemon))
+        assert dom.wait_for_line("LABKIT-REPORT", timeout=5) == "LABKIT-REPORT 1"
+        assert "report" in dom.timeline
+
+
+def test_a_stop_event_libvirt_does_not_confirm_does_not_end_the_wait(conn: virt.Connection, files) -> None:
+    """A 'stopped' event may arrive late, from before a restart: libvirt's own state decides."""
+    with conn.define(spec(files)) as dom:
+        dom.start()
+        dom.wait_for_event("started")
+        dom.events.append(virt.LifecycleEvent(dom.events[-1].at, "stopped", "destroyed"))  # a stale one
+        with pytest.raises(virt.GuestTimeoutError, match="0.2 s passed"):  # not "the domain stopped"
+            dom.wait_for_line("LABKIT-REPORT", timeout=0.2)
+
+
 def test_waiting_for_a_line_fails_fast_and_says_why(conn: virt.Connection, files) -> None:
     with conn.define(spec(files)) as dom:
         dom.start()  # the mock driver "runs" it, but nothing ever writes the console
