@@ -118,6 +118,9 @@ def test_domain_xml_has_what_the_lab_guest_needs(files) -> None:
     serial = root.find("devices/serial")
     assert serial.get("type") == "file" and serial.find("source").get("path") == "/tmp/c.log"
     assert serial.find("source").get("append") == "on"  # a second start must not wipe the first boot's console
+    # libvirt would add a USB controller and a balloon, PCI devices the guest probes under TCG (issue 17)
+    assert root.find("devices/controller[@type='usb']").get("model") == "none"
+    assert root.find("devices/memballoon").get("model") == "none"
 
 
 def test_domain_xml_escapes_what_it_must(files) -> None:

@@ -395,9 +395,10 @@ class Domain:
                             raise _translate(exc, self.conn.choice.uri, f"remove {self.name}") from exc
                         self._remove_after_reconnect(exc)
                 self._raw = None
-                if self.persistent and self.lost_connection is None:
-                    with self._changed:  # let the 'undefined' event arrive, so `events` tells the whole life
-                        self._changed.wait_for(lambda: any(e.event == "undefined" for e in self.events), 1.0)
+                if self.lost_connection is None:  # let the last event arrive, so `events` tells the whole life
+                    last = "undefined" if self.persistent else "stopped"  # a transient domain ends when it stops
+                    with self._changed:
+                        self._changed.wait_for(lambda: any(e.event == last for e in self.events), 1.0)
         finally:
             if self._unwatch is not None:
                 self._unwatch()
