@@ -8,6 +8,9 @@ Real guests on a real daemon are in ``test_virt_live.py``.
 from __future__ import annotations
 
 import os
+import shlex
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -367,6 +370,23 @@ def test_configure_never_rewrites_a_foreign_qemu_conf(tmp_path: Path, monkeypatc
     conf.unlink()
     assert f"wrote {conf}" in libvirtd.configure(conf)
     assert libvirtd.missing_settings(conf.read_text()) == {}
+
+
+def test_the_subreaper_adopts_and_reaps_what_the_daemon_leaves(tmp_path: Path) -> None:
+    """libvirtd runs under labkit.subreaper: a QEMU it double-forked is re-parented to the subreaper and reaped
+    at once, not left a zombie until PID 1 gets to it (every ~2 s here; libvirt waits for it, issue 17)."""
+    seen = tmp_path / "ppid"
+    orphan = (f"import os, sys, time\n"
+              f"while os.getppid() == int(sys.argv[1]): time.sleep(0.01)\n"  # until its parent has exited
+              f"open({str(seen)!r}, 'w').write(str(os.getppid()))")
+    # like libvirtd --daemon: fork a child with its own stdio, return
+    daemon = f"{sys.executable} -c {shlex.quote(orphan)} $$ </dev/null >/dev/null 2>&1 & exit 3"
+    proc = subprocess.Popen([sys.executable, "-m", "labkit.subreaper", "sh", "-c", daemon],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.read() == "exit 3\n"  # the command's status, then EOF while the orphan still runs
+    assert proc.wait(timeout=30) == 3  # it ended only after reaping the orphan: no child left
+    assert seen.read_text() == str(proc.pid)  # the orphan was adopted by the subreaper, not by PID 1
 
 
 def test_daemon_management_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
