@@ -18,6 +18,9 @@ on Debian 12, libvirt 9.0, see ``docs/developing.md``):
 The daemon labkit starts gets ``--timeout``: like the per-user session daemon,
 it exits by itself once it has had no client and no running guest for that
 long, so a test run or a closed notebook never leaves it behind.
+It runs under :mod:`labkit.subreaper`, which reaps each QEMU the moment it
+exits: PID 1 here reaps orphans only every ~2 s, and libvirt holds a
+domain's lock until its QEMU is gone (a power-off reached labkit ~1.4 s late).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import os
 import pwd
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -189,21 +193,35 @@ def start(idle_timeout_s: int = IDLE_TIMEOUT_S, ready_timeout_s: float = 60.0) -
         configure()
         log_start = LOG_FILE.stat().st_size if LOG_FILE.exists() else 0
         cmd = [str(LIBVIRTD), "--daemon"] + (["--timeout", str(idle_timeout_s)] if idle_timeout_s else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        returncode, stderr = _launch(cmd)
         deadline = time.monotonic() + ready_timeout_s
         while (reason := probe()) is not None and time.monotonic() < deadline:
-            if proc.returncode != 0 or _pid() is None:
+            if returncode != 0 or _pid() is None:
                 break  # it died: no point waiting
             time.sleep(0.05)
         if reason is not None:
             raise DaemonError(f"libvirtd did not come up on {SYSTEM_URI} ({reason}); {' '.join(cmd)} exited "
-                              f"{proc.returncode}. {proc.stderr.strip()} Its log says: {_log_errors(log_start)}",
+                              f"{returncode}. {stderr.strip()} Its log says: {_log_errors(log_start)}",
                               f"read {LOG_FILE}; `labkit virt up` retries")
         pid = _pid()
         assert pid is not None  # probe() answered, so the pid file is there
         _marker_path().write_text(json.dumps({"pid": pid, "create_time": psutil.Process(pid).create_time(),
                                               "idle_timeout_s": idle_timeout_s}))
     return status()
+
+
+def _launch(cmd: list[str]) -> tuple[int | None, str]:
+    """Run ``libvirtd --daemon`` under :mod:`labkit.subreaper`, in a session of its own: its exit status, stderr.
+
+    The subreaper outlives this call (``setsid --fork``), as the daemon does,
+    and reaps each QEMU the moment it exits: PID 1 here does so only every
+    ~2 s, and libvirt holds a domain's lock until its QEMU is gone.  None: the
+    subreaper itself failed (its stderr says why).
+    """
+    proc = subprocess.run(["setsid", "--fork", sys.executable, "-m", "labkit.subreaper", *cmd],
+                          capture_output=True, text=True)  # EOF: the subreaper closed them once libvirtd forked
+    status = next((int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("exit ")), None)
+    return status, proc.stderr
 
 
 def stop(timeout_s: float = 30.0) -> Daemon:

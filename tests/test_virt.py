@@ -8,6 +8,9 @@ Real guests on a real daemon are in ``test_virt_live.py``.
 from __future__ import annotations
 
 import os
+import shlex
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -118,6 +121,9 @@ def test_domain_xml_has_what_the_lab_guest_needs(files) -> None:
     serial = root.find("devices/serial")
     assert serial.get("type") == "file" and serial.find("source").get("path") == "/tmp/c.log"
     assert serial.find("source").get("append") == "on"  # a second start must not wipe the first boot's console
+    # libvirt would add a USB controller and a balloon, PCI devices the guest probes under TCG (issue 17)
+    assert root.find("devices/controller[@type='usb']").get("model") == "none"
+    assert root.find("devices/memballoon").get("model") == "none"
 
 
 def test_domain_xml_escapes_what_it_must(files) -> None:
@@ -366,6 +372,23 @@ def test_configure_never_rewrites_a_foreign_qemu_conf(tmp_path: Path, monkeypatc
     assert libvirtd.missing_settings(conf.read_text()) == {}
 
 
+def test_the_subreaper_adopts_and_reaps_what_the_daemon_leaves(tmp_path: Path) -> None:
+    """libvirtd runs under labkit.subreaper: a QEMU it double-forked is re-parented to the subreaper and reaped
+    at once, not left a zombie until PID 1 gets to it (every ~2 s here; libvirt waits for it, issue 17)."""
+    seen = tmp_path / "ppid"
+    orphan = (f"import os, sys, time\n"
+              f"while os.getppid() == int(sys.argv[1]): time.sleep(0.01)\n"  # until its parent has exited
+              f"open({str(seen)!r}, 'w').write(str(os.getppid()))")
+    # like libvirtd --daemon: fork a child with its own stdio, return
+    daemon = f"{sys.executable} -c {shlex.quote(orphan)} $$ </dev/null >/dev/null 2>&1 & exit 3"
+    proc = subprocess.Popen([sys.executable, "-m", "labkit.subreaper", "sh", "-c", daemon],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.read() == "exit 3\n"  # the command's status, then EOF while the orphan still runs
+    assert proc.wait(timeout=30) == 3  # it ended only after reaping the orphan: no child left
+    assert seen.read_text() == str(proc.pid)  # the orphan was adopted by the subreaper, not by PID 1
+
+
 def test_daemon_management_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(libvirtd.os, "geteuid", lambda: 1000)
     with pytest.raises(AccessDeniedError, match="only root") as exc:
@@ -436,6 +459,33 @@ def test_exercise_feedback_without_a_booted_guest(conn: virt.Connection, files) 
     unbooted = conn.define(spec(files, vcpus=2, memory_mib=192))
     assert "has not printed its report" in exercises.libvirt_guest(unbooted).message
     assert not _exists(conn, unbooted.name)
+
+
+def test_waiting_for_a_line_does_not_ask_libvirt_while_the_guest_runs(conn: virt.Connection, files,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a guest powers off the daemon holds its lock, and a state call waits for the whole teardown
+    (1.3 s here): the wait must find a printed line without asking (issue 17's bimodal boot time)."""
+    with conn.define(spec(files)) as dom:
+        dom.start()
+        dom.wait_for_event("started")
+        assert dom.console_log is not None
+        dom.console_log.write_text("booting\nLABKIT-REPORT 1\n")
+
+        def busy_daemon(_dom: virt.Domain) -> str:
+            raise AssertionError("asked libvirt for the state of a guest whose lifecycle events say it runs")
+        monkeypatch.setattr(virt.Domain, "state", property(busy_daemon))
+        assert dom.wait_for_line("LABKIT-REPORT", timeout=5) == "LABKIT-REPORT 1"
+        assert "report" in dom.timeline
+
+
+def test_a_stop_event_libvirt_does_not_confirm_does_not_end_the_wait(conn: virt.Connection, files) -> None:
+    """A 'stopped' event may arrive late, from before a restart: libvirt's own state decides."""
+    with conn.define(spec(files)) as dom:
+        dom.start()
+        dom.wait_for_event("started")
+        dom.events.append(virt.LifecycleEvent(dom.events[-1].at, "stopped", "destroyed"))  # a stale one
+        with pytest.raises(virt.GuestTimeoutError, match="0.2 s passed"):  # not "the domain stopped"
+            dom.wait_for_line("LABKIT-REPORT", timeout=0.2)
 
 
 def test_waiting_for_a_line_fails_fast_and_says_why(conn: virt.Connection, files) -> None:

@@ -83,7 +83,9 @@ def test_boot_observe_and_tear_down(conn: virt.Connection, image, domain_type: s
         dom.suspend()
         pids = virt.qemu_pids(dom.name)
         assert len(pids) == 1 and dom.state == "paused"
-        before = dom.stats().vcpu_time_ns
+        stats = dom.stats()
+        before = stats.vcpu_time_ns
+        assert stats.rss_kib > 0 and stats.memory_kib > 0  # also without a balloon device, libvirt tells both
         time.sleep(0.3)
         assert dom.stats().vcpu_time_ns == before  # paused vCPUs get no CPU time; the process stays
         with pytest.raises(libvirtd.DaemonError):  # never stop a daemon with guests on it
@@ -102,6 +104,8 @@ def test_boot_observe_and_tear_down(conn: virt.Connection, image, domain_type: s
         argv = dom.qemu_command_line()
         assert argv[argv.index("-kernel") + 1] == str(image.vmlinux or image.kernel)
         assert argv[argv.index("-accel") + 1] == ("tcg" if domain_type == "qemu" else "kvm")
+        devices = " ".join(argv[i + 1] for i, a in enumerate(argv) if a == "-device")
+        assert "usb" not in devices and "balloon" not in devices  # libvirt's defaults, asked away (issue 17)
         scratch = dom.console_log.parent
     assert_gone(conn, dom.name)
     assert not scratch.exists()

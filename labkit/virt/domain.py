@@ -52,6 +52,12 @@ def _event_details(event: str) -> dict[int, str]:
 
 _DETAILS = {i: _event_details(name) for i, name in enumerate(EVENTS)}
 
+#: The lifecycle events that start or end a QEMU process (``resumed`` or ``suspended`` do neither).
+_RUN_EVENTS = ("started", "stopped", "crashed")
+
+#: Seconds between two reads of the console file while waiting for a line (half of it is added latency).
+CONSOLE_POLL_S = 0.02
+
 
 @dataclass(frozen=True)
 class LifecycleEvent:
@@ -300,7 +306,7 @@ class Domain:
             raise VirtError(f"{self.name} has no file console to read", "define it from a DomainSpec")
         deadline = time.monotonic() + timeout
         while True:
-            stopped = self.state in ("shut off", "crashed")  # asked before reading: no line can slip by
+            stopped = self._stopped()  # asked before reading: no line can slip by
             text = self.console()
             for line in text[:text.rfind("\n") + 1].splitlines():  # whole lines only: QEMU may be mid-line
                 if line.startswith(prefix):
@@ -323,7 +329,24 @@ class Domain:
                             f"console lines:\n{tail}\nQEMU's log ends:\n{qemu_says}",
                             "a slow host? allow more time (labkit virt boot --timeout S, wait_for_report(timeout=S)); "
                             "the console and log lines above are all there is: their files go with the domain")
-            time.sleep(0.05)
+            with self._changed:  # a lifecycle event (the guest stopped) wakes us at once
+                self._changed.wait(CONSOLE_POLL_S)
+
+    def _stopped(self) -> bool:
+        """Whether the guest has stopped since it last started, without asking libvirt while it runs.
+
+        The lifecycle events say it first.  libvirt is asked (``state``) only
+        when they say stopped, or say nothing yet: while the daemon tears a
+        guest down (it powered off after its report) it holds the domain's
+        lock, and a ``state`` call waits for the whole teardown — 1.3 s
+        here.  Asking on every poll made every boot whose report came
+        just before its power-off that much slower (the bimodal libvirt boot
+        time of issue 17).  The answer confirms a stop event, which may be a
+        late one from before a restart.
+        """
+        with self._changed:
+            last = next((e.event for e in reversed(self.events) if e.event in _RUN_EVENTS), None)
+        return last != "started" and self.state in ("shut off", "crashed")
 
     def wait_for_report(self, timeout: float = 60.0) -> images.GuestReport:
         """Block until the tiny guest's report line (with this domain's nonce) is on the console; return it parsed."""
@@ -372,9 +395,10 @@ class Domain:
                             raise _translate(exc, self.conn.choice.uri, f"remove {self.name}") from exc
                         self._remove_after_reconnect(exc)
                 self._raw = None
-                if self.persistent and self.lost_connection is None:
-                    with self._changed:  # let the 'undefined' event arrive, so `events` tells the whole life
-                        self._changed.wait_for(lambda: any(e.event == "undefined" for e in self.events), 1.0)
+                if self.lost_connection is None:  # let the last event arrive, so `events` tells the whole life
+                    last = "undefined" if self.persistent else "stopped"  # a transient domain ends when it stops
+                    with self._changed:
+                        self._changed.wait_for(lambda: any(e.event == last for e in self.events), 1.0)
         finally:
             if self._unwatch is not None:
                 self._unwatch()
