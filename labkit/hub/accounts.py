@@ -77,18 +77,28 @@ def ensure(name: str, password: str | None = None) -> Account:
 
 
 def provide_notebooks(account: Account, notebooks: Path) -> list[Path]:
-    """Copy the lab's notebooks into ``~/kvm-lab`` (owned by the student); an existing copy is kept."""
+    """Copy the lab's notebooks into ``~/kvm-lab`` and each edition into ``~/kvm-lab/<lang>`` (owned by the student).
+
+    An existing copy is kept (it holds the student's work); a folder or file
+    the student replaced by a symlink is skipped, so root never writes
+    through a link a student planted.
+    """
+    from labkit.i18n.notebooks import EDITIONS
+
     copied = []
-    if not account.lab.exists():
-        account.lab.mkdir(mode=0o755)
-        os.chown(account.lab, account.uid, account.gid)
-    for source in sorted(notebooks.glob("[0-9][0-9]*_*.ipynb")):
-        target = account.lab / source.name
-        if target.exists() or target.is_symlink():
+    for folder, lab in [(notebooks, account.lab), *((notebooks / lang, account.lab / lang) for lang in EDITIONS)]:
+        if lab.is_symlink() or not folder.is_dir():
             continue
-        shutil.copyfile(source, target)
-        os.chown(target, account.uid, account.gid)
-        copied.append(target)
+        if not lab.exists():
+            lab.mkdir(mode=0o755)
+            os.chown(lab, account.uid, account.gid)
+        for source in sorted(folder.glob("[0-9][0-9]*_*.ipynb")):
+            target = lab / source.name
+            if target.exists() or target.is_symlink():
+                continue
+            shutil.copyfile(source, target)
+            os.chown(target, account.uid, account.gid)
+            copied.append(target)
     return copied
 
 

@@ -42,15 +42,15 @@ GLYPHS_JS = """([el, texts]) => {
 
 def test_korean_notebook_in_korean_jupyterlab_shows_hangul(tmp_path: Path) -> None:
     with running_lab(tmp_path, locale="ko_KR") as lab, headless_chromium() as browser:
-        saved = lab.root / "ko-05_libvirt.ipynb"
-        shutil.copy(NOTEBOOK_DIR / "ko" / "05_libvirt.ipynb", saved)  # as committed, with its outputs
+        saved = lab.root / "ko-01_kernel.ipynb"
+        shutil.copy(NOTEBOOK_DIR / "ko" / "01_kernel.ipynb", saved)  # as committed, with its outputs
         try:
             with browser_tab(browser) as t:
                 t.page.goto(lab.open_url(saved.name))
                 # the language pack: JupyterLab's own menu bar speaks Korean
                 expect(t.page.get_by_role("menuitem", name="파일", exact=True)).to_be_visible()
                 heading = t.page.locator(".jp-RenderedMarkdown h1").first
-                expect(heading).to_contain_text("libvirt")
+                expect(heading).to_contain_text("커널")
                 ga, keo, blank, tofu = t.page.evaluate(GLYPHS_JS, [heading.element_handle(),
                                                                    ["가", "커", "", "\U0010fffd"]])
                 SCREENSHOTS.mkdir(parents=True, exist_ok=True)
