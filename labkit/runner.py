@@ -51,13 +51,14 @@ def notebooks_dir() -> Path:
 
 def edition_dir(lang: str = "en") -> Path:
     """The folder of the notebooks in ``lang``: notebooks/ for English, notebooks/<lang>/ for an edition."""
+    from labkit.i18n import ENGLISH
     from labkit.i18n.notebooks import EDITIONS
 
-    if lang == "en":
+    if lang == ENGLISH:
         return notebooks_dir()
     if lang not in EDITIONS:
         raise InvalidOptionError(f"the notebooks have no edition in {lang!r}",
-                                 f"choose --lang from: en, {', '.join(EDITIONS)}")
+                                 f"choose --lang from: {', '.join((ENGLISH, *EDITIONS))}")
     return notebooks_dir() / lang
 
 

@@ -17,6 +17,7 @@ import hashlib
 import io
 import os
 import re
+import sys
 import tempfile
 import tokenize
 from dataclasses import dataclass
@@ -101,16 +102,19 @@ def code_tokens(source: str) -> list[tuple[int, str]]:
     return tokens + [(-2, re.sub(r"(^|\s)#.*$", "", line.strip()).rstrip()) for line in shell]
 
 
-def problems(english: Path, lang: str) -> list[Problem]:
-    """Everything that keeps ``english``'s edition in ``lang`` from being generated (empty: all in step)."""
+def _read(english: Path, lang: str) -> tuple[Any, dict[str, dict[str, Any]]]:
+    """The English notebook and its catalog in ``lang``, each read once."""
     import nbformat
 
-    nb = nbformat.read(english, as_version=4)
-    catalog = load_catalog(catalog_path(english, lang))
+    return nbformat.read(english, as_version=4), load_catalog(catalog_path(english, lang))
+
+
+def _problems(name: str, nb: Any, catalog: dict[str, dict[str, Any]], lang: str) -> list[Problem]:
+    """What keeps the English notebook ``nb`` (file ``name``) and its ``catalog`` out of step."""
     found: list[Problem] = []
 
     def problem(cell_id: str, what: str, fix: str) -> None:
-        found.append(Problem(english.name, cell_id, what, fix))
+        found.append(Problem(name, cell_id, what, fix))
 
     cells = {cell.id: cell for cell in nb.cells}
     for cell in nb.cells:
@@ -136,17 +140,19 @@ def problems(english: Path, lang: str) -> list[Problem]:
     return found
 
 
+def problems(english: Path, lang: str) -> list[Problem]:
+    """Everything that keeps ``english``'s edition in ``lang`` from being generated (empty: all in step)."""
+    return _problems(english.name, *_read(english, lang), lang)
+
+
 def translate(english: Path, lang: str) -> Any:
     """The edition of ``english`` in ``lang`` as a notebook object, outputs cleared (running fills them)."""
-    import nbformat
-
-    wrong = problems(english, lang)
+    nb, catalog = _read(english, lang)
+    wrong = _problems(english.name, nb, catalog, lang)
     if wrong:
         raise TranslationError(f"{len(wrong)} cell(s) of {english.name} are not translated in step:\n  "
                                + "\n  ".join(map(str, wrong)),
                                f"edit {catalog_path(english, lang)}, then run ./kvmlab notebooks")
-    catalog = load_catalog(catalog_path(english, lang))
-    nb = nbformat.read(english, as_version=4)
     nb.metadata["language"] = lang
     nb.metadata.pop("widgets", None)  # saved widget state belongs to an executed notebook
     for cell in nb.cells:
@@ -162,20 +168,18 @@ def translate(english: Path, lang: str) -> Any:
     return nb
 
 
-def generated_sources(english: Path, lang: str) -> list[tuple[str, str, str]]:
-    """(cell id, type, source) of each cell of the edition: what a committed edition must contain."""
-    return [(c.id, c.cell_type, c.source) for c in translate(english, lang).cells]
+def _on_disk_is(out: Path, edition: Any) -> bool:
+    """Whether the notebook at ``out`` has exactly ``edition``'s cells (ids, types, sources; not outputs)."""
+    import nbformat
+
+    def cells(nb: Any) -> list[tuple[str, str, str]]:
+        return [(c.id, c.cell_type, c.source) for c in nb.cells]
+    return out.is_file() and cells(nbformat.read(out, as_version=4)) == cells(edition)
 
 
 def in_step(english: Path, lang: str) -> bool:
     """Whether the edition on disk has exactly the cells generation would write (ids, types, sources)."""
-    import nbformat
-
-    out = edition_path(english, lang)
-    if not out.is_file():
-        return False
-    on_disk = [(c.id, c.cell_type, c.source) for c in nbformat.read(out, as_version=4).cells]
-    return on_disk == generated_sources(english, lang)
+    return _on_disk_is(edition_path(english, lang), translate(english, lang))
 
 
 def generate(english: Path, lang: str) -> Path | None:
@@ -186,10 +190,10 @@ def generate(english: Path, lang: str) -> Path | None:
     """
     import nbformat
 
-    if in_step(english, lang):
-        return None
     nb = translate(english, lang)
     out = edition_path(english, lang)
+    if _on_disk_is(out, nb):
+        return None
     fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".ipynb", dir=out.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -212,13 +216,12 @@ def main(argv: list[str]) -> int:
     Prints each edition written (``./kvmlab notebooks`` then executes them);
     a catalog out of step is one ``labkit: error``/``fix`` message, exit 2.
     """
-    import sys
+    from labkit.runner import notebooks_dir
 
-    folder = Path(__file__).resolve().parent.parent.parent / "notebooks"
     named = [Path(a) for a in argv]
     # an edition named on the command line stands for its English source
     sources = sorted({p.parent.parent / p.name if p.parent.name in EDITIONS else p for p in named}) \
-        or english_notebooks(folder)
+        or english_notebooks(notebooks_dir())
     try:
         for english in sources:
             for lang in EDITIONS:
@@ -232,6 +235,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main(sys.argv[1:]))
