@@ -14,14 +14,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import nbval.kernel
 import pytest
 
 from labkit.exercises import exercise_name
+from labkit.jupyter import PrivateKernelManager
 
 SOLUTIONS = Path(__file__).parent / "solutions"
 # The notebooks the tests run (nbval, the browser test) record nobody's exercise progress in HOME;
 # tests/test_hub.py's students do, in their own homes (their servers start with a clean environment).
 os.environ["LABKIT_RESULTS"] = "off"
+
+# nbval's kernels talk over Unix sockets in a private dir, as every kernel labkit starts (labkit.jupyter): not
+# over loopback TCP, which any user of the host can reach (and ipykernel warns about on every start).
+nbval.kernel.KernelManager = PrivateKernelManager  # type: ignore[misc]
 
 EXPECT_SOLVED = "import os; os.environ['LABKIT_EXPECT_SOLVED'] = '1'  # reference run\n"
 
