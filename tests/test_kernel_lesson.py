@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from pathlib import Path
@@ -74,3 +75,27 @@ def test_the_native_loop_is_the_payloads_loop_and_counts_cycles() -> None:
     assert guest[0] == "dec rcx" and guest[1].startswith(("jne", "jnz"))
     run = native.count_down(1_000_000, repeats=3)
     assert run.loop_cycles > 0 and run.iterations_per_s > 0 and run.repeats == 3
+
+
+def _rates(where: str, *millions: float) -> native.Rates:
+    return native.Rates(where, tuple(m * 1e6 for m in millions))
+
+
+def test_bare_vs_vm_judges_by_the_spread() -> None:
+    base = _rates("native", 2000, 2200, 2100)
+    faster = native.BareVsVm(base, {"kvm": _rates("kvm", 2300, 2400, 2500)})
+    slower = native.BareVsVm(base, {"kvm": _rates("kvm", 1500, 1600, 1900)})
+    overlap = native.BareVsVm(base, {"kvm": _rates("kvm", 1900, 2150, 2300)})
+    assert faster.faster_than_native("kvm") and not faster.slower_than_native("kvm")
+    assert slower.slower_than_native("kvm") and not slower.faster_than_native("kvm")
+    assert not overlap.faster_than_native("kvm") and not overlap.slower_than_native("kvm")
+    assert slower.ratio("kvm") == pytest.approx(1600 / 2100)
+    assert "every run" in slower.verdict("kvm") and "overlap" in overlap.verdict("kvm")
+    assert "median of 3" in slower.table()
+
+
+def test_bare_vs_vm_runs_each_side_repeatedly() -> None:
+    result = asyncio.run(native.bare_vs_vm(1_000_000, repeats=2))
+    assert set(result.vms) <= {"kvm", "tcg"} and "tcg" in result.vms
+    assert len(result.native.per_s) == 2 and all(len(r.per_s) == 2 for r in result.vms.values())
+    assert all(v > 0 for r in (result.native, *result.vms.values()) for v in r.per_s)

@@ -280,3 +280,17 @@ IOCTL_NAMES: dict[int, str] = {globals()[name]: name for name in (
 #: KVM_CAP_* number -> name (those defined above).
 CAPABILITY_NAMES: dict[int, str] = {
     value: name for name, value in globals().items() if name.startswith("KVM_CAP_") and isinstance(value, int)}
+
+# --------------------------------------------------------------------------- ioeventfd (labkit.kvm.exit_cost)
+
+
+class kvm_ioeventfd(ctypes.Structure):
+    """KVM_IOEVENTFD's argument: guest writes to ``addr`` signal eventfd ``fd`` inside the kernel."""
+
+    _fields_ = [("datamatch", u64), ("addr", u64), ("len", u32), ("fd", ctypes.c_int32), ("flags", u32),
+                ("pad", u8 * 36)]
+
+
+KVM_IOEVENTFD = _IOW(KVMIO, 0x79, ctypes.sizeof(kvm_ioeventfd))
+KVM_IOEVENTFD_FLAG_PIO = 1 << 1  # addr is an I/O port, not a guest-physical address
+IOCTL_NAMES[KVM_IOEVENTFD] = "KVM_IOEVENTFD"
