@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import stat
 from pathlib import Path
 
 import pytest
 
-from labkit import asm, kernel, native, payload
+from labkit import asm, host, kernel, native, payload
 from labkit.kernel import Mapping
 
 
@@ -99,3 +100,23 @@ def test_bare_vs_vm_runs_each_side_repeatedly() -> None:
     assert set(result.vms) <= {"kvm", "tcg"} and "tcg" in result.vms
     assert len(result.native.per_s) == 2 and all(len(r.per_s) == 2 for r in result.vms.values())
     assert all(v > 0 for r in (result.native, *result.vms.values()) for v in r.per_s)
+
+
+def test_a_process_view_reads_as_a_sentence_not_a_repr() -> None:
+    text = str(kernel.view(os.getpid()))
+    assert text.startswith(f"pid {os.getpid()}, parent {os.getppid()}") and "ProcessView(" not in text
+
+
+def test_a_stubborn_child_ignores_what_it_can_and_not_sigkill_or_sigstop() -> None:
+    with kernel.child_process("stubborn") as child:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTSTP):
+            child.send_signal(sig)
+        assert kernel.wait_for_state(child.pid, {"stopped", "zombie"}, timeout=0.3) == "sleeping"
+        child.send_signal(signal.SIGSTOP)
+        assert kernel.wait_for_state(child.pid, {"stopped"}) == "stopped"
+        child.send_signal(signal.SIGKILL)
+        assert kernel.wait_for_state(child.pid, {"zombie"}) == "zombie"
+
+
+def test_overcommit_measures_against_this_hosts_memory() -> None:
+    assert kernel.overcommit(factor=0.01).physical == host.memory().total
