@@ -156,14 +156,14 @@ async def bare_vs_vm(iterations: int = 50_000_000, repeats: int = 3, timeout: fl
     """
     if not isinstance(repeats, int) or repeats < 1:
         raise InvalidOptionError(f"repeats must be a positive whole number, not {repeats!r}", "e.g. 3")
-    accels = ["kvm"] if qemu.choose_accel("auto", "payload").name == "kvm" else []
+    accels: list[qemu.Accel] = ["kvm"] if qemu.choose_accel("auto", "payload").name == "kvm" else []
     accels.append("tcg")
     native: list[float] = []
     vms: dict[str, list[float]] = {accel: [] for accel in accels}
     for _round in range(repeats):
         native.append(count_down(iterations, repeats=1).iterations_per_s)
         for accel in accels:
-            run = await payload.run(accel, iterations, ring=3, timeout=timeout)  # type: ignore[arg-type]
+            run = await payload.run(accel, iterations, ring=3, timeout=timeout)
             if run.iterations_per_s is None:
                 raise GuestError(f"the payload under {accel} did not report its loop time",
                                          "run `labkit qemu payload` to see its console")
