@@ -120,9 +120,12 @@ def test_vmm_process_knows_the_guests_process_from_another() -> None:
 
 def _template_answers() -> dict[str, tuple]:
     """Each registered checker's arguments as a learner's untouched template leaves them."""
-    from labkit.exercises import guest_programs, kvm
+    from labkit.exercises import guest_programs, kvm, mmio_device
 
-    return {"page-faults": (None, 10), "stop-signal": (None,), "hypervisor-types": (
+    starter_device: dict = {}
+    exec(mmio_device.STARTER, starter_device)  # the template cell: a class whose handlers answer nothing
+    return {"kvm-triple-fault": (None,), "kvm-mmio-device": (starter_device["MyDevice"],),
+            "page-faults": (None, 10), "stop-signal": (None,), "hypervisor-types": (
                 {"Oracle VirtualBox": None, "VMware ESXi": None, "KVM": None}, ""),
             "vmm-process": (None, os.getpid()), "kvm-digits": (kvm.STARTER,), "qemu-vcpus": (None,),
             "libvirt-guest": (None,), "kvm-mmio": (guest_programs.MMIO_STARTER,),
