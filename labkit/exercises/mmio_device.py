@@ -100,7 +100,7 @@ def _build(answer: object) -> devices.Device | Feedback:
             type=type(answer).__name__), _("it must be a subclass of Device"))
     if DEVICE_ADDR not in device.mmio or DEVICE_ADDR + RESULT not in device.mmio:
         return Feedback(False, _("your device's mmio range {range} does not cover INPUT and RESULT").format(
-            range=device.mmio), _("self.mmio = range(DEVICE_ADDR, DEVICE_ADDR + 8)"))
+            range=device.mmio), "self.mmio = range(DEVICE_ADDR, DEVICE_ADDR + 8)")
     return device
 
 
