@@ -159,10 +159,13 @@ def test_vmm_process_knows_the_notebooks_own_guest_from_another_process() -> Non
 
 def _template_answers() -> dict[str, tuple]:
     """Each registered checker's arguments as a learner's untouched template leaves them."""
-    from labkit.exercises import guest_programs, kvm
+    from labkit.exercises import guest_programs, kvm, mmio_device
 
     exercises.forget("page-faults")  # the template records a prediction of None
-    return {"page-faults": (), "stop-signal": (None,), "hypervisor-types": ({}, ""),
+    starter_device: dict = {}
+    exec(mmio_device.STARTER, starter_device)  # the template cell: a class whose handlers answer nothing
+    return {"kvm-triple-fault": (None,), "kvm-mmio-device": (starter_device["MyDevice"],),
+            "page-faults": (), "stop-signal": (None,), "hypervisor-types": ({}, ""),
             "vmm-process": (None,), "kvm-digits": (kvm.STARTER,), "qemu-vcpus": (None,),
             "libvirt-guest": (None,), "kvm-mmio": (guest_programs.MMIO_STARTER,),
             "kvm-ring3": (guest_programs.RING3_STARTER,), "qemu-cpu-model": (None,), "virsh-pause": (None,)}
