@@ -110,6 +110,7 @@ def test_stop_signal_judges_every_task_by_the_childs_state(monkeypatch: pytest.M
     assert kernel.stop_signal(sig).solved is (sig != signal.SIGTSTP)  # the child ignores SIGTSTP
 
 
+@needs_kvm  # the solution's evidence is the kvm line of /proc/misc
 def test_hypervisor_types_solution_passes_and_kvm_needs_evidence_from_this_host() -> None:
     ns = _solution("hypervisor-types")
     assert hypervisor.hypervisor_types(ns["my_answers"], ns["my_kvm_evidence"]).solved
