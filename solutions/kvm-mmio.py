@@ -1,3 +1,4 @@
+from labkit import exercises
 from labkit.exercises import guest_programs as _task
 
 _value, _order = _task.mmio_target()
@@ -11,3 +12,4 @@ start:
     mov {_order[2]}, [edi]            # {_value + 2}
     hlt
 """
+exercises.predict("kvm-mmio", 5)  # 1 store + 3 loads at an address without RAM, and hlt

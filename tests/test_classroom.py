@@ -103,3 +103,18 @@ def test_checkers_record_only_in_a_learners_notebook(in_kernel: bool, env: dict[
 def test_class_status_names_a_missing_class(capsys) -> None:
     assert cli.main(["class", "status", "--state", "/nonexistent"]) == 2
     assert "labkit: error: no students to show" in capsys.readouterr().err
+
+
+def test_a_prediction_is_recorded_but_not_counted_as_a_check(homes: dict[str, Path], monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(homes["ann"]))
+    monkeypatch.delenv("LABKIT_RESULTS", raising=False)
+    monkeypatch.delenv("LABKIT_EXPECT_SOLVED", raising=False)
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: object()))
+    try:
+        exercises.predict("kvm-mmio", 5)  # a learner's notebook records the prediction before the check
+    finally:
+        exercises.forget("kvm-mmio")
+    exercises.record_result("kvm-mmio", Feedback(False, "no store"), homes["ann"])
+    rows = [json.loads(line) for line in exercises.results_file(homes["ann"]).read_text().splitlines()]
+    assert [r.get("prediction") for r in rows] == [5, None]
+    assert progress.read("ann").attempts == {"kvm-mmio": 1}

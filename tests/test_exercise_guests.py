@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,11 +28,36 @@ def _solution(name: str, variable: str) -> str:
 VALUE, ORDER = g.mmio_target()
 
 
+@pytest.fixture
+def predicted() -> Iterator[None]:
+    """The learner predicted 5 exits (1 store, 3 loads, hlt) before the check; forgotten afterwards."""
+    exercises.predict("kvm-mmio", 5)
+    yield
+    exercises.forget("kvm-mmio")
+
+
 @needs_kvm
 def test_mmio_solution_passes_and_the_starter_does_not() -> None:
-    assert exercises.check("kvm-mmio", _solution("kvm-mmio", "my_mmio_guest")).solved
-    starter = CHECK["kvm-mmio"](g.MMIO_STARTER)
-    assert not starter.solved and f"store of {VALUE}" in starter.message and starter.hints
+    try:
+        assert exercises.check("kvm-mmio", _solution("kvm-mmio", "my_mmio_guest")).solved  # it predicts too
+        starter = CHECK["kvm-mmio"](g.MMIO_STARTER)
+        assert not starter.solved and f"store of {VALUE}" in starter.message and starter.hints
+    finally:
+        exercises.forget("kvm-mmio")
+
+
+@needs_kvm
+def test_mmio_needs_a_prediction_first_and_compares_it_with_the_exits_counted() -> None:
+    solution = _solution("kvm-mmio", "my_mmio_guest")
+    exercises.forget("kvm-mmio")
+    try:
+        unpredicted = CHECK["kvm-mmio"](solution)
+        assert not unpredicted.solved and "make your prediction first" in unpredicted.message
+        exercises.predict("kvm-mmio", 4)
+        wrong = CHECK["kvm-mmio"](solution)
+        assert not wrong.solved and "made 5 VM exits; you predicted 4" in wrong.message and wrong.hints
+    finally:
+        exercises.forget("kvm-mmio")
 
 
 def test_mmio_targets_vary_and_the_template_holds_none() -> None:
@@ -40,7 +66,7 @@ def test_mmio_targets_vary_and_the_template_holds_none() -> None:
 
 
 @needs_kvm
-def test_mmio_wrong_order_is_measured_from_the_registers() -> None:
+def test_mmio_wrong_order_is_measured_from_the_registers(predicted: None) -> None:
     loads = "".join(f"    mov {r}, [edi]\n" for r in reversed(ORDER))
     swapped = g.MMIO_STARTER.replace("    # your store and three loads here\n",
                                      f"    mov dword ptr [edi], {VALUE}\n{loads}")
@@ -58,7 +84,7 @@ def test_ring3_solution_passes_and_ring0_printing_does_not() -> None:
 
 
 @needs_kvm
-def test_a_guest_that_never_stops_or_does_not_assemble_gets_feedback_not_a_traceback() -> None:
+def test_a_guest_that_never_stops_or_does_not_assemble_gets_feedback_not_a_traceback(predicted: None) -> None:
     loop = g.check_mmio(".intel_syntax noprefix\nstart:\n    mov edi, MMIO_COUNTER\nagain:\n    mov eax, [edi]\n"
                         "    jmp again\n")
     assert not loop.solved and f"{g.MAX_STEPS} exits" in loop.message
@@ -119,8 +145,11 @@ def test_a_device_that_raises_or_answers_elsewhere_gets_feedback_not_a_traceback
 @pytest.mark.parametrize("notebook, name, starter", [
     ("03_kvm", "kvm-mmio", g.MMIO_STARTER), ("03b_kvm_cpu_modes", "kvm-ring3", g.RING3_STARTER)])
 def test_the_answer_cell_holds_the_checked_starter(notebook: str, name: str, starter: str) -> None:
-    namespace: dict = {}
-    exec(_answer_cell(notebook, name), namespace)
+    namespace: dict = {"exercises": exercises}
+    try:
+        exec(_answer_cell(notebook, name), namespace)
+    finally:
+        exercises.forget(name)
     assert next(v for k, v in namespace.items() if k.startswith("my_")).strip() == starter.strip()
 
 

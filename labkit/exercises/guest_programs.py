@@ -92,8 +92,15 @@ def run_steps(source: str, mode: Mode, **symbols: int) -> list[Step] | Feedback:
 
 @exercise("kvm-mmio")
 def check_mmio(source: str) -> Feedback:
-    """Did the guest store this learner's value into the MMIO counter and load it back into their registers?"""
+    """Did the guest store this learner's value into the MMIO counter and load it back into their registers,
+    and did the learner predict its VM exits (:func:`exercises.predict`) before the check ran it?"""
     value, order = mmio_target()
+    predicted = exercises.prediction("kvm-mmio")
+    if not isinstance(predicted, int):
+        return Feedback(False, _("make your prediction first: exercises.predict(\"kvm-mmio\", N), N the VM exits your "
+                                 "guest will make, hlt included"),
+                        _("which of your guest's instructions need the VMM: a store or load at an address without RAM, "
+                          "and hlt?"))
     steps = run_steps(source, "protected")
     if isinstance(steps, Feedback):
         return steps
@@ -120,10 +127,14 @@ def check_mmio(source: str) -> Feedback:
                         (_("each load exits to the VMM, which answers the counter and then adds one: the first "
                            "load gets the value you stored"),
                          _("load into {order}, in that order").format(order=", ".join(order))))
-    return Feedback(True, _("4 MMIO exits (1 store, 3 loads) at {address:#x}; the VMM answered {values}: the device, "
-                            "not RAM, gave {order} their values").format(
-                                address=devices.MMIO_COUNTER, values=", ".join(str(v) for v in want.values()),
-                                order=", ".join(order)))
+    if predicted != len(steps):
+        return Feedback(False, _("your guest is right, and it made {exits} VM exits; you predicted {predicted}").format(
+                            exits=len(steps), predicted=predicted),
+                        _("count the exits in the check's run: each MMIO access is one, and hlt is one more"))
+    return Feedback(True, _("{exits} VM exits, as you predicted: 4 MMIO exits (1 store, 3 loads) at {address:#x} and "
+                            "hlt; the VMM answered {values}: the device, not RAM, gave {order} their values").format(
+                                exits=len(steps), address=devices.MMIO_COUNTER,
+                                values=", ".join(str(v) for v in want.values()), order=", ".join(order)))
 
 
 @exercise("kvm-ring3")
