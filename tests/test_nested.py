@@ -7,7 +7,6 @@ kvm_amd): a few seconds each; the one inside-L1 pytest run takes minutes.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shlex
 import signal
@@ -21,7 +20,7 @@ import pytest
 
 import students
 from framework import TOP, labkit_nested
-from labkit import cleanup, images, nested, runtime
+from labkit import cleanup, images, runtime
 from labkit.errors import InvalidOptionError, MissingToolError
 from labkit.nested import NestedError, job, machine, modules
 
@@ -230,13 +229,3 @@ def test_unprivileged_user_is_told_what_virtiofsd_needs() -> None:
     assert "Traceback" not in proc.stderr
     assert notebook.returncode == 0, notebook.stderr
     assert notebook.stdout.startswith("False virtiofsd did not start") and "needs root" in notebook.stdout
-
-
-def test_notebook_demo_boots_the_guest_under_kvm_inside_l1() -> None:
-    """What notebook 04's "KVM inside an emulator" shows: L2 under KVM, its console streamed, three timings."""
-    console: list[str] = []
-    boot = asyncio.run(nested.boot_under_kvm_inside(on_console=console.append))
-    assert boot.ran and boot.why_not == "" and boot.l1 is not None and boot.l1.status == 0
-    assert boot.accel == "kvm" and boot.hypervisor == "KVM"
-    assert boot.l2_userspace_s is not None and 0 < boot.l2_userspace_s < boot.l1.command_s
-    assert "LABKIT-REPORT" in "".join(console)  # L2's console, relayed from inside L1
