@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import labkit
-from labkit.errors import InvalidOptionError, MissingToolError
+from labkit.errors import InvalidOptionError
+from labkit.i18n.notebooks import edition_dir
 from labkit.lesson import RESULTS_MIME
 
 
@@ -39,27 +39,6 @@ class RunResult:
     @property
     def status(self) -> str:
         return "ok" if self.ok else "FAILED"
-
-
-def notebooks_dir() -> Path:
-    """The lab's notebooks: next to the labkit package in a checkout, else ./notebooks."""
-    for candidate in (Path(labkit.__file__).resolve().parent.parent / "notebooks", Path.cwd() / "notebooks"):
-        if candidate.is_dir():
-            return candidate
-    raise MissingToolError("cannot find the notebooks/ folder", "run from the KVM Lab checkout, or name notebooks")
-
-
-def edition_dir(lang: str = "en") -> Path:
-    """The folder of the notebooks in ``lang``: notebooks/ for English, notebooks/<lang>/ for an edition."""
-    from labkit.i18n import ENGLISH
-    from labkit.i18n.notebooks import EDITIONS
-
-    if lang == ENGLISH:
-        return notebooks_dir()
-    if lang not in EDITIONS:
-        raise InvalidOptionError(f"the notebooks have no edition in {lang!r}",
-                                 f"choose --lang from: {', '.join((ENGLISH, *EDITIONS))}")
-    return notebooks_dir() / lang
 
 
 def resolve(names: Iterable[str], lang: str = "en") -> list[Path]:

@@ -1,4 +1,4 @@
-"""The lint and type gate: ruff and mypy, as configured in pyproject.toml, pass on labkit, tests and bench.
+"""The lint, type and layer gate: ruff, mypy and import-linter, as configured in pyproject.toml.
 
 A test, so that `./kvmlab test` (the README's command, which CI runs) runs the gate with everything else
 and a finding fails the suite with the tool's own report.
@@ -25,3 +25,11 @@ def test_ruff_finds_nothing() -> None:
 def test_mypy_finds_nothing() -> None:
     proc = tool("mypy", "--cache-dir", "/dev/null")  # files and options: [tool.mypy] in pyproject.toml
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_imports_keep_the_layers_and_make_no_cycle() -> None:
+    """docs/developing.md's layers, checked: imports point down only, and no package's modules form a cycle."""
+    proc = subprocess.run([str(Path(sys.executable).parent / "lint-imports"), "--no-cache"], cwd=TOP,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 kept, 0 broken" in proc.stdout, proc.stdout

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import FIXTURES
 from labkit import runner
+from labkit.i18n import notebooks as i18n_notebooks
 from labkit.errors import InvalidOptionError
 
 ECHO = FIXTURES / "notebooks" / "10_echo.ipynb"
@@ -81,7 +82,7 @@ def test_the_first_two_notebooks_run_under_papermill(tmp_path: Path) -> None:
 
 def test_lang_picks_the_edition_and_unknown_languages_are_clear_errors() -> None:
     [korean] = runner.resolve(["01"], "ko")
-    assert korean == runner.notebooks_dir() / "ko" / "01_kernel.ipynb"
+    assert korean == i18n_notebooks.notebooks_dir() / "ko" / "01_kernel.ipynb"
     assert [p.name for p in runner.resolve([], "ko")] == [p.name for p in runner.resolve([])]
     with pytest.raises(InvalidOptionError, match="no edition in 'fr'"):
         runner.resolve(["01"], "fr")

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labkit.errors import LabkitError
+import labkit
+from labkit.errors import InvalidOptionError, LabkitError, MissingToolError
 
 #: The languages that have a notebook edition (each a folder under notebooks/).
 EDITIONS = ("ko",)
@@ -210,14 +211,32 @@ def english_notebooks(folder: Path) -> list[Path]:
     return sorted(folder.glob("[0-9][0-9]*_*.ipynb"))
 
 
+def notebooks_dir() -> Path:
+    """The lab's notebooks: next to the labkit package in a checkout, else ./notebooks."""
+    for candidate in (Path(labkit.__file__).resolve().parent.parent / "notebooks", Path.cwd() / "notebooks"):
+        if candidate.is_dir():
+            return candidate
+    raise MissingToolError("cannot find the notebooks/ folder", "run from the KVM Lab checkout, or name notebooks")
+
+
+def edition_dir(lang: str = "en") -> Path:
+    """The folder of the notebooks in ``lang``: notebooks/ for English, notebooks/<lang>/ for an edition."""
+    from labkit.i18n import ENGLISH
+
+    if lang == ENGLISH:
+        return notebooks_dir()
+    if lang not in EDITIONS:
+        raise InvalidOptionError(f"the notebooks have no edition in {lang!r}",
+                                 f"choose --lang from: {', '.join((ENGLISH, *EDITIONS))}")
+    return notebooks_dir() / lang
+
+
 def main(argv: list[str]) -> int:
     """``python -m labkit.i18n.notebooks [ENGLISH.ipynb...]``: regenerate the editions that are out of step.
 
     Prints each edition written (``./kvmlab notebooks`` then executes them);
     a catalog out of step is one ``labkit: error``/``fix`` message, exit 2.
     """
-    from labkit.runner import notebooks_dir
-
     named = [Path(a) for a in argv]
     # an edition named on the command line stands for its English source
     sources = sorted({p.parent.parent / p.name if p.parent.name in EDITIONS else p for p in named}) \

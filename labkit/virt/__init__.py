@@ -47,7 +47,7 @@ from labkit.virt.cmdline import (
     qemu_name,
     qemu_pids,
 )
-from labkit.virt.connection import STATES, Connection, DomainStats, connect
+from labkit.virt.connection import Connection, connect
 from labkit.virt.domain import EVENTS, Domain, LifecycleEvent
 from labkit.virt.errors import (
     DaemonUnreachableError,
@@ -58,6 +58,7 @@ from labkit.virt.errors import (
 )
 from labkit.virt.spec import DomainSpec, domain_xml
 from labkit.virt.stack import kvm_stack
+from labkit.virt.state import STATES, DomainStats
 from labkit.virt.uri import SESSION_URI, SYSTEM_URI, TEST_URI, URI_ENV, UriChoice, UriParts, choose_uri, uri_parts
 
 __all__ = [

@@ -7,8 +7,7 @@ import os
 import threading
 import weakref
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import libvirt
@@ -23,6 +22,7 @@ from labkit.virt.capabilities import (
 )
 from labkit.virt.cmdline import qemu_log_path
 from labkit.virt.errors import VirtError, _translate
+from labkit.virt.state import STATS_FLAGS, DomainStats, remove_domain
 from labkit.virt.uri import SYSTEM_URI, UriChoice, choose_uri, uri_parts
 
 if TYPE_CHECKING:
@@ -30,16 +30,6 @@ if TYPE_CHECKING:
     from labkit.virt.spec import DomainSpec
 
 T = TypeVar("T")
-
-#: virDomainState, in enum order, as ``virsh domstate`` prints them.
-STATES = ("no state", "running", "blocked", "paused", "shutting down", "shut off", "crashed", "pmsuspended")
-
-
-_STATS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
-          | libvirt.VIR_DOMAIN_STATS_VCPU)
-#: Undefine also drops a managed-save image and snapshot metadata, which would otherwise block it.
-_UNDEFINE_FLAGS = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-
 
 _loop_lock = threading.Lock()
 _loop_thread: threading.Thread | None = None
@@ -63,56 +53,6 @@ def _event_loop() -> None:
 def _run_loop() -> None:
     while True:
         libvirt.virEventRunDefaultImpl()
-
-
-@dataclass(frozen=True)
-class DomainStats:
-    """State, CPU time and memory of a domain, from ``virDomainListGetStats`` (``virsh domstats``).
-
-    Counters a stopped domain does not have are 0.
-    """
-
-    state: str
-    cpu_time_ns: int  # all of QEMU's threads: vCPUs, main loop, I/O (as the host kernel accounts them)
-    vcpu_time_ns: int  # only the vCPU threads: time the guest's CPUs really ran
-    vcpus: int
-    memory_kib: int  # balloon.current: memory the guest has now
-    max_memory_kib: int
-    rss_kib: int  # host memory QEMU really uses for it
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, int]) -> DomainStats:
-        vcpus = record.get("vcpu.current", 0)
-        return cls(state=STATES[record.get("state.state", 0)], cpu_time_ns=record.get("cpu.time", 0),
-                   vcpu_time_ns=sum(record.get(f"vcpu.{i}.time", 0) for i in range(vcpus)),
-                   vcpus=vcpus, memory_kib=record.get("balloon.current", 0),
-                   max_memory_kib=record.get("balloon.maximum", 0), rss_kib=record.get("balloon.rss", 0))
-
-
-def _destroy(dom: libvirt.virDomain) -> None:
-    """Destroy ``dom`` if it runs; a guest that powers off by itself meanwhile is not an error."""
-    try:
-        if dom.isActive():
-            dom.destroy()
-    except libvirt.libvirtError:
-        if dom.isActive():
-            raise
-
-
-def _remove(dom: libvirt.virDomain) -> None:
-    """Destroy and undefine ``dom`` (also its managed-save image and snapshot metadata).
-
-    A transient domain has no definition: it is gone once destroyed.
-    """
-    _destroy(dom)
-    try:
-        persistent = dom.isPersistent()
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return
-        raise
-    if persistent:
-        dom.undefineFlags(_UNDEFINE_FLAGS)
 
 
 class Connection:
@@ -276,7 +216,7 @@ class Connection:
 
     def all_stats(self) -> dict[str, DomainStats]:
         """``virsh domstats``: statistics of every labkit domain of this user (getAllDomainStats)."""
-        records = self.call("read domain statistics", self.raw.getAllDomainStats, _STATS)
+        records = self.call("read domain statistics", self.raw.getAllDomainStats, STATS_FLAGS)
         mine = runtime.prefix()
         return {d.name(): DomainStats.from_record(r) for d, r in records if d.name().startswith(mine)}
 
@@ -291,7 +231,7 @@ class Connection:
         wanted = None if names is None else set(names)
         for name in (n for n in self.domains(prefix) if wanted is None or n in wanted):
             try:
-                _remove(self.raw.lookupByName(name))
+                remove_domain(self.raw.lookupByName(name))
                 removed.append(name)
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # gone meanwhile: fine

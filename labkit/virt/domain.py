@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import libvirt
 
@@ -27,10 +27,13 @@ from labkit.errors import (
     from_os_error,
 )
 from labkit.virt.cmdline import _strip_env, parse_qemu_log, qemu_log_path
-from labkit.virt.connection import _STATS, _UNDEFINE_FLAGS, STATES, Connection, DomainStats, _destroy, _remove
 from labkit.virt.errors import _DUPLICATE_FIX, DaemonUnreachableError, DuplicateDomainError, VirtError, _translate
 from labkit.virt.spec import DomainSpec, _own_xml, _require_files, domain_xml
+from labkit.virt.state import STATES, STATS_FLAGS, UNDEFINE_FLAGS, DomainStats, destroy_domain, remove_domain
 from labkit.virt.uri import uri_parts
+
+if TYPE_CHECKING:  # the connection module makes domains (Connection.define): no import back at run time
+    from labkit.virt.connection import Connection
 
 T = TypeVar("T")
 
@@ -237,11 +240,11 @@ class Domain:
 
     def destroy(self) -> None:
         """Pull the plug (``virsh destroy``): QEMU is killed; the definition stays."""
-        self._do("destroy", _destroy, self.raw)
+        self._do("destroy", destroy_domain, self.raw)
 
     def stats(self) -> DomainStats:
         """``virsh domstats NAME``: state, CPU time, vCPUs, memory."""
-        records = self._do("read statistics of", self.conn.raw.domainListGetStats, [self.raw], _STATS)
+        records = self._do("read statistics of", self.conn.raw.domainListGetStats, [self.raw], STATS_FLAGS)
         if not records:  # undefined by another thread meanwhile
             raise VirtError(f"{self.name} is gone: no statistics", "define a new one: conn.define(spec)")
         return DomainStats.from_record(records[0][1])
@@ -372,7 +375,7 @@ class Domain:
     def undefine(self) -> None:
         """Remove the definition (``virsh undefine``); the domain must not be running."""
         if self._raw is not None:
-            self._do("undefine", self.raw.undefineFlags, _UNDEFINE_FLAGS)
+            self._do("undefine", self.raw.undefineFlags, UNDEFINE_FLAGS)
             self._raw = None
 
     def close(self) -> None:
@@ -388,7 +391,7 @@ class Domain:
         try:
             if dom is not None:
                 try:
-                    _remove(dom)
+                    remove_domain(dom)
                 except libvirt.libvirtError as exc:
                     if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                         if self.conn.alive():
@@ -422,7 +425,7 @@ class Domain:
         cause = exc.get_error_message() or str(exc)
         try:
             self.conn.reconnect()
-            _remove(self.conn.raw.lookupByUUIDString(self.uuid))
+            remove_domain(self.conn.raw.lookupByUUIDString(self.uuid))
         except LabkitError as again:
             raise DaemonUnreachableError(
                 f"cannot remove {self.name}: the libvirt daemon went away while it existed ({cause}), and "
