@@ -10,8 +10,8 @@ import pytest
 
 from conftest import FIXTURES
 from labkit import runner
-from labkit.i18n import notebooks as i18n_notebooks
 from labkit.errors import InvalidOptionError
+from labkit.i18n import notebooks as i18n_notebooks
 
 ECHO = FIXTURES / "notebooks" / "10_echo.ipynb"
 FAILS = FIXTURES / "notebooks" / "11_fails.ipynb"
