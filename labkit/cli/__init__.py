@@ -20,7 +20,8 @@ from typing import NoReturn
 from labkit import i18n
 from labkit.errors import LabkitError, MissingToolError, from_os_error
 
-COMMANDS = ("doctor", "host", "kvm", "image", "boot", "virt", "nested", "cleanup", "run", "hub", "class_status")
+COMMANDS = ("doctor", "host", "kvm", "image", "boot", "virt", "nested", "cleanup", "run", "results", "hub",
+            "class_status")
 
 
 def seconds(text: str) -> float:

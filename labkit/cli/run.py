@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from labkit import runner, runtime
+from labkit import i18n, runner, runtime
 from labkit.errors import InvalidOptionError
 from labkit.results.declaration import Declaration, declaration, meaning
 
@@ -45,9 +45,8 @@ def _count(text: str) -> int:
     return value
 
 
-def _sweep(text: str | None) -> tuple[str, list[object]] | None:
-    if text is None:
-        return None
+def parse_sweep(text: str) -> tuple[str, list[object]]:
+    """``NAME=V1,V2,...`` as (name, values): a Python identifier and distinct literals, or one clear error."""
     name, sep, values = text.partition("=")
     parsed = [runner.parse_value(v.strip()) for v in values.split(",")] if values else []
     if not sep or not name.isidentifier() or not parsed or any(v == "" for v in parsed):
@@ -80,8 +79,10 @@ def run(args: argparse.Namespace) -> int:
         params.setdefault("lang", args.lang)  # every notebook declares lang; an edition's default is its own
     if args.label and any("run_id" in d.assigned for d in declarations.values()):
         params.setdefault("run_id", args.label)  # the notebooks record it with their results
-    sweep = _sweep(args.sweep)
+    sweep = parse_sweep(args.sweep) if args.sweep is not None else None
     results = runner.run(paths, args.out, params, sweep, progress=not args.no_progress, repeat=args.repeat)
+    if args.lang != "en":
+        i18n.use(args.lang)  # the summary's plot speaks the edition's language
     data = table.build(results, declarations, context.context(), label=args.label, lang=args.lang)
     csv, jsonl = table.save(data, args.out)
     print(table.summary(data, sweep[0] if sweep else None, declarations))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from labkit.i18n import _
 from labkit.results.context import HOST_KINDS
 from labkit.results.declaration import Declaration, meaning
-from labkit.results.table import PARAM, medians
+from labkit.results.table import PARAM, medians, per_host
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -59,19 +59,24 @@ def spans_decades(values: list[float]) -> bool:
     return len(numbers) > 1 and min(numbers) > 0 and max(numbers) / min(numbers) >= 100
 
 
+def sweep_panels(table: pd.DataFrame, parameter: str, declarations: dict[str, Declaration]) -> list[tuple[str, str]]:
+    """(notebook, result) of each panel of a sweep: results the notebook declares ``parameter`` drives, if recorded."""
+    recorded = set(zip(table["notebook"], table["result"]))
+    return [(d.notebook, r) for d in declarations.values() for r in d.drives(parameter) if (d.notebook, r) in recorded]
+
+
 def sweep(table: pd.DataFrame, parameter: str, declarations: dict[str, Declaration], path: Path,
           lang: str = "en") -> Path:
     """One panel per result the swept parameter drives (only notebooks that declare it), medians ± spread."""
-    plt = _pyplot(lang)
     column = PARAM + parameter
     stats = medians(table, ["notebook", column])
-    panels = [(d, r) for d in declarations.values() for r in d.drives(parameter)
-              if ((stats["notebook"] == d.notebook) & (stats["result"] == r)).any()]
+    panels = [(declarations[name], result) for name, result in sweep_panels(table, parameter, declarations)]
     if not panels:
         from labkit.errors import InvalidOptionError
 
         raise InvalidOptionError(f"the sweep over {parameter!r} recorded no result it drives (did every run fail?)",
                                  "see the executed notebooks in the output folder")
+    plt = _pyplot(lang)
     fig, axes = _axes(plt, len(panels))
     values = sorted(table[column].dropna().unique().tolist(), key=_order)
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
@@ -101,16 +106,16 @@ def by_host_kind(table: pd.DataFrame, path: Path, results: list[str] | None = No
                  declarations: dict[str, Declaration] | None = None, lang: str = "en") -> Path:
     """One panel per result: each host's median as a dot, the distribution per host kind as a box."""
     plt = _pyplot(lang)
-    per_host = medians(table, ["label", "host_kind", "cpu_model", "kernel"])
-    names = results or sorted(per_host["result"].unique())
+    hosts = per_host(table)
+    names = results or sorted(hosts["result"].unique())
     if not names:
         from labkit.errors import InvalidOptionError
 
         raise InvalidOptionError("the result files hold no numeric result to plot", "merge files of successful runs")
     fig, axes = _axes(plt, len(names), width=4.6)
-    kinds = [k for k in HOST_KINDS if (per_host["host_kind"] == k).any()]
+    kinds = [k for k in HOST_KINDS if (hosts["host_kind"] == k).any()]
     for ax, name in zip(axes, names):
-        mine = per_host[per_host["result"] == name]
+        mine = hosts[hosts["result"] == name]
         groups = [mine[mine["host_kind"] == k]["median"].tolist() for k in kinds]
         shown = [i for i, g in enumerate(groups) if g]
         ax.boxplot([groups[i] for i in shown], positions=shown, widths=0.5, showfliers=False)
@@ -124,8 +129,8 @@ def by_host_kind(table: pd.DataFrame, path: Path, results: list[str] | None = No
         ax.set_title(name, fontsize="medium")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3, axis="y")
-    hosts = per_host[["label", "host_kind", "cpu_model", "kernel"]].drop_duplicates().shape[0]
-    fig.suptitle(_("{hosts} machines by kind of KVM: each dot is one machine's median").format(hosts=hosts),
+    machines = hosts[["label", "host_kind", "cpu_model", "kernel"]].drop_duplicates().shape[0]
+    fig.suptitle(_("{hosts} machines by kind of KVM: each dot is one machine's median").format(hosts=machines),
                  fontsize="medium")
     return _save(plt, fig, path)
 

@@ -77,17 +77,20 @@ def parse(text: str, source: str) -> pd.DataFrame:
         data = json.loads(text)
     except ValueError:
         raise ResultFileError(f"{source} is not a labkit result file: not JSON", fix) from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("rows"), list):
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ResultFileError(f"{source} is not a labkit result file", fix)
     if data.get("labkit") != labkit.__version__:
         raise ResultFileError(f"{source} was written by labkit {data.get('labkit')}, this is labkit "
                               f"{labkit.__version__}: results of different versions are not comparable",
                               "run the notebooks again with this labkit (labkit run --export FILE), or merge with "
                               "the labkit that wrote the file")
-    table = pd.DataFrame(data["rows"])
+    rows = data.get("rows")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ResultFileError(f"{source} is not a labkit result file: it lacks its rows", fix)
+    table = pd.DataFrame(rows)
     missing = [c for c in COLUMNS if c not in table.columns]
-    if missing or not all(isinstance(r, dict) for r in data["rows"]):
-        raise ResultFileError(f"{source} is not a labkit result file: it lacks {missing or 'rows'}", fix)
+    if missing:
+        raise ResultFileError(f"{source} is not a labkit result file: it lacks {missing}", fix)
     table["value"] = pd.to_numeric(table["value"], errors="coerce")
     return table
 

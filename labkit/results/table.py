@@ -118,3 +118,25 @@ def _fmt(value: object) -> str:
             return f"{int(value):,}" if abs(value) >= 10000 else str(int(value))
         return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
     return str(value)
+
+
+def per_host(table: pd.DataFrame) -> pd.DataFrame:
+    """Each machine's median of each numeric result (a machine: label, host kind, CPU model and kernel)."""
+    return medians(table, ["label", "host_kind", "cpu_model", "kernel"])
+
+
+def host_kind_summary(table: pd.DataFrame, results: list[str] | None = None) -> str:
+    """Per result and host kind: machines, and the median [min–max] of the machines' medians."""
+    from labkit.results.context import HOST_KINDS
+
+    hosts = per_host(table)
+    if results:
+        hosts = hosts[hosts["result"].isin(results)]
+    stats = hosts.groupby(["result", "unit", "host_kind"], dropna=False)["median"].agg(
+        n="count", median="median", low="min", high="max").reset_index()
+    lines = [["result", "host kind", "machines", "median [min–max] of the machines' medians"]]
+    for row in stats.sort_values(["result", "host_kind"], key=lambda s: s.map(
+            lambda v: list(HOST_KINDS).index(v) if v in HOST_KINDS else v)).itertuples():
+        lines.append([str(row.result), str(row.host_kind), str(row.n), _spread(row)])
+    widths = [max(len(r[i]) for r in lines) for i in range(3)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in lines)
