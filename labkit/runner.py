@@ -127,21 +127,32 @@ def _results(path: Path) -> dict[str, object]:
     return found
 
 
+#: The longest path of a Unix socket (sun_path holds 108 bytes with the final NUL).
+SOCKET_PATH_MAX = 107
+
+
 def _ipc_kernel_manager(folder: Path) -> type:
-    """A kernel manager whose kernels listen on Unix sockets in ``folder`` (private, removed after the run)."""
+    """A kernel manager whose kernels listen on Unix sockets in ``folder`` (private, removed after the run).
+
+    The sockets are ``<folder>/k<8 hex>-ipc-<1..5>``.  Where ``folder`` is too
+    deep for a socket's path (a very long ``TMPDIR``), the kernels fall back to
+    jupyter_client's TCP on loopback rather than fail.
+    """
     import uuid
 
     from jupyter_client import AsyncKernelManager
     from traitlets import default
 
+    ipc = len(os.fsencode(folder / "k12345678-ipc-5")) <= SOCKET_PATH_MAX
+
     class IpcKernelManager(AsyncKernelManager):
         @default("transport")
         def _ipc(self) -> str:
-            return "ipc"
+            return "ipc" if ipc else "tcp"
 
         @default("connection_file")
         def _in_folder(self) -> str:
-            return str(folder / f"kernel-{uuid.uuid4().hex[:12]}.json")
+            return str(folder / f"k{uuid.uuid4().hex[:8]}.json")
 
     return IpcKernelManager
 

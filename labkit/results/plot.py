@@ -122,7 +122,8 @@ def by_host_kind(table: pd.DataFrame, path: Path, results: list[str] | None = No
         for i in shown:
             jitter = [i + 0.12 * ((j % 5) - 2) / 2 for j in range(len(groups[i]))]
             ax.plot(jitter, groups[i], "o", alpha=0.7, markersize=5)
-        ax.set_xticks(range(len(kinds)), [f"{_(HOST_KINDS[k])}\n(n={len(groups[i])})" for i, k in enumerate(kinds)])
+        labels = [_(HOST_KINDS[k]) for k in kinds]  # a label per kind, with its count of machines below
+        ax.set_xticks(range(len(kinds)), [f"{label}\n(n={len(groups[i])})" for i, label in enumerate(labels)])
         unit = mine["unit"].iloc[0] if len(mine) else ""
         info = next((d.results[name] for d in (declarations or {}).values() if name in d.results), None)
         ax.set_ylabel(_ylabel(name, unit, info.meaning if info else {}, lang))
