@@ -240,3 +240,23 @@ def test_class_results_of_a_file_another_user_owns_is_left_out(homes: dict[str, 
         class_results.collect(["ann"])
     student, tables = class_results.read("ann")
     assert tables == [] and "not their own file" in student.problems[0]
+
+
+@pytest.mark.parametrize("notebook", runner.resolve([]), ids=lambda p: p.stem)
+def test_every_recorded_result_is_declared_in_both_editions(notebook: Path) -> None:
+    """Each `lesson.record(name=…)` of a notebook has a declaration (unit, meaning), and so has the Korean edition."""
+    import ast
+
+    import nbformat
+
+    decl = declaration(notebook)
+    recorded = {kw.arg for cell in nbformat.read(notebook, as_version=4).cells if cell.cell_type == "code"
+                for node in ast.walk(ast.parse("\n".join(line for line in cell.source.splitlines()
+                                                         if not line.lstrip().startswith(("!", "%")))))
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "record"
+                for kw in node.keywords if kw.arg} - {"run_id"}
+    assert recorded <= set(decl.results), f"declare in {notebook.name}: {recorded - set(decl.results)}"
+    assert {r for p in decl.parameters.values() for r in p.drives} <= set(decl.results)
+    assert all(info.meaning.get("ko") for info in [*decl.parameters.values(), *decl.results.values()])
+    korean = declaration(runner.resolve([notebook.stem], "ko")[0])
+    assert (korean.parameters, korean.results) == (decl.parameters, decl.results)
