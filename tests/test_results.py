@@ -124,11 +124,16 @@ def test_a_sweep_is_parsed_into_literals() -> None:
     assert parse_sweep("loop_iterations=10_000_000, 50000000") == ("loop_iterations", [10_000_000, 50_000_000])
 
 
-@pytest.mark.parametrize("content", ["", "not json", "{}", "[]", '{"cells": {}}', '{"cells": [], "nbformat": 4}'])
-def test_a_file_that_is_no_notebook_is_one_clear_error(tmp_path: Path, content: str) -> None:
+@pytest.mark.parametrize("content, says", [
+    ("", "it is empty"), ("not json", "not JSON"), ("{}", "it has no cells"), ("[]", "its JSON is a list"),
+    ('{"cells": {}}', "it has no cells"), ('{"cells": [], "nbformat": 4}', "it has no cells"),
+    ('{"cells": [{"cell_type": "code"}], "nbformat": 4}', "not a notebook nbformat can read"),
+    ('{"cells": [1], "nbformat": 4, "nbformat_minor": 5, "metadata": {}}', "not a notebook nbformat can read"),
+])
+def test_a_file_that_is_no_notebook_is_one_clear_error(tmp_path: Path, content: str, says: str) -> None:
     bad = tmp_path / "bad.ipynb"
     bad.write_text(content)
-    with pytest.raises(NotebookFileError, match="is not a notebook"):
+    with pytest.raises(NotebookFileError, match=says):
         declaration(bad)
 
 
@@ -137,7 +142,7 @@ def test_labkit_run_on_a_file_that_is_no_notebook_says_so(tmp_path: Path) -> Non
     bad.write_text("[1, 2]")
     proc = labkit_cli("run", str(bad), "--out", str(tmp_path / "out"), "--no-progress")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.startswith(f"labkit: error: {bad} is not a notebook"), proc.stderr
+    assert proc.stderr.startswith(f"labkit: error: {bad} is not a notebook: its JSON is a list"), proc.stderr
 
 
 def _export(tmp_path: Path, host: str, *speeds: tuple[float, float, float], **extra: object) -> Path:

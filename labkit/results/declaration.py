@@ -16,6 +16,7 @@ they are (a result without a declared unit is shown without one).
 from __future__ import annotations
 
 import ast
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,21 +76,27 @@ def meaning(texts: dict[str, str], lang: str, fallback: str) -> str:
 def read_notebook(path: Path):
     """``path`` as an nbformat v4 notebook, or one :class:`NotebookFileError` saying what it is instead."""
     import nbformat  # the CLI starts faster without it
-    from nbformat.reader import NotJSONError
-    from nbformat.validator import ValidationError
 
     fix = "name a Jupyter notebook (.ipynb) saved by Jupyter, e.g. one of notebooks/"
     try:
-        nb = nbformat.read(path, as_version=4)
-    except (NotJSONError, ValueError, UnicodeDecodeError):
-        raise NotebookFileError(f"{path} is not a notebook: not JSON", fix) from None
-    except (ValidationError, AttributeError, KeyError, TypeError) as exc:
-        raise NotebookFileError(f"{path} is not a notebook: {type(exc).__name__} reading its cells", fix) from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise NotebookFileError(f"{path} is not a notebook: not text", fix) from None
     except OSError as exc:
         raise NotebookFileError(f"cannot read {path}: {exc.strerror}", fix) from None
-    if not isinstance(nb.get("cells"), list) or not nb.cells:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise NotebookFileError(f"{path} is not a notebook: " + ("it is empty" if not text.strip() else "not JSON"),
+                                fix) from None
+    if not isinstance(data, dict):
+        raise NotebookFileError(f"{path} is not a notebook: its JSON is a {type(data).__name__}, not an object", fix)
+    if not isinstance(data.get("cells"), list) or not data["cells"]:
         raise NotebookFileError(f"{path} is not a notebook: it has no cells", fix)
-    return nb
+    try:
+        return nbformat.reads(text, as_version=4)
+    except Exception as exc:  # nbformat's validator and converters raise many kinds: the file is what is wrong
+        raise NotebookFileError(f"{path} is not a notebook nbformat can read ({type(exc).__name__})", fix) from None
 
 
 def declaration(path: Path) -> Declaration:

@@ -119,11 +119,12 @@ def by_host_kind(table: pd.DataFrame, path: Path, results: list[str] | None = No
         groups = [mine[mine["host_kind"] == k]["median"].tolist() for k in kinds]
         shown = [i for i, g in enumerate(groups) if g]
         ax.boxplot([groups[i] for i in shown], positions=shown, widths=0.5, showfliers=False)
-        for i in shown:
+        for i in shown:  # each machine a dot, in its kind's colour in every panel
             jitter = [i + 0.12 * ((j % 5) - 2) / 2 for j in range(len(groups[i]))]
-            ax.plot(jitter, groups[i], "o", alpha=0.7, markersize=5)
-        labels = [_(HOST_KINDS[k]) for k in kinds]  # a label per kind, with its count of machines below
-        ax.set_xticks(range(len(kinds)), [f"{label}\n(n={len(groups[i])})" for i, label in enumerate(labels)])
+            ax.plot(jitter, groups[i], "o", alpha=0.75, markersize=5, color=f"C{i}")
+        labels = [_(HOST_KINDS[k]).replace(" ", "\n", 1) for k in kinds]  # two short lines under each box
+        ax.set_xticks(range(len(kinds)), [f"{label}\n(n={len(groups[i])})" for i, label in enumerate(labels)],
+                      fontsize="small")
         unit = mine["unit"].iloc[0] if len(mine) else ""
         info = next((d.results[name] for d in (declarations or {}).values() if name in d.results), None)
         ax.set_ylabel(_ylabel(name, unit, info.meaning if info else {}, lang))

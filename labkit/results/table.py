@@ -113,11 +113,14 @@ def _spread(row) -> str:
 
 
 def _fmt(value: object) -> str:
+    """Numbers as a reader compares them: 3 significant digits, whole from 1000, thousands marked from 100000."""
     if isinstance(value, float):
-        if value.is_integer() and abs(value) < 1e15:
-            return f"{int(value):,}" if abs(value) >= 10000 else str(int(value))
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
-    return str(value)
+        if abs(value) >= 100_000:
+            return f"{value:,.0f}"
+        if abs(value) >= 1000 or value.is_integer():
+            return f"{value:.0f}"
+        return f"{value:.3g}"
+    return f"{value:,}" if isinstance(value, int) and abs(value) >= 100_000 else str(value)
 
 
 def per_host(table: pd.DataFrame) -> pd.DataFrame:
