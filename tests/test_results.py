@@ -126,7 +126,7 @@ def test_a_sweep_is_parsed_into_literals() -> None:
 
 @pytest.mark.parametrize("content, says", [
     ("", "it is empty"), ("not json", "not JSON"), ("{}", "it has no cells"), ("[]", "its JSON is a list"),
-    ('{"cells": {}}', "it has no cells"), ('{"cells": [], "nbformat": 4}', "it has no cells"),
+    ('{"cells": {}}', "it has no cells"), ('{"cells": [], "nbformat": 4}', "not a notebook nbformat can read"),
     ('{"cells": [{"cell_type": "code"}], "nbformat": 4}', "not a notebook nbformat can read"),
     ('{"cells": [1], "nbformat": 4, "nbformat_minor": 5, "metadata": {}}', "not a notebook nbformat can read"),
 ])

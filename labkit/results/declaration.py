@@ -91,7 +91,7 @@ def read_notebook(path: Path):
                                 fix) from None
     if not isinstance(data, dict):
         raise NotebookFileError(f"{path} is not a notebook: its JSON is a {type(data).__name__}, not an object", fix)
-    if not isinstance(data.get("cells"), list) or not data["cells"]:
+    if not isinstance(data.get("cells"), list):
         raise NotebookFileError(f"{path} is not a notebook: it has no cells", fix)
     try:
         return nbformat.reads(text, as_version=4)
