@@ -200,19 +200,14 @@ def test_merge_of_a_bad_file_exits_2_without_a_traceback(tmp_path: Path) -> None
 
 @pytest.fixture
 def homes(tmp_path: Path, monkeypatch) -> dict[str, Path]:
-    """Three learners' homes (owned by whoever runs the tests), looked up by name as the instructor does."""
+    """Three learners' accounts (all the tester's uid), their homes under tmp_path, as the instructor looks them up."""
     me = pwd.getpwuid(os.getuid())
-    found = {name: tmp_path / name for name in ("ann", "ben", "cy")}
-    for home in found.values():
-        home.mkdir()
-
-    def getpwnam(name: str):
-        if name not in found:
-            raise KeyError(name)
-        return pwd.struct_passwd((name, "x", me.pw_uid, me.pw_gid, "", str(found[name]), "/bin/sh"))
-
-    monkeypatch.setattr(class_results.pwd, "getpwnam", getpwnam)
-    return found
+    accounts = {name: pwd.struct_passwd((name, "x", me.pw_uid, me.pw_gid, "", str(tmp_path / name), "/bin/sh"))
+                for name in ("ann", "ben", "cy")}
+    monkeypatch.setattr(class_results.pwd, "getpwnam", accounts.__getitem__)  # KeyError: no such account
+    for account in accounts.values():
+        Path(account.pw_dir).mkdir()
+    return {name: Path(account.pw_dir) for name, account in accounts.items()}
 
 
 def test_class_results_read_only_each_students_own_files(homes: dict[str, Path], tmp_path: Path) -> None:
