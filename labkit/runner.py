@@ -243,7 +243,7 @@ def check(declarations: list[Declaration], parameters: dict[str, object], sweep:
         declaring = [d.notebook for d in declarations if sweep in d.assigned]
         raise InvalidOptionError(
             f"no chosen notebook declares which results {sweep!r} drives"
-            + (f" ({', '.join(declaring)} take it, but record nothing it changes)" if declaring else ""),
+            + (f" (a parameter of {', '.join(declaring)}, which records nothing it changes)" if declaring else ""),
             "sweep a parameter whose results a notebook declares (`labkit run --list-sweeps` lists them)")
 
 

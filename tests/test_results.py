@@ -106,7 +106,7 @@ def test_a_sweep_plots_only_the_notebooks_that_declare_the_parameter(tmp_path: P
 
 def test_sweeps_and_parameters_no_chosen_notebook_declares_are_clear_errors() -> None:
     with pytest.raises(InvalidOptionError, match=r"no chosen notebook declares which results 'loop_iterations' "
-                                                 r"drives \(02_hypervisor_types take it"):
+                                                 r"drives \(a parameter of 02_hypervisor_types, which"):
         runner.check([DECL["02_hypervisor_types"]], {}, "loop_iterations")
     with pytest.raises(InvalidOptionError, match=r"parameter\(s\) \['colour'\]"):
         runner.check(list(DECL.values()), {"colour": 1}, None)

@@ -80,6 +80,8 @@ def collect(users: list[str] | tuple[str, ...]) -> ClassResults:
         students.append(student)
         tables.extend(mine)
     if not tables:
-        raise InvalidOptionError(f"none of the {len(users)} students has a result file in ~/{share.RUNS_DIR}",
+        why = "; ".join(f"{s.user}: {', '.join(s.problems)}" for s in students if s.problems)
+        raise InvalidOptionError(f"none of the {len(users)} students has a result file in ~/{share.RUNS_DIR}"
+                                 + (f" ({why})" if why else ""),
                                  "ask them to run e.g. `labkit run 01 --export` (it keeps the file there)")
     return ClassResults(tuple(students), share.merge(tables))

@@ -12,7 +12,7 @@ from labkit.hub.plan import STATE_DIR
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("class", help="the instructor's view of a class: who passed which exercise check")
+    p = sub.add_parser("class", help="the instructor's view of a class: exercise checks, run results")
     actions = p.add_subparsers(dest="class_command", required=True, metavar="ACTION")
     status = actions.add_parser("status", help="a table of each student's exercise checks (root reads every "
                                                "student's own results file)")
