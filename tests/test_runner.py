@@ -16,6 +16,7 @@ import pytest
 from conftest import FIXTURES
 from labkit import runner
 from labkit.errors import InvalidOptionError
+from labkit.results import share
 
 ECHO = FIXTURES / "notebooks" / "10_echo.ipynb"
 FAILS = FIXTURES / "notebooks" / "11_fails.ipynb"
@@ -43,7 +44,7 @@ def test_failing_notebook_names_the_cell(tmp_path: Path) -> None:
 def test_sweep_with_repeats_writes_the_table_summary_and_plot(tmp_path: Path) -> None:
     """The one real sweep: 2 values × 2 repeats of the echo notebook, its table read back with pandas."""
     proc = labkit("run", str(ECHO), "--sweep", "size=1,100", "--repeat", "2", "--label", "ann", "--out",
-                  str(tmp_path), "--no-progress")
+                  str(tmp_path), "--no-progress", "--export", str(tmp_path / "ann.json"))
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # a green run is quiet: no kernel warning (IPC transport), no progress bar
     lines = proc.stdout.splitlines()
@@ -63,6 +64,8 @@ def test_sweep_with_repeats_writes_the_table_summary_and_plot(tmp_path: Path) ->
         [1, 1, 2.0, "items", "ann", "ok"], [1, 2, 2.0, "items", "ann", "ok"],
         [100, 1, 200.0, "items", "ann", "ok"], [100, 2, 200.0, "items", "ann", "ok"]]
     assert (table["seconds"] > 0).all() and table["started"].str.endswith("+00:00").all()
+    shared = share.read(tmp_path / "ann.json")  # the file to share: the same rows, read back
+    assert shared[shared.result == "doubled"]["value"].sort_values().tolist() == [2.0, 2.0, 200.0, 200.0]
 
 
 def test_a_kernel_that_never_answers_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
