@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     data = table.build(results, declarations, context.context(), label=args.label, lang=args.lang)
     csv, jsonl = table.save(data, args.out)
     print(table.summary(data, sweep[0] if sweep else None, declarations))
-    if sweep and any(r.ok for r in results):
+    if sweep and plot.sweep_panels(data, sweep[0], declarations):  # not when every declaring run failed
         print(f"plot: {plot.sweep(data, sweep[0], declarations, args.out / f'sweep-{sweep[0]}.png', args.lang)}")
     if args.export is not None:
         exported = (share.keep(data, args.label) if args.export == Path() else
