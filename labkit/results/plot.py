@@ -8,6 +8,7 @@ log axis.  Texts follow :func:`labkit.i18n.use` (Korean in a Hangul font).
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -122,7 +123,7 @@ def by_host_kind(table: pd.DataFrame, path: Path, results: list[str] | None = No
         for i in shown:  # each machine a dot, in its kind's colour in every panel
             jitter = [i + 0.12 * ((j % 5) - 2) / 2 for j in range(len(groups[i]))]
             ax.plot(jitter, groups[i], "o", alpha=0.75, markersize=5, color=f"C{i}")
-        labels = [_(HOST_KINDS[k]).replace(" ", "\n", 1) for k in kinds]  # two short lines under each box
+        labels = [textwrap.fill(_(HOST_KINDS[k]), 9) for k in kinds]  # short lines: five kinds side by side
         ax.set_xticks(range(len(kinds)), [f"{label}\n(n={len(groups[i])})" for i, label in enumerate(labels)],
                       fontsize="small")
         unit = mine["unit"].iloc[0] if len(mine) else ""
