@@ -11,7 +11,6 @@ import json
 import os
 import pwd
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +18,7 @@ import pytest
 
 import labkit
 from conftest import FIXTURES
-from labkit import runner
+from labkit import cli, runner
 from labkit.classroom import results as class_results
 from labkit.cli.run import parse_sweep
 from labkit.errors import InvalidOptionError
@@ -34,9 +33,12 @@ NB02 = runner.resolve(["02"])[0]
 DECL = {p.stem: declaration(p) for p in (NB01, NB02)}
 
 
-def labkit_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "labkit", *args], capture_output=True, text=True,
-                          env={**os.environ, **env})
+def labkit_cli(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess:
+    """``labkit ARGS`` in this process (the CLI's own error handling included): its status and output."""
+    capsys.readouterr()
+    status = cli.main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["labkit", *args], status, out.out, out.err)
 
 
 def run01(loops: int, native: float, kvm: float, tcg: float, repeat: int = 1, **extra: object) -> RunResult:
@@ -137,10 +139,10 @@ def test_a_file_that_is_no_notebook_is_one_clear_error(tmp_path: Path, content: 
         declaration(bad)
 
 
-def test_labkit_run_on_a_file_that_is_no_notebook_says_so(tmp_path: Path) -> None:
+def test_labkit_run_on_a_file_that_is_no_notebook_says_so(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "list.ipynb"
     bad.write_text("[1, 2]")
-    proc = labkit_cli("run", str(bad), "--out", str(tmp_path / "out"), "--no-progress")
+    proc = labkit_cli(capsys, "run", str(bad), "--out", str(tmp_path / "out"), "--no-progress")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"labkit: error: {bad} is not a notebook: its JSON is a list"), proc.stderr
 
@@ -150,7 +152,7 @@ def _export(tmp_path: Path, host: str, *speeds: tuple[float, float, float], **ex
     return share.write(table.build(runs, DECL, ctx(host)), tmp_path / f"{host}.json", label=host[:3])
 
 
-def test_result_files_of_recorded_hosts_merge_into_one_table_and_plot(tmp_path: Path) -> None:
+def test_result_files_of_recorded_hosts_merge_into_one_table_and_plot(tmp_path: Path, capsys) -> None:
     files = [_export(tmp_path, "intel-vtx-baremetal", (2500, 2400, 300), (2600, 2300, 320)),
              _export(tmp_path, "amd-svm-baremetal", (3000, 2900, 400)),
              _export(tmp_path, "wsl2-nested-kvm", (2000, 1500, 250)),
@@ -170,7 +172,7 @@ def test_result_files_of_recorded_hosts_merge_into_one_table_and_plot(tmp_path: 
         ["kvm_mps", "hardware", "2"], ["kvm_mps", "nested", "1"], ["kvm_mps", "pvm", "1"], ["kvm_mps", "none", "1"]]
     assert lines[1].endswith("2625 M/s [2350–2900]")  # the median of the machines' medians: 2350 (two runs), 2900
     png = tmp_path / "class.png"
-    proc = labkit_cli("results", "merge", *map(str, files), "--result", "native_mps", "--result", "kvm_mps",
+    proc = labkit_cli(capsys, "results", "merge", *map(str, files), "--result", "native_mps", "--result", "kvm_mps",
                       "--plot", str(png), "--csv", str(tmp_path / "class.csv"))
     assert proc.returncode == 0, proc.stderr
     assert ["kvm_mps", "pvm", "1"] in [line.split()[:3] for line in proc.stdout.splitlines()]
@@ -191,9 +193,9 @@ def test_a_bad_result_file_is_one_clear_error(tmp_path: Path, content: str, says
         share.read(bad)
 
 
-def test_merge_of_a_bad_file_exits_2_without_a_traceback(tmp_path: Path) -> None:
+def test_merge_of_a_bad_file_exits_2_without_a_traceback(tmp_path: Path, capsys) -> None:
     good = _export(tmp_path, "pvm-nested", (2570, 1615, 365))
-    proc = labkit_cli("results", "merge", str(good), str(tmp_path / "missing.json"))
+    proc = labkit_cli(capsys, "results", "merge", str(good), str(tmp_path / "missing.json"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"labkit: error: cannot read {tmp_path / 'missing.json'}")
 
