@@ -86,7 +86,8 @@ def sweep(table: pd.DataFrame, parameter: str, declarations: dict[str, Declarati
         rows = rows.sort_values(column, key=lambda s: s.map(_order))
         xs = rows[column].tolist() if numeric else [str(v) for v in rows[column]]
         low, high = rows["median"] - rows["low"], rows["high"] - rows["median"]
-        ax.errorbar(xs, rows["median"], yerr=[low, high], fmt="o-", capsize=4)
+        ax.errorbar(xs, rows["median"], yerr=[low, high], fmt="o-" if numeric else "o", capsize=4)  # no line
+        # between categories (accel=kvm,tcg): nothing lies between them
         info = decl.results.get(result)
         ax.set_ylabel(_ylabel(result, decl.unit(result), info.meaning if info else {}, lang))
         ax.set_title(f"{result} ({decl.notebook})", fontsize="medium")
