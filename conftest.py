@@ -14,21 +14,47 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import nbval.kernel
 import pytest
 
 from labkit.exercises import exercise_name
+from tests.fakehost import FakeHostKernelManager
 
 SOLUTIONS = Path(__file__).parent / "solutions"
 # The notebooks the tests run (nbval, the browser test) record nobody's exercise progress in HOME;
 # tests/test_hub.py's students do, in their own homes (their servers start with a clean environment).
 os.environ["LABKIT_RESULTS"] = "off"
 
+# nbval's kernels talk over Unix sockets in a private dir, as every kernel labkit starts (labkit.jupyter): not
+# over loopback TCP, which any user of the host can reach (and ipykernel warns about on every start).  As root
+# they run on another host's kernel release, host name, CPU model and count and memory (tests/fakehost.py): an
+# output nbval compares that holds a host fact fails here, not on the next machine.
+nbval.kernel.KernelManager = FakeHostKernelManager  # type: ignore[misc]
+
 EXPECT_SOLVED = "import os; os.environ['LABKIT_EXPECT_SOLVED'] = '1'  # reference run\n"
 
+#: The test files that take longest on 2 cores (``--durations``), longest first.  xdist (``--dist loadfile
+#: --no-loadscope-reorder``) hands files to its workers in collection order, two to each at the start, so these
+#: start at once and the short ones fill in beside them instead of leaving a long one to run alone at the end.
+#: The third is short on purpose: it is queued behind the first (the one L1 run) on the same worker.
+LONGEST_FIRST = (
+    "tests/test_nested_inside.py",
+    "tests/test_hub.py",
+    "tests/test_host_facts.py",
+    "tests/e2e/test_jupyterlab.py",
+    "tests/test_nested.py",
+    "notebooks/04_qemu.ipynb",
+    "notebooks/ko/04_qemu.ipynb",
+    "notebooks/05_libvirt.ipynb",
+    "notebooks/ko/05_libvirt.ipynb",
+)
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         cell = getattr(item, "cell", None)  # nbval's notebook-cell items
         name = exercise_name(cell) if cell is not None else None
         if name:
             item.cell.source = EXPECT_SOLVED + (SOLUTIONS / f"{name}.py").read_text()
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.relative_to(config.rootpath).as_posix(), len(rank)))

@@ -35,6 +35,23 @@ IDLE_FIRMWARE = """\
 ORIGIN = 0xF0000
 
 
+@dataclass(frozen=True)
+class Started:
+    """A guest :func:`idle_guest` started in this process: its QEMU's pid and accelerator."""
+
+    pid: int
+    accel: str
+
+
+#: The guests this process started, oldest first: their pids stay evidence after the guests end.
+_started: list[Started] = []
+
+
+def started() -> tuple[Started, ...]:
+    """The idle guests this process started (running or not), so a checker can tell a learner's own guest."""
+    return tuple(_started)
+
+
 def idle_firmware() -> Path:
     """The assembled idle firmware, in the user's cache (by content)."""
     image = asm.assemble(IDLE_FIRMWARE, bits=16, origin=ORIGIN).image
@@ -52,6 +69,8 @@ async def idle_guest(memory_mib: int = 64, accel: qemu.Accel = "auto", timeout: 
     choice = qemu.choose_accel(accel, "payload")
     config = qemu.MachineConfig(accel=choice.name, machine="pc", memory_mib=memory_mib, bios=idle_firmware())
     vm = await qemu.Machine(config, name="hosted").start()
+    if vm.pid is not None:
+        _started.append(Started(vm.pid, choice.name))
     try:
         await vm.wait_for(".", timeout=timeout, label="the idle firmware's '.'")
     except BaseException:

@@ -26,6 +26,7 @@ from pathlib import Path
 import psutil
 
 from labkit.errors import InvalidOptionError
+from labkit.host.resources import memory
 
 # ----------------------------------------------------------------------------- processes
 
@@ -44,6 +45,11 @@ class ProcessView:
     involuntary_switches: int  # the scheduler took the CPU away (time slice over)
     threads: int
 
+    def __str__(self) -> str:
+        return (f"pid {self.pid}, parent {self.ppid}, {self.name}: {self.state}, nice {self.nice}, "
+                f"last ran on CPU {self.cpu}, {self.threads} thread(s), context switches: "
+                f"{self.voluntary_switches} voluntary, {self.involuntary_switches} involuntary")
+
 
 def view(pid: int) -> ProcessView:
     """The kernel's view of process ``pid`` (``/proc/<pid>/stat`` and ``status``, via psutil)."""
@@ -54,24 +60,45 @@ def view(pid: int) -> ProcessView:
                            ctx.voluntary, ctx.involuntary, p.num_threads())
 
 
+#: A sleeper that ignores every signal it can: only the ones the kernel never lets a process ignore still act.
+STUBBORN = """\
+import signal, sys, time
+for sig in signal.valid_signals():
+    try:
+        signal.signal(sig, signal.SIG_IGN)
+    except (OSError, ValueError, RuntimeError):
+        pass  # SIGKILL and SIGSTOP cannot be ignored (EINVAL)
+print("ready", flush=True)
+while True:
+    time.sleep(0.01)
+"""
+
+
 @contextlib.contextmanager
 def child_process(kind: str = "sleeper") -> Iterator[subprocess.Popen]:
-    """Start a child process: ``sleeper`` blocks in the kernel, ``spinner`` burns CPU.
+    """Start a child process: ``sleeper`` blocks in the kernel, ``spinner`` burns CPU,
+    ``stubborn`` sleeps and ignores every signal a process may ignore.
 
     The child is always killed and reaped on exit, so no zombie outlives the cell.
     """
     programs = {
         "sleeper": "import time\nwhile True: time.sleep(0.01)",
         "spinner": "while True: pass",
+        "stubborn": STUBBORN,
     }
     if kind not in programs:
         raise InvalidOptionError(f"unknown child kind {kind!r}", f"use one of {sorted(programs)}")
-    proc = subprocess.Popen([sys.executable, "-c", programs[kind]])
+    proc = subprocess.Popen([sys.executable, "-c", programs[kind]],
+                            stdout=subprocess.PIPE if kind == "stubborn" else None)
     try:
+        if proc.stdout is not None:  # its handlers are in place only once it says so
+            proc.stdout.readline()
         yield proc
     finally:
         proc.kill()
         proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def wait_for_state(pid: int, states: set[str], timeout: float = 5.0) -> str:
@@ -200,7 +227,7 @@ def overcommit(factor: float = 2.0, pieces: int = 4) -> Overcommit:
     more guest memory than it has: pages only become real when first touched.
     """
     mode = int(Path("/proc/sys/vm/overcommit_memory").read_text())
-    physical = psutil.virtual_memory().total
+    physical = memory().total  # this host's memory: one definition for every notebook
     piece = int(physical * factor / pieces) // mmap.PAGESIZE * mmap.PAGESIZE
     maps: list[mmap.mmap] = []
     refused = None

@@ -6,11 +6,11 @@ when, how long it took, which cell failed (if any), and the key results the
 notebook recorded with :func:`labkit.lesson.record` (:mod:`labkit.results`
 turns them into a table, summaries and plots).
 
-The kernels talk to papermill over ZeroMQ's IPC transport (Unix sockets in a
-private scratch dir of :func:`labkit.runtime.scratch`), not TCP on loopback:
-no other user or process on the network can connect to them, so ipykernel
-has no reason to warn that it runs "over TCP without encryption", and a
-host whose loopback is down still runs notebooks.
+The kernels talk to papermill over ZeroMQ's IPC transport
+(:class:`labkit.jupyter.AsyncPrivateKernelManager`: Unix sockets in a private
+scratch dir), not TCP on loopback: no other user can connect to them, so
+ipykernel has no reason to warn that it runs "over TCP without encryption",
+and a host whose loopback is down still runs notebooks.
 """
 
 from __future__ import annotations
@@ -127,39 +127,9 @@ def _results(path: Path) -> dict[str, object]:
     return found
 
 
-#: The longest path of a Unix socket (sun_path holds 108 bytes with the final NUL).
-SOCKET_PATH_MAX = 107
-
-
-def _ipc_kernel_manager(folder: Path) -> type:
-    """A kernel manager whose kernels listen on Unix sockets in ``folder`` (private, removed after the run).
-
-    The sockets are ``<folder>/k<8 hex>-ipc-<1..5>``.  Where ``folder`` is too
-    deep for a socket's path (a very long ``TMPDIR``), the kernels fall back to
-    jupyter_client's TCP on loopback rather than fail.
-    """
-    import uuid
-
-    from jupyter_client import AsyncKernelManager
-    from traitlets import default
-
-    ipc = len(os.fsencode(folder / "k12345678-ipc-5")) <= SOCKET_PATH_MAX
-
-    class IpcKernelManager(AsyncKernelManager):
-        @default("transport")
-        def _ipc(self) -> str:
-            return "ipc" if ipc else "tcp"
-
-        @default("connection_file")
-        def _in_folder(self) -> str:
-            return str(folder / f"k{uuid.uuid4().hex[:8]}.json")
-
-    return IpcKernelManager
-
-
 @contextlib.contextmanager
 def kernel_home() -> Iterator[Path]:
-    """A private scratch dir for the kernels' sockets, and their IPython/matplotlib dirs where HOME is read-only.
+    """A private scratch dir for a kernel's IPython and matplotlib dirs where HOME is read-only.
 
     IPython and matplotlib fall back to fresh ``/tmp`` dirs they never remove
     when ``~/.ipython`` or ``~/.config/matplotlib`` cannot be written (a
@@ -193,18 +163,16 @@ def _writable(path: Path) -> bool:
 
 
 def run_one(path: Path, out_dir: Path, parameters: dict[str, object], tag: str = "", *, repeat: int = 1,
-            kernel_dir: Path | None = None, start_timeout: float = KERNEL_START_TIMEOUT_S) -> RunResult:
+            start_timeout: float = KERNEL_START_TIMEOUT_S) -> RunResult:
     """Execute one notebook with the parameters it declares; never raises for a failing cell.
 
     A kernel that never answers (``start_timeout`` seconds) is a
     :class:`KernelNotAnsweringError`: nothing in the notebook ran.
     """
-    if kernel_dir is None:
-        with kernel_home() as scratch:
-            return run_one(path, out_dir, parameters, tag, repeat=repeat, kernel_dir=scratch,
-                           start_timeout=start_timeout)
     import papermill
     from papermill.exceptions import PapermillExecutionError
+
+    from labkit.jupyter import AsyncPrivateKernelManager
 
     declared = declared_parameters(path)
     params = {k: v for k, v in parameters.items() if k in declared}
@@ -213,9 +181,10 @@ def run_one(path: Path, out_dir: Path, parameters: dict[str, object], tag: str =
     started, start = time.time(), time.monotonic()
     failure = None
     try:
-        papermill.execute_notebook(str(path), str(output), parameters=params, progress_bar=False,
-                                   kernel_name="python3", cwd=str(path.parent), start_timeout=start_timeout,
-                                   kernel_manager_class=_ipc_kernel_manager(kernel_dir))
+        with kernel_home():
+            papermill.execute_notebook(str(path), str(output), parameters=params, progress_bar=False,
+                                       kernel_name="python3", cwd=str(path.parent), start_timeout=start_timeout,
+                                       kernel_manager_class=AsyncPrivateKernelManager)
     except PapermillExecutionError as exc:
         head = (exc.source or "").strip().splitlines()
         # papermill counts the injected-parameters cell; report the index in the original notebook
@@ -259,11 +228,10 @@ def run(paths: list[Path], out_dir: Path, parameters: dict[str, object] | None =
 
     jobs = [({**parameters, sweep[0]: v}, f"-{sweep[0]}={v}") for v in sweep[1]] if sweep else [(parameters, "")]
     results = []
-    with kernel_home() as scratch, tqdm(total=len(jobs) * len(paths) * repeat, desc="notebooks", unit="nb",
-                                        disable=not progress) as bar:
+    with tqdm(total=len(jobs) * len(paths) * repeat, desc="notebooks", unit="nb", disable=not progress) as bar:
         for (params, tag), n, path in itertools.product(jobs, range(1, repeat + 1), paths):
             suffix = tag + (f"-run{n}" if repeat > 1 else "")
             bar.set_postfix_str(path.stem + suffix)
-            results.append(run_one(path, out_dir, params, suffix, repeat=n, kernel_dir=scratch))
+            results.append(run_one(path, out_dir, params, suffix, repeat=n))
             bar.update()
     return results

@@ -11,7 +11,7 @@ start:
     iretq
 user:
     mov dx, SERIAL_PORT
-    mov al, 'U'
+    mov al, CHARACTER
     out dx, al
     mov al, 0
     out EXIT_PORT, al

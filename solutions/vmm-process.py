@@ -1,1 +1,2 @@
-my_qemu_pid = hosted_vm.pid  # the pid on your guest's line of: ps -eo pid,user,args | grep [q]emu-system
+# !ps -eo pid,user,args | grep [q]emu-system   -> the line whose -name has 'hosted' and this user
+my_qemu_pid = hosted_vm.pid

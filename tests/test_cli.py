@@ -91,6 +91,22 @@ def test_a_command_with_a_missing_dependency_says_so(monkeypatch: pytest.MonkeyP
     assert cli.main(["host", "--root", str(HOSTS / "no-dev-kvm")]) == 0
 
 
+def test_a_command_imports_only_what_it_runs() -> None:
+    """`labkit --help` lists every command without importing one; `labkit host` imports neither libvirt, QEMU's
+    QMP, papermill nor jsonschema (which alone took 1.1 s): a learner's shell answers at once."""
+    probe = ("import sys; from labkit import cli\n"
+             "try:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in {'libvirt', 'qemu', 'papermill', "
+             "'jsonschema', 'matplotlib'} or m.startswith('labkit.cli.')))")
+    listed = subprocess.run([sys.executable, "-c", probe, "--help"], capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    assert all(f"    {name} " in listed.stdout for name in cli.COMMANDS), listed.stdout
+    assert listed.stdout.splitlines()[-1] == "[]"
+    live = subprocess.run([sys.executable, "-c", probe, "host", "--json"], capture_output=True, text=True)
+    assert live.returncode == 0, live.stderr
+    assert live.stdout.splitlines()[-1] == "['labkit.cli.host']"
+
+
 # ----------------------------------------------------------------- instructor checks
 
 

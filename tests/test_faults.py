@@ -343,7 +343,7 @@ def test_kill_a_papermill_run(guest: images.GuestImage, tmp_path: Path) -> None:
                  what="the notebook's domain")
         qemu_label = f"{runtime.prefix()}nb-{kernel.pid}-"
         assert qemus_named(qemu_label)
-        conn_files = list(run_dir_in(env).glob(f"papermill-{proc.pid}-*/k*.json"))
+        conn_files = list(run_dir_in(env).glob(f"kernel-{proc.pid}-*/kernel.json"))
         assert conn_files, "papermill's kernel connection file (in the run's scratch dir)"
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -8,6 +8,7 @@ import os
 import psutil
 import pytest
 
+from labkit import exercises as framework
 from labkit import kernel
 from labkit.errors import InvalidOptionError
 from labkit.exercises import kernel as exercises
@@ -71,8 +72,14 @@ def test_kernel_symbols() -> None:
     assert set(found) == {"schedule"}
 
 
-@pytest.mark.parametrize("prediction, solved", [(None, False), (10, False), ((10 << 20) // mmap.PAGESIZE, True)])
-def test_page_fault_exercise(prediction: int | None, solved: bool) -> None:
-    feedback = exercises.page_faults(prediction, mib=10)
+@pytest.mark.parametrize("prediction, solved", [(None, False), (10, False), ("exact", True)])
+def test_page_fault_exercise(prediction: int | str | None, solved: bool) -> None:
+    """The prediction on record is compared with the faults of the learner's own size; a miss shows a hint."""
+    exact = (exercises.fault_target() << 20) // mmap.PAGESIZE
+    try:
+        framework.predict("page-faults", exact if prediction == "exact" else prediction)
+        feedback = framework.check("page-faults")
+    finally:
+        framework.forget("page-faults")
     assert feedback.solved is solved
     assert str(feedback).startswith("✔" if solved else "✘") and ("hint:" in str(feedback)) is not solved

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import stat
 from pathlib import Path
 
 import pytest
 
-from labkit import asm, kernel, native, payload
+from labkit import asm, host, kernel, native, payload
 from labkit.kernel import Mapping
 
 
@@ -74,3 +76,47 @@ def test_the_native_loop_is_the_payloads_loop_and_counts_cycles() -> None:
     assert guest[0] == "dec rcx" and guest[1].startswith(("jne", "jnz"))
     run = native.count_down(1_000_000, repeats=3)
     assert run.loop_cycles > 0 and run.iterations_per_s > 0 and run.repeats == 3
+
+
+def _rates(where: str, *millions: float) -> native.Rates:
+    return native.Rates(where, tuple(m * 1e6 for m in millions))
+
+
+def test_bare_vs_vm_judges_by_the_spread() -> None:
+    base = _rates("native", 2000, 2200, 2100)
+    faster = native.BareVsVm(base, {"kvm": _rates("kvm", 2300, 2400, 2500)})
+    slower = native.BareVsVm(base, {"kvm": _rates("kvm", 1500, 1600, 1900)})
+    overlap = native.BareVsVm(base, {"kvm": _rates("kvm", 1900, 2150, 2300)})
+    assert faster.faster_than_native("kvm") and not faster.slower_than_native("kvm")
+    assert slower.slower_than_native("kvm") and not slower.faster_than_native("kvm")
+    assert not overlap.faster_than_native("kvm") and not overlap.slower_than_native("kvm")
+    assert slower.ratio("kvm") == pytest.approx(1600 / 2100)
+    assert "every run" in slower.verdict("kvm") and "overlap" in overlap.verdict("kvm")
+    assert "median of 3" in slower.table()
+
+
+def test_bare_vs_vm_runs_each_side_repeatedly() -> None:
+    result = asyncio.run(native.bare_vs_vm(1_000_000, repeats=2))
+    assert set(result.vms) <= {"kvm", "tcg"} and "tcg" in result.vms
+    assert len(result.native.per_s) == 2 and all(len(r.per_s) == 2 for r in result.vms.values())
+    assert all(v > 0 for r in (result.native, *result.vms.values()) for v in r.per_s)
+
+
+def test_a_process_view_reads_as_a_sentence_not_a_repr() -> None:
+    text = str(kernel.view(os.getpid()))
+    assert text.startswith(f"pid {os.getpid()}, parent {os.getppid()}") and "ProcessView(" not in text
+
+
+def test_a_stubborn_child_ignores_what_it_can_and_not_sigkill_or_sigstop() -> None:
+    with kernel.child_process("stubborn") as child:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTSTP):
+            child.send_signal(sig)
+        assert kernel.wait_for_state(child.pid, {"stopped", "zombie"}, timeout=0.3) == "sleeping"
+        child.send_signal(signal.SIGSTOP)
+        assert kernel.wait_for_state(child.pid, {"stopped"}) == "stopped"
+        child.send_signal(signal.SIGKILL)
+        assert kernel.wait_for_state(child.pid, {"zombie"}) == "zombie"
+
+
+def test_overcommit_measures_against_this_hosts_memory() -> None:
+    assert kernel.overcommit(factor=0.01).physical == host.memory().total

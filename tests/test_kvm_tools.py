@@ -1,4 +1,4 @@
-"""The faces of labkit.kvm: CLI demo, exercise checker, trap-and-emulate measurement, exit stepper."""
+"""The faces of labkit.kvm: CLI demo, exercise checker, the ring-0 and ring-3 timings, exit stepper."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import needs_kvm
+from labkit import exercises
 from labkit.exercises import kvm as exercise
 from labkit.kvm import measure
 
@@ -50,30 +51,41 @@ def test_cli_demo_rejects_an_unknown_mode() -> None:
 # --------------------------------------------------------------------------- exercise
 
 
+TARGET = exercise.digits_target()
+CHECK = exercises.all_exercises()["kvm-digits"]  # the bare checker: every hint, no attempt counted
+
+
 @needs_kvm
 def test_exercise_solution_passes() -> None:
-    verdict = exercise.check_digits(SOLUTION)
-    assert verdict.solved and str(verdict).startswith("✔") and "11 port exits" in verdict.message
+    verdict = exercises.check("kvm-digits", SOLUTION)
+    assert verdict.solved and str(verdict).startswith("✔") and f"{len(TARGET)} port exits" in verdict.message
+
+
+def test_the_target_varies_between_learners_and_the_template_does_not_hold_it() -> None:
+    targets = {exercises.target("kvm-digits", exercise.RANGES, user=f"s{i}", host="hub") for i in range(20)}
+    assert len(targets) > 5
+    assert TARGET.rstrip("\n") not in exercise.STARTER and "inc" not in exercise.STARTER
 
 
 @needs_kvm
-@pytest.mark.parametrize("source, message, hint", [
-    (exercise.STARTER, "printed '0\\n'", "add the loop"),
-    (SOLUTION.replace("cmp al", "cmpx al"), "does not assemble", "line 10"),
-    (SOLUTION.replace("jbe next", "jmp next"), "without halting", "does your loop end"),
-    (SOLUTION.replace("jbe", "jb"), "printed '012345678\\n'", "each digit once"),
-    (SOLUTION.replace("SERIAL_PORT ", "0x3f9 "), "printed ''", "data register"),
-    (SOLUTION.replace("SERIAL_PORT ", "0x2f8 "), "I/O port 0x2f8", "SERIAL_PORT"),
-    (SOLUTION.replace("    hlt\n", ""), "no device", "end it with hlt"),
+@pytest.mark.parametrize("change, message, hint", [
+    (("start:\n", "start:\n"), "printed ''", "nothing reached"),
+    (("cmp al", "cmpx al"), "does not assemble", "line 10"),
+    (("jbe next", "jmp next"), "without halting", "does your loop end"),
+    (("jbe", "jb"), f"printed {TARGET[:-2] + chr(10)!r}", "stopped early"),
+    (("SERIAL_PORT ", "0x3f9 "), "printed ''", "data register"),
+    (("SERIAL_PORT ", "0x2f8 "), "I/O port 0x2f8", "SERIAL_PORT"),
+    (("    hlt\n", ""), "no device", "end it with hlt"),
 ])
-def test_exercise_failures_come_with_hints(source: str, message: str, hint: str) -> None:
-    verdict = exercise.check_digits(source)
+def test_exercise_failures_come_with_hints(change: tuple[str, str], message: str, hint: str) -> None:
+    source = exercise.STARTER if change[0] == "start:\n" else SOLUTION.replace(*change)
+    verdict = CHECK(source)
     assert not verdict.solved
-    assert message in verdict.message and hint in verdict.hint
-    assert str(verdict).startswith("✘") and "hint:" in str(verdict)
+    assert message in verdict.message and any(hint in h for h in verdict.hints), verdict
+    assert not any(f"'{TARGET[-2]}'" in h for h in verdict.hints), "a hint names the learner's last digit"
 
 
-# --------------------------------------------------------------------------- trap and emulate
+# --------------------------------------------------------------------------- three ways to run a guest kernel
 
 
 @needs_kvm
@@ -113,19 +125,19 @@ def t(where: str, ns: float) -> measure.LoopTiming:
 
 
 def test_explain_emulated_ring0() -> None:
-    text = measure.explain(measure.TrapAndEmulate(t("guest ring 0", 1000.0), t("guest ring 3", 0.3), t("host", 0.3)))
-    assert "3,333× longer" in text and "trap-and-emulate" in text and "runs natively" in text
+    text = measure.explain(measure.RingTimings(t("guest ring 0", 1000.0), t("guest ring 3", 0.3), t("host", 0.3)))
+    assert "3,333× longer" in text and "ring-0 instruction emulation" in text and "runs natively" in text
 
 
 def test_explain_hardware_virtualization() -> None:
-    m = measure.TrapAndEmulate(t("guest ring 0", 0.31), t("guest ring 3", 0.3), t("host", 0.3))
+    m = measure.RingTimings(t("guest ring 0", 0.31), t("guest ring 3", 0.3), t("host", 0.3))
     text = measure.explain(m)
     assert "about the same speed" in text and "VT-x/AMD-V" in text and "emulat" not in text.split(".")[0]
     assert "ring 0 / ring 3: 1.0×" in m.table()
 
 
 def test_explain_without_a_native_baseline() -> None:
-    text = measure.explain(measure.TrapAndEmulate(t("guest ring 0", 5.0), t("guest ring 3", 1.0), None))
+    text = measure.explain(measure.RingTimings(t("guest ring 0", 5.0), t("guest ring 3", 1.0), None))
     assert "5.0× longer" in text and "no native baseline" in text
 
 
@@ -178,4 +190,4 @@ def test_notebook_exercise_starts_from_the_checked_starter() -> None:
     namespace: dict = {}
     exec(next(c for c in cells if c.startswith("my_guest = ")), namespace)
     assert namespace["my_guest"].strip() == exercise.STARTER.strip()
-    assert any("exercise.check_digits(my_guest)" in c for c in cells)
+    assert any('exercises.check("kvm-digits", my_guest)' in c for c in cells)

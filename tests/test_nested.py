@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -21,18 +20,12 @@ import psutil
 import pytest
 
 import students
+from framework import TOP, labkit_nested
 from labkit import cleanup, images, nested, runtime
 from labkit.errors import InvalidOptionError, MissingToolError
 from labkit.nested import NestedError, job, machine, modules
 
 pytestmark = pytest.mark.nested
-TOP = Path(__file__).resolve().parent.parent
-
-
-def labkit_nested(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
-                  stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "labkit", "nested", *args], capture_output=True, text=True,
-                          cwd=TOP, env={**os.environ, **(env or {})}, timeout=timeout, input=stdin)
 
 
 def children_of(pid: int) -> list[str]:
@@ -79,18 +72,6 @@ def test_command_not_found_is_refused_before_booting() -> None:
     assert time.monotonic() - started < 60  # refused up front, not after a boot (generous: a loaded host)
     empty = labkit_nested("run")
     assert empty.returncode == 2 and "no command to run" in empty.stderr
-
-
-def test_l1_shares_the_hosts_tmp_but_not_its_lab_run_dirs(tmp_path: Path) -> None:
-    """A checkout or notebook under /tmp works in L1; the host's lab run dir is empty there; writes stay in L1."""
-    (tmp_path / "marker").write_text("seen in L1\n")
-    with runtime.scratch("probe") as mine:  # the host's run dir is not empty
-        proc = subprocess.run([sys.executable, "-m", "labkit", "nested", "run", "--", "sh", "-c",
-                               f"cat marker; ls -A {mine.parent}; touch written-inside; echo end"],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "seen in L1\nend\n"
-    assert not (tmp_path / "written-inside").exists()
 
 
 def test_memory_limits_are_clear_errors() -> None:
@@ -168,14 +149,24 @@ def test_prepare_leaves_nothing_to_download(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- live L1 runs
 
 
-def test_run_streams_output_as_the_caller_and_exits_with_its_status(tmp_path: Path) -> None:
-    script = "echo out; echo err >&2; id -u; pwd; echo $LABKIT_PROBE; grep -c svm /proc/cpuinfo; exit 7"
-    proc = labkit_nested("run", "--times", "--", "sh", "-c", script, env={"LABKIT_PROBE": "passed in",
-                                                                          "SECRET_PROBE": "kept out"})
+def test_run_streams_output_as_the_caller_where_they_are_and_exits_with_its_status(tmp_path: Path) -> None:
+    """One L1 boot for what every `nested run` promises: the command runs as the caller, in their directory (a
+    checkout or notebook under /tmp works), with their LABKIT_* variables and no others; it sees AMD-V; the host's
+    lab run dir is empty in L1 and writes stay in L1; stdout and stderr stream apart; its status is the exit
+    status."""
+    (tmp_path / "marker").write_text("seen in L1\n")
+    script = ("cat marker; echo err >&2; id -u; pwd; echo \"$LABKIT_PROBE|$SECRET_PROBE\"; grep -c svm /proc/cpuinfo; "
+              "ls -A \"$1\"; touch written-inside; exit 7")
+    with runtime.scratch("probe") as mine:  # the host's run dir is not empty
+        proc = subprocess.run([sys.executable, "-m", "labkit", "nested", "run", "--times", "--", "sh", "-c", script,
+                               "sh", str(mine.parent)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "LABKIT_PROBE": "passed in", "SECRET_PROBE": "kept out"})
     lines = proc.stdout.splitlines()
     assert proc.returncode == 7, proc.stderr
-    assert lines[:4] == ["out", str(os.getuid()), str(TOP), "passed in"] and int(lines[4]) >= 1, proc.stdout
+    assert lines[:4] == ["seen in L1", str(os.getuid()), str(tmp_path), "passed in|"], proc.stdout
+    assert int(lines[4]) >= 1 and lines[5:] == [], proc.stdout  # svm flags; nothing listed in the run dir
     assert proc.stderr.startswith("err\n") and '"ready_s"' in proc.stderr and '"status": 7' in proc.stderr
+    assert not (tmp_path / "written-inside").exists()
 
 
 def test_a_command_past_its_timeout_is_stopped_with_a_clear_error() -> None:
@@ -249,54 +240,3 @@ def test_notebook_demo_boots_the_guest_under_kvm_inside_l1() -> None:
     assert boot.accel == "kvm" and boot.hypervisor == "KVM"
     assert boot.l2_userspace_s is not None and 0 < boot.l2_userspace_s < boot.l1.command_s
     assert "LABKIT-REPORT" in "".join(console)  # L2's console, relayed from inside L1
-
-
-# --------------------------------------------------------------------------- the hardware path, inside L1
-
-
-#: Bounds of the inside run.  Per test inside L1 (pytest-timeout, signal method: the stuck test fails with its
-#: traceback and the run goes on; faulthandler dumps every thread's stack shortly before, in case the test is
-#: stuck in C where no signal handler runs): the slowest test (notebook 04) takes ~1.5 min alone, ~3 min loaded.
-INSIDE_TEST_TIMEOUT_S = 420
-#: The whole L1 run, from the host (labkit nested run --timeout): 3.5 min alone, ~7 min on a loaded 2-core host.
-INSIDE_RUN_TIMEOUT_S = 1200
-
-
-def running_inside(stdout: str) -> str | None:
-    """The inside test that was running when L1 was stopped: pytest -v prints a test's id when it starts and
-    its outcome on the same line when it ends, so it is the last id with no outcome after it."""
-    last = [line for line in stdout.splitlines() if line.startswith("tests/nested/")][-1:]
-    if last and not re.search(r" (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b", last[0]):
-        return last[0].split()[0]
-    return None
-
-
-def test_running_inside_names_the_test_that_had_not_ended() -> None:
-    done = ("tests/nested/t.py::test_a PASSED                  [  5%]\n"
-            "tests/nested/t.py::test_b[kvm] FAILED             [ 11%]\n")
-    assert running_inside(done) is None
-    assert running_inside(done + "tests/nested/t.py::test_c[auto] ") == "tests/nested/t.py::test_c[auto]"
-    assert running_inside("") is None
-
-
-@pytest.mark.timeout(INSIDE_RUN_TIMEOUT_S + 120)
-def test_hardware_path_inside_l1() -> None:
-    """One L1 boot runs tests/nested (host/doctor, raw VMM on SVM, QEMU and libvirt under KVM, notebooks)."""
-    # One vCPU: twice, on a loaded host, a 2-vCPU L1 stopped making progress mid-run (no output, no timer
-    # firing inside for many minutes while QEMU kept burning CPU: most likely a livelock between L1's vCPUs
-    # around nested SVM); with one there is no cross-vCPU wait, and on 2 host cores it costs little.
-    proc = labkit_nested("run", "--vcpus", "1", "--times", "--timeout", str(INSIDE_RUN_TIMEOUT_S), "--",
-                         sys.executable, "-m", "pytest", "tests/nested", "-o", "addopts=",
-                         "-p", "no:cacheprovider", "-p", "timeout", f"--timeout={INSIDE_TEST_TIMEOUT_S}",
-                         "-o", f"faulthandler_timeout={INSIDE_TEST_TIMEOUT_S - 30}",
-                         "-v", "--color=no", "-rfEs", "--durations=8",
-                         # PYTHONPATH: labkit importable even while another test (./kvmlab lab runs setup)
-                         # reinstalls the editable package for a moment
-                         env={"LABKIT_IN_L1": "1", "PYTHONPATH": str(TOP)}, timeout=INSIDE_RUN_TIMEOUT_S + 60)
-    print(proc.stdout[-4000:], proc.stderr[-1500:])
-    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
-    stuck = running_inside(proc.stdout)
-    assert proc.returncode == 0, (f"{'L1 stopped while running ' + stuck if stuck else summary}\n"
-                                  f"{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
-    passed = re.search(r"(\d+) passed", summary)
-    assert passed and int(passed.group(1)) >= 17 and not re.search(r"skipped|failed|error", summary), summary

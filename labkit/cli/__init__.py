@@ -1,7 +1,10 @@
 """``labkit``: the lab from the command line.
 
-Each subcommand lives in its own module here with a ``register(subparsers)``
-function; :data:`COMMANDS` lists them in help order.  Any
+Each subcommand lives in its own module here with a ``register(parser)``
+function that adds its options; :data:`COMMANDS` lists them in help order with
+their one-line help.  Only the module of the command being run is imported:
+``labkit --help`` and each command start without the others' dependencies
+(libvirt, QEMU's QMP, papermill…).  Any
 :class:`~labkit.errors.LabkitError` becomes one ``labkit: error:`` line with
 its fix and exit status 2, and so does any ``OSError`` that reached the top
 (a full disk, a read-only directory: :func:`labkit.errors.from_os_error`);
@@ -20,8 +23,22 @@ from typing import NoReturn
 from labkit import i18n
 from labkit.errors import LabkitError, MissingToolError, from_os_error
 
-COMMANDS = ("doctor", "host", "kvm", "image", "boot", "virt", "nested", "cleanup", "run", "results", "hub",
-            "class_status")
+#: Every command: its name -> (its module in labkit.cli, its one-line help), in help order.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "doctor": ("doctor", "is this host ready for the lab? (ok/warn/fail with fixes)"),
+    "host": ("host", "kernel, CPU, bare metal or VM, and the /dev/kvm verdict"),
+    "kvm": ("kvm", "run the lab's tiny guests on /dev/kvm with labkit's own VMM"),
+    "image": ("image", "build or show the tiny guest (kernel + busybox initramfs)"),
+    "boot": ("boot", "boot the tiny Linux guest with QEMU; print its report and boot timings"),
+    "virt": ("virt", "libvirt: the daemon, and real guests managed by it"),
+    "nested": ("nested", "run a command inside an emulated AMD-V machine (hardware KVM on any x86 host)"),
+    "cleanup": ("cleanup", "stop and remove the QEMU processes, libvirt domains, scratch dirs and logs that killed "
+                           "lab runs left behind (labkit-<you>-*)"),
+    "run": ("run", "execute notebooks headless with papermill: results as a table, sweeps as plots"),
+    "results": ("results", "combine result files of many machines (labkit run --export) into one table and plot"),
+    "hub": ("hub", "run a JupyterHub for a class: one JupyterLab per student account (root)"),
+    "class": ("class_status", "the instructor's view of a class: exercise checks, run results"),
+}
 
 
 def seconds(text: str) -> float:
@@ -44,32 +61,47 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The parser for ``argv``: every command listed, with the options of the one ``argv`` runs.
+
+    Only that command's module is imported (none for ``labkit --help``): a command starts without the
+    others' dependencies.
+    """
+    chosen = _command_in(argv)
     parser = _Parser(prog="labkit", description="KVM Lab: inspect this host and run real guests.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"labkit.cli.{name}")
-        except ImportError as exc:  # e.g. libvirt-python missing: the other commands still work
-            _register_unavailable(sub, name, exc)
+    for name, (module_name, help_text) in COMMANDS.items():
+        if name != chosen:
+            sub.add_parser(name, help=help_text)  # listed in `labkit --help`; never parsed in this run
             continue
-        module.register(sub)
+        try:
+            module = importlib.import_module(f"labkit.cli.{module_name}")
+        except ImportError as exc:  # e.g. libvirt-python missing: the other commands still work
+            _register_unavailable(sub.add_parser(name, help=f"(unavailable: {exc.name} is not installed)"),
+                                  name, exc)
+            continue
+        module.register(sub.add_parser(name, help=help_text))
     return parser
 
 
-def _register_unavailable(sub: argparse._SubParsersAction, name: str, exc: ImportError) -> None:
+def _command_in(argv: list[str]) -> str | None:
+    """The command ``argv`` runs (its first word that is not an option), or None when it names none."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def _register_unavailable(p: argparse.ArgumentParser, name: str, exc: ImportError) -> None:
     """A stand-in for a command whose Python dependencies are missing: it says which, and the fix."""
     def unavailable(_args: argparse.Namespace) -> int:
         raise MissingToolError(f"`labkit {name}` needs the Python module {exc.name!r}, which is not installed",
                                "./kvmlab setup (or: pip install -e '.[test]' in the lab's venv)")
 
-    p = sub.add_parser(name, help=f"(unavailable: {exc.name} is not installed)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=unavailable)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     try:
         i18n.use()  # LABKIT_LANG, else the locale: labkit's messages in the learner's language
         status = int(args.func(args) or 0)

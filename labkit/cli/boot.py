@@ -12,8 +12,8 @@ from labkit import images, qemu
 from labkit.cli import seconds
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("boot", help="boot the tiny Linux guest with QEMU; print its report and boot timings")
+def register(p: argparse.ArgumentParser) -> None:
+    """The options of `labkit boot`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
                    help="auto: KVM where it can boot Linux, else TCG (default)")
     p.add_argument("--memory", type=int, default=128, metavar="MiB", help="guest memory (default 128)")

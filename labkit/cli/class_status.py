@@ -11,8 +11,8 @@ from labkit.cli.results import add_output_options, show
 from labkit.hub.plan import STATE_DIR
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("class", help="the instructor's view of a class: exercise checks, run results")
+def register(p: argparse.ArgumentParser) -> None:
+    """The options of `labkit class`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
     actions = p.add_subparsers(dest="class_command", required=True, metavar="ACTION")
     status = actions.add_parser("status", help="a table of each student's exercise checks (root reads every "
                                                "student's own results file)")

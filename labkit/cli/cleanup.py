@@ -10,14 +10,13 @@ from labkit import cleanup, images
 from labkit.errors import InvalidOptionError
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("cleanup", help="stop and remove the QEMU processes, libvirt domains, scratch dirs and logs "
-                                       "that killed lab runs left behind (labkit-<you>-*)",
-                       description="Finds what the lab made by its names (labkit-<user>-..., scratch dirs in "
-                                   "/tmp/labkit-<user>) and removes the orphans: things whose labkit process is "
-                                   "gone, and dead Jupyter kernels' connection files. A notebook that still runs "
-                                   "keeps its guests (it releases them itself); --force removes those too. The "
-                                   "guest image cache is only emptied with --cache.")
+def register(p: argparse.ArgumentParser) -> None:
+    """The options of `labkit cleanup`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
+    p.description = ("Finds what the lab made by its names (labkit-<user>-..., scratch dirs in "
+                     "/tmp/labkit-<user>) and removes the orphans: things whose labkit process is "
+                     "gone, and dead Jupyter kernels' connection files. A notebook that still runs "
+                     "keeps its guests (it releases them itself); --force removes those too. The "
+                     "guest image cache is only emptied with --cache.")
     p.add_argument("--all-users", action="store_true", help="as root: every user's leftovers")
     p.add_argument("--force", action="store_true",
                    help="also what still-running lab processes (a notebook) own; by default only orphans go")

@@ -12,8 +12,8 @@ from labkit.i18n import _
 _MARK = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("doctor", help="is this host ready for the lab? (ok/warn/fail with fixes)")
+def register(p: argparse.ArgumentParser) -> None:
+    """The options of `labkit doctor`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
     p.set_defaults(func=run)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from labkit import host
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("host", help="kernel, CPU, bare metal or VM, and the /dev/kvm verdict")
+def register(p: argparse.ArgumentParser) -> None:
+    """The options of `labkit host`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
     p.add_argument("--root", type=Path, default=Path("/"),
                    help="inspect a recorded host (a directory made by --record, or a partial capture) instead")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")

@@ -17,11 +17,11 @@ from labkit.hub.plan import STATE_DIR, HubPlan
 LAB_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("hub", help="run a JupyterHub for a class: one JupyterLab per student account (root)",
-                       description="Creates the student accounts (PAM logins), then runs JupyterHub with "
-                                   "configurable-http-proxy until Ctrl-C or SIGTERM; stopping it stops every "
-                                   "student's server, guests and processes. ./kvmlab hub installs what it needs.")
+def register(p: argparse.ArgumentParser) -> None:
+    """The options of `labkit hub`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
+    p.description = ("Creates the student accounts (PAM logins), then runs JupyterHub with "
+                     "configurable-http-proxy until Ctrl-C or SIGTERM; stopping it stops every "
+                     "student's server, guests and processes. ./kvmlab hub installs what it needs.")
     hub = p.add_subparsers(dest="hub_command", required=True, metavar="ACTION")
     start = hub.add_parser("start", help="create the accounts and run the hub in the foreground")
     who = start.add_mutually_exclusive_group(required=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 from labkit import images
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("image", help="build or show the tiny guest (kernel + busybox initramfs)")
+def register(p: argparse.ArgumentParser) -> None:
+    """The options of `labkit image`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     build = verbs.add_parser("build", help="find or fetch a kernel and build the initramfs (cached)")
     build.add_argument("--kernel", type=Path, help="use this bzImage/vmlinux (default: $LABKIT_KERNEL, "

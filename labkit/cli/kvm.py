@@ -8,8 +8,8 @@ from labkit.kvm import guests
 from labkit.kvm.machine import Machine
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("kvm", help="run the lab's tiny guests on /dev/kvm with labkit's own VMM")
+def register(p: argparse.ArgumentParser) -> None:
+    """The options of `labkit kvm`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
     kvm_sub = p.add_subparsers(dest="kvm_command", required=True, metavar="SUBCOMMAND")
     demo = kvm_sub.add_parser("demo", help="run a hello guest; print its serial output and its exits")
     demo.add_argument("--mode", choices=list(guests.HELLO), default="long",

@@ -11,8 +11,8 @@ import sys
 from labkit import nested
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("nested", help="run a command inside an emulated AMD-V machine (hardware KVM on any x86 host)")
+def register(p: argparse.ArgumentParser) -> None:
+    """The options of `labkit nested`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
     modes = p.add_subparsers(dest="mode", required=True, metavar="MODE")
     run = modes.add_parser("run", help="run CMD inside as you, stream its output, exit with its status")
     shell = modes.add_parser("shell", help="an interactive shell inside")

@@ -12,9 +12,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("results", help="combine result files of many machines (labkit run --export) into one "
-                                       "table and plot")
+def register(p: argparse.ArgumentParser) -> None:
+    """The actions of `labkit results`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
     actions = p.add_subparsers(dest="results_command", required=True, metavar="ACTION")
     merge = actions.add_parser("merge", help="merge result files: per host kind (hardware KVM, nested, PVM, no KVM)")
     merge.add_argument("files", nargs="+", type=Path, metavar="FILE", help="result files (labkit run --export FILE)")

@@ -10,8 +10,8 @@ from labkit.errors import InvalidOptionError
 from labkit.results.declaration import Declaration, declaration, meaning
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="execute notebooks headless with papermill: results as a table, sweeps as plots")
+def register(p: argparse.ArgumentParser) -> None:
+    """The options of `labkit run`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
     p.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
                    help="notebooks to run (path, name like 04_qemu, or number like 04); default: all, in order")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),

@@ -17,8 +17,8 @@ from labkit.cli import cleanup as cli_cleanup
 from labkit.cli import seconds
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("virt", help="libvirt: the daemon, and real guests managed by it")
+def register(p: argparse.ArgumentParser) -> None:
+    """The options of `labkit virt`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
     vsub = p.add_subparsers(dest="virt_command", required=True, metavar="ACTION")
     up = vsub.add_parser("up", help="make sure a libvirt daemon answers (as root: start libvirtd if none runs)")
     up.add_argument("--idle-timeout", type=int, default=libvirtd.IDLE_TIMEOUT_S, metavar="S",

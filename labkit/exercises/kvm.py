@@ -1,11 +1,15 @@
-"""Notebook 03's exercise: write a guest that prints the digits, checked on a real VM.
+"""Notebook 03's first exercise: a guest that counts from one digit to another, checked on a real VM.
 
-The learner edits :data:`STARTER` (16-bit real mode); :func:`check_digits`
-assembles and runs it and says what is right or, with a hint, what is not.
+Each learner gets their own range (:func:`digits_target`), so a neighbour's
+guest does not fit.  The template (:data:`STARTER`) only sets up the serial
+port: the loop is the learner's to write.  :func:`check_digits` assembles and
+runs their source and says what the guest did; the hints of a failed check
+go from the idea (a loop) to the instructions, never to the answer lines.
 """
 
 from __future__ import annotations
 
+from labkit import exercises
 from labkit.errors import LabkitError
 from labkit.exercises import Feedback, exercise
 from labkit.i18n import _
@@ -13,60 +17,77 @@ from labkit.kvm import guests
 from labkit.kvm.errors import GuestBudgetExceededError, GuestError, UnhandledAccessError
 from labkit.kvm.machine import Machine
 
-EXPECTED = "0123456789\n"
+NAME = "kvm-digits"
+
+#: The ranges a learner may get: from one of 0–4 to one of 5–9.
+RANGES: tuple[tuple[str, str], ...] = tuple((first, last) for first in "01234" for last in "56789")
 
 STARTER = """\
 .intel_syntax noprefix
-# Print 0123456789 and a newline on the serial port, then halt.
-# Today it prints only "0".  Make it loop: out, next digit, until '9' is printed.
+# Print your digits on the serial port, one `out` per character, then a newline, then halt.
 start:
     mov dx, SERIAL_PORT     # COM1's data register
-    mov al, '0'             # the first digit
-    out dx, al
-    # your loop here (inc al / cmp al, '9' / jbe ...)
-    mov al, '\\n'
-    out dx, al
+    # your code here
     hlt
 """
 
+LOOP_HINT = _("a loop: keep the next character in al; after each `out`, step to the next character and jump "
+              "back while it is not past your last digit")
+INSTRUCTION_HINT = _("`inc al` steps to the next character; `cmp al, <char>` then `jbe <label>` jumps back while al "
+                     "is at most <char> (an unsigned compare)")
 
-@exercise("kvm-digits")
+
+def digits_target() -> str:
+    """What this learner's guest must print: their digits, in order, then a newline."""
+    first, last = exercises.target(NAME, RANGES)
+    return "".join(chr(c) for c in range(ord(first), ord(last) + 1)) + "\n"
+
+
+def _assembly_failed(exc: LabkitError) -> Feedback:
+    lines = exc.what.splitlines()
+    return Feedback(False, _("the program does not assemble"), lines[1] if len(lines) > 1 else exc.what)
+
+
+@exercise(NAME)
 def check_digits(source: str) -> Feedback:
-    """Run ``source`` in real mode; it passes when the guest prints EXPECTED, one ``out`` per character, and halts."""
+    """Run ``source`` in real mode: solved when it prints :func:`digits_target`, one ``out`` each, and halts."""
+    expected = digits_target()
     try:
         program = guests.build(source, "real")
     except LabkitError as exc:
-        return Feedback(False, _("the program does not assemble"), exc.what.splitlines()[1] if "\n" in exc.what
-                       else exc.what)
+        return _assembly_failed(exc)
     try:
         with Machine(program, "real") as machine:
             result = machine.run(max_exits=1000, timeout=5.0)
     except GuestError as exc:
         end = program.origin + len(program.image)
-        if exc.registers is not None and not program.origin <= exc.registers.rip < end:
-            hint = _("the guest left your program (it ran past the end, or an exception sent it elsewhere): "
-                     "end it with hlt")
-        elif isinstance(exc, GuestBudgetExceededError):
-            hint = _("does your loop end? compare al with '9' and jump back only while it is at most '9' (jbe)")
-        elif isinstance(exc, UnhandledAccessError):
-            hint = _("print with `out dx, al` where dx = SERIAL_PORT (0x3f8)")
-        else:
-            hint = _("look at the instruction at rip: {line}").format(line=exc.dump.splitlines()[-1].strip()) \
-                if exc.dump else ""
-        return Feedback(False, exc.summary, hint)
+        return Feedback(False, exc.summary, _guest_error_hints(exc, program.origin, end))
     printed = result.serial
     outs = result.exits.get("KVM_EXIT_IO", 0)
-    if printed != EXPECTED:
+    if printed != expected:
         if printed == "":
-            hint = _("nothing reached COM1's data register: `out dx, al` with dx = SERIAL_PORT (0x3f8)")
-        elif printed == "0\n":
-            hint = _("only the first digit came out: add the loop")
+            first = _("nothing reached COM1's data register: print with `out dx, al` while dx holds SERIAL_PORT")
+        elif expected.startswith(printed.rstrip("\n")) and printed.rstrip("\n"):
+            first = _("it stopped early: is the last digit still printed before the loop ends?")
         else:
-            hint = _("each digit once, in order, then the newline")
+            first = _("each of your digits once, in order, from the first to the last, then the newline")
         return Feedback(False, _("the guest printed {printed!r}, expected {expected!r}").format(
-            printed=printed, expected=EXPECTED), hint)
-    if outs != len(EXPECTED):
+            printed=printed, expected=expected), (first, LOOP_HINT, INSTRUCTION_HINT))
+    if outs != len(expected):
         return Feedback(False, _("right output, but {outs} port exits for {chars} characters").format(
-            outs=outs, chars=len(EXPECTED)), _("one `out` per character"))
+            outs=outs, chars=len(expected)), _("one `out` per character"))
     return Feedback(True, _("the guest printed {printed!r} with {outs} port exits and halted").format(
         printed=printed, outs=outs))
+
+
+def _guest_error_hints(exc: GuestError, start: int, end: int) -> tuple[str, ...]:
+    """Why the guest stopped, from the concept (where did it go?) to the instruction."""
+    if exc.registers is not None and not start <= exc.registers.rip < end:
+        return (_("the guest left your program (it ran past the end, or an exception sent it elsewhere): "
+                  "end it with hlt"),)
+    if isinstance(exc, GuestBudgetExceededError):
+        return (_("does your loop end? it must stop jumping back once the last digit is printed"), INSTRUCTION_HINT)
+    if isinstance(exc, UnhandledAccessError):
+        return (_("print with `out dx, al` where dx = SERIAL_PORT (0x3f8)"),)
+    return (_("look at the instruction at rip: {line}").format(line=exc.dump.splitlines()[-1].strip()),) \
+        if exc.dump else ()

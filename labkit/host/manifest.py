@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import jsonschema
-
 from labkit.errors import InvalidOptionError
 
 
@@ -77,6 +75,9 @@ def load_manifest(root: Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HostDataError(f"{path} is not valid JSON ({exc})",
                             f"fix or delete {path}; `labkit host --record DIR` writes a valid one") from None
+    import jsonschema  # here, not at the top: importing it costs ~1 s (its URI format checkers), and only
+    # recordings have a host.json: a live `labkit host` never pays for it
+
     try:
         jsonschema.validate(meta, HOST_JSON_SCHEMA)
     except jsonschema.ValidationError as exc:

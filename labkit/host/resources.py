@@ -32,7 +32,12 @@ class NetInterface:
 
 
 def memory() -> Memory:
-    """Physical memory the kernel manages, from ``/proc/meminfo`` via psutil."""
+    """Physical memory the kernel manages, from ``/proc/meminfo`` via psutil.
+
+    ``memory().total`` (MemTotal) is *this host's memory* for every notebook
+    and widget: one definition, shown in MiB (``total >> 20``), so the numbers
+    the lessons print about the same host agree.
+    """
     vm = psutil.virtual_memory()
     return Memory(vm.total, vm.available, vm.used, vm.percent, psutil.swap_memory().total)
 

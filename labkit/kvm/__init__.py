@@ -12,5 +12,6 @@ One job per module, from the bottom up:
 - :mod:`~labkit.kvm.devices` — serial port, MMIO counter, POST codes, debug exit, the bus
 - :mod:`~labkit.kvm.guests` — the guest programs (``guests/*.S``)
 - :mod:`~labkit.kvm.machine` — all of it as one VMM: step, run, budgets, crash dumps
-- :mod:`~labkit.kvm.measure` — the notebook's trap-and-emulate measurement
+- :mod:`~labkit.kvm.measure` — ring 0 vs ring 3 vs the host, and exits by who handles them (notebook 03 § 7)
+- :mod:`~labkit.kvm.stats` — KVM's binary statistics of a VM or vCPU (``KVM_GET_STATS_FD``)
 """

@@ -280,3 +280,44 @@ IOCTL_NAMES: dict[int, str] = {globals()[name]: name for name in (
 #: KVM_CAP_* number -> name (those defined above).
 CAPABILITY_NAMES: dict[int, str] = {
     value: name for name, value in globals().items() if name.startswith("KVM_CAP_") and isinstance(value, int)}
+
+# --------------------------------------------------------------------------- binary statistics (lessons-a)
+# KVM_GET_STATS_FD (Linux 5.14+, KVM_CAP_BINARY_STATS_FD) on a VM or vCPU fd returns a read-only fd: a header,
+# one descriptor per statistic, then the values (Documentation/virt/kvm/api.rst, "KVM_GET_STATS_FD").
+
+KVM_CAP_BINARY_STATS_FD = 203
+KVM_GET_STATS_FD = _IO(KVMIO, 0xCE)
+IOCTL_NAMES[KVM_GET_STATS_FD] = "KVM_GET_STATS_FD"
+CAPABILITY_NAMES[KVM_CAP_BINARY_STATS_FD] = "KVM_CAP_BINARY_STATS_FD"
+
+
+class kvm_stats_header(ctypes.Structure):
+    _fields_ = [("flags", u32), ("name_size", u32), ("num_desc", u32), ("id_offset", u32),
+                ("desc_offset", u32), ("data_offset", u32)]
+
+
+class kvm_stats_desc(ctypes.Structure):
+    """A descriptor's fixed part; its name (``name_size`` bytes, NUL-padded) follows it."""
+
+    _fields_ = [("flags", u32), ("exponent", ctypes.c_int16), ("size", ctypes.c_uint16), ("offset", u32),
+                ("bucket_size", u32)]
+
+
+KVM_STATS_TYPE_MASK, KVM_STATS_UNIT_MASK, KVM_STATS_BASE_MASK = 0xF, 0xF << 4, 0xF << 8
+KVM_STATS_TYPE_NAMES = ("cumulative", "instant", "peak", "linear histogram", "log histogram")
+KVM_STATS_UNIT_NAMES = ("", "bytes", "seconds", "cycles", "boolean")
+
+
+# --------------------------------------------------------------------------- ioeventfd (labkit.kvm.exit_cost)
+
+
+class kvm_ioeventfd(ctypes.Structure):
+    """KVM_IOEVENTFD's argument: guest writes to ``addr`` signal eventfd ``fd`` inside the kernel."""
+
+    _fields_ = [("datamatch", u64), ("addr", u64), ("len", u32), ("fd", ctypes.c_int32), ("flags", u32),
+                ("pad", u8 * 36)]
+
+
+KVM_IOEVENTFD = _IOW(KVMIO, 0x79, ctypes.sizeof(kvm_ioeventfd))
+KVM_IOEVENTFD_FLAG_PIO = 1 << 1  # addr is an I/O port, not a guest-physical address
+IOCTL_NAMES[KVM_IOEVENTFD] = "KVM_IOEVENTFD"

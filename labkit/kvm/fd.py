@@ -76,3 +76,22 @@ class KvmFd:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def kvm_fds(pid: int | str = "self") -> list[str]:
+    """What process ``pid``'s KVM file descriptors point at, in fd order, as the kernel names them.
+
+    ``/dev/kvm`` for the system fd, ``anon_inode:kvm-vm`` for a VM,
+    ``anon_inode:kvm-vcpu:N`` for a vCPU: read from ``/proc/PID/fd``, so it is
+    the kernel's view, whatever labkit's objects think.
+    """
+    folder = f"/proc/{pid}/fd"
+    targets = []
+    for name in sorted(os.listdir(folder), key=int):
+        try:
+            target = os.readlink(f"{folder}/{name}")
+        except OSError:  # closed meanwhile (the listing's own fd, a thread's)
+            continue
+        if target == "/dev/kvm" or target.startswith("anon_inode:kvm-"):
+            targets.append(target)
+    return targets

@@ -47,6 +47,7 @@ GUESTS: dict[str, Guest] = {g.name: g for g in (
     Guest("mmio_counter", "protected", "stores to and loads from a memory-mapped device"),
     Guest("compute_loop", "long", "a counting loop between two timestamps, in ring 0 or ring 3"),
     Guest("out_loop", "real", "nothing but `out`: the exit round-trip benchmark"),
+    Guest("exit_kinds", "long", "a loop, then cpuid, out and hlt: which of them exit, and to whom"),
 )}
 
 #: The hello guest of each mode (``labkit kvm demo --mode``).
@@ -62,8 +63,8 @@ def guest(name: str) -> Guest:
                                  f"choose one of {', '.join(GUESTS)}") from None
 
 
-def build(source: str, mode: Mode) -> asm.Program:
-    """Assemble ``source`` for ``mode`` at the lab's code address, with :data:`DEFINES`."""
+def build(source: str, mode: Mode, **symbols: int) -> asm.Program:
+    """Assemble ``source`` for ``mode`` at the lab's code address, with :data:`DEFINES` and ``symbols``."""
     if mode not in BITS:
         raise InvalidOptionError(f"unknown CPU mode {mode!r}", f"choose one of {', '.join(BITS)}")
-    return asm.assemble(source, BITS[mode], CODE_ADDR, DEFINES)
+    return asm.assemble(source, BITS[mode], CODE_ADDR, {**DEFINES, **symbols})

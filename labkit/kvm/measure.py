@@ -1,11 +1,16 @@
-"""Trap-and-emulate made visible: the same loop in guest ring 0, guest ring 3 and on the host.
+"""How this host runs a guest: the same loop in guest ring 0, guest ring 3 and on the host; exits by who handles them.
 
-With hardware virtualization (VT-x/AMD-V) the CPU runs guest code directly,
-kernel mode and user mode alike, and only *exits* cost.  Without it, a
-hypervisor must keep the guest kernel from touching the real machine: it
-traps and emulates privileged code.  On the nested, software-assisted KVM
-of some cloud machines (PVM), guest ring-0 code goes through KVM's
-instruction emulator while guest ring-3 code runs natively.
+With hardware-assisted virtualization (VT-x/AMD-V) the CPU runs guest code
+directly, kernel mode and user mode alike, and only *exits* cost.  On the
+nested, software-assisted KVM of some cloud machines (PVM) there is no
+hardware guest mode for the guest's kernel: guest ring-0 code goes through
+KVM's *instruction emulator*, one instruction at a time (ring-0 instruction
+emulation), while guest ring-3 code runs natively.
+
+:func:`exit_kinds` runs a loop, ``cpuid``, ``out`` and ``hlt`` and puts what
+the VMM saw (``KVM_RUN`` returns) beside what the kernel counted (the vCPU's
+statistics, :mod:`labkit.kvm.stats`): exits KVM handled itself never reach
+the VMM, and ``insn_emulation`` counts the instructions its emulator ran.
 
 :func:`guest_loop` times ``compute_loop.S`` between two POST-code exits (the
 VMM timestamps both); :func:`native_loop` runs the very same ``dec``/``jnz``
@@ -22,7 +27,9 @@ from dataclasses import dataclass
 
 from labkit import asm
 from labkit.errors import InvalidOptionError
+from labkit.kvm import abi
 from labkit.kvm.machine import Machine
+from labkit.kvm.stats import Stats
 
 #: The loop of compute_loop.S as a function of this process: fn(iterations).
 NATIVE_LOOP = """.intel_syntax noprefix
@@ -111,7 +118,7 @@ def calibrated(measure, target_seconds: float, start: int = 10_000, limit: int =
 
 
 @dataclass(frozen=True)
-class TrapAndEmulate:
+class RingTimings:
     """The three timings and their ratios (per iteration, so the loop counts need not match)."""
 
     ring0: LoopTiming
@@ -139,12 +146,12 @@ class TrapAndEmulate:
         return "\n".join(rows)
 
 
-def trap_and_emulate(target_seconds: float = 0.3) -> TrapAndEmulate:
+def ring_timings(target_seconds: float = 0.3) -> RingTimings:
     """Measure the loop in guest ring 0, guest ring 3 and natively, each for about ``target_seconds``."""
     ring0 = calibrated(lambda n: guest_loop(0, n), target_seconds)
     ring3 = calibrated(lambda n: guest_loop(3, n), target_seconds)
     assert ring0 is not None and ring3 is not None  # a guest loop always has a timing; only the native one may not
-    return TrapAndEmulate(ring0, ring3, calibrated(native_loop, target_seconds))
+    return RingTimings(ring0, ring3, calibrated(native_loop, target_seconds))
 
 
 #: Above this, ring 0 is not running on the CPU directly.
@@ -153,16 +160,16 @@ EMULATED = 20.0
 NATIVE = 3.0
 
 
-def explain(m: TrapAndEmulate) -> str:
+def explain(m: RingTimings) -> str:
     """What the measured ratios say about this host's KVM (only from the numbers in ``m``)."""
     lines = []
     r03 = m.ring0_vs_ring3
     if r03 > EMULATED:
         lines.append(f"Guest kernel-mode code (ring 0) took {r03:,.0f}× longer per iteration than the same "
                      "instructions in guest user mode (ring 3). The guest's ring 0 is not running on the CPU: "
-                     "KVM traps it and emulates it instruction by instruction — trap-and-emulate, the way "
-                     "hypervisors worked before VT-x/AMD-V, and the way software-assisted nested KVM (such as "
-                     "PVM) still runs a guest kernel when the CPU's virtualization extensions are not available.")
+                     "KVM's instruction emulator decodes and executes it one instruction at a time (ring-0 "
+                     "instruction emulation), the way software-assisted nested KVM (such as PVM) runs a guest "
+                     "kernel when the CPU's virtualization extensions are not available.")
     elif r03 < NATIVE:
         lines.append(f"Guest ring 0 and ring 3 ran at about the same speed ({r03:.1f}×): the CPU executes "
                      "guest kernel code directly, as hardware virtualization (VT-x/AMD-V) allows. Only exits "
@@ -182,3 +189,77 @@ def explain(m: TrapAndEmulate) -> str:
         lines.append("The host loop could not run here (this OS refuses executable memory), so there is no "
                      "native baseline.")
     return "\n".join(lines)
+
+
+#: The vCPU counters :func:`exit_kinds` shows, and what each counts.
+COUNTERS: dict[str, str] = {
+    "exits": "every exit from the guest, whoever handled it",
+    "io_exits": "port I/O exits",
+    "halt_exits": "hlt exits",
+    "insn_emulation": "instructions KVM's instruction emulator ran for the guest",
+}
+#: How many cpuid/out rounds exit_kinds.S makes after its loop.
+ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class ExitKinds:
+    """What the VMM saw of one run of ``exit_kinds.S``, beside what the kernel counted for its vCPU."""
+
+    loops: int
+    vmm: dict[str, int]  # KVM_RUN returns by exit reason
+    kernel: dict[str, int] | None  # the vCPU's cumulative counters over the run; None: no KVM_GET_STATS_FD here
+
+    @property
+    def vmm_exits(self) -> int:
+        return sum(self.vmm.values())
+
+    def _counted(self) -> dict[str, int]:
+        if self.kernel is None:
+            raise InvalidOptionError("this kernel has no KVM_GET_STATS_FD (Linux 5.14+): nothing was counted",
+                                     "look at ExitKinds.kernel before asking what the kernel counted")
+        return self.kernel
+
+    @property
+    def in_kernel_exits(self) -> int:
+        """Exits KVM handled without returning to the VMM: the kernel's count minus KVM_RUN's returns."""
+        return self._counted()["exits"] - self.vmm_exits
+
+    @property
+    def loop_emulated(self) -> bool:
+        """Did KVM's instruction emulator run the loop's instructions (two per iteration)?"""
+        return self._counted().get("insn_emulation", 0) >= 2 * self.loops
+
+    @property
+    def hardware_assisted(self) -> bool:
+        """The loop ran on the CPU (the emulator ran less than one instruction per iteration), and the
+        cpuid exits were answered in the kernel (at least one in-kernel exit per cpuid)."""
+        return self._counted().get("insn_emulation", 0) < self.loops and self.in_kernel_exits >= ROUNDS
+
+    def table(self) -> str:
+        lines = [f"the guest: a loop of {self.loops:,} iterations ({2 * self.loops:,} instructions), "
+                 f"{ROUNDS} cpuid, {ROUNDS} out, 1 hlt",
+                 f"KVM_RUN returned to the VMM {self.vmm_exits} times: "
+                 + ", ".join(f"{name} {n}" for name, n in self.vmm.items())]
+        if self.kernel is None:
+            lines.append("the kernel's counters: unknown (this kernel has no KVM_GET_STATS_FD; Linux 5.14+)")
+            return "\n".join(lines)
+        lines.append("the vCPU's counters in the kernel (KVM_GET_STATS_FD), for this run:")
+        lines += [f"  {name:<15} {self.kernel.get(name, 0):>9,}   {meaning}" for name, meaning in COUNTERS.items()]
+        return "\n".join(lines)
+
+
+def exit_kinds(loops: int = 10_000) -> ExitKinds:
+    """Run ``exit_kinds.S`` in guest ring 0 with a ``loops``-iteration loop; the VMM's and the kernel's counts."""
+    _check(loops)
+    with Machine("exit_kinds") as machine:
+        machine.vcpu.set_regs(rdi=loops)
+        stats = Stats(machine.vcpu) if machine.kvm.check_extension(abi.KVM_CAP_BINARY_STATS_FD) else None
+        try:
+            before = stats.counters() if stats else {}
+            result = machine.run(max_exits=100, timeout=60.0)
+            kernel = {k: v - before[k] for k, v in stats.counters().items()} if stats else None
+        finally:
+            if stats:
+                stats.close()
+    return ExitKinds(loops, result.exits, kernel)

@@ -147,7 +147,12 @@ class Kvm(KvmFd):
         self.vms.append(vm)
         return vm
 
+    def close_device(self) -> None:
+        """Close only the /dev/kvm fd.  The VMs stay: each VM fd holds the kernel's VM on its own."""
+        super().close()
+
     def close(self) -> None:
+        """Close the VMs (and their vCPUs), then /dev/kvm: everything this object opened."""
         for vm in getattr(self, "vms", ()):
             vm.close()
         super().close()

@@ -1,0 +1,60 @@
+"""Jupyter kernels as labkit starts them: their channels over Unix sockets in the user's private run dir.
+
+A kernel on TCP listens on loopback ports that every user of a shared workshop host can connect to (only the
+HMAC key in its connection file keeps the others out) and sends code and outputs in plain text; ipykernel
+warns about it on every start ("Kernel is running over TCP without encryption").  ZeroMQ's IPC transport
+puts the kernel's five channel sockets, and its connection file, in a 0700 scratch dir of
+:func:`labkit.runtime.run_dir`: reachable by this user alone, and reclaimed by name (``kernel-<pid>-…``) if
+the process that started the kernel is killed.
+
+Everything that starts kernels uses it: nbval (``conftest.py``), ``labkit run`` (papermill, via
+``kernel_manager_class``), ``./kvmlab notebooks`` (nbconvert) and JupyterLab itself (``scripts/setup.sh``
+writes ``KernelManager.transport = "ipc"`` into the venv's Jupyter config: the server keeps connection files,
+and so the sockets named after them, in the user's private Jupyter runtime dir).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.manager import AsyncKernelManager, KernelManager
+
+from labkit import runtime
+
+
+class _PrivateIpc:
+    """The defaults both kernel managers below change: IPC, in a private scratch dir that goes with the kernel.
+
+    A caller that passes ``transport``, ``ip`` or ``connection_file`` gets those instead.  jupyter_client removes
+    the connection file on a full shutdown (not on a restart) and the sockets on both; the dir goes after both.
+    """
+
+    _private_dir: Path | None = None
+    _shut_down = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        if not {"transport", "ip", "connection_file"} & kwargs.keys():
+            self._private_dir = runtime.scratch_dir("kernel")
+            # the sockets are named after the connection file: <dir>/kernel-ipc-<port>
+            kwargs.update(transport="ipc", connection_file=str(self._private_dir / "kernel.json"))
+        super().__init__(**kwargs)
+
+    def cleanup_connection_file(self) -> None:
+        super().cleanup_connection_file()  # type: ignore[misc]
+        self._shut_down = True
+
+    def cleanup_ipc_files(self) -> None:
+        super().cleanup_ipc_files()  # type: ignore[misc]
+        if self._shut_down and self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+            self._private_dir = None
+
+
+class PrivateKernelManager(_PrivateIpc, KernelManager):
+    """jupyter_client's blocking kernel manager (nbval, nbconvert), on private IPC."""
+
+
+class AsyncPrivateKernelManager(_PrivateIpc, AsyncKernelManager):
+    """jupyter_client's asyncio kernel manager (papermill's and nbclient's default kind), on private IPC."""
