@@ -1,22 +1,41 @@
-"""Run the notebook sequence headless with papermill: parameters, sweeps, a summary.
+"""Run the notebook sequence headless with papermill: parameters, sweeps, repeats.
 
-Used by ``labkit run`` for workshops and batch runs.  Each notebook is
-executed into an output folder; the result says whether it ran, how long it
-took, which cell failed (if any), and the key results the notebook recorded
-with :func:`labkit.lesson.record`.
+Used by ``labkit run`` for workshops, batch runs and experiments.  Each
+notebook is executed into an output folder; the result says whether it ran,
+when, how long it took, which cell failed (if any), and the key results the
+notebook recorded with :func:`labkit.lesson.record` (:mod:`labkit.results`
+turns them into a table, summaries and plots).
+
+The kernels talk to papermill over ZeroMQ's IPC transport
+(:class:`labkit.jupyter.AsyncPrivateKernelManager`: Unix sockets in a private
+scratch dir), not TCP on loopback: no other user can connect to them, so
+ipykernel has no reason to warn that it runs "over TCP without encryption",
+and a host whose loopback is down still runs notebooks.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import itertools
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labkit.errors import InvalidOptionError
+from labkit import runtime
+from labkit.errors import InvalidOptionError, LabkitError
 from labkit.i18n.notebooks import edition_dir
 from labkit.lesson import RESULTS_MIME
+from labkit.results.declaration import Declaration, declaration, read_notebook
+
+#: How long a kernel may take to answer its first request (a loaded 2-core host starts one in ~2 s).
+KERNEL_START_TIMEOUT_S = 60
+
+
+class KernelNotAnsweringError(LabkitError):
+    """The notebook's kernel started but never answered papermill."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +54,8 @@ class RunResult:
     parameters: dict[str, object] = field(default_factory=dict)
     results: dict[str, object] = field(default_factory=dict)
     failure: CellFailure | None = None
+    repeat: int = 1  # 1..N of ``--repeat N``
+    started: float = 0.0  # wall-clock time (epoch seconds) the run began
 
     @property
     def status(self) -> str:
@@ -74,116 +95,122 @@ def parse_value(text: str) -> object:
 
 def declared_parameters(path: Path) -> set[str]:
     """Names the notebook's ``parameters`` cell assigns."""
-    import nbformat  # the CLI starts faster without it
-
-    nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:
-        if "parameters" in cell.get("metadata", {}).get("tags", []):
-            tree = ast.parse(cell.source)
-            return {t.id for node in tree.body if isinstance(node, ast.Assign)
-                    for t in node.targets if isinstance(t, ast.Name)}
-    return set()
+    return set(declaration(path).assigned)
 
 
 def _results(path: Path) -> dict[str, object]:
-    import nbformat
-
     found: dict[str, object] = {}
-    for cell in nbformat.read(path, as_version=4).cells:
+    for cell in read_notebook(path).cells:
         for out in cell.get("outputs", []):
             found.update(out.get("data", {}).get(RESULTS_MIME, {}))
     return found
 
 
-def run_one(path: Path, out_dir: Path, parameters: dict[str, object], tag: str = "") -> RunResult:
-    """Execute one notebook with the parameters it declares; never raises for a failing cell."""
+@contextlib.contextmanager
+def kernel_home() -> Iterator[Path]:
+    """A private scratch dir for a kernel's IPython and matplotlib dirs where HOME is read-only.
+
+    IPython and matplotlib fall back to fresh ``/tmp`` dirs they never remove
+    when ``~/.ipython`` or ``~/.config/matplotlib`` cannot be written (a
+    read-only HOME): every ``labkit run`` would leave two behind.  Pointed
+    into the scratch dir, they go when the run does.
+    """
+    with runtime.scratch("papermill") as scratch:
+        saved = {name: os.environ.get(name) for name in ("IPYTHONDIR", "MPLCONFIGDIR")}
+        home = Path.home()
+        if "IPYTHONDIR" not in os.environ and not _writable(home / ".ipython"):
+            os.environ["IPYTHONDIR"] = str(scratch / "ipython")
+        if "MPLCONFIGDIR" not in os.environ and not _writable(home / ".config" / "matplotlib"):
+            os.environ["MPLCONFIGDIR"] = str(scratch / "matplotlib")
+        try:
+            yield scratch
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def _writable(path: Path) -> bool:
+    """``path`` (a dir) can be written, or created under its nearest existing parent."""
+    while not path.exists():
+        if path == path.parent:
+            return False
+        path = path.parent
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def run_one(path: Path, out_dir: Path, parameters: dict[str, object], tag: str = "", *, repeat: int = 1,
+            start_timeout: float = KERNEL_START_TIMEOUT_S) -> RunResult:
+    """Execute one notebook with the parameters it declares; never raises for a failing cell.
+
+    A kernel that never answers (``start_timeout`` seconds) is a
+    :class:`KernelNotAnsweringError`: nothing in the notebook ran.
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
+
+    from labkit.jupyter import AsyncPrivateKernelManager
 
     declared = declared_parameters(path)
     params = {k: v for k, v in parameters.items() if k in declared}
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / f"{path.stem}{tag}.ipynb"
-    start = time.monotonic()
+    started, start = time.time(), time.monotonic()
     failure = None
     try:
-        papermill.execute_notebook(str(path), str(output), parameters=params, progress_bar=False,
-                                   kernel_name="python3", cwd=str(path.parent))
+        with kernel_home():
+            papermill.execute_notebook(str(path), str(output), parameters=params, progress_bar=False,
+                                       kernel_name="python3", cwd=str(path.parent), start_timeout=start_timeout,
+                                       kernel_manager_class=AsyncPrivateKernelManager)
     except PapermillExecutionError as exc:
         head = (exc.source or "").strip().splitlines()
         # papermill counts the injected-parameters cell; report the index in the original notebook
         index = exc.cell_index - (1 if params else 0)
         failure = CellFailure(index, head[0] if head else "", f"{exc.ename}: {exc.evalue}")
+    except RuntimeError as exc:
+        if "Kernel" not in str(exc):  # jupyter_client's "Kernel didn't respond…"/"Kernel died before replying…"
+            raise
+        raise KernelNotAnsweringError(
+            f"the Python kernel for {path.name} did not answer ({exc})",
+            "check that `python -m ipykernel --version` works in the lab's venv, and that the machine is not out "
+            "of memory (free -m); then run again") from None
     seconds = time.monotonic() - start
     return RunResult(path.stem, failure is None, seconds, output, params,
-                     _results(output) if output.exists() else {}, failure)
+                     _results(output) if output.exists() else {}, failure, repeat, started)
 
 
-def run(paths: list[Path], out_dir: Path, parameters: dict[str, object] | None = None,
-        sweep: tuple[str, list[object]] | None = None, progress: bool = True) -> list[RunResult]:
-    """Run ``paths`` in order (once, or once per value of a ``sweep`` parameter)."""
-    parameters = dict(parameters or {})
-    if sweep and not any(sweep[0] in declared_parameters(p) for p in paths):
-        raise InvalidOptionError(f"no chosen notebook has a parameter {sweep[0]!r}",
-                                 "see each notebook's parameters cell (the first code cell)")
-    unknown = set(parameters) - set().union(*(declared_parameters(p) for p in paths))
+def check(declarations: list[Declaration], parameters: dict[str, object], sweep: str | None) -> None:
+    """Refuse parameters no chosen notebook assigns, and a sweep no chosen notebook declares."""
+    unknown = set(parameters) - set().union(*(d.assigned for d in declarations))
     if unknown:
         raise InvalidOptionError(f"no chosen notebook has parameter(s) {sorted(unknown)}",
                                  "see each notebook's parameters cell (the first code cell)")
+    if sweep and not any(d.drives(sweep) for d in declarations):
+        declaring = [d.notebook for d in declarations if sweep in d.assigned]
+        raise InvalidOptionError(
+            f"no chosen notebook declares which results {sweep!r} drives"
+            + (f" (a parameter of {', '.join(declaring)}, which records nothing it changes)" if declaring else ""),
+            "sweep a parameter whose results a notebook declares (`labkit run --list-sweeps` lists them)")
+
+
+def run(paths: list[Path], out_dir: Path, parameters: dict[str, object] | None = None,
+        sweep: tuple[str, list[object]] | None = None, progress: bool = True, repeat: int = 1) -> list[RunResult]:
+    """Run ``paths`` in order, ``repeat`` times each (once per value of a ``sweep`` parameter)."""
+    parameters = dict(parameters or {})
+    if repeat < 1:
+        raise InvalidOptionError(f"--repeat {repeat}: a point runs at least once", "e.g. --repeat 3")
+    check([declaration(p) for p in paths], {**parameters, **({sweep[0]: None} if sweep else {})},
+          sweep[0] if sweep else None)
     from tqdm.auto import tqdm
 
     jobs = [({**parameters, sweep[0]: v}, f"-{sweep[0]}={v}") for v in sweep[1]] if sweep else [(parameters, "")]
     results = []
-    with tqdm(total=len(jobs) * len(paths), desc="notebooks", unit="nb", disable=not progress) as bar:
-        for params, tag in jobs:
-            for path in paths:
-                bar.set_postfix_str(path.stem + tag)
-                results.append(run_one(path, out_dir, params, tag))
-                bar.update()
+    with tqdm(total=len(jobs) * len(paths) * repeat, desc="notebooks", unit="nb", disable=not progress) as bar:
+        for (params, tag), n, path in itertools.product(jobs, range(1, repeat + 1), paths):
+            suffix = tag + (f"-run{n}" if repeat > 1 else "")
+            bar.set_postfix_str(path.stem + suffix)
+            results.append(run_one(path, out_dir, params, suffix, repeat=n))
+            bar.update()
     return results
-
-
-def table(results: list[RunResult], sweep_name: str | None = None) -> str:
-    """The summary as aligned text columns."""
-    head = ([sweep_name] if sweep_name else []) + ["notebook", "status", "seconds", "results"]
-    rows = [head]
-    for r in results:
-        detail = ", ".join(f"{k}={_fmt(v)}" for k, v in r.results.items())
-        if r.failure:
-            detail = f"cell {r.failure.index} `{r.failure.source_head[:40]}`: {r.failure.error[:80]}"
-        rows.append(([_fmt(r.parameters.get(sweep_name, "-"))] if sweep_name else [])
-                    + [r.notebook, r.status, f"{r.seconds:.1f}", detail])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head) - 1)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] for row in rows)
-
-
-def _fmt(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
-    return str(value)
-
-
-def plot_sweep(results: list[RunResult], sweep_name: str, path: Path) -> Path:
-    """One panel per notebook: duration and numeric key results against the swept value."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    by_nb: dict[str, list[RunResult]] = {}
-    for r in results:
-        by_nb.setdefault(r.notebook, []).append(r)
-    fig, axes = plt.subplots(1, len(by_nb), figsize=(4.5 * len(by_nb), 3.5), squeeze=False)
-    for ax, (name, runs) in zip(axes[0], by_nb.items()):
-        xs = [str(r.parameters.get(sweep_name)) for r in runs]
-        ax.plot(xs, [r.seconds for r in runs], "o-", label="notebook seconds")
-        for key in sorted({k for r in runs for k, v in r.results.items() if isinstance(v, (int, float))
-                           and not isinstance(v, bool)}):
-            ax.plot(xs, [r.results.get(key, float("nan")) for r in runs], "s--", label=key)
-        ax.set_title(name)
-        ax.set_xlabel(sweep_name)
-        ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path

@@ -335,7 +335,6 @@ def test_kill_a_papermill_run(guest: images.GuestImage, tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "labkit", "run", str(notebook), "--out", str(tmp_path / "out"),
                              "--no-progress"], cwd=TOP, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    tmp = Path(env["TMPDIR"])
     kernel = wait_for(lambda: next((p for p in psutil.Process(proc.pid).children(recursive=True)
                                     if "ipykernel" in " ".join(p.cmdline())), None), what="the kernel")
     domain = f"{runtime.prefix()}nb-{kernel.pid}"
@@ -344,8 +343,8 @@ def test_kill_a_papermill_run(guest: images.GuestImage, tmp_path: Path) -> None:
                  what="the notebook's domain")
         qemu_label = f"{runtime.prefix()}nb-{kernel.pid}-"
         assert qemus_named(qemu_label)
-        conn_files = list(tmp.glob("tmp*.json"))
-        assert conn_files, "papermill's kernel connection file"
+        conn_files = list(run_dir_in(env).glob(f"kernel-{proc.pid}-*/kernel.json"))
+        assert conn_files, "papermill's kernel connection file (in the run's scratch dir)"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         # without any cleanup: the kernel ends (its parent is gone), and takes its QEMU and running guest along
@@ -354,14 +353,13 @@ def test_kill_a_papermill_run(guest: images.GuestImage, tmp_path: Path) -> None:
         wait_for(lambda: not qemus_named(qemu_label) and not virt.qemu_pids(domain)
                  and not domain_active(conn, domain), timeout=20,
                  what="QEMU and the libvirt guest to end with the kernel")
-        # the next start: a new domain's define reclaims the definition, a new scratch dir the dirs,
-        # the next `labkit run` the connection file (once it is older than a starting kernel's would be)
+        # the next start: a new domain's define reclaims the definition, a new scratch dir the dirs (the
+        # connection file is in the run's scratch dir)
         conn.reclaim()  # the dead kernel's domain goes (or another worker's reclaim took it already)
         assert domain not in conn.domains()
     reclaim_in(env)
     assert not list(run_dir_in(env).glob(f"*-{kernel.pid}-*"))
-    for path in conn_files:
-        os.utime(path, (time.time() - 60, time.time() - 60))
+    assert not any(p.exists() for p in conn_files)  # they went with the dead run's scratch dir
     empty = tmp_path / "empty.ipynb"
     nbformat.write(nbformat.v4.new_notebook(metadata=nb.metadata), empty)
     again = subprocess.run([sys.executable, "-m", "labkit", "run", str(empty), "--out", str(tmp_path / "out"),

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import psutil
 import pytest
 
 from conftest import FIXTURES
 from labkit import runner
 from labkit.errors import InvalidOptionError
 from labkit.i18n import notebooks as i18n_notebooks
+from labkit.results import share
 
 ECHO = FIXTURES / "notebooks" / "10_echo.ipynb"
 FAILS = FIXTURES / "notebooks" / "11_fails.ipynb"
@@ -36,17 +42,64 @@ def test_failing_notebook_names_the_cell(tmp_path: Path) -> None:
     assert "10_echo" in proc.stdout and (tmp_path / "11_fails.ipynb").exists()
 
 
-def test_sweep_table_and_plot(tmp_path: Path) -> None:
-    proc = labkit("run", str(ECHO), "--sweep", "size=1,2,3", "--out", str(tmp_path), "--no-progress")
+def test_sweep_with_repeats_writes_the_table_summary_and_plot(tmp_path: Path) -> None:
+    """The one real sweep: 2 values × 2 repeats of the echo notebook, its table read back with pandas."""
+    proc = labkit("run", str(ECHO), "--sweep", "size=1,100", "--repeat", "2", "--label", "ann", "--out",
+                  str(tmp_path), "--no-progress", "--export", str(tmp_path / "ann.json"))
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # a green run is quiet: no kernel warning (IPC transport), no progress bar
     lines = proc.stdout.splitlines()
-    assert lines[0].split()[:4] == ["size", "notebook", "status", "seconds"]
-    for value in (1, 2, 3):
-        row = next(l for l in lines if l.startswith(f"{value} "))
-        assert f"doubled={value * 2}" in row and " ok " in row
-    assert (tmp_path / "sweep-size.png").stat().st_size > 1000
+    assert lines[0].split()[:4] == ["size", "notebook", "runs", "ok"]
+    for value in (1, 100):
+        row = next(line for line in lines if line.startswith(f"{value} "))
+        assert row.split()[1:3] == ["10_echo", "2/2"] and f"doubled={value * 2} items [" in row
+    assert (tmp_path / "sweep-size.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in tmp_path.glob("*.ipynb")) == [
-        "10_echo-size=1.ipynb", "10_echo-size=2.ipynb", "10_echo-size=3.ipynb"]
+        "10_echo-size=1-run1.ipynb", "10_echo-size=1-run2.ipynb", "10_echo-size=100-run1.ipynb",
+        "10_echo-size=100-run2.ipynb"]
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "results.csv")
+    doubled = table[table.result == "doubled"].sort_values(["param.size", "repeat"])
+    assert doubled[["param.size", "repeat", "value", "unit", "label", "status"]].values.tolist() == [
+        [1, 1, 2.0, "items", "ann", "ok"], [1, 2, 2.0, "items", "ann", "ok"],
+        [100, 1, 200.0, "items", "ann", "ok"], [100, 2, 200.0, "items", "ann", "ok"]]
+    assert (table["seconds"] > 0).all() and table["started"].str.endswith("+00:00").all()
+    shared = share.read(tmp_path / "ann.json")  # the file to share: the same rows, read back
+    assert shared[shared.result == "doubled"]["value"].sort_values().tolist() == [2.0, 2.0, 200.0, 200.0]
+
+
+def test_a_kernel_that_never_answers_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel that starts and never answers (a hung interpreter) stops the run with one error, and is stopped."""
+    spec = tmp_path / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    marker = f"never-answers-{tmp_path.name}"
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-c", f"import time; time.sleep(60)  # {marker}", "{connection_file}"],
+        "display_name": "hung", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    with pytest.raises(runner.KernelNotAnsweringError, match="did not answer"):
+        runner.run_one(ECHO, tmp_path / "out", {}, start_timeout=3)
+    assert not [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or ())]
+
+
+def test_loopback_down_and_a_read_only_home_still_run_and_leave_nothing(tmp_path: Path) -> None:
+    """No TCP (the kernels use Unix sockets), and IPython's and matplotlib's dirs go with the run, not into /tmp."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rn", "true"]).returncode != 0:
+        pytest.skip("unshare -rn (a network namespace whose loopback is down) is not allowed here")
+    tmp = Path(tempfile.mkdtemp(prefix="lkt-", dir="/tmp"))  # short: a Unix socket's path has 107 bytes at most
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    try:
+        proc = subprocess.run(["unshare", "-rn", sys.executable, "-m", "labkit", "run", str(ECHO), "--out",
+                               str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True,
+                              env={**env, "HOME": "/proc/self", "TMPDIR": str(tmp)})  # /proc/self: no one may write
+        left = {p.name: sorted(c.name for c in p.iterdir()) if p.is_dir() else None for p in tmp.iterdir()}
+    finally:
+        shutil.rmtree(tmp)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert "doubled=2 items" in proc.stdout
+    [(run_dir, inside)] = left.items()  # labkit's own run dir, empty, and nothing else
+    assert run_dir.startswith("labkit-") and inside == [], left
 
 
 def test_unknown_parameter_and_notebook_are_clear_errors(tmp_path: Path) -> None:
@@ -94,6 +147,7 @@ def test_korean_edition_runs_under_papermill_and_speaks_korean(tmp_path: Path) -
     """`labkit run --lang ko 01`: the Korean notebook, its lesson lines printed in Korean."""
     proc = labkit("run", "01", "--lang", "ko", "-p", "touch_mib", "16", "--out", str(tmp_path), "--no-progress")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr == ""
     import nbformat
 
     nb = nbformat.read(tmp_path / "01_kernel.ipynb", as_version=4)

@@ -10,12 +10,11 @@ name, since they can write only under their own home.
 from __future__ import annotations
 
 import json
-import os
 import pwd
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labkit.classroom import owned
 from labkit.errors import InvalidOptionError
 from labkit.exercises import results_file
 
@@ -86,16 +85,14 @@ def read(user: str) -> StudentProgress:
         return StudentProgress(user, problem="no such account")
     path = results_file(Path(entry.pw_dir))
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return StudentProgress(user)
+        text = owned.read_text(path, entry.pw_uid)
+    except owned.NotTheirs:
+        return StudentProgress(user, problem=f"{path} is not {user}'s own file: ignored")
     except OSError as exc:
         return StudentProgress(user, problem=f"cannot read {path}: {exc.strerror}")
-    with os.fdopen(fd) as fh:
-        info = os.fstat(fh.fileno())
-        if info.st_uid != entry.pw_uid or not stat.S_ISREG(info.st_mode):
-            return StudentProgress(user, problem=f"{path} is not {user}'s own file: ignored")
-        lines = fh.read().splitlines()
+    if text is None:
+        return StudentProgress(user)
+    lines = text.splitlines()
     passed: dict[str, bool] = {}
     attempts: dict[str, int] = {}
     for line in lines:

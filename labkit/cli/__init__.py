@@ -34,9 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "nested": ("nested", "run a command inside an emulated AMD-V machine (hardware KVM on any x86 host)"),
     "cleanup": ("cleanup", "stop and remove the QEMU processes, libvirt domains, scratch dirs and logs that killed "
                            "lab runs left behind (labkit-<you>-*)"),
-    "run": ("run", "execute notebooks headless with papermill and summarise the results"),
+    "run": ("run", "execute notebooks headless with papermill: results as a table, sweeps as plots"),
+    "results": ("results", "combine result files of many machines (labkit run --export) into one table and plot"),
     "hub": ("hub", "run a JupyterHub for a class: one JupyterLab per student account (root)"),
-    "class": ("class_status", "the instructor's view of a class: who passed which exercise check"),
+    "class": ("class_status", "the instructor's view of a class: exercise checks, run results"),
 }
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from labkit.classroom import progress
+from labkit.cli.results import add_output_options, show
 from labkit.hub.plan import STATE_DIR
 
 
@@ -20,6 +21,12 @@ def register(p: argparse.ArgumentParser) -> None:
     status.add_argument("--json", action="store_true")
     status.add_argument("--plot", type=Path, metavar="PNG", help="also save a bar chart")
     status.set_defaults(func=run_status)
+    results = actions.add_parser("results", help="the class's `labkit run --export` results per host kind (root "
+                                                 "reads every student's own result files)")
+    results.add_argument("users", nargs="*", metavar="USER", help="students (default: the hub's)")
+    results.add_argument("--state", type=Path, default=STATE_DIR, help="the hub's state folder, for its students")
+    add_output_options(results)
+    results.set_defaults(func=run_results)
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -27,4 +34,13 @@ def run_status(args: argparse.Namespace) -> int:
     if args.plot:
         report.plot().figure.savefig(args.plot, bbox_inches="tight")
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
+    return 0
+
+
+def run_results(args: argparse.Namespace) -> int:
+    from labkit.classroom import results
+
+    merged = results.collect(args.users or progress.hub_students(args.state))
+    print(merged.report())
+    show(merged.table, args)
     return 0
