@@ -153,8 +153,9 @@ async def student_session(url: str, name: str, password: str) -> tuple[str, dict
         assert {"01_kernel.ipynb", "04_qemu.ipynb", "05_libvirt.ipynb"} <= {c["name"] for c in listing["content"]}
         assert not any(c["name"].startswith("solutions") for c in listing["content"])
         others = [n for n in NAMES if n != name]
+        parameters = PARAMETERS_04 if "04_qemu" in NOTEBOOKS[name] else {}
         run = await student.execute(STUDENT_CODE.format(me=name, others=others, notebooks=NOTEBOOKS[name],
-                                                        parameters=PARAMETERS_04 if "04_qemu" in NOTEBOOKS[name] else {}))
+                                                        parameters=parameters))
         assert run.error is None, f"{name}: {run.error}\n{run.output}"
         probe = json.loads(run.output.split("PROBE ", 1)[1])
         return run.output, probe
