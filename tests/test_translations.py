@@ -106,6 +106,23 @@ def test_an_edition_in_step_is_not_rewritten(tmp_path: Path) -> None:
     assert nbformat.read(written, as_version=4).cells[2].outputs  # the executed outputs survive
 
 
+def test_a_changed_declaration_puts_the_edition_out_of_step(tmp_path: Path) -> None:
+    """The parameters cell's ``labkit`` metadata (what each parameter drives) is copied: an English change to it
+    alone regenerates the edition; an execution timestamp does not."""
+    english = _scratch(tmp_path)
+    assert editions.generate(english, "ko") is not None
+    nb = nbformat.read(english, as_version=4)
+    nb.cells[2].metadata["execution"] = {"iopub.execute_input": "2026-12-07T13:00:00Z"}
+    nbformat.write(nb, english)
+    assert editions.in_step(english, "ko")
+    nb.cells[1].metadata["labkit"] = {"parameters": {"budget": {"drives": ["speed"]}}}
+    nbformat.write(nb, english)
+    assert not editions.in_step(english, "ko")
+    written = editions.generate(english, "ko")
+    assert written is not None and nbformat.read(written, as_version=4).cells[1].metadata["labkit"] == \
+        {"parameters": {"budget": {"drives": ["speed"]}}}
+
+
 def test_drift_a_changed_english_cell_names_that_cell(tmp_path: Path) -> None:
     english = _scratch(tmp_path)
     assert editions.problems(english, "ko") == []

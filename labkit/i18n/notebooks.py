@@ -170,16 +170,18 @@ def translate(english: Path, lang: str) -> Any:
 
 
 def _on_disk_is(out: Path, edition: Any) -> bool:
-    """Whether the notebook at ``out`` has exactly ``edition``'s cells (ids, types, sources; not outputs)."""
+    """Whether the notebook at ``out`` has exactly ``edition``'s cells: ids, types, sources, and the metadata the
+    lab reads (tags; ``labkit``, the results a parameters cell declares) — not outputs, nor the execution
+    timestamps that differ between two runs."""
     import nbformat
 
-    def cells(nb: Any) -> list[tuple[str, str, str]]:
-        return [(c.id, c.cell_type, c.source) for c in nb.cells]
+    def cells(nb: Any) -> list[tuple[str, str, str, Any, Any]]:
+        return [(c.id, c.cell_type, c.source, c.metadata.get("tags"), c.metadata.get("labkit")) for c in nb.cells]
     return out.is_file() and cells(nbformat.read(out, as_version=4)) == cells(edition)
 
 
 def in_step(english: Path, lang: str) -> bool:
-    """Whether the edition on disk has exactly the cells generation would write (ids, types, sources)."""
+    """Whether the edition on disk has exactly the cells generation would write (see :func:`_on_disk_is`)."""
     return _on_disk_is(edition_path(english, lang), translate(english, lang))
 
 
