@@ -217,7 +217,7 @@ def test_keyboard_interrupt_leaves_the_machine_usable() -> None:
         timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
         timer.start()
         with pytest.raises(KeyboardInterrupt):
-            m.run(timeout=10)
+            m.run(timeout=300)  # the interrupt ends it; the budget only bounds a broken one (10 s: hit under load)
         timer.join()
         assert m.registers().rip in (0x8000, 0x8002) and not m.vcpu.closed
 
