@@ -199,7 +199,7 @@ def test_nothing_outlives_an_interrupted_or_killed_run(how: signal.Signals) -> N
         time.sleep(0.2)
     time.sleep(2)  # L1 is booting or running the command
     proc.send_signal(how)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=300)  # what ends is what counts here, not how fast (a loaded host is slow)
     deadline = time.monotonic() + 10
     while children_of(proc.pid) and time.monotonic() < deadline:  # PDEATHSIG is delivered asynchronously
         time.sleep(0.1)
