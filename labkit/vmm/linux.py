@@ -40,6 +40,7 @@ from labkit.vmm.uart import COM1_IRQ, Uart
 VMM_CMDLINE = " ".join((
     "reboot=t",  # the guest's reboot (its /init ends with `reboot -f`) is a triple fault: KVM_EXIT_SHUTDOWN
     "pci=off",   # there is no PCI bus: do not probe for one (ports 0xcf8/0xcfc)
+    "acpi=off",  # there are no ACPI tables: do not search for them (and report "A valid RSDP was not found")
 ))
 DEFAULT_MEMORY_MIB = 128
 #: Exits served per call into the run loop; between calls the loop only checks why it came back.
@@ -50,9 +51,10 @@ NONCE_ROOM = 1 << 10
 
 @dataclass(frozen=True)
 class LinuxTimes:
-    """When the boot got where, in seconds since :func:`boot` was called (its "launch")."""
+    """When the boot got where, in seconds since the VMM's launch: it starts building the VM from the files
+    (found, and the initramfs copied with the nonce, before it: as a QEMU is launched once they are)."""
 
-    setup_s: float  # launch → first KVM_RUN: reading the kernel and initramfs, building the VM
+    setup_s: float  # launch → first KVM_RUN: the VM, its RAM, the kernel and initramfs copied in, the vCPU set
     userspace_s: float  # launch → the report line of /init arrived on the UART
     report_after_first_run_s: float  # first KVM_RUN → the report line
     poweroff_s: float  # launch → KVM_EXIT_SHUTDOWN (the guest's reset)
@@ -166,7 +168,7 @@ class LinuxVm:
     def _failure(self, exit_: Exit, timeout: float) -> LinuxBootError:
         regs = self.vcpu.get_regs()
         if exit_ is INTERRUPTED:
-            what = f"the guest did not reset itself within {timeout:g} s (labkit stopped it)"
+            what = f"the guest did not reset itself within {timeout:g} s (labkit stopped it at rip {regs.rip:#x})"
             fix = "a longer command needs a longer --timeout; the console's last lines say where it was"
         else:
             what = f"the guest stopped with {exit_} at rip {regs.rip:#x}, before it reset itself"
@@ -208,7 +210,6 @@ def boot(kernel: Path | str | None = None, *, command: str | None = None,
     before the host is asked anything; ``check_host=False`` skips the host's
     verdict (for a caller that asked it already).
     """
-    launched = time.perf_counter()
     if vcpus != 1:
         raise InvalidOptionError(f"vcpus={vcpus!r}: labkit's VMM boots one vCPU (more need an MP table or "
                                  "ACPI's MADT to tell the kernel about them)", "use --vcpus 1")
@@ -232,6 +233,7 @@ def boot(kernel: Path | str | None = None, *, command: str | None = None,
     except OSError as exc:
         raise from_os_error(exc, "copy the initramfs with this boot's nonce") from None
     cmdline = f"{images.BASE_CMDLINE} {VMM_CMDLINE}"
+    launched = time.perf_counter()
     with LinuxVm(linux, initrd, cmdline, memory_mib << 20, on_output=on_output) as vm:
         vm.run(timeout)
         stopped = time.perf_counter()
