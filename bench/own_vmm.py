@@ -42,10 +42,12 @@ def inside(n: int) -> None:
         own = vmm.boot(timeout=180, check_host=False)
         print(MARK + json.dumps({"vmm": "labkit", "userspace_s": own.times.userspace_s,
                                  "report_after_first_run_s": own.times.report_after_first_run_s,
-                                 "setup_s": own.times.setup_s, "exits": own.exits}), flush=True)
+                                 "setup_s": own.times.setup_s, "guest_uptime_s": own.times.guest_uptime_s,
+                                 "exits": own.exits}), flush=True)
         other = asyncio.run(qemu.boot(accel="kvm", timeout=180))
         print(MARK + json.dumps({"vmm": "qemu", "machine": other.config.machine,
-                                 "userspace_s": other.times.userspace_s}), flush=True)
+                                 "userspace_s": other.times.userspace_s,
+                                 "guest_uptime_s": other.times.guest_uptime_s}), flush=True)
 
 
 def main() -> int:
@@ -64,13 +66,16 @@ def main() -> int:
         print(f"the run inside L1 failed (status {result.status}):\n{buffer.decode()[-3000:]}", file=sys.stderr)
         return 1
     own = [b for b in boots if b["vmm"] == "labkit"]
-    theirs = [b["userspace_s"] for b in boots if b["vmm"] == "qemu"]
+    qemus = [b for b in boots if b["vmm"] == "qemu"]
+    theirs = [b["userspace_s"] for b in qemus]
     mine = [b["userspace_s"] for b in own]
-    machine = next(b["machine"] for b in boots if b["vmm"] == "qemu")
+    machine = qemus[0]["machine"]
     print(f"labkit VMM  launch → report           {spread(mine)}")
     print(f"            first KVM_RUN → report    {spread([b['report_after_first_run_s'] for b in own])}")
     print(f"            setup (files, VM)         {spread([b['setup_s'] for b in own])}")
+    print(f"            guest clock at /init      {spread([b['guest_uptime_s'] for b in own])}")
     print(f"QEMU {machine:<17} launch → report    {spread(theirs)}")
+    print(f"            guest clock at /init      {spread([b['guest_uptime_s'] for b in qemus])}")
     pairs = [a / b for a, b in zip(mine, theirs)]
     print(f"same-run ratio labkit / QEMU          {statistics.median(pairs):.2f} "
           f"({min(pairs):.2f}–{max(pairs):.2f})   goal ≤ 0.5")
