@@ -293,6 +293,32 @@ def test_a_vm_is_built_around_the_real_kernel_ready_at_its_64_bit_entry() -> Non
     assert vm.vm.closed and vm.vcpu.closed
 
 
+def tiny_kernel(tmp_path: Path, code: bytes) -> vmm.LinuxKernel:
+    """A "kernel" of a few instructions, entered like Linux's 64-bit entry (an ELF at 2 MiB)."""
+    path = tmp_path / "tiny-kernel"
+    path.write_bytes(formats.static_elf(code, 0x200000 + formats.ELF_HEADERS))
+    return vmm.read_kernel(path)
+
+
+@needs_kvm
+def test_the_loop_serves_the_uart_until_the_guests_triple_fault(tmp_path: Path) -> None:
+    """What reboot=t does to Linux, in three instructions: ud2 with no IDT is a triple fault, KVM_EXIT_SHUTDOWN."""
+    code = bytes.fromhex("66baf803" "b068" "ee" "b069" "ee" "0f0b")  # mov dx,0x3f8; 'h' and 'i' out; ud2
+    with vmm.LinuxVm(tiny_kernel(tmp_path, code), b"initrd", "", 64 << 20) as vm:
+        end = vm.run(timeout=60)
+    assert end.name == "KVM_EXIT_SHUTDOWN" and vm.uart.text == "hi"
+    assert vm.exits == {"KVM_EXIT_IO": 2, "KVM_EXIT_SHUTDOWN": 1}
+
+
+@needs_kvm
+def test_a_guest_that_never_resets_is_stopped_with_the_evidence(tmp_path: Path) -> None:
+    k = tiny_kernel(tmp_path, b"\xeb\xfe")  # jmp . (in ring 0: no exit, ever)
+    with vmm.LinuxVm(k, b"initrd", "", 64 << 20) as vm, pytest.raises(vmm.LinuxBootError) as err:
+        vm.run(timeout=0.5)
+    assert f"did not reset itself within 0.5 s (labkit stopped it at rip {k.entry:#x})" in err.value.what
+    assert "the console is empty" in err.value.what and err.value.fix
+
+
 def test_a_command_line_longer_than_the_kernel_takes_is_refused() -> None:
     k = vmm.read_kernel(cached_kernel().vmlinux)
     with pytest.raises(InvalidOptionError, match="takes at most 2047"):

@@ -172,8 +172,9 @@ class LinuxVm:
             fix = "a longer command needs a longer --timeout; the console's last lines say where it was"
         else:
             what = f"the guest stopped with {exit_} at rip {regs.rip:#x}, before it reset itself"
-            fix = ("KVM could not go on with this guest: on a host without VT-x/AMD-V run it in the emulated "
-                   "AMD-V machine: labkit nested run -- labkit kvm linux")
+            fix = ("KVM could not go on with this guest (on a host whose KVM emulates ring 0, that is expected: "
+                   "labkit nested run -- labkit kvm linux); elsewhere the console's last lines and the exit say "
+                   "how far it got: report them with the kernel's version")
         return LinuxBootError(f"{what}. Exits so far: {self.exits}. Last console lines:\n"
                               f"{console_tail(self.uart.text)}", fix)
 

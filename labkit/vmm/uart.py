@@ -115,7 +115,7 @@ class Uart(Device):
             if value == 0x0A:
                 self.line_ends.append((len(self.output), time.perf_counter()))
             if self.on_output is not None:
-                self.on_output(chr(value) if value < 0x80 else bytes((value,)).decode("latin-1"))
+                self.on_output(chr(value))  # byte by byte, as it arrives (Latin-1; .text decodes UTF-8)
         self._thr_empty()  # sent at once: the holding register is empty again
 
     def _thr_empty(self) -> None:
