@@ -271,6 +271,19 @@ def test_pc_bus_unclaimed_ports_float_to_all_ones() -> None:
 # --------------------------------------------------------------------------- a VM around the real kernel
 
 
+def vm_flags(address: int) -> list[str]:
+    """The kernel's VmFlags of this process's mapping that holds ``address`` (/proc/self/smaps)."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            start, end = (int(x, 16) for x in head.split("-"))
+            inside = start <= address < end
+        elif inside and head == "VmFlags:":
+            return line.split()[1:]
+    return []
+
+
 @needs_kvm
 def test_a_vm_is_built_around_the_real_kernel_ready_at_its_64_bit_entry() -> None:
     """Everything but KVM_RUN, on this host's /dev/kvm: irqchip, PIT, RAM, kernel, initramfs, zero page, vCPU."""
@@ -290,6 +303,7 @@ def test_a_vm_is_built_around_the_real_kernel_ready_at_its_64_bit_entry() -> Non
         assert memory.read(page.hdr.ramdisk_image, page.hdr.ramdisk_size) == initrd
         assert page.hdr.ramdisk_image == (128 << 20) - 0x2000  # 5002 bytes: the top two pages
         assert memory.read(page.hdr.cmd_line_ptr, 24) == b"console=ttyS0 reboot=t\0\0"
+        assert "hg" in vm_flags(memory.slots[0].userspace_addr)  # MADV_HUGEPAGE: 2 MiB pages where the host has them
     assert vm.vm.closed and vm.vcpu.closed
 
 
