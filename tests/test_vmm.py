@@ -117,11 +117,13 @@ def test_an_elf_for_another_machine_or_without_a_loadable_entry_is_refused(tmp_p
         vmm.read_kernel(lost)
 
 
-def test_missing_kernel_and_directory(tmp_path: Path) -> None:
+def test_missing_kernel_directory_device_and_pipe(tmp_path: Path) -> None:
     with pytest.raises(MissingKernelError, match="does not exist"):
         vmm.read_kernel(tmp_path / "nothing")
-    with pytest.raises(vmm.NotAKernelError, match="is a directory"):
-        vmm.read_kernel(tmp_path)
+    os.mkfifo(tmp_path / "fifo")
+    for path in (tmp_path, tmp_path / "fifo", Path("/dev/zero")):
+        with pytest.raises(vmm.NotAKernelError, match="is not a regular file"):
+            vmm.read_kernel(path)
 
 
 # --------------------------------------------------------------------------- the zero page

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -62,13 +63,13 @@ def read_kernel(path: Path | str) -> LinuxKernel:
         raise MissingKernelError(f"kernel {path} does not exist",
                                  "build the lab's guest with `labkit image build`, or pass a vmlinux or bzImage")
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a device or a pipe: never opened (a FIFO would block)
+            raise NotAKernelError(f"{path} is not a regular file, so not a kernel image", _KERNEL_FIX)
         with open(path, "rb") as f:
             if path.stat().st_size == 0:
                 raise NotAKernelError(f"{path} is empty, not a kernel", _KERNEL_FIX)
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
                 return _parse(path, data)
-    except IsADirectoryError:
-        raise NotAKernelError(f"{path} is a directory, not a kernel", _KERNEL_FIX) from None
     except OSError as exc:
         raise from_os_error(exc, f"read the kernel {path}") from None
 
