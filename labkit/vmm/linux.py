@@ -152,9 +152,10 @@ class LinuxVm:
         if not install_kick_handler():
             raise InvalidOptionError("the VMM's time limit needs the vCPU kick signal's handler, which only "
                                      "the main thread can install", "boot from the main thread")
+        self._expired = False  # a run after one that timed out gets its own time
         timer = threading.Timer(timeout, self._expire)
         timer.daemon = True
-        self.first_run = time.perf_counter()
+        self.first_run = self.first_run or time.perf_counter()
         timer.start()
         try:
             while True:
