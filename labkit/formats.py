@@ -18,6 +18,7 @@ import shutil
 import struct
 import subprocess
 import zlib
+from dataclasses import dataclass
 from typing import Literal
 
 #: Size of the ELF64 header plus one program header: where :func:`static_elf` puts the code.
@@ -107,6 +108,46 @@ def elf64_segments(data: bytes) -> list[tuple[int, int, int]]:
         filesz, = struct.unpack_from("<Q", data, phoff + i * phentsize + 32)
         segments.append((ptype, offset, filesz))
     return segments
+
+
+@dataclass(frozen=True)
+class Elf64Image:
+    """What a loader needs of an ELF64 executable: its machine, its entry and where each ``PT_LOAD`` goes."""
+
+    machine: int  # e_machine: 62 = x86-64
+    entry: int  # e_entry (a kernel's vmlinux: the physical address of its 64-bit entry, startup_64)
+    loads: tuple[LoadSegment, ...]
+
+
+@dataclass(frozen=True)
+class LoadSegment:
+    """A ``PT_LOAD``: ``filesz`` bytes from ``offset`` of the file to physical ``paddr``, zeros up to ``memsz``."""
+
+    offset: int
+    paddr: int
+    filesz: int
+    memsz: int
+
+
+EM_X86_64 = 62
+
+
+def elf64_image(data: bytes) -> Elf64Image | None:
+    """The loadable view of a little-endian ELF64 file (None: not one, or its program headers are cut off)."""
+    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return None
+    machine, = struct.unpack_from("<H", data, 0x12)
+    entry, phoff = struct.unpack_from("<QQ", data, 0x18)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    if phentsize < 56 or phoff + phnum * phentsize > len(data):
+        return None
+    loads = []
+    for i in range(phnum):
+        ptype, _flags, offset, _vaddr, paddr, filesz, memsz = struct.unpack_from("<IIQQQQQ", data,
+                                                                                 phoff + i * phentsize)
+        if ptype == PT_LOAD:
+            loads.append(LoadSegment(offset, paddr, filesz, memsz))
+    return Elf64Image(machine, entry, tuple(loads))
 
 
 def is_dynamic(data: bytes) -> bool:

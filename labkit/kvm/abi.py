@@ -321,3 +321,31 @@ class kvm_ioeventfd(ctypes.Structure):
 KVM_IOEVENTFD = _IOW(KVMIO, 0x79, ctypes.sizeof(kvm_ioeventfd))
 KVM_IOEVENTFD_FLAG_PIO = 1 << 1  # addr is an I/O port, not a guest-physical address
 IOCTL_NAMES[KVM_IOEVENTFD] = "KVM_IOEVENTFD"
+
+
+# --------------------------------------------------------------------------- interrupt controllers (labkit.vmm)
+# A VMM that boots Linux lets KVM emulate the PC's interrupt controllers and timer in the kernel
+# (KVM_CREATE_IRQCHIP: two 8259 PICs, the IOAPIC and each vCPU's local APIC; KVM_CREATE_PIT2: the 8254
+# timer) and raises a device's interrupt line with KVM_IRQ_LINE.
+
+
+class kvm_irq_level(ctypes.Structure):
+    """KVM_IRQ_LINE: set interrupt line (GSI) ``irq`` to ``level`` (1 raised, 0 lowered)."""
+
+    _fields_ = [("irq", u32), ("level", u32)]
+
+
+class kvm_pit_config(ctypes.Structure):
+    """KVM_CREATE_PIT2: options of the in-kernel 8254 timer."""
+
+    _fields_ = [("flags", u32), ("pad", u32 * 15)]
+
+
+#: The PIT's speaker port (0x61) answered in the kernel too, so a guest's timer calibration never exits.
+KVM_PIT_SPEAKER_DUMMY = 1
+
+KVM_CREATE_IRQCHIP = _IO(KVMIO, 0x60)
+KVM_IRQ_LINE = _IOW(KVMIO, 0x61, ctypes.sizeof(kvm_irq_level))
+KVM_CREATE_PIT2 = _IOW(KVMIO, 0x77, ctypes.sizeof(kvm_pit_config))
+
+IOCTL_NAMES.update({globals()[name]: name for name in ("KVM_CREATE_IRQCHIP", "KVM_IRQ_LINE", "KVM_CREATE_PIT2")})

@@ -60,6 +60,21 @@ class Vm(KvmFd):
         "unrestricted guest"; harmless elsewhere, so every VMM sets it."""
         self.ioctl(abi.KVM_SET_TSS_ADDR, address, note=lambda _: f"{address:#x}")
 
+    def create_irqchip(self) -> None:
+        """KVM_CREATE_IRQCHIP: the PC's interrupt controllers (8259 PICs, IOAPIC, local APICs) emulated in the
+        kernel, so interrupts reach the guest without a trip through this process.  Before the first vCPU."""
+        self.ioctl(abi.KVM_CREATE_IRQCHIP, note=lambda _: "PIC ×2, IOAPIC, local APICs in the kernel")
+
+    def create_pit2(self) -> None:
+        """KVM_CREATE_PIT2: the 8254 timer (ports 0x40–0x43) in the kernel, ticking on IRQ 0.  Needs the irqchip."""
+        config = abi.kvm_pit_config(flags=abi.KVM_PIT_SPEAKER_DUMMY)
+        self.ioctl(abi.KVM_CREATE_PIT2, ctypes.addressof(config), note=lambda _: "8254 timer in the kernel")
+
+    def irq_line(self, irq: int, level: int) -> None:
+        """KVM_IRQ_LINE: drive interrupt line ``irq`` to ``level`` (the in-kernel irqchip sees the edge)."""
+        line = abi.kvm_irq_level(irq=irq, level=level)
+        self.ioctl(abi.KVM_IRQ_LINE, ctypes.addressof(line), note=lambda _: f"IRQ {irq} ← {level}")
+
     def create_vcpu(self) -> Vcpu:
         """KVM_CREATE_VCPU: a new vCPU (in its reset state, like a CPU after power-on) with its own fd,
         and its ``kvm_run`` page mapped (KVM_GET_VCPU_MMAP_SIZE says how large)."""
