@@ -23,16 +23,6 @@ from labkit.kvm import guests
 from labkit.kvm.machine import Machine
 
 TOP = Path(__file__).resolve().parents[2]
-#: Set by tests/test_nested.py, which runs this folder inside one L1 boot.  The host's pytest does not
-#: collect it (norecursedirs): on a PVM host these tests would test the wrong machine.
-IN_L1 = os.environ.get("LABKIT_IN_L1") == "1"
-
-
-@pytest.fixture(autouse=True)
-def inside_l1() -> None:
-    if not IN_L1:
-        pytest.fail("these tests run inside the emulated AMD-V machine: "
-                    "run tests/test_nested.py::test_hardware_path_inside_l1 (labkit nested run -- pytest ...)")
 
 
 def labkit(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

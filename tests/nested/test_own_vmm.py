@@ -10,18 +10,8 @@ import os
 from pathlib import Path
 
 import psutil
-import pytest
 
 from labkit import images, vmm
-
-IN_L1 = os.environ.get("LABKIT_IN_L1") == "1"
-
-
-@pytest.fixture(autouse=True)
-def inside_l1() -> None:
-    if not IN_L1:
-        pytest.fail("this test runs inside the emulated AMD-V machine: "
-                    "run tests/test_nested.py::test_hardware_path_inside_l1 (labkit nested run -- pytest ...)")
 
 
 def qemus() -> list[str]:
