@@ -96,7 +96,9 @@ class Pool:
         if directory is not None:
             _check_directory(Path(directory))
         self._scratch = runtime.scratch_dir("pool") if directory is None else None
-        self.path = Path(directory) if directory is not None else self._scratch  # type: ignore[assignment]
+        self.path: Path = Path(directory) if directory is not None else runtime.run_dir()
+        if self._scratch is not None:
+            self.path = self._scratch
         root = ET.Element("pool", type="dir")
         ET.SubElement(root, "name").text = self.name
         ET.SubElement(ET.SubElement(root, "target"), "path").text = str(self.path)
@@ -132,9 +134,9 @@ class Pool:
         vol = self.conn.call(f"find the volume {name} in {self.name}", self.raw.storageVolLookupByName, name)
         root = ET.fromstring(vol.XMLDesc(0))
         backing = root.findtext("backingStore/path")
+        fmt = root.find("target/format")
         return Volume(name, Path(root.findtext("target/path", "")),
-                      (root.find("target/format").get("type", "raw") if root.find("target/format") is not None
-                       else "raw"),
+                      fmt.get("type", "raw") if fmt is not None else "raw",
                       int(root.findtext("capacity", "0")), int(root.findtext("allocation", "0")),
                       Path(backing) if backing else None)
 
