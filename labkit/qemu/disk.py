@@ -179,3 +179,24 @@ def scattered_writes_command(writes: int, kib: int = 4, spacing_mib: int = 1) ->
     step = spacing_mib * 1024 // kib
     return (f"i=0; while [ $i -lt {writes} ]; do dd if=/dev/urandom of={{dev}} bs={kib}k count=1 "
             f"seek=$((i * {step})) oflag=direct 2>/dev/null || echo 'write failed'; i=$((i + 1)); done; sync")
+
+
+@dataclass(frozen=True)
+class Growth:
+    """How much a fresh overlay grew when the guest wrote ``writes`` times 4 KiB, each into another MiB."""
+
+    writes: int
+    cluster_size: int  # qcow2's unit of allocation, in bytes
+    grown: int  # bytes the overlay file grew by
+
+
+async def measure_growth(image: images.GuestImage, writes: int, accel: Accel = "auto") -> Growth:
+    """Boot the guest on a fresh overlay, let it make ``writes`` scattered 4 KiB writes, measure the file."""
+    command = scattered_writes_command(writes)
+    with Workspace() as ws:
+        base = imgdisk.create_base(ws.path / "base.raw", writes + 1)
+        overlay = ws.path / "overlay.qcow2"
+        cluster = imgdisk.create_overlay(base, overlay).cluster_size or 0
+        before = imgdisk.file_size(overlay)
+        await boot_with_disk(image, overlay, command, accel=accel)
+        return Growth(writes, cluster, imgdisk.file_size(overlay) - before)
