@@ -46,7 +46,7 @@ def second_disk(disk_xml: str | None, volume: Path, image: images.GuestImage) ->
     """Does libvirt accept ``disk_xml`` as the guest's second disk: ``volume`` (qcow2) as virtio ``vdb``?"""
     if not disk_xml or not isinstance(disk_xml, str):
         return Feedback(False, _("set my_disk_xml to a <disk> element, as text"),
-                        _("https://libvirt.org/formatdomain.html#hard-drives-floppy-disks-cdroms"))
+                        "https://libvirt.org/formatdomain.html#hard-drives-floppy-disks-cdroms")
     try:
         ET.fromstring(disk_xml)
     except ET.ParseError as exc:
@@ -67,7 +67,7 @@ def second_disk(disk_xml: str | None, volume: Path, image: images.GuestImage) ->
     disks = stored.findall("devices/disk")
     found = next((d for d in disks if d.find("target") is not None and d.find("target").get("dev") == "vdb"), None)  # type: ignore[union-attr]
     if found is None:
-        return Feedback(False, _("libvirt stored the disk, but not as vdb"), _("<target dev='vdb' bus='virtio'/>"))
+        return Feedback(False, _("libvirt stored the disk, but not as vdb"), "<target dev='vdb' bus='virtio'/>")
     problems = []
     if found.find("source") is None or found.find("source").get("file") != str(volume):  # type: ignore[union-attr]
         problems.append(_("its source is not the volume {path}").format(path=volume))
@@ -77,6 +77,6 @@ def second_disk(disk_xml: str | None, volume: Path, image: images.GuestImage) ->
         problems.append(_("its driver type is not qcow2 (QEMU would show the guest qcow2's own bytes)"))
     if problems:
         return Feedback(False, _("libvirt took the disk, but {problems}").format(problems="; ".join(problems)),
-                        _("<driver name='qemu' type='qcow2'/>, <source file='...'/>, <target dev='vdb' bus='virtio'/>"))
+                        "<driver name='qemu' type='qcow2'/>, <source file='...'/>, <target dev='vdb' bus='virtio'/>")
     return Feedback(True, _("libvirt stored your disk: {path} as the guest's virtio disk vdb, read as qcow2").format(
         path=volume))

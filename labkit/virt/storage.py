@@ -51,6 +51,7 @@ def remove_pool(conn: Connection, name: str) -> bool:
         pool = conn.raw.storagePoolLookupByName(name)
     except libvirt.libvirtError:
         return False
+    persistent = pool.isPersistent()  # a transient pool is gone once destroyed: ask first
     if pool.isActive():
         for vol in pool.listAllVolumes(0):
             try:
@@ -58,7 +59,7 @@ def remove_pool(conn: Connection, name: str) -> bool:
             except libvirt.libvirtError:
                 pass  # gone meanwhile, or a file libvirt cannot delete: the pool goes anyway
         pool.destroy()
-    if pool.isPersistent():
+    if persistent:
         pool.undefine()
     return True
 
