@@ -21,13 +21,16 @@ import struct
 import subprocess
 import tarfile
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from labkit import formats, runtime
 from labkit.errors import MissingToolError
 from labkit.images import cache as imagecache
 from labkit.images.errors import ImageError
-from labkit.images.kernel import Kernel
+from labkit.images.guest import GuestImage
+from labkit.images.initramfs import build_initramfs
+from labkit.images.kernel import Kernel, find_kernel
 
 #: The guest's shell line that loads every module of :func:`with_drivers`, in order.
 INSMOD_ALL = "for m in /lib/modules/*.ko; do insmod $m || echo \"insmod $m failed\"; done"
@@ -155,3 +158,12 @@ def with_drivers(initrd: Path, modules: list[Path], into: Path) -> Path:
     out = into / f"drivers-{initrd.name}"
     out.write_bytes(initrd.read_bytes() + gzip.compress(formats.cpio(entries), compresslevel=1, mtime=0))
     return out
+
+
+def with_device(image: GuestImage, modules: tuple[str, ...], ready: str, command: str, into: Path) -> GuestImage:
+    """``image`` whose /init loads ``modules`` (and what they need), waits until the shell test ``ready``
+    holds (the device appeared, e.g. ``-b /dev/vda``; at most 10 s), then runs ``command``."""
+    drivers = guest_modules(find_kernel(image.kernel, fetch=False), modules)
+    script = (f"{INSMOD_ALL} >/dev/null; i=0; while ! [ {ready} ] && [ $i -lt 200 ]; do sleep 0.05; "
+              f"i=$((i+1)); done; {command}")
+    return replace(image, initrd=with_drivers(build_initramfs(script), drivers, into), command=script)

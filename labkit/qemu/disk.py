@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from labkit import images, runtime
 from labkit.errors import InvalidOptionError
 from labkit.images import disk as imgdisk
-from labkit.images.modules import INSMOD_ALL, guest_modules, with_drivers
+from labkit.images.modules import with_device
 from labkit.qemu.accel import Accel
 from labkit.qemu.guest import BootResult, boot
 
@@ -62,20 +62,6 @@ def guest_device(interface: Interface) -> str:
     return INTERFACES[interface][1]
 
 
-def prepare(image: images.GuestImage, interface: Interface, command: str, into: Path) -> images.GuestImage:
-    """``image`` whose /init loads the disk's driver, waits for its device, then runs ``command``.
-
-    ``command`` may use ``{dev}`` for the guest's device node.
-    """
-    kernel = images.find_kernel(image.kernel, fetch=False)
-    drivers = guest_modules(kernel, INTERFACES[interface][2])
-    dev = guest_device(interface)
-    script = (f"{INSMOD_ALL} >/dev/null; i=0; while [ ! -b {dev} ] && [ $i -lt 200 ]; do sleep 0.05; "
-              f"i=$((i+1)); done; " + command.replace("{dev}", dev))
-    initrd = with_drivers(images.build_initramfs(script), drivers, into)
-    return replace(image, initrd=initrd, command=script)
-
-
 async def boot_with_disk(image: images.GuestImage, path: Path, command: str, *, interface: Interface = "virtio",
                          fmt: str = "qcow2", accel: Accel = "auto", memory_mib: int = 128,
                          timeout: float = 120.0) -> BootResult:
@@ -85,7 +71,8 @@ async def boot_with_disk(image: images.GuestImage, path: Path, command: str, *, 
         imgdisk.require_qcow2(path)
     imgdisk.chain(path)  # a backing file that is gone fails here, in one sentence
     with runtime.scratch("disk-initrd") as folder:
-        ready = prepare(image, interface, command, folder)
+        dev = guest_device(interface)
+        ready = with_device(image, INTERFACES[interface][2], f"-b {dev}", command.replace("{dev}", dev), folder)
         return await boot(ready, accel=accel, machine=MACHINE, memory_mib=memory_mib, timeout=timeout,
                           extra_args=drive_args(path, interface, fmt))
 
