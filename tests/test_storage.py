@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import images, runtime, virt
+from labkit import cleanup, images, runtime, virt
 from labkit.errors import InvalidOptionError, ReadOnlyError
 from labkit.exercises import storage as exercises
 from labkit.images import disk
@@ -129,6 +129,8 @@ def test_a_pool_whose_owner_was_killed_is_reclaimed(conn) -> None:
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert name in storage.pool_names(conn)  # the daemon keeps a transient pool until someone destroys it
+    found = [r for r in cleanup.cleanup(kinds=("pool",), dry_run=True).items if r.name == name]
+    assert [r.action for r in found] == ["would remove"]
     with storage.Pool(conn, "t-next"):
         assert name not in storage.pool_names(conn)
     orphans = runtime.orphan_scratch_dirs(runtime.run_dir())  # what the next process and labkit cleanup remove

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Literal
 
+import psutil
+
 from labkit import images, runtime
 from labkit.errors import InvalidOptionError
 from labkit.images.modules import with_device
@@ -62,6 +64,7 @@ class Listener:
         self.port: int = self.sock.getsockname()[1]
         self.received = 0
         self.connections = 0
+        self.senders: list[str] = []  # the command line of the host process at the other end of each connection
         self.first_byte_at: float | None = None
         self.last_byte_at: float | None = None
         self._stop = False
@@ -72,10 +75,11 @@ class Listener:
     def _serve(self) -> None:
         while not self._stop:
             try:
-                conn, _ = self.sock.accept()
+                conn, peer = self.sock.accept()
             except OSError:
                 return
             self.connections += 1
+            self.senders.append(_process_at(peer))
             with conn:
                 while data := conn.recv(65536):
                     now = time.monotonic()
@@ -98,6 +102,17 @@ class Listener:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _process_at(peer: tuple[str, int]) -> str:
+    """The command line of the local process whose TCP socket is ``peer`` ("" if the kernel does not say)."""
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.laddr and tuple(conn.laddr) == peer and conn.pid:
+            try:
+                return " ".join(psutil.Process(conn.pid).cmdline())
+            except psutil.Error:
+                return ""
+    return ""
 
 
 def netdev_args(port: int, nic: Nic = "virtio") -> tuple[str, ...]:
@@ -146,6 +161,7 @@ class NetRun:
     guest_s: float  # the guest's clock around its send (10 ms steps)
     host_received: int  # bytes the host's listener read
     host_s: float | None  # the host's clock from the first byte to the last
+    sender: str  # the command line of the host process that connected to the listener (QEMU's)
     forbidden_reached: bool | None  # did the guest get through to 10.0.2.2 (None: not tried)
 
     @property
@@ -154,7 +170,8 @@ class NetRun:
         return self.host_received / 2**20 / max(self.host_s or self.guest_s, 0.01)
 
 
-def parse_net(result: BootResult, nic: str, mib: int, received: int, host_s: float | None = None) -> NetRun:
+def parse_net(result: BootResult, nic: str, mib: int, received: int, host_s: float | None = None,
+              sender: str = "") -> NetRun:
     """The :class:`NetRun` of a guest that ran :func:`transfer_command`; an error if it printed nothing."""
     out = result.report.command_output or ""
     sent = re.search(r"LABKIT-NET sent ([\d.]+) ([\d.]+)", out)
@@ -164,7 +181,7 @@ def parse_net(result: BootResult, nic: str, mib: int, received: int, host_s: flo
     address = re.search(r"LABKIT-NET address (\S+)", out)
     reached = re.search(r"LABKIT-NET (reached|refused)", out)
     return NetRun(nic, mib, address.group(1) if address else None, float(sent.group(2)) - float(sent.group(1)),
-                  received, host_s, None if reached is None else reached.group(1) == "reached")
+                  received, host_s, sender, None if reached is None else reached.group(1) == "reached")
 
 
 async def measure_transfer(image: images.GuestImage, nic: Nic = "virtio", mib: int = 16, *, try_host: bool = True,
@@ -184,7 +201,7 @@ async def measure_transfer(image: images.GuestImage, nic: Nic = "virtio", mib: i
                 break
             time.sleep(0.05)
         span = lab.last_byte_at - lab.first_byte_at if lab.first_byte_at and lab.last_byte_at else None
-        run = parse_net(result, nic, mib, lab.received, span)
+        run = parse_net(result, nic, mib, lab.received, span, lab.senders[0] if lab.senders else "")
         if try_host and forbidden.connections:  # the host's own count outranks what the guest printed
             run = replace(run, forbidden_reached=True)
         return run
