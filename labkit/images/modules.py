@@ -112,17 +112,11 @@ def _fetch(kernel: Kernel, names: tuple[str, ...]) -> None:
                                    "run labkit on the Debian/Ubuntu host the lab is set up for")
     folder = _folder(imagecache.user_cache(), kernel)
     with runtime.scratch("modules") as tmp:
-        spec = f"{info['package']}={info['version']}"
-        proc = subprocess.run(["apt-get", "download", "-q", spec], cwd=tmp, capture_output=True, text=True,
-                              check=False)
-        debs = sorted(tmp.glob("*.deb"))
-        if proc.returncode != 0 or not debs:
-            raise ImageError(f"`apt-get download {spec}` failed: {(proc.stderr or proc.stdout).strip()[-200:]}",
-                             "sudo apt-get update; or fetch the current kernel: labkit image build --refresh")
+        deb = download_package(f"{info['package']}={info['version']}", tmp)
         wanted, found = set(names), dict[str, bytes]()
         while wanted - found.keys():  # each pass adds the dependencies the last one revealed
             before = len(found)
-            found.update(_unpack(debs[0], info["release"], wanted - found.keys()))
+            found.update(unpack_modules(deb, info["release"], wanted - found.keys()))
             if len(found) == before:
                 break
             for ko in list(found.values()):
@@ -131,7 +125,21 @@ def _fetch(kernel: Kernel, names: tuple[str, ...]) -> None:
         imagecache.publish(data, folder / f"{name}.ko")
 
 
-def _unpack(deb: Path, release: str, names: set[str]) -> dict[str, bytes]:
+def download_package(spec: str, folder: Path) -> Path:
+    """``apt-get download SPEC`` into ``folder`` (as any user, nothing installed); the ``.deb``."""
+    proc = subprocess.run(["apt-get", "download", "-q", spec], cwd=folder, capture_output=True, text=True,
+                          check=False)
+    debs = sorted(folder.glob("*.deb"))
+    if proc.returncode != 0 or not debs:
+        detail = " / ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])
+        raise ImageError(f"`apt-get download {spec}` failed ({detail}): kernel modules must come from the same "
+                         "package as the cached kernel",
+                         "sudo apt-get update; if the archive dropped that version, fetch the current kernel with "
+                         "`labkit image build --refresh`")
+    return debs[0]
+
+
+def unpack_modules(deb: Path, release: str, names: set[str]) -> dict[str, bytes]:
     """The ``.ko`` files called ``names`` in a kernel ``.deb``, streamed through ``dpkg-deb``."""
     pattern = re.compile(rf"\./(?:usr/)?lib/modules/{re.escape(release)}/kernel/.*/(?P<name>[^/]+)\.ko")
     found: dict[str, bytes] = {}
