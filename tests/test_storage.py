@@ -149,3 +149,30 @@ def test_the_second_disk_exercise_asks_the_daemon(conn, tmp_path: Path) -> None:
     feedback = exercises.second_disk(wrong_bus, volume, image)
     assert not feedback.solved and "virtio" in feedback.message
     assert not exercises.second_disk("<disk type='file'>", volume, image).solved
+
+
+def test_a_disk_workspace_whose_owner_was_killed_is_an_orphan() -> None:
+    """Overlays live in a `disk-<pid>-…` scratch dir: once its owner dies, cleanup and the next run take it."""
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import time
+        from labkit.images import disk
+        from labkit.qemu import disk as qdisk
+        ws = qdisk.Workspace()
+        disk.create_overlay(disk.create_base(ws.path / "base.raw", 1), ws.path / "top.qcow2")
+        print(ws.path, flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    folder = Path(child.stdout.readline().strip())
+    assert (folder / "top.qcow2").is_file() and folder not in runtime.orphan_scratch_dirs(runtime.run_dir())
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert folder in runtime.orphan_scratch_dirs(runtime.run_dir())
+    shutil.rmtree(folder)
+
+
+def test_a_disk_workspace_is_removed_on_error() -> None:
+    with pytest.raises(RuntimeError), qdisk.Workspace() as ws:
+        disk.create_base(ws.path / "base.raw", 1)
+        raise RuntimeError("the lesson failed half-way")
+    assert not ws.path.exists()
