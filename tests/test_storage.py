@@ -176,3 +176,13 @@ def test_a_disk_workspace_is_removed_on_error() -> None:
         disk.create_base(ws.path / "base.raw", 1)
         raise RuntimeError("the lesson failed half-way")
     assert not ws.path.exists()
+
+
+def test_setup_fetches_every_driver_the_lessons_load() -> None:
+    from labkit.images import modules
+    from labkit.qemu import net
+
+    used = {m for _, _, names in qdisk.INTERFACES.values() for m in names} | {
+        m for _, names in net.NICS.values() for m in names}
+    assert used == set(modules.LAB_DRIVERS)
+    assert {p.stem for p in modules.prepare()} >= used  # cached next to the kernel, dependencies included

@@ -32,6 +32,9 @@ from labkit.images.guest import GuestImage
 from labkit.images.initramfs import build_initramfs
 from labkit.images.kernel import Kernel, find_kernel
 
+#: Every driver the lab's lessons give the tiny guest (labkit.qemu.disk, labkit.qemu.net): setup fetches them.
+LAB_DRIVERS = ("virtio_blk", "virtio_pci", "ata_piix", "sd_mod", "virtio_net", "vmxnet3")
+
 #: The guest's shell line that loads every module of :func:`with_drivers`, in order.
 INSMOD_ALL = "for m in /lib/modules/*.ko; do insmod $m || echo \"insmod $m failed\"; done"
 
@@ -83,6 +86,11 @@ def guest_modules(kernel: Kernel, names: tuple[str, ...]) -> list[Path]:
         raise ImageError(f"{_package(kernel)['package']} lacks some of {', '.join(names)}",
                          "use Debian's linux-image-cloud-amd64 (`labkit image build --refresh`)")
     return order
+
+
+def prepare() -> list[Path]:
+    """Fetch :data:`LAB_DRIVERS` for the cached kernel now (setup), so no lesson downloads anything."""
+    return guest_modules(find_kernel(fetch=False), LAB_DRIVERS)
 
 
 def _load_order(folder: Path, names: tuple[str, ...]) -> list[Path] | None:
