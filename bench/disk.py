@@ -13,6 +13,10 @@ the guest times ``dd … oflag=direct`` / ``iflag=direct`` with its own clock
 the virtio/IDE ratio of that round; then medians.  Under TCG there are no VM
 exits: a device access is a call into QEMU's device model, so the two come
 out close; under KVM each IDE register access is an exit.
+
+Measured here (TCG, 5 rounds of 32 MiB, a loaded host): medians virtio write 31.4 / read 47.1 MiB/s, IDE
+30.5 / 43.8 MiB/s, 16 interrupts per MiB each; same-round virtio/IDE ratio write 1.13x, read 2.61x, with
+single rounds from 0.14x to 4.3x: on a shared host the spread is as large as the difference.
 """
 
 from __future__ import annotations
