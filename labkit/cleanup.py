@@ -68,9 +68,9 @@ from labkit.runtime import owner_alive
 if TYPE_CHECKING:
     from labkit import virt
 
-Kind = Literal["domain", "qemu", "dir", "log", "kernelfile", "squatted"]
+Kind = Literal["domain", "qemu", "dir", "log", "kernelfile", "squatted", "pool"]
 Action = Literal["removed", "would remove", "kept", "failed"]
-KINDS: tuple[Kind, ...] = ("domain", "qemu", "dir", "log", "kernelfile", "squatted")
+KINDS: tuple[Kind, ...] = ("domain", "qemu", "dir", "log", "kernelfile", "squatted", "pool")
 
 
 
@@ -258,12 +258,32 @@ def _libvirt(virt: ModuleType, target: _Target, users: dict[str, int], force: bo
                 rows.append(row)
                 if row.action in ("removed", "would remove"):
                     remaining.discard(name)
+            if "pool" in kinds:
+                rows += [settle(found, force, dry_run) for found in _pools(conn, target, users, where)]
         if "log" in kinds and target.qemu_logs is not None:
             rows += [settle(found, force, dry_run) for found in _logs(target, users, remaining)]
     finally:
         if conn is not None:
             conn.close()
     return rows, seen
+
+
+def _pools(conn: virt.Connection, target: _Target, users: dict[str, int], where: str) -> Iterator[Found]:
+    """The lab's storage pools on one daemon (labkit.virt.storage), each removed with its volumes."""
+    from labkit.virt import storage
+
+    for name in storage.pool_names(conn, target.prefix):
+        user, uid = (target.user, users.get(target.user)) if target.user else _user_of(name, users)
+        yield Found("pool", name, user, uid, runtime.name_owner(name), None, where, _pool_remover(conn, name))
+
+
+def _pool_remover(conn: virt.Connection, name: str) -> Callable[[], str]:
+    def remove() -> str:
+        from labkit.virt import storage
+
+        return f"volumes deleted, pool destroyed (virsh pool-destroy {name})" if storage.remove_pool(conn, name) \
+            else "already gone"
+    return remove
 
 
 def _started(virt: ModuleType, domain: str) -> float | None:
@@ -425,7 +445,7 @@ def cleanup(*, all_users: bool = False, force: bool = False, dry_run: bool = Fal
     rows: list[Leftover] = []
     managed: set[str] = set()
     notes: list[str] = []
-    if "domain" in kinds or "log" in kinds:
+    if "domain" in kinds or "log" in kinds or "pool" in kinds:
         virt = _virt()
         if virt is None:
             notes.append("libvirt domains and their logs were not looked at: libvirt-python is not installed "

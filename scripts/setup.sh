@@ -116,6 +116,9 @@ echo '{ "KernelManager": { "transport": "ipc" } }' > .venv/etc/jupyter/jupyter_s
 # The tiny guest (kernel from the package archive + busybox initramfs) into the user's
 # cache, so notebooks and tests never download anything.
 .venv/bin/labkit image build --quiet
+# ... the tiny guest's disk and network drivers (notebook 04b), from its kernel's own package ...
+.venv/bin/python -c "from labkit.images import modules; modules.prepare()" \
+  || say "the guest's disk and network drivers are not fetched (see above); notebook 04b fetches them when run"
 # ... and the emulated AMD-V machine's kernel modules (notebook 04, `labkit nested`), from the same package.
 if [[ $(uname -m) == x86_64 ]]; then
   .venv/bin/labkit nested prepare >/dev/null || say "the emulated AMD-V machine is not prepared (see above); notebook 04 explains why"

@@ -169,7 +169,9 @@ def _template_answers() -> dict[str, tuple]:
             "page-faults": (), "stop-signal": (None,), "hypervisor-types": ({}, ""),
             "vmm-process": (None,), "kvm-digits": (kvm.STARTER,), "qemu-vcpus": (None,),
             "libvirt-guest": (None,), "kvm-mmio": (guest_programs.MMIO_STARTER,),
-            "kvm-ring3": (guest_programs.RING3_STARTER,), "qemu-cpu-model": (None,), "virsh-pause": (None,)}
+            "kvm-ring3": (guest_programs.RING3_STARTER,), "qemu-cpu-model": (None,), "virsh-pause": (None,),
+            "overlay-growth": (None, None), "second-disk": (None, Path("vdb.qcow2"), None),
+            "pml4-index": (None, 0x5555_1234_5678)}
 
 
 @pytest.mark.parametrize("name", sorted(exercises.all_exercises()))

@@ -10,15 +10,12 @@ cached next to the kernel: ``<cache>/kernels/<sha16>/modules/<name>.ko``.
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import subprocess
-import tarfile
-import tempfile
 from pathlib import Path
 
 from labkit import images, runtime
 from labkit.errors import MissingToolError
+from labkit.images.modules import download_package, unpack_modules
 from labkit.nested.errors import NestedError
 
 #: In the order /nested-init loads them (each needs those before it); kvm-amd last, with nested=1.
@@ -60,17 +57,8 @@ def kernel_modules(kernel: images.Kernel) -> Path:
                                    "run labkit on the Debian/Ubuntu host the lab is set up for")
     folder = images.user_cache() / "kernels" / kernel.sha256[:16] / "modules"
     with runtime.scratch("modules") as tmp:
-        spec = f"{info['package']}={info['version']}"
-        proc = subprocess.run(["apt-get", "download", "-q", spec], cwd=tmp, capture_output=True, text=True,
-                              check=False)
-        debs = sorted(tmp.glob("*.deb"))
-        if proc.returncode != 0 or not debs:
-            detail = " / ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])
-            raise NestedError(f"`apt-get download {spec}` failed ({detail}): the modules must come from the "
-                              "same package as the cached kernel",
-                              "sudo apt-get update; if the archive dropped that version, fetch the current "
-                              "kernel with `labkit image build --refresh`")
-        unpacked = require_all(_unpack(debs[0], info["release"]), f"{info['package']} {info['version']}")
+        deb = download_package(f"{info['package']}={info['version']}", tmp)
+        unpacked = require_all(_unpack(deb, info["release"]), f"{info['package']} {info['version']}")
     for name, data in unpacked.items():
         images.publish(data, folder / f"{name}.ko")
     return folder
@@ -88,20 +76,5 @@ def require_all(found: dict[str, bytes], package: str) -> dict[str, bytes]:
 
 
 def _unpack(deb: Path, release: str) -> dict[str, bytes]:
-    """The modules of :data:`MODULES` in a kernel ``.deb``, by name, streamed through ``dpkg-deb``."""
-    wanted = re.compile(rf"\./(?:usr/)?lib/modules/{re.escape(release)}/kernel/.*/(?P<name>[^/]+)\.ko")
-    found: dict[str, bytes] = {}
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE, stderr=err)
-        assert proc.stdout is not None
-        try:
-            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-                for member in tar:
-                    match = wanted.fullmatch(member.name)
-                    if match and match["name"] in MODULES and member.isfile():
-                        found[match["name"]] = tar.extractfile(member).read()  # type: ignore[union-attr]
-        finally:
-            proc.stdout.close()
-            proc.kill()
-            proc.wait()
-    return found
+    """The modules of :data:`MODULES` in a kernel ``.deb``, by name."""
+    return unpack_modules(deb, release, set(MODULES))

@@ -134,11 +134,12 @@ def linux_config(image: images.GuestImage, accel: AccelChoice, *, machine: str =
 async def boot(image: images.GuestImage | None = None, *, accel: Accel = "auto", machine: str = "auto",
                cpu: str | None = None, memory_mib: int = 128, vcpus: int = 1, command: str | None = None,
                append: str = "", host_tuning: bool = True, timeout: float = 60.0,
-               on_output: Callable[[str], None] | None = None) -> BootResult:
+               on_output: Callable[[str], None] | None = None, extra_args: tuple[str, ...] = ()) -> BootResult:
     """Boot the tiny guest once: wait for its report, let it power off, return what it saw and the timings.
 
     ``command`` runs in the guest after its report (output in
-    ``result.report.command_output``).  The machine never outlives the call.
+    ``result.report.command_output``); ``extra_args`` are more QEMU options
+    (a disk, a NIC: :mod:`labkit.qemu.disk`).  The machine never outlives the call.
     A fresh nonce marks the guest's report and command output, so the
     command cannot fake where its output ends (:func:`labkit.images.with_nonce`).
     """
@@ -152,6 +153,7 @@ async def boot(image: images.GuestImage | None = None, *, accel: Accel = "auto",
     choice = choose_accel(accel, "linux")
     config, notes = linux_config(image, choice, machine=machine, cpu=cpu, memory_mib=memory_mib,
                                  vcpus=vcpus, append=append, host_tuning=host_tuning)
+    config = replace(config, extra_args=config.extra_args + tuple(extra_args))
     config.validate()  # a missing kernel or initramfs says so, before its copy fails
     token = images.nonce()
     with runtime.scratch("qemu-initrd") as folder:

@@ -1,0 +1,1 @@
+my_pml4_index = (exercise_gva >> 39) & 511
