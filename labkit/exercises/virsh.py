@@ -9,25 +9,13 @@ learner's to end.  (CPU time would not tell: an idle guest's vCPUs sit in
 
 from __future__ import annotations
 
-import time
-
 from labkit import virt
 from labkit.errors import LabkitError
 from labkit.exercises import Feedback, exercise
 from labkit.i18n import _
 
-#: The guest's command in notebook 05: one HEARTBEAT line a second, until the guest is ended.
-HEARTBEAT = "alive"
-COMMAND = f"while :; do echo {HEARTBEAT}; sleep 1; done"
 #: How long the checker watches the console: more than two heartbeats of a running guest.
 WATCH_S = 2.5
-
-
-def heartbeats(domain: virt.Domain, seconds: float) -> int:
-    """Heartbeat lines the guest printed on its console during the next ``seconds``."""
-    before = domain.console().count(HEARTBEAT)
-    time.sleep(seconds)
-    return domain.console().count(HEARTBEAT) - before
 
 
 @exercise("virsh-pause")
@@ -37,7 +25,7 @@ def paused_with_virsh(domain: object) -> Feedback:
         return Feedback(False, _("pass your guest, keeper (got a {type})").format(type=type(domain).__name__),
                         _("run the section 'A guest that stays' first: it defines keeper"))
     try:
-        beats = heartbeats(domain, WATCH_S)
+        beats = virt.heartbeat.heartbeats(domain, WATCH_S)
         state = domain.state
     except LabkitError as exc:
         return Feedback(False, _("keeper cannot be read: {error}").format(error=exc.what),

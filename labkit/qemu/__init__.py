@@ -25,6 +25,15 @@ The package, one job per module: :mod:`~labkit.qemu.accel` (KVM or TCG),
 
 from labkit.errors import GuestPanicError, GuestStoppedError, GuestTimeoutError, MissingKernelError
 from labkit.qemu.accel import Accel, AccelChoice, KvmCannotBootLinuxError, Purpose, choose_accel
+from labkit.qemu.attempt import (
+    ATTEMPT_S,
+    NOT_TRIED,
+    KvmAttempt,
+    KvmPlan,
+    attempt_kvm_boot,
+    kvm_evidence,
+    plan_kvm_boot,
+)
 from labkit.qemu.config import (
     DEBUG_EXIT_DEVICE,
     DEBUG_EXIT_PORT,
@@ -65,6 +74,7 @@ from labkit.qemu.machine import (
 Machine = QemuMachine
 
 __all__ = [
+    "ATTEMPT_S", "NOT_TRIED", "KvmAttempt", "KvmPlan", "attempt_kvm_boot", "kvm_evidence", "plan_kvm_boot",
     "DEBUG_EXIT_DEVICE", "DEBUG_EXIT_PORT", "MICROVM_WITHOUT_ACPI", "QEMU", "WORKLOAD_COMMAND", "WORKLOAD_ITERATIONS",
     "Accel", "AccelChoice", "BootResult", "BootSummary", "BootTimes", "ConsoleChunk", "GuestPanicError",
     "GuestStoppedError", "GuestTimeoutError", "KvmCannotBootLinuxError", "LaunchError", "Machine", "MachineConfig",
