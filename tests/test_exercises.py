@@ -62,8 +62,10 @@ def test_every_exercise_has_a_registered_checker_that_its_check_cell_calls() -> 
     tagged = {name: p for p in NOTEBOOKS for name, _ in _exercise_cells(p)}
     assert set(tagged) == set(registered), "each exercise:NAME tag needs one @exercise(NAME) checker, and back"
     for name, path in tagged.items():
-        assert f".{registered[name].__name__}(" in _check_cell_source(path, name), \
-            f"{path.name}: the cell after exercise:{name} should call {registered[name].__name__}"
+        source = _check_cell_source(path, name)
+        # exercises.check("NAME", ...); a checker called by name is a check of NAME too (notebooks not yet ported)
+        assert f'exercises.check("{name}"' in source or f".{registered[name].__name__}(" in source, \
+            f"{path.name}: the cell after exercise:{name} should call exercises.check({name!r}, ...)"
 
 
 def test_a_checker_is_registered_once() -> None:

@@ -178,4 +178,4 @@ def test_notebook_exercise_starts_from_the_checked_starter() -> None:
     namespace: dict = {}
     exec(next(c for c in cells if c.startswith("my_guest = ")), namespace)
     assert namespace["my_guest"].strip() == exercise.STARTER.strip()
-    assert any("exercise.check_digits(my_guest)" in c for c in cells)
+    assert any('exercises.check("kvm-digits", my_guest)' in c for c in cells)
