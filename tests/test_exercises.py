@@ -126,7 +126,8 @@ def _template_answers() -> dict[str, tuple]:
                 {"Oracle VirtualBox": None, "VMware ESXi": None, "KVM": None}, ""),
             "vmm-process": (None, os.getpid()), "kvm-digits": (kvm.STARTER,), "qemu-vcpus": (None,),
             "libvirt-guest": (None,), "kvm-mmio": (guest_programs.MMIO_STARTER,),
-            "kvm-ring3": (guest_programs.RING3_STARTER,), "qemu-cpu-model": (None,), "virsh-pause": (None,)}
+            "kvm-ring3": (guest_programs.RING3_STARTER,), "qemu-cpu-model": (None,), "virsh-pause": (None,),
+            "libvirt-xml": (None, '<domain type="...">\n  <!-- your machine -->\n</domain>')}
 
 
 @pytest.mark.parametrize("name", sorted(exercises.all_exercises()))

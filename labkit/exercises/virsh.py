@@ -18,23 +18,26 @@ from labkit.i18n import _
 WATCH_S = 2.5
 
 
+def _hints() -> tuple[str, ...]:
+    return (_("virsh names its commands after what they do to a domain; `virsh help domain` lists them"),
+            _("section 6 paused a guest from Python: the virsh command has the same name as that method"))
+
+
 @exercise("virsh-pause")
 def paused_with_virsh(domain: object) -> Feedback:
     """Is ``domain`` paused — no heartbeat for :data:`WATCH_S` s, state 'paused' — after the learner's ``!virsh``?"""
     if not isinstance(domain, virt.Domain):
         return Feedback(False, _("pass your guest, keeper (got a {type})").format(type=type(domain).__name__),
-                        _("run the section 'A guest that stays' first: it defines keeper"))
+                        (_("run section 9 first: it defines keeper"),))
     try:
         beats = virt.heartbeat.heartbeats(domain, WATCH_S)
         state = domain.state
     except LabkitError as exc:
         return Feedback(False, _("keeper cannot be read: {error}").format(error=exc.what),
-                        _("press start on its dashboard (or keeper.start()), then pause it with virsh"))
+                        (_("press start on its dashboard (or keeper.start()), then pause it with virsh"),))
     if state != "paused" or beats:
         return Feedback(False, _("keeper is {state}: it printed {beats} heartbeat(s) in {seconds} s").format(
-                            state=state, beats=beats, seconds=WATCH_S),
-                        _("the virsh command that pauses a domain is the one section 6 named next to "
-                          "dom.suspend(): {command}").format(command="!virsh -c {conn.uri} suspend {keeper.name}"))
+                            state=state, beats=beats, seconds=WATCH_S), _hints())
     domain.resume()
     return Feedback(True, _("keeper was paused: not one heartbeat in {seconds} s, its QEMU process kept; "
                             "the check resumed it (virsh resume): it is yours to end").format(seconds=WATCH_S))

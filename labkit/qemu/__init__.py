@@ -54,6 +54,7 @@ from labkit.qemu.guest import (
     BootTimes,
     Spread,
     boot,
+    boot_blocking,
     compare_boots,
     linux_config,
     summarize_boots,
@@ -78,7 +79,8 @@ __all__ = [
     "DEBUG_EXIT_DEVICE", "DEBUG_EXIT_PORT", "MICROVM_WITHOUT_ACPI", "QEMU", "WORKLOAD_COMMAND", "WORKLOAD_ITERATIONS",
     "Accel", "AccelChoice", "BootResult", "BootSummary", "BootTimes", "ConsoleChunk", "GuestPanicError",
     "GuestStoppedError", "GuestTimeoutError", "KvmCannotBootLinuxError", "LaunchError", "Machine", "MachineConfig",
-    "MissingKernelError", "Purpose", "QemuError", "QemuMachine", "QemuUsage", "Spread", "boot", "choose_accel",
+    "MissingKernelError", "Purpose", "QemuError", "QemuMachine", "QemuUsage", "Spread", "boot", "boot_blocking",
+    "choose_accel",
     "compare_boots", "cpu_models", "die_with_parent", "linux_config", "machine_types", "parse_registers",
     "qemu_binary", "qemu_name", "qemu_version", "summarize_boots", "workload_seconds",
 ]
