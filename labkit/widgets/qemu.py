@@ -81,10 +81,12 @@ def _rows(rows: Iterable[tuple[str, str]]) -> str:
 def boot_view(console: str, report: images.GuestReport) -> Page:
     """A boot, readable: the guest's report laid out, the alarming console lines explained, the whole console folded."""
     explained = images.explain(console)
-    parts = [f"<b>{html.escape(_('what the guest reported from inside'))}</b>",
+    reported = _("what the guest reported from inside")
+    parts = [f"<b>{html.escape(reported)}</b>",
              f"<table class='labkit-report'>{_rows(images.report_rows(report))}</table>"]
     if explained:
-        parts.append(f"<b>{html.escape(_('console lines that sound alarming, and why they are harmless here'))}</b>")
+        alarming = _("console lines that sound alarming, and why they are harmless here")
+        parts.append(f"<b>{html.escape(alarming)}</b>")
         parts.append("<ul>" + "".join(f"<li><code>{html.escape(e.line.strip())}</code><br>{html.escape(e.why)}</li>"
                                       for e in explained) + "</ul>")
     lines = console.replace("\r", "").splitlines()
