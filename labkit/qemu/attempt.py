@@ -16,17 +16,17 @@ import asyncio
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import psutil
 from qemu.qmp import QMPError
 
-from labkit import host, images, runtime
-from labkit.errors import console_tail, from_os_error
+from labkit import host, images
+from labkit.errors import console_tail
 from labkit.i18n import _
 from labkit.qemu.accel import Accel, AccelChoice
-from labkit.qemu.guest import linux_config
+from labkit.qemu.guest import linux_config, machine_with_nonce
 from labkit.qemu.machine import QemuError, QemuMachine, parse_registers
 
 #: How long the attempt may take: a kernel that runs under KVM here reaches its /init in about a second;
@@ -127,15 +127,8 @@ async def attempt_kvm_boot(image: images.GuestImage, plan: KvmPlan, *, memory_mi
         return NOT_TRIED
     choice = AccelChoice("kvm", "kvm", plan.reason)
     config, _notes = linux_config(image, choice, memory_mib=memory_mib, vcpus=vcpus)
-    config.validate()
-    token = images.nonce()
-    report_line = re.compile(re.escape(images.report_prefix(token)))
-    with runtime.scratch("qemu-kvm-try") as folder:
-        try:
-            initrd = images.with_nonce(config.initrd, folder, token) if config.initrd else None
-        except OSError as exc:
-            raise from_os_error(exc, "copy the initramfs with this boot's nonce") from None
-        vm = QemuMachine(replace(config, initrd=initrd), name="kvm-try")
+    with machine_with_nonce(config, "kvm-try") as (vm, token):
+        report_line = re.compile(re.escape(images.report_prefix(token)))
         if on_output:
             vm.on_output(on_output)
         status: str | None = None
