@@ -171,7 +171,8 @@ def _template_answers() -> dict[str, tuple]:
             "libvirt-guest": (None,), "kvm-mmio": (guest_programs.MMIO_STARTER,),
             "kvm-ring3": (guest_programs.RING3_STARTER,), "qemu-cpu-model": (None,), "virsh-pause": (None,),
             "overlay-growth": (None, None), "second-disk": (None, Path("vdb.qcow2"), None),
-            "pml4-index": (None, 0x5555_1234_5678)}
+            "pml4-index": (None, 0x5555_1234_5678),
+            "libvirt-xml": (None, '<domain type="...">\n  <!-- your machine -->\n</domain>')}
 
 
 @pytest.mark.parametrize("name", sorted(exercises.all_exercises()))

@@ -49,7 +49,7 @@ PARAMETERS_04 = {"boots_per_accel": 1, "payload_iterations": 5_000_000, "ring0_i
 #: session (nbval runs each notebook in full already: here what counts is three accounts side by side).
 NOTEBOOKS = {NAMES[0]: ("04_qemu",), NAMES[1]: ("05_libvirt",), NAMES[2]: ("04_qemu", "05_libvirt")}
 #: The exercises each notebook checks (the ids its checks record in the student's results file).
-EXERCISES = {"04_qemu": {"qemu-vcpus", "qemu-cpu-model"}, "05_libvirt": {"libvirt-guest", "virsh-pause"}}
+EXERCISES = {"04_qemu": {"qemu-vcpus", "qemu-cpu-model"}, "05_libvirt": {"libvirt-guest", "virsh-pause", "libvirt-xml"}}
 
 #: What each student runs in a kernel of their server: their notebooks, then what they can see of the others.
 STUDENT_CODE = """

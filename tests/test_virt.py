@@ -452,11 +452,12 @@ def test_uri_parts_rejects_what_is_no_uri() -> None:
 def test_exercise_feedback_without_a_booted_guest(conn: virt.Connection, files) -> None:
     assert not exercises.libvirt_guest(None).solved
     assert "conn.define" in exercises.libvirt_guest("labkit-me-guest").hint
-    wrong = conn.define(spec(files, vcpus=1, memory_mib=192))
+    size = exercises.target("libvirt-guest")
+    wrong = conn.define(spec(files, vcpus=1, memory_mib=size.memory_mib))
     feedback = exercises.libvirt_guest(wrong)
-    assert not feedback.solved and "1 vCPUs and 192 MiB, not 2 and 192" in feedback.message
+    assert not feedback.solved and f"1 vCPUs and {size.memory_mib} MiB, not {size}" in feedback.message
     assert not _exists(conn, wrong.name)  # the check tears the domain down
-    unbooted = conn.define(spec(files, vcpus=2, memory_mib=192))
+    unbooted = conn.define(spec(files, vcpus=size.vcpus, memory_mib=size.memory_mib))
     assert "has not printed its report" in exercises.libvirt_guest(unbooted).message
     assert not _exists(conn, unbooted.name)
 
@@ -515,3 +516,21 @@ def test_qemu_name_reads_the_label_of_qemu_command_lines_only() -> None:
     assert virt.qemu_name(["qemu-system-x86_64", "-m", "64", "-name", "labkit-u-b-2-3,process=x"]) == "labkit-u-b-2-3"
     assert virt.qemu_name(["/bin/sleep", "-name", "guest=labkit-u-a-1"]) is None
     assert virt.qemu_name(["qemu-system-x86_64", "-name"]) is None and virt.qemu_name([]) is None
+
+
+def test_the_xml_exercise_gives_the_learners_domain_a_lab_name_and_its_own_console() -> None:
+    """labkit manages only domains it names; the checker reads the report from a console file of its own."""
+    import xml.etree.ElementTree as ET
+
+    from labkit import runtime
+    from labkit.exercises import virt as exercise
+
+    mine = ('<domain type="qemu"><name>by-hand</name><uuid>1b4e28ba-2fa1-11d2-883f-0016d3cca427</uuid>'
+            '<memory unit="MiB">192</memory><vcpu>2</vcpu>'
+            '<devices><serial type="pty"/><console type="pty"/></devices></domain>')
+    root = ET.fromstring(exercise.checked_xml(mine, "/tmp/x/console.log"))
+    assert root.findtext("name", "").startswith(runtime.prefix()) and root.find("uuid") is None
+    serials = [(s.get("type"), s.find("source").get("path")) for s in root.iter("serial")]
+    assert serials == [("file", "/tmp/x/console.log")]
+    assert root.find("devices/console") is None
+    assert exercise.defined_size(mine) == exercise.Size(2, 192)

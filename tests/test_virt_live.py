@@ -8,6 +8,7 @@ Every test checks that no domain and no QEMU process is left behind.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import psutil
@@ -233,12 +235,34 @@ def _stop_session_daemons(home: Path) -> None:
 
 
 def test_exercise_solved_with_a_real_guest(conn: virt.Connection, image, domain_type: str) -> None:
-    dom = conn.define(guest(image, domain_type, "exercise", vcpus=2, memory_mib=192))
+    size = exercises.target("libvirt-guest")
+    dom = conn.define(guest(image, domain_type, "exercise", vcpus=size.vcpus, memory_mib=size.memory_mib))
     dom.start()
     dom.wait_for_report(timeout=120)
-    feedback = exercises.libvirt_guest(dom, vcpus=2, memory_mib=192)
+    feedback = exercises.libvirt_guest(dom)
     assert feedback.solved, feedback.message
     assert_gone(conn, dom.name)
+
+
+def _exercise_cell(notebook: str, name: str) -> str:
+    cells = json.loads((TOP / "notebooks" / notebook).read_text())["cells"]
+    return next("".join(c["source"]) for c in cells if f"exercise:{name}" in c["metadata"].get("tags", []))
+
+
+def test_xml_exercise_template_fails_and_the_solution_boots(conn: virt.Connection, image, domain_type: str) -> None:
+    """The hand-written domain XML of notebook 05: the untouched template fails; the solution, defined and booted
+    on this host's libvirt, reports the learner's machine and ends when the guest powers off (one real boot)."""
+    names: dict = {"exercise": exercises, "dtype": types.SimpleNamespace(type=domain_type), "image": image,
+                   "spec": virt.DomainSpec.for_image("x", image)}
+    exec(_exercise_cell("05_libvirt.ipynb", "libvirt-xml"), names)  # the committed template
+    untouched = exercises.libvirt_xml(conn, names["my_xml"])
+    assert not untouched.solved and untouched.hints
+    exec((TOP / "solutions" / "libvirt-xml.py").read_text(), names)  # our own reference file
+    solved = exercises.libvirt_xml(conn, names["my_xml"])
+    assert solved.solved, solved.message
+    other = exercises.libvirt_xml(conn, names["my_xml"].replace("<vcpu>", "<vcpu>1"))  # 12 or 13 vCPUs: not asked
+    assert not other.solved and "asks for" in other.message
+    assert not [n for n in conn.domains() if "-xml-" in n]  # the checker left no domain behind
 
 
 def test_the_stack_from_hardware_to_libvirt(conn: virt.Connection, domain_type: str) -> None:

@@ -9,25 +9,18 @@ learner's to end.  (CPU time would not tell: an idle guest's vCPUs sit in
 
 from __future__ import annotations
 
-import time
-
 from labkit import virt
 from labkit.errors import LabkitError
 from labkit.exercises import Feedback, exercise
 from labkit.i18n import _
 
-#: The guest's command in notebook 05: one HEARTBEAT line a second, until the guest is ended.
-HEARTBEAT = "alive"
-COMMAND = f"while :; do echo {HEARTBEAT}; sleep 1; done"
 #: How long the checker watches the console: more than two heartbeats of a running guest.
 WATCH_S = 2.5
 
 
-def heartbeats(domain: virt.Domain, seconds: float) -> int:
-    """Heartbeat lines the guest printed on its console during the next ``seconds``."""
-    before = domain.console().count(HEARTBEAT)
-    time.sleep(seconds)
-    return domain.console().count(HEARTBEAT) - before
+def _hints() -> tuple[str, ...]:
+    return (_("virsh names its commands after what they do to a domain; `virsh help domain` lists them"),
+            _("section 6 paused a guest from Python: the virsh command has the same name as that method"))
 
 
 @exercise("virsh-pause")
@@ -35,18 +28,16 @@ def paused_with_virsh(domain: object) -> Feedback:
     """Is ``domain`` paused — no heartbeat for :data:`WATCH_S` s, state 'paused' — after the learner's ``!virsh``?"""
     if not isinstance(domain, virt.Domain):
         return Feedback(False, _("pass your guest, keeper (got a {type})").format(type=type(domain).__name__),
-                        _("run the section 'A guest that stays' first: it defines keeper"))
+                        (_("run section 9 first: it defines keeper"),))
     try:
-        beats = heartbeats(domain, WATCH_S)
+        beats = virt.heartbeat.heartbeats(domain, WATCH_S)
         state = domain.state
     except LabkitError as exc:
         return Feedback(False, _("keeper cannot be read: {error}").format(error=exc.what),
-                        _("press start on its dashboard (or keeper.start()), then pause it with virsh"))
+                        (_("press start on its dashboard (or keeper.start()), then pause it with virsh"),))
     if state != "paused" or beats:
         return Feedback(False, _("keeper is {state}: it printed {beats} heartbeat(s) in {seconds} s").format(
-                            state=state, beats=beats, seconds=WATCH_S),
-                        _("the virsh command that pauses a domain is the one section 6 named next to "
-                          "dom.suspend(): {command}").format(command="!virsh -c {conn.uri} suspend {keeper.name}"))
+                            state=state, beats=beats, seconds=WATCH_S), _hints())
     domain.resume()
     return Feedback(True, _("keeper was paused: not one heartbeat in {seconds} s, its QEMU process kept; "
                             "the check resumed it (virsh resume): it is yours to end").format(seconds=WATCH_S))

@@ -52,6 +52,7 @@ from labkit.images.cache import (
     user_cache,
     verified,
 )
+from labkit.images.console import KNOWN_LINES, ExplainedLine, explain, report_rows, without_report
 from labkit.images.errors import ImageError, ReportNotFoundError
 from labkit.images.guest import BASE_CMDLINE, CachedFile, GuestImage, cache_info, tiny_guest
 from labkit.images.initramfs import GUEST_SOURCES, build_initramfs, initramfs_key
@@ -80,10 +81,11 @@ from labkit.images.report import (
 
 __all__ = [
     "BASE_CMDLINE", "CACHE_MAX_ENV", "CACHE_MAX_MIB", "COMMAND_BEGIN", "COMMAND_END", "GUEST_SOURCES",
-    "KERNEL_MAX_BYTES", "KERNEL_PACKAGES", "POWEROFF_MARKER", "PRUNE_MIN_AGE_S", "REPORT_MARKER", "CachedFile",
-    "CorruptCacheError", "GuestImage", "GuestPanicError", "GuestReport", "ImageError", "Kernel",
-    "ReportNotFoundError", "build_initramfs", "cache_info", "cache_max_bytes", "cache_size", "check_into",
-    "clear_cache", "fetch_kernel", "find_kernel", "find_panic", "initramfs_key", "kernel_package", "nonce",
-    "parse_report", "poweroff_announced", "prune", "publish", "read_kernel_file", "report_prefix", "shared_caches",
-    "tiny_guest", "user_cache", "verified", "with_nonce",
+    "KERNEL_MAX_BYTES", "KERNEL_PACKAGES", "KNOWN_LINES", "POWEROFF_MARKER", "PRUNE_MIN_AGE_S", "REPORT_MARKER",
+    "CachedFile", "CorruptCacheError", "ExplainedLine", "GuestImage", "GuestPanicError", "GuestReport",
+    "ImageError", "Kernel", "ReportNotFoundError", "build_initramfs", "cache_info", "cache_max_bytes", "cache_size",
+    "check_into", "clear_cache", "explain", "fetch_kernel", "find_kernel", "find_panic", "initramfs_key",
+    "kernel_package", "nonce", "parse_report", "poweroff_announced", "prune", "publish", "read_kernel_file",
+    "report_prefix", "report_rows", "shared_caches", "tiny_guest", "user_cache", "verified", "with_nonce",
+    "without_report",
 ]

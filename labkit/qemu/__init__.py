@@ -25,6 +25,15 @@ The package, one job per module: :mod:`~labkit.qemu.accel` (KVM or TCG),
 
 from labkit.errors import GuestPanicError, GuestStoppedError, GuestTimeoutError, MissingKernelError
 from labkit.qemu.accel import Accel, AccelChoice, KvmCannotBootLinuxError, Purpose, choose_accel
+from labkit.qemu.attempt import (
+    ATTEMPT_S,
+    NOT_TRIED,
+    KvmAttempt,
+    KvmPlan,
+    attempt_kvm_boot,
+    kvm_evidence,
+    plan_kvm_boot,
+)
 from labkit.qemu.config import (
     DEBUG_EXIT_DEVICE,
     DEBUG_EXIT_PORT,
@@ -45,6 +54,7 @@ from labkit.qemu.guest import (
     BootTimes,
     Spread,
     boot,
+    boot_blocking,
     compare_boots,
     linux_config,
     summarize_boots,
@@ -65,10 +75,12 @@ from labkit.qemu.machine import (
 Machine = QemuMachine
 
 __all__ = [
+    "ATTEMPT_S", "NOT_TRIED", "KvmAttempt", "KvmPlan", "attempt_kvm_boot", "kvm_evidence", "plan_kvm_boot",
     "DEBUG_EXIT_DEVICE", "DEBUG_EXIT_PORT", "MICROVM_WITHOUT_ACPI", "QEMU", "WORKLOAD_COMMAND", "WORKLOAD_ITERATIONS",
     "Accel", "AccelChoice", "BootResult", "BootSummary", "BootTimes", "ConsoleChunk", "GuestPanicError",
     "GuestStoppedError", "GuestTimeoutError", "KvmCannotBootLinuxError", "LaunchError", "Machine", "MachineConfig",
-    "MissingKernelError", "Purpose", "QemuError", "QemuMachine", "QemuUsage", "Spread", "boot", "choose_accel",
+    "MissingKernelError", "Purpose", "QemuError", "QemuMachine", "QemuUsage", "Spread", "boot", "boot_blocking",
+    "choose_accel",
     "compare_boots", "cpu_models", "die_with_parent", "linux_config", "machine_types", "parse_registers",
     "qemu_binary", "qemu_name", "qemu_version", "summarize_boots", "workload_seconds",
 ]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import re
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -154,15 +157,36 @@ async def boot(image: images.GuestImage | None = None, *, accel: Accel = "auto",
     config, notes = linux_config(image, choice, machine=machine, cpu=cpu, memory_mib=memory_mib,
                                  vcpus=vcpus, append=append, host_tuning=host_tuning)
     config = replace(config, extra_args=config.extra_args + tuple(extra_args))
-    config.validate()  # a missing kernel or initramfs says so, before its copy fails
+    with machine_with_nonce(config, "tiny") as (vm, token):
+        return await _boot(vm, token, timeout, on_output, choice, config, notes)
+
+
+@contextlib.contextmanager
+def machine_with_nonce(config: MachineConfig, name: str) -> Iterator[tuple[QemuMachine, str]]:
+    """A machine for ``config`` whose initramfs is a copy marked with a fresh nonce, and the nonce.
+
+    The copy lives as long as the block.  A missing kernel or initramfs says
+    so (:meth:`MachineConfig.validate`) before the copy is tried.
+    """
+    config.validate()
     token = images.nonce()
     with runtime.scratch("qemu-initrd") as folder:
         try:
             initrd = images.with_nonce(config.initrd, folder, token) if config.initrd else None
         except OSError as exc:
             raise from_os_error(exc, "copy the initramfs with this boot's nonce") from None
-        vm = QemuMachine(replace(config, initrd=initrd), name="tiny")
-        return await _boot(vm, token, timeout, on_output, choice, config, notes)
+        yield QemuMachine(replace(config, initrd=initrd), name=name), token
+
+
+def boot_blocking(image: images.GuestImage | None = None, **options: Any) -> BootResult:
+    """:func:`boot`, for a caller that cannot ``await`` (an exercise's checker) — also inside a notebook.
+
+    A notebook's kernel already runs an event loop in this thread, so the
+    boot runs in a worker thread with a loop of its own; it returns when
+    QEMU has exited.
+    """
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="labkit-boot") as pool:
+        return pool.submit(asyncio.run, boot(image, **options)).result()
 
 
 async def _boot(vm: QemuMachine, token: str, timeout: float, on_output: Callable[[str], None] | None,

@@ -30,6 +30,7 @@ The package, one job per module: :mod:`~labkit.virt.uri`,
 """
 
 from labkit.errors import GuestPanicError, GuestStoppedError, GuestTimeoutError, MissingKernelError
+from labkit.virt import heartbeat
 from labkit.virt.capabilities import (
     DomainCapabilities,
     DomainTypeChoice,
@@ -68,5 +69,5 @@ __all__ = [
     "HostCapabilities", "LifecycleEvent", "MissingKernelError", "OptionRow", "UriChoice", "UriParts",
     "VirtAccessDeniedError", "VirtError", "choose_domain_type", "choose_uri", "compare_command_lines", "connect",
     "domain_xml", "kvm_stack", "option_groups", "parse_capabilities", "parse_qemu_log", "qemu_log_path", "qemu_name",
-    "qemu_pids", "uri_parts",
+    "heartbeat", "qemu_pids", "uri_parts",
 ]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import html
 import statistics
 import threading
+from collections.abc import Iterable
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
-from IPython.display import HTML, display
+from IPython.display import display
 from matplotlib.figure import Figure
 
 from labkit import host, images, payload, qemu
@@ -55,7 +56,70 @@ class ConsoleView:
         display(bundle, raw=True)
 
 
-def guest_vs_host(report: images.GuestReport, host_report: host.HostReport) -> HTML:
+class Page:
+    """Static HTML saved with the notebook that reads as words where HTML is not shown (never a Python repr)."""
+
+    def __init__(self, markup: str) -> None:
+        self.markup = markup
+
+    def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict:
+        return {"text/html": self.markup, "text/plain": html_to_text(self.markup)}
+
+
+def _details(summary: str, text: str) -> str:
+    """A folded block: ``summary`` is shown, ``text`` opens with one click."""
+    return (f"<details><summary>{html.escape(summary)}</summary><pre style='white-space:pre-wrap;font-size:85%'>"
+            f"{html.escape(text)}</pre></details>")
+
+
+def _rows(rows: Iterable[tuple[str, str]]) -> str:
+    td = "<td style='text-align:left'>"  # JupyterLab right-aligns table cells (made for numbers)
+    return "".join(f"<tr><th style='text-align:left'>{html.escape(a)}</th>{td}{html.escape(b)}</td></tr>"
+                   for a, b in rows)
+
+
+def boot_view(console: str, report: images.GuestReport) -> Page:
+    """A boot, readable: the guest's report laid out, the alarming console lines explained, the whole console folded."""
+    explained = images.explain(console)
+    reported = _("what the guest reported from inside")
+    parts = [f"<b>{html.escape(reported)}</b>",
+             f"<table class='labkit-report'>{_rows(images.report_rows(report))}</table>"]
+    if explained:
+        alarming = _("console lines that sound alarming, and why they are harmless here")
+        parts.append(f"<b>{html.escape(alarming)}</b>")
+        parts.append("<ul>" + "".join(f"<li><code>{html.escape(e.line.strip())}</code><br>{html.escape(e.why)}</li>"
+                                      for e in explained) + "</ul>")
+    lines = console.replace("\r", "").splitlines()
+    parts.append(_details(_("the whole console ({count} lines)").format(count=len(lines)),
+                          images.without_report(console)))
+    return Page("<div class='labkit-boot'>" + "".join(parts) + "</div>")
+
+
+def kvm_attempt_view(plan: qemu.KvmPlan, attempt: qemu.KvmAttempt) -> Page:
+    """What the bounded KVM attempt showed: why it ran or not, how it ended, and the evidence."""
+    parts = [f"<p>{html.escape(plan.reason)}</p>"]
+    if attempt.booted:
+        done = _("Linux reached its /init under KVM after {seconds:.1f} s.").format(seconds=attempt.seconds)
+        parts.append(f"<p>{html.escape(done)}</p>")
+    elif attempt.tried:
+        rows = [(_("ended"), {"internal-error": _("QEMU stopped the vCPU: KVM internal error"),
+                              "exited": _("QEMU exited"),
+                              "timeout": _("no report line: the time was up")}[attempt.outcome]),
+                (_("after"), f"{attempt.seconds:.1f} s"),
+                (_("QEMU's run state (query-status)"), attempt.qemu_status or _("unknown")),
+                (_("console output"), _("{count} bytes").format(count=len(attempt.console.encode()))
+                 if attempt.console else _("not one byte"))]
+        if attempt.rip is not None:
+            rows.append((_("the vCPU then"), f"RIP={attempt.rip:#x} CPL={attempt.cpl}"))
+        if attempt.vcpu_cpu_s is not None:
+            rows.append((_("host CPU time of the vCPU thread"), f"{attempt.vcpu_cpu_s:.1f} s"))
+        parts.append(f"<table class='labkit-kvm-attempt'>{_rows(rows)}</table>")
+        if attempt.evidence.strip():
+            parts.append(_details(_("the evidence: QEMU's message or the console's last lines"), attempt.evidence))
+    return Page("<div class='labkit-kvm-attempt'>" + "".join(parts) + "</div>")
+
+
+def guest_vs_host(report: images.GuestReport, host_report: host.HostReport) -> Page:
     """A table: the same questions asked of the host and of the guest (static HTML: saved with the notebook)."""
     cpu = host_report.cpu
     rows = [
@@ -74,7 +138,7 @@ def guest_vs_host(report: images.GuestReport, host_report: host.HostReport) -> H
                    f"{td}{html.escape(str(c))}</td></tr>" for a, b, c in rows)
     host_label, guest_label = _("host"), _("guest")
     head = f"<tr><th></th><th>{host_label}</th><th>{guest_label}</th></tr>"
-    return HTML(f"<table class='labkit-guest-vs-host'>{head}{body}</table>")
+    return Page(f"<table class='labkit-guest-vs-host'>{head}{body}</table>")
 
 
 def plot_accelerators(runs: list[payload.PayloadRun], boots: list[qemu.BootResult]) -> Figure:

@@ -13,11 +13,11 @@ import threading
 from collections.abc import Callable, Iterable
 
 import ipywidgets as w
-from IPython.display import HTML
 
 from labkit import hypervisor, virt
 from labkit.errors import LabkitError
 from labkit.i18n import _
+from labkit.widgets.qemu import Page
 from labkit.widgets.static import StaticFallback
 
 _COLOURS = {"running": "#2e7d32", "paused": "#ef6c00", "shut off": "#616161", "crashed": "#c62828"}
@@ -158,7 +158,7 @@ def _breakable(text: str) -> str:
     return escaped
 
 
-def command_line_table(rows: Iterable[virt.OptionRow]) -> HTML:
+def command_line_table(rows: Iterable[virt.OptionRow]) -> Page:
     """libvirt's QEMU command line next to labkit.qemu's, option by option; differences shaded.
 
     Static HTML, not a widget: it is saved with the notebook and shows before any run.  Long values
@@ -170,16 +170,16 @@ def command_line_table(rows: Iterable[virt.OptionRow]) -> HTML:
         f"<tr style='background:{'#fff' if r.libvirt == r.labkit else '#fff8e1'}'>{_TD}<code>"
         f"{html.escape(r.option)}</code></td>{_TD}{cell(r.libvirt)}</td>{_TD}{cell(r.labkit)}</td></tr>"
         for r in rows)
-    return HTML("<table class='labkit-cmdline' style='table-layout:fixed;width:100%'>"
+    return Page("<table class='labkit-cmdline' style='table-layout:fixed;width:100%'>"
                 "<colgroup><col style='width:14%'><col style='width:43%'><col style='width:43%'></colgroup>"
                 "<tr><th>option</th><th>libvirt generated</th>"
                 f"<th>labkit.qemu builds</th></tr>{body}</table>")
 
 
-def stack_table(layers: Iterable[hypervisor.Layer]) -> HTML:
+def stack_table(layers: Iterable[hypervisor.Layer]) -> Page:
     """The KVM stack, top (libvirt) to bottom (hardware): role, where you ran it, what shows it here (static HTML)."""
     body = "".join(f"<tr><th style='text-align:left'>{html.escape(l.name)}</th>{_TD}{html.escape(l.role)}</td>"
                    f"{_TD}{html.escape(l.you_ran)}</td>{_TD}{_breakable(l.here)}</td></tr>"
                    for l in reversed(tuple(layers)))
-    return HTML("<table class='labkit-stack'><tr><th>layer</th><th>its job</th><th>you ran</th>"
+    return Page("<table class='labkit-stack'><tr><th>layer</th><th>its job</th><th>you ran</th>"
                 f"<th>on this host</th></tr>{body}</table>")
