@@ -7,10 +7,11 @@ puts the kernel's five channel sockets, and its connection file, in a 0700 scrat
 :func:`labkit.runtime.run_dir`: reachable by this user alone, and reclaimed by name (``kernel-<pid>-…``) if
 the process that started the kernel is killed.
 
-Everything that starts kernels uses it: nbval (``conftest.py``), ``labkit run`` (papermill, via
-``kernel_manager_class``), ``./kvmlab notebooks`` (nbconvert) and JupyterLab itself (``scripts/setup.sh``
-writes ``KernelManager.transport = "ipc"`` into the venv's Jupyter config: the server keeps connection files,
-and so the sockets named after them, in the user's private Jupyter runtime dir).
+Everything labkit starts kernels with uses it: nbval (``conftest.py``), ``labkit run`` (papermill, via
+``kernel_manager_class``) and ``./kvmlab notebooks`` (nbconvert).  JupyterLab's own server does not: it names
+each kernel's sockets after its connection file in the Jupyter runtime dir (``kernel-<uuid>-ipc-N``), and under
+a deep runtime dir that path passes the 107 bytes a Unix socket's path may have (seen: "Error Starting Kernel"
+in the browser test) — here the dir is short and ours (``<run dir>/kernel-<pid>-<8>/kernel-ipc-N``).
 """
 
 from __future__ import annotations

@@ -108,10 +108,6 @@ mkdir -p "$settings"
 [[ -f $settings/overrides.json ]] || cat > "$settings/overrides.json" <<'JSON'
 { "@jupyterlab/apputils-extension:notification": { "fetchNews": "false", "checkForUpdates": false } }
 JSON
-# Jupyter kernels talk over Unix sockets in the user's private runtime dir, not loopback TCP that every user of
-# a shared host can reach (labkit/jupyter.py says why): JupyterLab's and the hub's servers.
-# (A file of its own: the server reads only ServerApp settings from jupyter_server_config.d.)
-echo '{ "KernelManager": { "transport": "ipc" } }' > .venv/etc/jupyter/jupyter_server_config.json
 
 # The tiny guest (kernel from the package archive + busybox initramfs) into the user's
 # cache, so notebooks and tests never download anything.
