@@ -99,6 +99,15 @@ def test_bad_vcpus() -> None:
         machine.check_host(2048, 0)
 
 
+def test_l1_has_no_more_vcpus_than_the_host_has_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen under nbval's fake one-CPU host: L1's default of two vCPUs was refused (a QEMU guest may not have more
+    vCPUs than the host has CPUs) and notebook 04's demo stopped with a traceback."""
+    monkeypatch.setattr(machine.os, "cpu_count", lambda: 1)
+    assert machine.default_vcpus() == 1
+    monkeypatch.setattr(machine.os, "cpu_count", lambda: 16)
+    assert machine.default_vcpus() == machine.DEFAULT_VCPUS
+
+
 def test_kernel_package_without_kvm_amd(tmp_path: Path) -> None:
     """A kernel package whose kvm-amd is missing: the error names it (a .deb made here with dpkg-deb)."""
     release = "6.1.0-99-test"

@@ -19,8 +19,9 @@ def register(p: argparse.ArgumentParser) -> None:
     for mode in (run, shell):
         mode.add_argument("--memory", type=int, default=nested.machine.DEFAULT_MEMORY_MIB, metavar="MiB",
                           help=f"L1's memory (default {nested.machine.DEFAULT_MEMORY_MIB})")
-        mode.add_argument("--vcpus", type=int, default=nested.machine.DEFAULT_VCPUS, metavar="N",
-                          help=f"L1's virtual CPUs (default {nested.machine.DEFAULT_VCPUS})")
+        mode.add_argument("--vcpus", type=int, metavar="N",
+                          help=f"L1's virtual CPUs (default {nested.machine.DEFAULT_VCPUS}, or this host's CPUs if "
+                               "fewer)")
         mode.add_argument("--timeout", type=float, default=1800.0, metavar="S",
                           help="kill L1 after S seconds (default 1800)")
         mode.add_argument("--times", action="store_true",
