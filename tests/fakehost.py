@@ -8,8 +8,9 @@ starts runs in its own mount and UTS namespaces where the facts a notebook reads
 
 - the kernel release and version (``/proc/sys/kernel/osrelease``, ``/proc/version``),
 - the host name,
-- the CPU model, and the number of CPUs (``/proc/cpuinfo`` keeps only CPU 0, with its flags; the online
-  CPUs in ``/sys/devices/system/cpu/online`` say 0 only),
+- the CPU model, and the number of CPUs: four (``/proc/cpuinfo`` lists CPU 0, with its flags, four times;
+  ``/sys/devices/system/cpu/online`` says 0-3) — more than these machines have, as most learners' laptops do
+  (fewer than the host has would also change what may run: a guest gets no more vCPUs than the host has CPUs),
 - the memory (``MemTotal`` in ``/proc/meminfo``).
 
 Every other file is this host's, so the KVM verdict, QEMU and libvirt behave as they do here.  What the
@@ -29,6 +30,7 @@ from labkit.jupyter import PrivateKernelManager
 RELEASE = "6.99.0-labkit-fake"
 HOSTNAME = "labkit-fake-host"
 CPU_MODEL = "Fake CPU 9000 @ 1.00GHz"
+CPUS = 4
 MEM_TOTAL_KB = 3 * 1024 * 1024 + 12345  # a little over 3 GiB: no machine of the CI kind has it
 
 #: (file under the fake dir, the path it is bind-mounted over)
@@ -51,12 +53,13 @@ def write_facts(folder: Path) -> None:
     (folder / "version").write_text(f"Linux version {RELEASE} (fake@labkit) (gcc 99) #1 SMP\n")
     cpu0 = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
     cpu0 = re.sub(r"(?m)^model name\s*:.*$", f"model name\t: {CPU_MODEL}", cpu0)
-    cpu0 = re.sub(r"(?m)^(siblings|cpu cores)\s*:.*$", r"\1\t: 1", cpu0)
-    (folder / "cpuinfo").write_text(cpu0 + "\n\n")
+    cpu0 = re.sub(r"(?m)^(siblings|cpu cores)\s*:.*$", rf"\1\t: {CPUS}", cpu0)
+    cpus = [re.sub(r"(?m)^(processor|core id|apicid|initial apicid)\s*:.*$", rf"\1\t: {n}", cpu0) for n in range(CPUS)]
+    (folder / "cpuinfo").write_text("\n\n".join(cpus) + "\n\n")
     meminfo = re.sub(r"(?m)^MemTotal:\s*\d+ kB$", f"MemTotal:       {MEM_TOTAL_KB} kB",
                      Path("/proc/meminfo").read_text())
     (folder / "meminfo").write_text(meminfo)
-    (folder / "online").write_text("0\n")
+    (folder / "online").write_text(f"0-{CPUS - 1}\n")
 
 
 def wrap(argv: list[str], folder: Path) -> list[str]:

@@ -113,6 +113,7 @@ def test_nbval_kernels_run_on_the_fake_host() -> None:
             kc.stop_channels()
     finally:
         km.shutdown_kernel(now=True)
-    assert "".join(seen).split() == [fakehost.RELEASE, fakehost.HOSTNAME, "1", str(fakehost.MEM_TOTAL_KB), "1"]
+    assert "".join(seen).split() == [fakehost.RELEASE, fakehost.HOSTNAME, str(fakehost.CPUS),
+                                     str(fakehost.MEM_TOTAL_KB), str(fakehost.CPUS)]
     assert open("/proc/sys/kernel/osrelease").read().strip() != fakehost.RELEASE  # this process: the real host
     assert os.cpu_count() is not None
