@@ -12,6 +12,7 @@ stopped early (``| head``) ends quietly.  A learner never sees a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -30,7 +31,7 @@ def seconds(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} s: the timeout must be above 0 (e.g. 60)")
+        raise argparse.ArgumentTypeError(f"{text} s: the timeout must be finite and above 0 (e.g. 60)")
     return value
 
 
@@ -38,8 +39,10 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with its usage errors in the lab's one format (``labkit: error:`` + ``fix:``, exit 2)."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"labkit: error: {self.prog}: {message}", file=sys.stderr)
-        print(f"  fix: `{self.prog} --help` lists the options and their values", file=sys.stderr)
+        with contextlib.suppress(LabkitError):  # parsing comes before main() chose the language
+            i18n.use()
+        print(f"{i18n._('labkit: error:')} {self.prog}: {message}", file=sys.stderr)
+        print(f"  {i18n._('fix:')} `{self.prog} --help` lists the options and their values", file=sys.stderr)
         sys.exit(2)
 
 
@@ -88,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
 def _error(exc: LabkitError) -> int:
     """``labkit: error: …`` and ``fix: …`` on stderr; exit status 2."""
     try:
-        print(f"labkit: error: {exc.what}", file=sys.stderr)
+        print(f"{i18n._('labkit: error:')} {exc.what}", file=sys.stderr)  # the labels in the learner's language
         if exc.fix:
-            print(f"  fix: {exc.fix}", file=sys.stderr)
+            print(f"  {i18n._('fix:')} {exc.fix}", file=sys.stderr)
     except BrokenPipeError:
         return _reader_gone()
     return 2

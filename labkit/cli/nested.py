@@ -9,6 +9,7 @@ import pwd
 import sys
 
 from labkit import nested
+from labkit.cli import seconds
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                           help=f"L1's memory (default {nested.machine.DEFAULT_MEMORY_MIB})")
         mode.add_argument("--vcpus", type=int, default=nested.machine.DEFAULT_VCPUS, metavar="N",
                           help=f"L1's virtual CPUs (default {nested.machine.DEFAULT_VCPUS})")
-        mode.add_argument("--timeout", type=float, default=1800.0, metavar="S",
+        mode.add_argument("--timeout", type=seconds, default=1800.0, metavar="S",
                           help="kill L1 after S seconds (default 1800)")
         mode.add_argument("--times", action="store_true",
                           help="print L1's ready time and the command's duration on stderr as JSON")

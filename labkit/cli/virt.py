@@ -7,6 +7,7 @@ so the CLI teaches the tool it wraps.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -107,12 +108,13 @@ def run_cleanup(_args: argparse.Namespace) -> int:
 
 
 def run_boot(args: argparse.Namespace) -> int:
-    image = images.tiny_guest()
+    image = images.tiny_guest(fetch=False)  # offline: from the cache `labkit image build` (setup) made
+    spec = virt.DomainSpec.for_image(args.name, image, memory_mib=args.memory, vcpus=args.vcpus)
+    spec.validate()  # a bad name, size or count is refused before libvirtd is even asked
     with virt.connect() as conn:
         dtype = conn.domain_type()
         print(f"{conn.uri}: domain type {dtype.type} ({dtype.reason})")
-        spec = virt.DomainSpec.for_image(args.name, image, memory_mib=args.memory, vcpus=args.vcpus,
-                                         domain_type=dtype.type)
+        spec = dataclasses.replace(spec, domain_type=dtype.type)
         with conn.transient(spec) as dom:
             if args.xml:
                 print(dom.xml)
