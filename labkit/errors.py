@@ -7,6 +7,8 @@ The CLI turns any :class:`LabkitError` into one clear line and exit status 2.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class LabkitError(Exception):
     """Base class: a problem with a sentence for the learner and a fix."""
@@ -85,6 +87,9 @@ def from_os_error(exc: OSError, doing: str | None = None) -> LabkitError:
     action = f"cannot {doing}" if doing else "a file operation failed"
     reason = exc.strerror or str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        run_dir = _run_dir_holding(exc.filename)
+        if run_dir is not None:
+            return DiskFullError(f"{action}: no space left in labkit's run dir {run_dir}{where}", _run_dir_fix(run_dir))
         return DiskFullError(f"{action}: no space left on the device{where}",
                              f"free space there (df -h {exc.filename or '.'}); `labkit cleanup --cache` drops "
                              "cached guest images, XDG_CACHE_HOME=/other/dir moves the cache")
@@ -98,3 +103,33 @@ def from_os_error(exc: OSError, doing: str | None = None) -> LabkitError:
     if exc.errno == errno.EISDIR:
         return InvalidOptionError(f"{action}: {reason}{where}", "give a file, not a directory")
     return LabkitError(f"{action}: {reason}{where}", "check the path and its permissions")
+
+
+def _run_dir_holding(path: str | bytes | None) -> Path | None:
+    """This user's run dir (:func:`labkit.runtime.run_dir_of`, or a fallback of it) that holds ``path``, if one does.
+
+    The run dir holds live guests' consoles and initramfs copies, not the
+    image cache: a full one needs its own advice.
+    """
+    if not isinstance(path, str):
+        return None
+    from labkit import runtime  # runtime imports this module
+
+    first, user = runtime.run_dir_of(), runtime.user_name()
+    for folder in Path(path).parents:
+        if folder == first or (folder.parent == first.parent and runtime.is_fallback_run_dir(folder.name, user)):
+            return folder
+    return None
+
+
+def _run_dir_fix(run_dir: Path) -> str:
+    """How to make room in a full run dir, or point labkit at another: which variable chose this one."""
+    import os
+    import tempfile
+
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    moved = (f"XDG_RUNTIME_DIR={xdg} chose it: unset it (labkit then uses {tempfile.gettempdir()}) or point it at "
+             "a roomier private directory (mode 0700)" if xdg and run_dir.parent == Path(xdg) else
+             f"TMPDIR chose {run_dir.parent}: point TMPDIR at a roomier directory")
+    return (f"free space there (df -h {run_dir}; `labkit cleanup` removes what dead lab runs left in it), or "
+            f"{moved}")

@@ -197,6 +197,18 @@ def test_full_cache_without_labkit_kernel_does_not_blame_the_network(guest: imag
     assert "network" not in err and "archive" not in err
 
 
+def test_a_full_run_dir_names_itself_and_the_variable_that_chose_it(guest: images.GuestImage, tmpfs) -> None:
+    """Not the image cache's advice: the run dir's full path, `labkit cleanup`, and XDG_RUNTIME_DIR."""
+    runtime_dir = tmpfs("xdg-runtime", "size=64k,mode=0700")
+    with open(runtime_dir / "filler", "wb") as fill, pytest.raises(OSError, match="No space left"):
+        fill.write(b"\0" * (128 << 10))  # fills it
+    err = assert_clear_error(labkit("boot", env={"XDG_RUNTIME_DIR": str(runtime_dir)}),
+                             f"no space left in labkit's run dir {runtime_dir / 'labkit'}", "labkit cleanup",
+                             f"XDG_RUNTIME_DIR={runtime_dir} chose it")
+    assert "XDG_CACHE_HOME" not in err and "--cache" not in err
+    assert list((runtime_dir / "labkit").iterdir()) == []  # the failed boot's scratch dir went with it
+
+
 def test_apt_out_of_space_is_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """apt-get download into a full cache: apt's own words, and a fix about space (apt stands in for the network)."""
     fake = tmp_path / "apt-get"

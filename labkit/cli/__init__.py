@@ -20,6 +20,7 @@ from typing import NoReturn
 
 from labkit import i18n
 from labkit.errors import LabkitError, MissingToolError, from_os_error
+from labkit.i18n import _
 
 COMMANDS = ("doctor", "host", "kvm", "image", "boot", "virt", "nested", "cleanup", "run", "hub", "class_status")
 
@@ -41,8 +42,9 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         with contextlib.suppress(LabkitError):  # parsing comes before main() chose the language
             i18n.use()
-        print(f"{i18n._('labkit: error:')} {self.prog}: {message}", file=sys.stderr)
-        print(f"  {i18n._('fix:')} `{self.prog} --help` lists the options and their values", file=sys.stderr)
+        error, fix = _labels()
+        print(f"{error} {self.prog}: {message}", file=sys.stderr)
+        print(f"  {fix} `{self.prog} --help` lists the options and their values", file=sys.stderr)
         sys.exit(2)
 
 
@@ -91,12 +93,18 @@ def main(argv: list[str] | None = None) -> int:
 def _error(exc: LabkitError) -> int:
     """``labkit: error: …`` and ``fix: …`` on stderr; exit status 2."""
     try:
-        print(f"{i18n._('labkit: error:')} {exc.what}", file=sys.stderr)  # the labels in the learner's language
+        error, fix = _labels()
+        print(f"{error} {exc.what}", file=sys.stderr)
         if exc.fix:
-            print(f"  {i18n._('fix:')} {exc.fix}", file=sys.stderr)
+            print(f"  {fix} {exc.fix}", file=sys.stderr)
     except BrokenPipeError:
         return _reader_gone()
     return 2
+
+
+def _labels() -> tuple[str, str]:
+    """``labkit: error:`` and ``fix:`` in the learner's language (the messages themselves stay English)."""
+    return _("labkit: error:"), _("fix:")
 
 
 def _reader_gone() -> int:
