@@ -179,6 +179,15 @@ def check_students(report: host.HostReport) -> Check:
     return Check("students", "ok" if session else "warn", detail, fix)
 
 
+def check_privacy(_report: host.HostReport) -> Check:
+    """Whether students on this host can see each other's processes and command lines (``/proc`` hidepid)."""
+    from labkit.hub import privacy
+
+    seen = privacy.process_privacy()
+    return Check("process privacy", "ok" if seen.hidden else "warn", seen.detail,
+                 None if seen.hidden else privacy.FIX)
+
+
 @dataclass(frozen=True)
 class SeatEstimate:
     """Memory and CPU one student needs for the whole sequence, and how many this host can seat.
@@ -229,7 +238,7 @@ def check_seats(report: host.HostReport) -> Check:
 
 HOST_CHECKS: tuple[Callable[[host.HostReport], Check], ...] = (
     check_kernel, check_cpu, check_platform, check_kvm)
-INSTRUCTOR_CHECKS: tuple[Callable[[host.HostReport], Check], ...] = (check_students, check_seats)
+INSTRUCTOR_CHECKS: tuple[Callable[[host.HostReport], Check], ...] = (check_students, check_privacy, check_seats)
 
 
 def run_checks(report: host.HostReport | None = None) -> list[Check]:

@@ -7,6 +7,9 @@ The CLI turns any :class:`LabkitError` into one clear line and exit status 2.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 
 class LabkitError(Exception):
     """Base class: a problem with a sentence for the learner and a fix."""
@@ -72,6 +75,15 @@ def console_tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.replace("\r", "").strip().splitlines()[-lines:]) or "(the console is empty)"
 
 
+def _no_run_dir_known(path: str) -> tuple[Path, str] | None:
+    return None
+
+
+#: The run dir of this user that holds ``path``, with how to make room in it: (run dir, fix), or None.
+#: :mod:`labkit.runtime` installs it when imported: it knows the run dirs, and this module, below it, cannot ask.
+full_run_dir_advice: Callable[[str], tuple[Path, str] | None] = _no_run_dir_known
+
+
 def from_os_error(exc: OSError, doing: str | None = None) -> LabkitError:
     """An ``OSError`` that reached the top as the one error a learner can act on.
 
@@ -85,6 +97,10 @@ def from_os_error(exc: OSError, doing: str | None = None) -> LabkitError:
     action = f"cannot {doing}" if doing else "a file operation failed"
     reason = exc.strerror or str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        held = full_run_dir_advice(exc.filename) if isinstance(exc.filename, str) else None
+        if held is not None:
+            run_dir, fix = held
+            return DiskFullError(f"{action}: no space left in labkit's run dir {run_dir}{where}", fix)
         return DiskFullError(f"{action}: no space left on the device{where}",
                              f"free space there (df -h {exc.filename or '.'}); `labkit cleanup --cache` drops "
                              "cached guest images, XDG_CACHE_HOME=/other/dir moves the cache")

@@ -25,11 +25,14 @@ domain's lock until its QEMU is gone (a power-off reached labkit ~1.4 s late).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import grp
 import json
 import os
 import pwd
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,6 +55,8 @@ LOG_FILE = Path("/var/log/libvirt/libvirtd.log")
 #: Where the system daemon keeps persistent domain definitions, and each domain's QEMU log.
 SYSTEM_DEFINITIONS = Path("/etc/libvirt/qemu")
 SYSTEM_QEMU_LOGS = Path("/var/log/libvirt/qemu")
+#: Where the system daemon keeps each running domain's state XML and pid file.
+SYSTEM_STATE = Path("/run/libvirt/qemu")
 STATE_DIRS = (Path("/var/log/libvirt"), Path("/var/lib/libvirt"), Path("/var/cache/libvirt"))
 QEMU_USER = "libvirt-qemu"
 #: What ``qemu.conf`` must say for guests to start here (and why, in the module doc).
@@ -278,6 +283,48 @@ def session_definitions(env: Mapping[str, str] | None = None) -> Path:
 def session_qemu_logs(env: Mapping[str, str] | None = None) -> Path:
     """Where a user's session daemon writes each domain's QEMU log: ``$XDG_CACHE_HOME/libvirt/qemu/log``."""
     return _xdg(env, "XDG_CACHE_HOME", ".cache") / "libvirt" / "qemu" / "log"
+
+
+def qemu_state_dir(uri: str, env: Mapping[str, str] | None = None) -> Path:
+    """Where the daemon of ``uri`` keeps each running domain's state (``NAME.xml``, ``NAME.pid``).
+
+    ``qemu:///system``: ``/run/libvirt/qemu``; a session daemon:
+    ``$XDG_RUNTIME_DIR/libvirt/qemu/run``, else ``~/.cache/libvirt/qemu/run``.
+    """
+    if uri.startswith("qemu:///system"):
+        return SYSTEM_STATE
+    env = os.environ if env is None else env
+    base = Path(env["XDG_RUNTIME_DIR"]) if env.get("XDG_RUNTIME_DIR") else _xdg(env, "XDG_CACHE_HOME", ".cache")
+    return base / "libvirt" / "qemu" / "run"
+
+
+def remove_stale_state(uri: str, name: str) -> list[Path]:
+    """Remove the state files of domain ``name`` that no daemon will: its QEMU (the pid they name) is dead.
+
+    A daemon killed while it created the domain leaves them; the daemon that
+    starts next reads them, and when it finds QEMU already gone before it
+    could take the domain over, they stay.  Files of a QEMU that still runs
+    are never touched.  Returns what was removed.
+    """
+    state = qemu_state_dir(uri)
+    pid_file = state / f"{name}.pid"
+    with contextlib.suppress(OSError, ValueError):
+        if psutil.pid_exists(int(pid_file.read_text().strip())):
+            return []
+    removed = []
+    with contextlib.suppress(OSError):  # its private dirs (monitor socket, key), named in the state XML
+        monitor = re.search(r"<monitor path='([^']+)'", (state / f"{name}.xml").read_text())
+        lib = Path(monitor[1]).parent if monitor else None
+        if lib is not None and lib.name.startswith("domain-"):
+            for folder in (lib, lib.parent.parent / "channel" / "target" / lib.name):
+                if folder.is_dir() and not folder.is_symlink():
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder)
+    for path in (state / f"{name}.xml", pid_file):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from labkit import errors
 from labkit.errors import InvalidOptionError, MissingToolError, from_os_error
 
 _SAFE = re.compile(r"[^a-z0-9_.-]")
@@ -165,16 +166,64 @@ def run_dir() -> Path:
     with contextlib.suppress(OSError):
         path.mkdir(mode=0o700)
     if _not_private(path) is None:
-        return path
+        return _remembered(path)
     note = cache_dir(create=False) / _FALLBACK_NOTE
     with contextlib.suppress(OSError, ValueError):
         remembered = Path(note.read_text().strip())
         if is_fallback_run_dir(remembered.name, user_name()) and _not_private(remembered) is None:
-            return remembered
+            return _remembered(remembered)
     fallback = Path(tempfile.mkdtemp(prefix=prefix()))
     with contextlib.suppress(OSError):  # a read-only cache dir: this process alone uses the fallback
         cache_dir().joinpath(_FALLBACK_NOTE).write_text(f"{fallback}\n")
-    return fallback
+    return _remembered(fallback)
+
+
+#: The file (in the private cache dir) listing the run dirs this user's labkit used outside the usual places.
+_RUN_DIRS_NOTE = "run-dirs"
+#: Where ``labkit cleanup --all-users`` looks for every user's run dirs without being told.
+USUAL_TMP, USUAL_RUNTIME = Path("/tmp"), Path("/run/user")
+
+
+def _usual(path: Path, user: str, uid: int) -> bool:
+    """Whether ``path`` is where cleanup looks anyway: ``/tmp/labkit-<user>[-XXXXXXXX]``, ``/run/user/<uid>/labkit``."""
+    return path == USUAL_RUNTIME / str(uid) / "labkit" or (
+        path.parent == USUAL_TMP and (path.name == prefix(user).rstrip("-") or is_fallback_run_dir(path.name, user)))
+
+
+def _remembered(path: Path) -> Path:
+    """``path``, noted in the user's cache dir when it is not in a usual place (a custom XDG_RUNTIME_DIR or
+    TMPDIR), so that a later ``labkit cleanup`` in another environment, or root's, still finds it."""
+    if _usual(path, user_name(), os.geteuid()):
+        return path
+    note = cache_dir(create=False) / _RUN_DIRS_NOTE
+    with contextlib.suppress(OSError):
+        known = note.read_text().split("\n") if note.exists() else []
+        if str(path) not in known:
+            kept = [line for line in known if line and os.path.isdir(line)]  # forget the ones gone since
+            cache_dir().joinpath(_RUN_DIRS_NOTE).write_text("".join(f"{line}\n" for line in [*kept, str(path)]))
+    return path
+
+
+def remembered_run_dirs(cache: Path, user: str, uid: int) -> list[Path]:
+    """The run dirs noted in the cache dir ``cache`` that are still ``user``'s: private directories of ``uid``
+    named as labkit names run dirs.  A note is only a hint: anything else in it is ignored."""
+    try:
+        lines = (cache / _RUN_DIRS_NOTE).read_text().splitlines()
+    except (OSError, ValueError):
+        return []
+    found = []
+    for line in lines:
+        path = Path(line)
+        if not path.is_absolute() or not (path.name in ("labkit", prefix(user).rstrip("-"))
+                                          or is_fallback_run_dir(path.name, user)):
+            continue
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == uid and not st.st_mode & 0o077:
+            found.append(path)
+    return found
 
 
 def is_fallback_run_dir(name: str, user: str) -> bool:
@@ -206,14 +255,27 @@ _CLOCK_SLACK_S = 1.0
 def run_dirs(all_users: bool) -> list[tuple[Path, str, int]]:
     """(path, user, uid) of the run dirs to look in: this user's, or every user's (by owner and name).
 
-    Every user's: ``/tmp/labkit-<user>`` and fallbacks ``/tmp/labkit-<user>-XXXXXXXX`` owned by that
-    user, and ``/run/user/<uid>/labkit``.
+    This user's: the one in use now, those noted as used elsewhere (another
+    ``XDG_RUNTIME_DIR`` or ``TMPDIR``, :func:`remembered_run_dirs`) and the
+    usual ones.  Every user's: ``/tmp/labkit-<user>`` and fallbacks
+    ``/tmp/labkit-<user>-XXXXXXXX`` owned by that user, ``/run/user/<uid>/labkit``,
+    and the run dirs noted in each user's cache dir (``~/.cache/labkit``; root's
+    own as set now).
     """
+    me, uid = user_name(), os.geteuid()
     if not all_users:
-        return [(run_dir(), user_name(), os.geteuid())]
-    candidates = [*Path(tempfile.gettempdir()).glob("labkit-*"), *Path("/run/user").glob("*/labkit")]
-    found: list[tuple[Path, str, int]] = []
-    for path in candidates:
+        own = dict.fromkeys([run_dir(), *remembered_run_dirs(cache_dir(create=False), me, uid),
+                              *(p for p in (USUAL_TMP / prefix(me).rstrip("-"), USUAL_RUNTIME / str(uid) / "labkit")
+                                if p.is_dir() and _not_private(p) is None)])
+        return [(path, me, uid) for path in own]
+    candidates = [*Path(tempfile.gettempdir()).glob("labkit-*"), *USUAL_TMP.glob("labkit-*"),
+                  *USUAL_RUNTIME.glob("*/labkit")]
+    noted = {path: (user_name(entry.pw_uid), entry.pw_uid) for entry in pwd.getpwall()
+             for path in remembered_run_dirs(Path(entry.pw_dir) / ".cache" / "labkit", user_name(entry.pw_uid),
+                                             entry.pw_uid)}
+    noted.update((path, (me, uid)) for path in remembered_run_dirs(cache_dir(create=False), me, uid))
+    found: list[tuple[Path, str, int]] = [(path, user, owner) for path, (user, owner) in noted.items()]
+    for path in dict.fromkeys(candidates):
         try:
             st = path.lstat()
         except OSError:
@@ -221,7 +283,7 @@ def run_dirs(all_users: bool) -> list[tuple[Path, str, int]]:
         user = user_name(st.st_uid)
         mine = path.name == f"labkit-{user}" or is_fallback_run_dir(path.name, user) or (
             path.name == "labkit" and path.parent.name == str(st.st_uid))
-        if stat.S_ISDIR(st.st_mode) and mine and squatted(path, user) is None:
+        if stat.S_ISDIR(st.st_mode) and mine and squatted(path, user) is None and path not in noted:
             found.append((path, user, st.st_uid))
     return sorted(found)
 
@@ -367,3 +429,37 @@ def _release_all() -> None:
             release()
         except Exception:  # noqa: BLE001 - best effort at exit, keep going
             pass
+
+
+# --------------------------------------------------------------------------- a full run dir, explained
+
+
+def _run_dir_holding(path: str) -> Path | None:
+    """This user's run dir (:func:`labkit.runtime.run_dir_of`, or a fallback of it) that holds ``path``, if one does.
+
+    The run dir holds live guests' consoles and initramfs copies, not the
+    image cache: a full one needs its own advice.
+    """
+    first, user = run_dir_of(), user_name()
+    for folder in Path(path).parents:
+        if folder == first or (folder.parent == first.parent and is_fallback_run_dir(folder.name, user)):
+            return folder
+    return None
+
+
+def _run_dir_fix(run_dir: Path) -> str:
+    """How to make room in a full run dir, or point labkit at another: which variable chose this one."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    moved = (f"XDG_RUNTIME_DIR={xdg} chose it: unset it (labkit then uses {tempfile.gettempdir()}) or point it at "
+             "a roomier private directory (mode 0700)" if xdg and run_dir.parent == Path(xdg) else
+             f"TMPDIR chose {run_dir.parent}: point TMPDIR at a roomier directory")
+    return (f"free space there (df -h {run_dir}; `labkit cleanup` removes what dead lab runs left in it), or "
+            f"{moved}")
+
+
+def _full_run_dir_advice(path: str) -> tuple[Path, str] | None:
+    run_dir = _run_dir_holding(path)
+    return None if run_dir is None else (run_dir, _run_dir_fix(run_dir))
+
+
+errors.full_run_dir_advice = _full_run_dir_advice  # errors.from_os_error asks it (errors sits below this module)

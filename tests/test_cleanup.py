@@ -340,11 +340,51 @@ def test_a_failed_removal_is_reported_not_raised() -> None:
 def test_run_dirs_are_found_by_owner_and_exact_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cleanup.tempfile, "gettempdir", lambda: str(tmp_path))
     monkeypatch.setattr(runtime.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(runtime, "USUAL_TMP", tmp_path)
+    monkeypatch.setattr(runtime, "USUAL_RUNTIME", tmp_path / "run-user")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     mine = runtime.run_dir()
-    (tmp_path / f"{runtime.prefix()}session-test").mkdir()  # starts like a run dir, is none
-    (tmp_path / "labkit-nosuchuser").mkdir()  # owned by me, named for someone else
+    decoys = [tmp_path / f"{runtime.prefix()}session-test",  # starts like a run dir, is none
+              tmp_path / "labkit-nosuchuser"]  # owned by me, named for someone else
+    for decoy in decoys:
+        decoy.mkdir()
     assert runtime.run_dirs(all_users=False) == [(mine, runtime.user_name(), os.geteuid())]
-    assert runtime.run_dirs(all_users=True) == [(mine, runtime.user_name(), os.geteuid())]
+    every = runtime.run_dirs(all_users=True)  # other users' run dirs on this host may be there too
+    assert (mine, runtime.user_name(), os.geteuid()) in every and not any(path in decoys for path, _, _ in every)
+
+
+def test_run_dirs_under_another_xdg_runtime_dir_or_tmpdir_are_found_later(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run dir labkit used under a custom XDG_RUNTIME_DIR or TMPDIR is found by a later `labkit cleanup` in a
+    plain environment, and by root's --all-users: --dry-run lists what the real cleanup then removes."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    xdg, elsewhere, plain = tmp_path / "xdg", tmp_path / "elsewhere", tmp_path / "plain"
+    for folder in (xdg, elsewhere, plain):
+        folder.mkdir(mode=0o700)
+    left = []
+    for variable, value in (("XDG_RUNTIME_DIR", xdg), ("TMPDIR", elsewhere)):  # a killed run's scratch dir there
+        with monkeypatch.context() as env:
+            env.delenv("XDG_RUNTIME_DIR", raising=False)
+            if variable == "XDG_RUNTIME_DIR":
+                env.setenv(variable, str(value))
+            else:
+                env.setattr(runtime.tempfile, "gettempdir", lambda value=value: str(value))
+            left.append(runtime.run_dir() / f"boot-{dead_pid()}-abcdefgh")
+            left[-1].mkdir()
+    assert left[0].parent == xdg / "labkit" and left[1].parent.parent == elsewhere
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)  # later, in a plain environment
+    monkeypatch.setattr(runtime.tempfile, "gettempdir", lambda: str(plain))
+
+    def dirs(report: cleanup.CleanupReport) -> set[str]:
+        return {i.name for i in report.removed if i.kind == "dir"}
+
+    expected = {str(p) for p in left}
+    if os.geteuid() == 0:
+        assert expected <= dirs(cleanup.cleanup(all_users=True, dry_run=True, kinds=("dir",)))
+    assert dirs(cleanup.cleanup(dry_run=True, kinds=("dir",))) == expected
+    assert dirs(cleanup.cleanup(kinds=("dir",))) == expected
+    assert not any(p.exists() for p in left)
 
 
 def test_only_root_cleans_up_for_everyone(monkeypatch: pytest.MonkeyPatch) -> None:

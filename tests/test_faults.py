@@ -86,6 +86,13 @@ def test_bad_input_is_one_clear_error(args: tuple[str, ...], words: tuple[str, .
     assert_clear_error(labkit(*args), *words)
 
 
+def test_boot_exits_with_the_guest_commands_status(guest: images.GuestImage) -> None:
+    """As ``nested run`` does: a script can tell that the guest's command failed."""
+    proc = labkit("boot", "--command", "echo seven; exit 7")
+    assert proc.returncode == 7 and "Traceback" not in proc.stderr, proc.stderr
+    assert "command    exit status 7:\nseven" in proc.stdout, proc.stdout
+
+
 def test_existing_into_cache_is_accepted(tmp_path: Path) -> None:
     """The --into check refuses foreign directories only: a new one, or a labkit cache, is fine."""
     assert images.check_into(tmp_path / "new") == tmp_path / "new"
@@ -164,13 +171,15 @@ def _shared(guest: images.GuestImage) -> str:
 def test_read_only_cache_is_a_clear_error(guest: images.GuestImage, tmpfs) -> None:
     cache = tmpfs("ro-cache", "ro,size=1m")
     env = {"XDG_CACHE_HOME": str(cache), "LABKIT_SHARED_CACHE": ""}
-    for args in (("image", "build", "--quiet"), ("boot",), ("boot", "--command", "true")):
-        assert_clear_error(labkit(*args, env=env), "Read-only file system", "XDG_CACHE_HOME")
+    assert_clear_error(labkit("image", "build", "--quiet", env=env), "Read-only file system", "XDG_CACHE_HOME")
     info = labkit("image", "info", env=env)  # reading needs no writing: no kernel here, and it says so
     assert_clear_error(info, "no kernel for the tiny guest")
-    # with an instructor's shared cache, a read-only own cache still boots
-    shared = labkit("image", "info", "--json", env={**env, "LABKIT_SHARED_CACHE": _shared(guest)})
-    assert shared.returncode == 0 and "Traceback" not in shared.stderr, shared.stderr
+    # with an instructor's shared cache, a read-only own cache still boots; a new command's image cannot be built
+    shared = {**env, "LABKIT_SHARED_CACHE": _shared(guest)}
+    listed = labkit("image", "info", "--json", env=shared)
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+    assert_clear_error(labkit("boot", "--command", f"echo {time.time_ns()}", env=shared), "Read-only file system",
+                       "XDG_CACHE_HOME")
 
 
 def test_full_cache_with_labkit_kernel_says_disk_full(guest: images.GuestImage, tmpfs) -> None:
@@ -183,8 +192,21 @@ def test_full_cache_with_labkit_kernel_says_disk_full(guest: images.GuestImage, 
 def test_full_cache_without_labkit_kernel_does_not_blame_the_network(guest: images.GuestImage, tmpfs) -> None:
     cache = tmpfs("full-cache", "size=512k")
     env = {"XDG_CACHE_HOME": str(cache), "LABKIT_SHARED_CACHE": _shared(guest)}
-    err = assert_clear_error(labkit("boot", "--command", "true", env=env), "no space left")
+    # a command no cache holds an image for (other runs on this host may have cached "true")
+    err = assert_clear_error(labkit("boot", "--command", f"echo {time.time_ns()}", env=env), "no space left")
     assert "network" not in err and "archive" not in err
+
+
+def test_a_full_run_dir_names_itself_and_the_variable_that_chose_it(guest: images.GuestImage, tmpfs) -> None:
+    """Not the image cache's advice: the run dir's full path, `labkit cleanup`, and XDG_RUNTIME_DIR."""
+    runtime_dir = tmpfs("xdg-runtime", "size=64k,mode=0700")
+    with open(runtime_dir / "filler", "wb") as fill, pytest.raises(OSError, match="No space left"):
+        fill.write(b"\0" * (128 << 10))  # fills it
+    err = assert_clear_error(labkit("boot", env={"XDG_RUNTIME_DIR": str(runtime_dir)}),
+                             f"no space left in labkit's run dir {runtime_dir / 'labkit'}", "labkit cleanup",
+                             f"XDG_RUNTIME_DIR={runtime_dir} chose it")
+    assert "XDG_CACHE_HOME" not in err and "--cache" not in err
+    assert list((runtime_dir / "labkit").iterdir()) == []  # the failed boot's scratch dir went with it
 
 
 def test_apt_out_of_space_is_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

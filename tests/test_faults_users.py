@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import psutil
@@ -109,3 +110,39 @@ def test_a_squatted_run_dir_does_not_lock_a_student_out_and_caches_stay_private(
         assert len(rows) == 1 and f"owned by {runtime.user_name(stu1.uid)}" in rows[0]["where"], rows
         assert rows[0]["action"] == "kept" and "--force" in rows[0]["detail"]
         os.rmdir(squat)
+
+
+def test_libvirtd_killed_mid_virt_boot_leaves_no_qemu_and_no_state_files() -> None:
+    """The daemon dies while it creates the guest (QEMU already runs): `virt boot` ends in one clear error, and
+    neither QEMU nor libvirt's state files for the guest (qemu/run/NAME.xml, .pid, the monitor dir) outlive it."""
+    with students.exclusive(), students.shared_cache() as cache, students.student("labkit-stu1", cache) as stu:
+        proc = subprocess.Popen(stu.argv(sys.executable, "-m", "labkit", "virt", "boot", "--name", "lost"),
+                                cwd=students.TOP, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            name = wait_for_qemu(stu, "lost-", proc)
+            daemons = [p for p in students.session_daemons(stu.uid) if p.name() == "libvirtd"]
+            assert len(daemons) == 1
+            daemons[0].send_signal(signal.SIGKILL)
+            out, err = proc.communicate(timeout=180)
+        finally:
+            proc.kill()
+        assert "Traceback" not in err and proc.returncode in (0, 2), out + err  # killed mid-create, or just after
+        assert not virt.qemu_pids(name), "the guest's QEMU outlived virt boot"
+        state = stu.home / ".cache" / "libvirt" / "qemu" / "run"
+        assert not list(state.glob(f"{name}.*")), sorted(p.name for p in state.iterdir())
+        lib = stu.home / ".config" / "libvirt" / "qemu" / "lib"
+        assert not list(lib.glob("domain-*")), sorted(p.name for p in lib.iterdir())
+        assert not any(stu.run_dir.iterdir())
+
+
+def wait_for_qemu(stu: students.Student, label: str, owner: subprocess.Popen, timeout: float = 180) -> str:
+    """The domain name of the student's QEMU whose name has ``label``, once it runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for qemu in psutil.process_iter(["cmdline", "uids"]):
+            name = virt.qemu_name(qemu.info["cmdline"] or [])
+            if name and qemu.info["uids"] and qemu.info["uids"].real == stu.uid and label in name:
+                return name.removeprefix("guest=")
+        assert owner.poll() is None, owner.communicate()
+        time.sleep(0.05)
+    pytest.fail("the guest's QEMU did not start")

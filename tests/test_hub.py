@@ -173,6 +173,7 @@ def test_three_students_run_04_or_05_through_the_hub_and_nothing_is_left(tmp_pat
                 remove_account(name)
             secret = tmp_path / "class.txt"
             secret.write_text("".join(f"{name}:{passwords[name]}\n" for name in NAMES))
+            secret.chmod(0o600)  # the hub refuses a password file others can read
             plan = HubPlan(students.TOP, NAMES, tmp_path / "hub", "127.0.0.1", free_port(), LIMITS, cache)
             support = limits.detect()
             hub = start_hub(plan, secret)

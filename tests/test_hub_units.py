@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+import pwd
+import socket
+import sys
+import threading
 from pathlib import Path
 
+import psutil
 import pytest
 from traitlets.config import Config
 
 from labkit import cli
 from labkit.errors import InvalidOptionError
-from labkit.hub import HubPlan, Limits, accounts, config, limits
+from labkit.hub import HubPlan, Limits, accounts, claim, config, limits, privacy, server
 
 # /proc/self/mounts and /proc/self/cgroup of three kinds of host
 HYBRID_MOUNTS = """tmpfs /sys/fs/cgroup tmpfs rw 0 0
@@ -136,3 +141,191 @@ def test_students_get_both_editions_and_no_write_through_their_symlinks(tmp_path
     (home / "kvm-lab" / "ko").rmdir()
     (home / "kvm-lab" / "ko").symlink_to(elsewhere)
     assert accounts.provide_notebooks(student, source) == [] and list(elsewhere.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- issue 28: secrets, state, bad options
+
+
+def passwords_file(tmp_path: Path, mode: int = 0o600) -> Path:
+    path = tmp_path / "class.txt"
+    path.write_text("alice:pw1\n")
+    path.chmod(mode)
+    return path
+
+
+def test_a_password_file_only_the_instructor_reads_is_used(tmp_path: Path) -> None:
+    assert accounts.read_passwords(passwords_file(tmp_path)) == {"alice": "pw1"}
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_a_password_file_others_can_read_or_write_is_refused(tmp_path: Path, mode: int) -> None:
+    with pytest.raises(InvalidOptionError, match="readable or writable by others") as err:
+        accounts.read_passwords(passwords_file(tmp_path, mode))
+    assert "chmod 600" in (err.value.fix or "")
+
+
+def test_a_password_file_of_another_owner_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another owner needs root (CI runs as root)")
+    path = passwords_file(tmp_path)
+    os.chown(path, 1, 1)
+    with pytest.raises(InvalidOptionError, match="belongs to uid 1, not to you"):
+        accounts.read_passwords(path)
+
+
+def test_a_password_file_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    link = tmp_path / "link.txt"
+    link.symlink_to(passwords_file(tmp_path))
+    with pytest.raises(InvalidOptionError, match="is a symlink"):
+        accounts.read_passwords(link)
+
+
+def test_a_password_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    outcome: list[BaseException | dict] = []
+
+    def read() -> None:
+        try:
+            outcome.append(accounts.read_passwords(fifo))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # unblock the stuck open so the thread ends
+        with open(fifo, "w"):
+            pass
+        pytest.fail("reading a FIFO as the password file hung")
+    assert isinstance(outcome[0], InvalidOptionError) and "not a regular file" in outcome[0].what
+
+
+def entry(uid: int, shell: str = "/bin/bash") -> pwd.struct_passwd:
+    return pwd.struct_passwd(("someone", "x", uid, uid, "", "/home/someone", shell))
+
+
+def test_system_accounts_are_told_by_every_sign(tmp_path: Path) -> None:
+    assert accounts.not_a_person(entry(1500)) is None
+    assert "overflow user" in accounts.not_a_person(pwd.getpwnam("nobody"))
+    assert "overflow user" in accounts.not_a_person(entry(65534))
+    assert "refuses logins" in accounts.not_a_person(entry(1500, "/usr/sbin/nologin"))
+    assert "refuses logins" in accounts.not_a_person(entry(1500, "/bin/false"))
+    assert "outside the range" in accounts.not_a_person(entry(500))
+    assert "outside the range" in accounts.not_a_person(entry(4_000_000))
+    defs = tmp_path / "login.defs"
+    defs.write_text("# site\nUID_MIN\t\t 2000\nUID_MAX 3000\nSYS_UID_MIN 100\nSYS_UID_MAX 1999\n")
+    assert accounts.uid_ranges(defs) == {"UID_MIN": 2000, "UID_MAX": 3000, "SYS_UID_MIN": 100, "SYS_UID_MAX": 1999}
+    assert "2000-3000" in accounts.not_a_person(entry(1500), defs)
+    assert accounts.not_a_person(entry(2500), defs) is None
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["hub", "start", "--students", "nobody", "--state", "/nonexistent/x"], "'nobody' is a system account"),
+    (["hub", "start", "--students", "", "--state", "/nonexistent/x"], "names no student"),
+    (["hub", "start", "--students", ",", "--state", "/nonexistent/x"], "names no student"),
+    (["hub", "start", "--students", " , ,", "--state", "/nonexistent/x"], "names no student"),
+    (["hub", "start", "--count", "1", "--ip", "not an ip"], "'not an ip' is not an IP address"),
+    (["hub", "start", "--count", "1", "--ip", "300.1.1.1"], "is not an IP address"),
+    (["hub", "start", "--count", "1", "--port", "-1"], "port -1 is out of range"),
+    (["hub", "start", "--count", "1", "--port", "0"], "port 0 is out of range"),
+    (["hub", "start", "--count", "1", "--port", "65536"], "port 65536 is out of range"),
+    (["hub", "start", "--count", "1", "--port", "http"], "'http' is not a port number"),
+])
+def test_more_bad_hub_options_give_one_clear_error(argv: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as code:  # argparse's own errors exit; labkit's return 2
+        raise SystemExit(cli.main(argv))
+    assert code.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("labkit: error: ") and message in err and "fix:" in err and "Traceback" not in err
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("same", ["state", "port"])
+def test_a_second_hub_on_the_same_state_or_port_refuses_before_touching_anything(
+        tmp_path: Path, same: str, capsys) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("labkit hub start refuses non-root first (CI runs as root)")
+    port = free_port()
+    first = HubPlan(Path("/srv/kvm-lab"), ("alice",), tmp_path / "first", "127.0.0.1", port)
+    second_state = first.state_dir if same == "state" else tmp_path / "second"
+    second_port = port if same == "port" else free_port()
+    name = "labkit-nohub"
+    assert accounts.lookup(name) is None
+    with claim.claim(first):
+        assert cli.main(["hub", "start", "--students", name, "--state", str(second_state), "--ip", "127.0.0.1",
+                         "--port", str(second_port)]) == 2
+    err = capsys.readouterr().err
+    assert "another labkit hub already uses" in err and f"pid {os.getpid()}" in err, err
+    assert not second_state.exists() and not first.state_dir.exists()  # no plan, config or state written
+    assert accounts.lookup(name) is None  # no account made
+    with claim.claim(first):  # the first one's locks went with it: the next hub may start
+        pass
+
+
+def test_a_port_something_else_listens_on_is_refused_before_touching_anything(tmp_path: Path, capsys) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("labkit hub start refuses non-root first (CI runs as root)")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert cli.main(["hub", "start", "--students", "labkit-nohub", "--state", str(tmp_path / "s"),
+                         "--ip", "127.0.0.1", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"port {port} on 127.0.0.1 cannot be used" in err and "Address already in use" in err, err
+    assert not (tmp_path / "s").exists()
+
+
+FAKE_JUPYTERHUB = """#!{python}
+# A JupyterHub that starts its proxy (in a session of its own, as JupyterHub does), then fails to start.
+import subprocess, sys
+proxy = subprocess.Popen([{proxy!r}], start_new_session=True)
+open("proxy.pid", "w").write(str(proxy.pid))
+sys.exit(1)
+"""
+FAKE_PROXY = "#!{python}\nimport time\ntime.sleep(300)\n"
+
+
+def test_a_hub_that_fails_to_start_leaves_no_proxy_behind(tmp_path: Path) -> None:
+    plan = HubPlan(tmp_path / "lab", ("alice",), tmp_path / "state", "127.0.0.1", free_port())
+    plan.proxy.parent.mkdir(parents=True)
+    plan.proxy.write_text(FAKE_PROXY.format(python=sys.executable))
+    (plan.venv / "bin").mkdir()
+    (plan.venv / "bin/jupyterhub").write_text(FAKE_JUPYTERHUB.format(python=sys.executable, proxy=str(plan.proxy)))
+    for script in (plan.proxy, plan.venv / "bin/jupyterhub"):
+        script.chmod(0o755)
+    with pytest.raises(server.HubStartError, match="exited with status 1"):
+        with server.running(plan, timeout=60):
+            pass
+    proxies = [p for p in psutil.process_iter(["cmdline"]) if str(plan.proxy) in (p.info["cmdline"] or [])]
+    assert proxies == [] and not server.proxy_pid_file(plan).exists()
+    assert server.leftovers(plan) == []
+
+
+@pytest.mark.parametrize("line, hidden", [
+    ("proc /proc proc rw,nosuid,nodev,noexec,relatime,hidepid=2 0 0", True),
+    ("proc /proc proc rw,relatime,hidepid=invisible 0 0", True),
+    ("proc /proc proc rw,relatime,hidepid=1 0 0", False),
+    ("proc /proc proc rw,relatime 0 0", False),
+    ("sysfs /sys sysfs rw 0 0", None),
+])
+def test_process_privacy_reads_hidepid(tmp_path: Path, line: str, hidden: bool | None) -> None:
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"sysfs /sys sysfs rw 0 0\n{line}\n")
+    assert privacy.process_privacy(mounts).hidden is hidden
+    assert privacy.process_privacy(tmp_path / "missing").hidden is None
+
+
+def test_doctor_says_whether_students_see_each_others_processes() -> None:
+    from labkit import doctor, host
+    check = doctor.check_privacy(host.inspect())
+    on_host = privacy.process_privacy()
+    assert check.name == "process privacy" and check.detail == on_host.detail
+    assert (check.status == "ok") is (on_host.hidden is True)
+    assert check.fix is None if on_host.hidden else "hidepid=2" in check.fix

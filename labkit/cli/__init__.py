@@ -15,6 +15,7 @@ stopped early (``| head``) ends quietly.  A learner never sees a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -22,6 +23,7 @@ from typing import NoReturn
 
 from labkit import i18n
 from labkit.errors import LabkitError, MissingToolError, from_os_error
+from labkit.i18n import _
 
 #: Every command: its name -> (its module in labkit.cli, its one-line help), in help order.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -48,7 +50,7 @@ def seconds(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} s: the timeout must be above 0 (e.g. 60)")
+        raise argparse.ArgumentTypeError(f"{text} s: the timeout must be finite and above 0 (e.g. 60)")
     return value
 
 
@@ -56,8 +58,11 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with its usage errors in the lab's one format (``labkit: error:`` + ``fix:``, exit 2)."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"labkit: error: {self.prog}: {message}", file=sys.stderr)
-        print(f"  fix: `{self.prog} --help` lists the options and their values", file=sys.stderr)
+        with contextlib.suppress(LabkitError):  # parsing comes before main() chose the language
+            i18n.use()
+        error, fix = _labels()
+        print(f"{error} {self.prog}: {message}", file=sys.stderr)
+        print(f"  {fix} `{self.prog} --help` lists the options and their values", file=sys.stderr)
         sys.exit(2)
 
 
@@ -121,12 +126,18 @@ def main(argv: list[str] | None = None) -> int:
 def _error(exc: LabkitError) -> int:
     """``labkit: error: …`` and ``fix: …`` on stderr; exit status 2."""
     try:
-        print(f"labkit: error: {exc.what}", file=sys.stderr)
+        error, fix = _labels()
+        print(f"{error} {exc.what}", file=sys.stderr)
         if exc.fix:
-            print(f"  fix: {exc.fix}", file=sys.stderr)
+            print(f"  {fix} {exc.fix}", file=sys.stderr)
     except BrokenPipeError:
         return _reader_gone()
     return 2
+
+
+def _labels() -> tuple[str, str]:
+    """``labkit: error:`` and ``fix:`` in the learner's language (the messages themselves stay English)."""
+    return _("labkit: error:"), _("fix:")
 
 
 def _reader_gone() -> int:

@@ -29,15 +29,17 @@ def register(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    image = images.tiny_guest(args.kernel, args.command, fetch=args.kernel is None, progress=not args.json)
+    # never fetched here: a boot works offline, from the cache `labkit image build` (setup) made
+    image = images.tiny_guest(args.kernel, args.command, fetch=False, progress=not args.json)
     stream = (lambda text: print(text, end="", file=sys.stderr, flush=True)) if args.console else None
     result = asyncio.run(qemu.boot(image, accel=args.accel, machine=args.machine, cpu=args.cpu,
                                    memory_mib=args.memory, vcpus=args.vcpus, timeout=args.timeout,
                                    on_output=stream))
     r, t = result.report, result.times
+    status = _command_status(r.command_status) if args.command is not None else 0
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
-        return 0
+        return status
     print(f"accel      {result.accel.name}: {result.accel.reason}")
     print(f"machine    {result.config.machine}, {result.config.vcpus} vCPU, {result.config.memory_mib} MiB, "
           f"cpu {result.config.cpu or 'QEMU default'}")
@@ -52,7 +54,15 @@ def run(args: argparse.Namespace) -> int:
           f"started: {t.before_kernel_s:.2f} s")
     if r.command_output is not None:
         print(f"command    exit status {r.command_status}:\n{r.command_output.rstrip()}")
-    return 0
+    return status
+
+
+def _command_status(status: int | None) -> int:
+    """The exit status ``labkit boot`` passes on from the guest's command, as ``labkit nested run`` does.
+
+    0 to 255 pass through.  Unknown (the guest printed none) is not success: 1.
+    """
+    return status if status is not None and 0 <= status <= 255 else 1
 
 
 def _s(value: float | None) -> str:

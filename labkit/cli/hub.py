@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import secrets
 import signal
@@ -30,8 +31,8 @@ def register(p: argparse.ArgumentParser) -> None:
     start.add_argument("--passwords", type=Path, metavar="FILE",
                        help="'name:password' lines; new accounts not in it get a random password, "
                             "written to STATE/passwords (root only)")
-    start.add_argument("--ip", default="", help="address to listen on (default: all)")
-    start.add_argument("--port", type=int, default=8000)
+    start.add_argument("--ip", type=ip_address, default="", help="address to listen on (default: all)")
+    start.add_argument("--port", type=port_number, default=8000, help="TCP port to listen on (default 8000)")
     start.add_argument("--state", type=Path, default=STATE_DIR, help=f"hub state folder (default {STATE_DIR})")
     start.add_argument("--memory-mib", type=int, default=2048, help="memory cap per student (0: none)")
     start.add_argument("--cpus", type=float, default=1.0, help="CPU quota per student (0: none)")
@@ -40,12 +41,36 @@ def register(p: argparse.ArgumentParser) -> None:
     start.set_defaults(func=run_start)
 
 
+def ip_address(text: str) -> str:
+    """argparse type of ``--ip``: an IPv4 or IPv6 address, or empty (every address)."""
+    if not text:
+        return text
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address (e.g. 0.0.0.0, 127.0.0.1 or ::)") from None
+
+
+def port_number(text: str) -> int:
+    """argparse type of ``--port``: a TCP port, 1 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range: use 1 to 65535 (e.g. 8000)")
+    return port
+
+
 def students_from(args: argparse.Namespace) -> tuple[str, ...]:
     if args.count is not None:
         if not 1 <= args.count <= 500:
             raise InvalidOptionError(f"--count {args.count} is out of range", "use 1 to 500 students")
         return tuple(f"student{i}" for i in range(1, args.count + 1))
     names = tuple(n.strip() for n in args.students.split(",") if n.strip())
+    if not names:
+        raise InvalidOptionError(f"--students {args.students!r} names no student",
+                                 "give comma-separated login names (--students alice,bob) or --count N")
     return tuple(accounts.check_name(n) for n in names)
 
 
@@ -58,12 +83,23 @@ def run_start(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise AccessDeniedError("the hub creates accounts and runs each student's server as them: it needs root",
                                 "sudo ./kvmlab hub start ...")
-    from labkit.hub import server  # imports nothing of JupyterHub's; the spawner does, inside the hub
+    from labkit.hub import claim
 
     students = students_from(args)
     plan = HubPlan(LAB_ROOT, students, args.state, args.ip, args.port,
                    limits.Limits(args.memory_mib or None, args.cpus or None), args.cache)
-    given = accounts.parse_passwords(args.passwords.read_text()) if args.passwords else {}
+    given = accounts.read_passwords(args.passwords) if args.passwords else {}
+    for name in students:
+        accounts.check_student(name)
+    with claim.claim(plan):  # before anything is touched: one hub per state folder and port
+        return _serve(plan, given)
+
+
+def _serve(plan: HubPlan, given: dict[str, str]) -> int:
+    """Accounts, the shared image, then JupyterHub until Ctrl-C/SIGTERM; 1 if it died or left something."""
+    from labkit.hub import privacy, server  # imports nothing of JupyterHub's; the spawner does, inside the hub
+
+    students = plan.students
     made = {}
     for name in students:
         password = given.get(name)
@@ -84,19 +120,24 @@ def run_start(args: argparse.Namespace) -> int:
     support = limits.detect()
     print(f"limits per student: {plan.limits.memory_mib or 'no'} MiB, {plan.limits.cpus or 'no'} CPU quota — "
           + (f"enforced ({support.reason})" if support.version else f"NOT enforced: {support.reason}"))
+    seen = privacy.process_privacy()
+    print(f"process privacy: {seen.detail}" + ("" if seen.hidden else f"; fix: {privacy.FIX}"))
     signal.signal(signal.SIGTERM, _interrupt)
     asked_to_stop = False
-    with server.running(plan) as proc:
-        print(f"JupyterHub for {len(students)} students at {plan.url}/ (log: {server.log_file(plan)}); Ctrl-C stops it")
-        try:
-            proc.wait()
-        except KeyboardInterrupt:
-            asked_to_stop = True
-            print("stopping the hub and every student's server...")
-    if not asked_to_stop:
-        print(f"labkit: error: JupyterHub exited by itself (status {proc.returncode})\n"
-              f"  fix: read {server.log_file(plan)}", file=sys.stderr)
-    left = server.leftovers(plan)
-    for line in left:
-        print(f"left behind: {line}", file=sys.stderr)
+    try:
+        with server.running(plan) as proc:
+            print(f"JupyterHub for {len(students)} students at {plan.url}/ (log: {server.log_file(plan)}); "
+                  "Ctrl-C stops it")
+            try:
+                proc.wait()
+            except KeyboardInterrupt:
+                asked_to_stop = True
+                print("stopping the hub and every student's server...")
+        if not asked_to_stop:
+            print(f"labkit: error: JupyterHub exited by itself (status {proc.returncode})\n"
+                  f"  fix: read {server.log_file(plan)}", file=sys.stderr)
+    finally:  # also when JupyterHub failed to start: what it left is reported
+        left = server.leftovers(plan)
+        for line in left:
+            print(f"left behind: {line}", file=sys.stderr)
     return 1 if left or not asked_to_stop else 0

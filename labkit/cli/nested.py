@@ -9,6 +9,7 @@ import pwd
 import sys
 
 from labkit import nested
+from labkit.cli import seconds
 
 
 def register(p: argparse.ArgumentParser) -> None:
@@ -22,7 +23,7 @@ def register(p: argparse.ArgumentParser) -> None:
         mode.add_argument("--vcpus", type=int, metavar="N",
                           help=f"L1's virtual CPUs (default {nested.machine.DEFAULT_VCPUS}, or this host's CPUs if "
                                "fewer)")
-        mode.add_argument("--timeout", type=float, default=1800.0, metavar="S",
+        mode.add_argument("--timeout", type=seconds, default=1800.0, metavar="S",
                           help="kill L1 after S seconds (default 1800)")
         mode.add_argument("--times", action="store_true",
                           help="print L1's ready time and the command's duration on stderr as JSON")

@@ -7,10 +7,15 @@ so the CLI teaches the tool it wraps.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import shlex
+import time
 from dataclasses import asdict
+
+import psutil
 
 from labkit import cleanup, images, libvirtd, virt
 from labkit.cli import cleanup as cli_cleanup
@@ -107,12 +112,44 @@ def run_cleanup(_args: argparse.Namespace) -> int:
 
 
 def run_boot(args: argparse.Namespace) -> int:
-    image = images.tiny_guest()
+    image = images.tiny_guest(fetch=False)  # offline: from the cache `labkit image build` (setup) made
+    spec = virt.DomainSpec.for_image(args.name, image, memory_mib=args.memory, vcpus=args.vcpus)
+    spec.validate()  # a bad name, size or count is refused before libvirtd is even asked
+    try:
+        return _boot(args, spec)
+    except virt.VirtError:
+        _remove_if_orphaned(spec.domain_name)
+        raise
+
+
+def _remove_if_orphaned(name: str) -> None:
+    """The guest ``name`` after a failure, if it outlived it: destroyed through a fresh connection.
+
+    A daemon killed while it created the guest leaves QEMU running and its
+    state files (``qemu/run/NAME.xml``, ``.pid``, the monitor socket) on disk,
+    and the domain object was never handed back to close.  The next daemon
+    (started by connecting again) reads those state files and takes the guest
+    over; destroying it then stops QEMU and removes them, as libvirt would.
+    """
+    with contextlib.suppress(virt.VirtError), virt.connect() as conn:
+        deadline = time.monotonic() + 15
+        while name in conn.domains() and time.monotonic() < deadline:  # the new daemon may be settling it itself
+            conn.cleanup([name])
+            time.sleep(0.2)
+    for pid in virt.qemu_pids(name):  # no daemon took it over: stop the QEMU ourselves
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            proc.terminate()
+            if psutil.wait_procs([proc], timeout=5)[1]:
+                proc.kill()
+    libvirtd.remove_stale_state(virt.choose_uri().uri, name)
+
+
+def _boot(args: argparse.Namespace, spec: virt.DomainSpec) -> int:
     with virt.connect() as conn:
         dtype = conn.domain_type()
         print(f"{conn.uri}: domain type {dtype.type} ({dtype.reason})")
-        spec = virt.DomainSpec.for_image(args.name, image, memory_mib=args.memory, vcpus=args.vcpus,
-                                         domain_type=dtype.type)
+        spec = dataclasses.replace(spec, domain_type=dtype.type)
         with conn.transient(spec) as dom:
             if args.xml:
                 print(dom.xml)

@@ -9,20 +9,28 @@ there is left alone: a student's work survives a restart of their server.
 
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import re
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from labkit.errors import InvalidOptionError
+from labkit.errors import InvalidOptionError, from_os_error
 
 #: Where a student's copy of the notebooks goes, under their home.
 LAB_FOLDER = "kvm-lab"
-#: Accounts below this uid are the system's (Debian's and Ubuntu's FIRST_UID in /etc/adduser.conf).
-FIRST_STUDENT_UID = 1000
+#: Where the system says which uids are people's (``UID_MIN``/``UID_MAX``) and which are daemons' (``SYS_UID_*``).
+LOGIN_DEFS = Path("/etc/login.defs")
+#: shadow-utils' defaults when login.defs does not say.
+_UID_DEFAULTS = {"UID_MIN": 1000, "UID_MAX": 60000, "SYS_UID_MIN": 101, "SYS_UID_MAX": 999}
+#: ``nobody``: the overflow uid (and its 16-bit twin), never a person.
+OVERFLOW_UIDS = (65534, 65535)
+#: Shells that mean "this account does not log in".
+NO_LOGIN_SHELLS = ("nologin", "false")
 _NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,30}$")
 
 
@@ -46,6 +54,40 @@ def check_name(name: str) -> str:
     return name
 
 
+def uid_ranges(login_defs: Path = LOGIN_DEFS) -> dict[str, int]:
+    """``UID_MIN``, ``UID_MAX``, ``SYS_UID_MIN``, ``SYS_UID_MAX`` from ``login_defs`` (defaults where unset)."""
+    found = dict(_UID_DEFAULTS)
+    try:
+        text = login_defs.read_text(errors="replace")
+    except OSError:
+        return found
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] in found and words[1].isdigit():
+            found[words[0]] = int(words[1])
+    return found
+
+
+def not_a_person(entry: pwd.struct_passwd, login_defs: Path = LOGIN_DEFS) -> str | None:
+    """Why the passwd ``entry`` is a system account, not a student's (None when it may be a student).
+
+    Every sign counts, because the hub would give the account a password and
+    run a JupyterLab — a shell — as it: a uid outside login.defs' range for
+    people (or inside its range for daemons), the overflow uid ``nobody``, a
+    shell that refuses logins.
+    """
+    ranges = uid_ranges(login_defs)
+    uid = entry.pw_uid
+    if uid in OVERFLOW_UIDS:
+        return f"uid {uid} is the overflow user (nobody)"
+    if ranges["SYS_UID_MIN"] <= uid <= ranges["SYS_UID_MAX"] or not ranges["UID_MIN"] <= uid <= ranges["UID_MAX"]:
+        return (f"uid {uid} is outside the range for people's accounts ({ranges['UID_MIN']}-{ranges['UID_MAX']} "
+                f"in {login_defs})")
+    if Path(entry.pw_shell or "/bin/sh").name in NO_LOGIN_SHELLS:
+        return f"its shell {entry.pw_shell} refuses logins"
+    return None
+
+
 def lookup(name: str) -> Account | None:
     try:
         entry = pwd.getpwnam(name)
@@ -57,14 +99,10 @@ def lookup(name: str) -> Account | None:
 def ensure(name: str, password: str | None = None) -> Account:
     """Student ``name``: created (home 0700, bash) if missing; ``password`` set when given.
 
-    An existing system account (uid below 1000: root, daemons) is refused:
-    the hub would run a JupyterLab — a shell — as it.
+    An existing system account (:func:`check_student`) is refused: the hub
+    would run a JupyterLab — a shell — as it.
     """
-    check_name(name)
-    existing = lookup(name)
-    if existing is not None and existing.uid < FIRST_STUDENT_UID:
-        raise InvalidOptionError(f"{name!r} is a system account (uid {existing.uid}), not a student",
-                                 "choose another name for the student")
+    existing = check_student(name)
     if existing is None:
         subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", "--user-group", name],
                        check=True, capture_output=True)
@@ -74,6 +112,20 @@ def ensure(name: str, password: str | None = None) -> Account:
     if password is not None:
         subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True, capture_output=True)
     return account
+
+
+def check_student(name: str) -> Account | None:
+    """The existing account ``name`` if it may be a student's (None: no such account yet); else a clear error."""
+    check_name(name)
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    why = not_a_person(entry)
+    if why is not None:
+        raise InvalidOptionError(f"{name!r} is a system account, not a student: {why}",
+                                 "choose another name for the student")
+    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir))
 
 
 def provide_notebooks(account: Account, notebooks: Path) -> list[Path]:
@@ -100,6 +152,35 @@ def provide_notebooks(account: Account, notebooks: Path) -> list[Path]:
             os.chown(target, account.uid, account.gid)
             copied.append(target)
     return copied
+
+
+def read_passwords(path: Path) -> dict[str, str]:
+    """The ``name:password`` lines of ``path``, if only the instructor can read it (else a clear error).
+
+    Opened without following a symlink and without blocking (a FIFO would
+    wait forever for a writer), then checked on the open file itself, so
+    nothing can swap it between the check and the read: a regular file owned
+    by this user (root) that neither group nor others can read.
+    """
+    fix = f"chown root: {path} && chmod 600 {path}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InvalidOptionError(f"the password file {path} is a symlink", "give the file itself") from None
+        raise from_os_error(exc, f"read the password file {path}") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidOptionError(f"the password file {path} is not a regular file "
+                                     f"({stat.filemode(st.st_mode)})", "give a plain file of 'name:password' lines")
+        if st.st_uid != os.geteuid():
+            raise InvalidOptionError(f"the password file {path} belongs to uid {st.st_uid}, not to you: its "
+                                     "owner could change every student's password", fix)
+        if st.st_mode & 0o077:
+            raise InvalidOptionError(f"the password file {path} is readable or writable by others "
+                                     f"({stat.filemode(st.st_mode)}): any student could read every password", fix)
+        return parse_passwords(fh.read().decode(errors="replace"))
 
 
 def parse_passwords(text: str) -> dict[str, str]:

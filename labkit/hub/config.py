@@ -14,6 +14,8 @@ from pathlib import Path
 from labkit.hub.plan import HubPlan
 
 CONFIG_FILE = "jupyterhub_config.py"
+#: Where JupyterHub writes configurable-http-proxy's pid, in the state folder (the hub stops a proxy left behind).
+PROXY_PID_FILE = "proxy.pid"
 
 
 def apply(c, plan: HubPlan) -> None:
@@ -35,7 +37,7 @@ def apply(c, plan: HubPlan) -> None:
     c.Spawner.http_timeout = 120  # a cold JupyterLab on a busy 2-core host takes a while
     c.Spawner.start_timeout = 120
     c.ConfigurableHTTPProxy.command = [str(plan.proxy)]
-    c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+    c.ConfigurableHTTPProxy.pid_file = str(state / PROXY_PID_FILE)
 
 
 def write(plan: HubPlan) -> Path:

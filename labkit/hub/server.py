@@ -69,7 +69,7 @@ def running(plan: HubPlan, timeout: float = 120) -> Iterator[subprocess.Popen]:
                                 env={"PATH": f"{plan.venv / 'bin'}:"
                                              "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                                      "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/root")})
-    token = runtime.release_at_exit(lambda: stop(proc))
+    token = runtime.release_at_exit(lambda: stop(proc, plan))
     try:
         deadline = time.monotonic() + timeout
         while not answers(plan):
@@ -81,12 +81,17 @@ def running(plan: HubPlan, timeout: float = 120) -> Iterator[subprocess.Popen]:
             time.sleep(0.3)
         yield proc
     finally:
-        stop(proc)
+        stop(proc, plan)
         runtime.forget(token)
 
 
-def stop(proc: subprocess.Popen, timeout: float = 90) -> int:
-    """SIGTERM the hub (it stops the students' servers and the proxy), SIGKILL if it hangs; its exit status."""
+def stop(proc: subprocess.Popen, plan: HubPlan, timeout: float = 90) -> int:
+    """SIGTERM the hub (it stops the students' servers and the proxy), SIGKILL if it hangs; its exit status.
+
+    Then the proxy, if the hub left it: JupyterHub starts configurable-http-proxy
+    in a session of its own and stops it only on a clean shutdown, so a hub
+    that failed while starting (or was killed) leaves it listening.
+    """
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -94,7 +99,32 @@ def stop(proc: subprocess.Popen, timeout: float = 90) -> int:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    stop_proxy(plan)
     return proc.returncode
+
+
+def proxy_pid_file(plan: HubPlan) -> Path:
+    """Where JupyterHub writes the proxy's pid (``ConfigurableHTTPProxy.pid_file`` in :mod:`.config`)."""
+    return plan.state_dir / config.PROXY_PID_FILE
+
+
+def stop_proxy(plan: HubPlan, timeout: float = 10) -> int | None:
+    """Stop the proxy a dead hub left (the pid in its pid file, if that is still the proxy); its pid, or None."""
+    pid_file = proxy_pid_file(plan)
+    try:
+        proc = psutil.Process(int(pid_file.read_text().strip()))
+        is_proxy = any("configurable-http-proxy" in arg for arg in proc.cmdline())
+    except (OSError, ValueError, psutil.Error):
+        is_proxy = False
+    if is_proxy:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+            if psutil.wait_procs([proc], timeout=timeout)[1]:
+                proc.kill()
+                psutil.wait_procs([proc], timeout=timeout)
+    with contextlib.suppress(OSError):
+        pid_file.unlink()
+    return proc.pid if is_proxy else None
 
 
 def leftovers(plan: HubPlan) -> list[str]:
@@ -104,6 +134,7 @@ def leftovers(plan: HubPlan) -> list[str]:
     its new parent (init, which may reap late) collects it.
     """
     uids = {a.uid: a.name for a in map(accounts.lookup, plan.students) if a is not None}
+    proxy = {str(plan.proxy), os.path.realpath(plan.proxy)}  # node runs it by the link's name or its target's
     found = []
     for proc in psutil.process_iter(["pid", "uids", "cmdline", "status"]):
         if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.info["pid"] == os.getpid():  # not `labkit hub` itself
@@ -112,7 +143,7 @@ def leftovers(plan: HubPlan) -> list[str]:
         uid = proc.info["uids"].real if proc.info["uids"] else None
         if uid in uids:
             found.append(f"{uids[uid]}'s process {proc.info['pid']}: {' '.join(argv)[:120]}")
-        elif any(str(plan.state_dir) in arg or arg == str(plan.proxy) for arg in argv):
+        elif any(str(plan.state_dir) in arg or arg in proxy for arg in argv):
             found.append(f"hub process {proc.info['pid']}: {' '.join(argv)[:120]}")
     for uid, name in uids.items():
         run_dir = runtime.run_dir_of(runtime.user_name(uid))

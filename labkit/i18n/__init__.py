@@ -37,9 +37,13 @@ def available() -> tuple[str, ...]:
 
 
 def _language_of_locale(value: str) -> str:
-    """The language part of a locale name: ``ko_KR.UTF-8`` → ``ko``; ``C``/``POSIX`` → English."""
+    """The language part of a locale name: ``ko_KR.UTF-8`` → ``ko``; ``C``/``POSIX`` → English.
+
+    Anything else that has no language part (``../../etc/passwd`` → ``""``)
+    stays unknown, so an explicit choice of it is an error, not English.
+    """
     lang = value.split(".")[0].split("@")[0].split("_")[0].lower()
-    return ENGLISH if lang in ("c", "posix", "") else lang
+    return ENGLISH if lang in ("c", "posix") else lang
 
 
 def resolve(lang: str | None = None) -> str:

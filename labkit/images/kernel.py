@@ -66,9 +66,11 @@ def find_kernel(path: Path | str | None = None, *, fetch: bool = True, refresh: 
         if own and into is not None:  # filling a shared cache: copy the kernel this user has, not download it again
             return _copy_kernel(own, into)
     if not fetch:
-        raise ImageError("no kernel for the tiny guest: none given, /boot has none readable, none cached",
-                         "run `labkit image build` (fetches the distribution's cloud kernel), "
-                         "or pass a kernel path / set LABKIT_KERNEL=/path/to/vmlinuz")
+        where = ", ".join(str(c) for c in imagecache.caches(into))
+        raise ImageError(f"no kernel for the tiny guest: none given, /boot has none readable, none cached (in {where})",
+                         "run `labkit image build` once (it fetches the distribution's cloud kernel: the only step "
+                         "that needs the network), or use an instructor's shared cache (sudo labkit image build "
+                         "--into /var/cache/labkit), or pass a kernel path / set LABKIT_KERNEL=/path/to/vmlinuz")
     return fetch_kernel(into=into, progress=progress)
 
 

@@ -103,10 +103,14 @@ def with_nonce(initrd: Path, folder: Path, token: str) -> Path:
     """
     extra = formats.cpio([("labkit", 0o040755, b""), ("labkit/nonce", 0o100600, token.encode() + b"\n")])
     target = folder / "initrd.cpio.gz"
-    with open(target, "wb") as out:
-        with open(initrd, "rb") as src:
-            shutil.copyfileobj(src, out)
-        out.write(gzip.compress(extra, mtime=0))
+    try:
+        with open(target, "wb") as out:
+            with open(initrd, "rb") as src:
+                shutil.copyfileobj(src, out)
+            out.write(gzip.compress(extra, mtime=0))
+    except OSError as exc:  # a failed write() names no file: the error should say where (a full run dir)
+        exc.filename = exc.filename or str(target)
+        raise
     target.chmod(0o644)  # libvirt's QEMU (another user) reads it; the folder is what is private
     return target
 
