@@ -198,10 +198,16 @@ def test_shell_is_interactive_and_returns_the_shells_status() -> None:
     assert output in proc.stdout.replace("\r\n", "\n"), proc.stdout[-500:]
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C as in a learner's shell, however pytest was started (a background job ignores
+    SIGINT, and what it starts inherits that: Python then never raises KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
 def test_nothing_outlives_an_interrupted_or_killed_run(how: signal.Signals) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "labkit", "nested", "run", "--", "sleep", "600"], cwd=TOP,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.monotonic() + 120
     while sorted(set(children_of(proc.pid))) != ["qemu-system-x86_64", "virtiofsd"]:
         assert time.monotonic() < deadline and proc.poll() is None, (children_of(proc.pid), proc.communicate())
