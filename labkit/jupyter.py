@@ -16,6 +16,7 @@ in the browser test) — here the dir is short and ours (``<run dir>/kernel-<pid
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ from typing import Any
 from jupyter_client.manager import AsyncKernelManager, KernelManager
 
 from labkit import runtime
+
+#: The longest path a Unix socket may have (``sun_path`` is 108 bytes with its NUL).
+SOCKET_PATH_MAX = 107
 
 
 class _PrivateIpc:
@@ -37,9 +41,14 @@ class _PrivateIpc:
 
     def __init__(self, **kwargs: Any) -> None:
         if not {"transport", "ip", "connection_file"} & kwargs.keys():
-            self._private_dir = runtime.scratch_dir("kernel")
-            # the sockets are named after the connection file: <dir>/kernel-ipc-<port>
-            kwargs.update(transport="ipc", connection_file=str(self._private_dir / "kernel.json"))
+            folder = runtime.scratch_dir("kernel")
+            # the sockets are named after the connection file: <dir>/kernel-ipc-<port>; a Unix socket's path
+            # has room for 107 bytes, and a run dir deep in a test's TMPDIR leaves too few: TCP there
+            if len(os.fsencode(folder / "kernel-ipc-65535")) <= SOCKET_PATH_MAX:
+                self._private_dir = folder
+                kwargs.update(transport="ipc", connection_file=str(folder / "kernel.json"))
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
         super().__init__(**kwargs)
 
     def cleanup_connection_file(self) -> None:

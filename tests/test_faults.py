@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import libvirt
@@ -252,10 +254,17 @@ def test_cache_size_cap_and_cleanup_cache_from_the_cli(guest: images.GuestImage,
 # --------------------------------------------------------------------------- kill -9
 
 
-def isolated_env(tmp_path: Path) -> dict[str, str]:
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A private dir right under /tmp: a run dir deep in pytest's tmp_path leaves a kernel's Unix socket path no
+    room (107 bytes), and labkit's kernels then fall back to TCP (labkit.jupyter)."""
+    path = Path(tempfile.mkdtemp(prefix="kvmlab-t-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def isolated_env(tmp: Path) -> dict[str, str]:
     """A private TMPDIR (so a private run dir) for a run this test kills."""
-    tmp = tmp_path / "tmp"
-    tmp.mkdir(exist_ok=True)
     return {**os.environ, "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"}
 
 
@@ -298,8 +307,8 @@ def reclaim_in(env: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("point", ["starting", "qemu running", "command running"])
-def test_kill_labkit_boot(guest: images.GuestImage, tmp_path: Path, point: str) -> None:
-    env = isolated_env(tmp_path)
+def test_kill_labkit_boot(guest: images.GuestImage, short_tmp: Path, point: str) -> None:
+    env = isolated_env(short_tmp)
     proc = subprocess.Popen([sys.executable, "-m", "labkit", "boot", "--console", "--command", "sleep 60"],
                             cwd=TOP, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     label = f"{runtime.prefix()}tiny-{proc.pid}-"
@@ -319,8 +328,8 @@ def test_kill_labkit_boot(guest: images.GuestImage, tmp_path: Path, point: str) 
 
 
 @pytest.mark.parametrize("point", ["created", "reporting"])
-def test_kill_labkit_virt_boot(guest: images.GuestImage, tmp_path: Path, point: str) -> None:
-    env = isolated_env(tmp_path)
+def test_kill_labkit_virt_boot(guest: images.GuestImage, short_tmp: Path, point: str) -> None:
+    env = isolated_env(short_tmp)
     proc = subprocess.Popen([sys.executable, "-m", "labkit", "virt", "boot", "--name", f"kill{point[:3]}"],
                             cwd=TOP, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     name = f"{runtime.prefix()}kill{point[:3]}-{proc.pid}"
@@ -344,7 +353,7 @@ def test_kill_labkit_virt_boot(guest: images.GuestImage, tmp_path: Path, point: 
 NOTEBOOK_CELL = "import time\nfrom labkit import images, qemu, virt\n" + lab_guests("nb") + "time.sleep(600)\n"
 
 
-def test_kill_a_papermill_run(guest: images.GuestImage, tmp_path: Path) -> None:
+def test_kill_a_papermill_run(guest: images.GuestImage, short_tmp: Path, tmp_path: Path) -> None:
     """A notebook run killed mid-cell: its kernel notices, QEMU and the libvirt guest go with it; the next
     start reclaims its scratch dirs, domain definition and the kernel's connection file."""
     import nbformat
@@ -353,7 +362,7 @@ def test_kill_a_papermill_run(guest: images.GuestImage, tmp_path: Path) -> None:
     nb.cells = [nbformat.v4.new_code_cell(NOTEBOOK_CELL)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, notebook)
-    env = isolated_env(tmp_path)
+    env = isolated_env(short_tmp)
     proc = subprocess.Popen([sys.executable, "-m", "labkit", "run", str(notebook), "--out", str(tmp_path / "out"),
                              "--no-progress"], cwd=TOP, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)

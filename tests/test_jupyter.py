@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 from labkit import runtime
 from labkit.jupyter import PrivateKernelManager
@@ -43,6 +44,15 @@ def test_a_kernel_talks_over_private_unix_sockets_and_leaves_nothing() -> None:
     finally:
         km.shutdown_kernel(now=True)
     assert not folder.exists()
+
+
+def test_a_run_dir_too_deep_for_a_socket_path_keeps_tcp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Unix socket's path holds 107 bytes: under a deep run dir the kernel keeps TCP (and leaves no dir)."""
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir(mode=0o700)
+    monkeypatch.setattr(runtime, "run_dir", lambda: deep)
+    km = PrivateKernelManager(kernel_name="python3")
+    assert km.transport == "tcp" and km.connection_file == "" and list(deep.iterdir()) == []
 
 
 def test_a_caller_may_still_choose_tcp() -> None:
