@@ -75,8 +75,8 @@ class FakeHostKernelManager(PrivateKernelManager):
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         argv = super().format_kernel_cmd(extra_arguments)
-        if available() is not None:
+        folder = self._private_dir  # the kernel's private dir (gone with the kernel); None where it kept TCP
+        if available() is not None or folder is None:
             return argv
-        folder = Path(self.connection_file).parent  # the kernel's private dir: gone with the kernel
         write_facts(folder)
         return wrap(argv, folder)
