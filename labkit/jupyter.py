@@ -51,6 +51,11 @@ class _PrivateIpc:
                 shutil.rmtree(folder, ignore_errors=True)
         super().__init__(**kwargs)
 
+    @property
+    def private_dir(self) -> Path | None:
+        """The kernel's private dir (its sockets and connection file), or None where it kept TCP."""
+        return self._private_dir
+
     def cleanup_connection_file(self) -> None:
         super().cleanup_connection_file()  # type: ignore[misc]
         self._shut_down = True

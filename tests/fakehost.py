@@ -75,7 +75,7 @@ class FakeHostKernelManager(PrivateKernelManager):
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         argv = super().format_kernel_cmd(extra_arguments)
-        folder = self._private_dir  # the kernel's private dir (gone with the kernel); None where it kept TCP
+        folder = self.private_dir  # gone with the kernel; None where the kernel kept TCP
         if available() is not None or folder is None:
             return argv
         write_facts(folder)
