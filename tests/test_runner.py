@@ -27,6 +27,16 @@ def labkit(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "labkit", *args], capture_output=True, text=True)
 
 
+#: The one line a green run may print: jupyter_client interrupts a kernel before shutting it down (SIGINT), and
+#: a kernel still busy at that moment logs it. Seen once in a fresh-clone run, where SIGINT is not ignored.
+SHUTDOWN_INTERRUPT = "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel."
+
+
+def quiet(stderr: str) -> bool:
+    """Nothing on stderr but, at most, the kernels' shutdown interrupt."""
+    return all(line == SHUTDOWN_INTERRUPT for line in stderr.splitlines())
+
+
 def test_parameters_reach_the_notebook(tmp_path: Path) -> None:
     [result] = runner.run([ECHO], tmp_path, {"size": 21, "label": "x"}, progress=False)
     assert result.ok and result.failure is None
@@ -47,7 +57,7 @@ def test_sweep_with_repeats_writes_the_table_summary_and_plot(tmp_path: Path) ->
     proc = labkit("run", str(ECHO), "--sweep", "size=1,100", "--repeat", "2", "--label", "ann", "--out",
                   str(tmp_path), "--no-progress", "--export", str(tmp_path / "ann.json"))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == ""  # a green run is quiet: no kernel warning (IPC transport), no progress bar
+    assert quiet(proc.stderr), proc.stderr  # a green run is quiet: no kernel warning (IPC transport), no progress bar
     lines = proc.stdout.splitlines()
     assert lines[0].split()[:4] == ["size", "notebook", "runs", "ok"]
     for value in (1, 100):
@@ -96,7 +106,7 @@ def test_loopback_down_and_a_read_only_home_still_run_and_leave_nothing(tmp_path
         left = {p.name: sorted(c.name for c in p.iterdir()) if p.is_dir() else None for p in tmp.iterdir()}
     finally:
         shutil.rmtree(tmp)
-    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.returncode == 0 and quiet(proc.stderr), proc.stderr
     assert "doubled=2 items" in proc.stdout
     [(run_dir, inside)] = left.items()  # labkit's own run dir, empty, and nothing else
     assert run_dir.startswith("labkit-") and inside == [], left
@@ -147,7 +157,7 @@ def test_korean_edition_runs_under_papermill_and_speaks_korean(tmp_path: Path) -
     """`labkit run --lang ko 01`: the Korean notebook, its lesson lines printed in Korean."""
     proc = labkit("run", "01", "--lang", "ko", "-p", "touch_mib", "16", "--out", str(tmp_path), "--no-progress")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stderr == ""
+    assert quiet(proc.stderr), proc.stderr
     import nbformat
 
     nb = nbformat.read(tmp_path / "01_kernel.ipynb", as_version=4)
