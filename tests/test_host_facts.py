@@ -62,8 +62,8 @@ def compared_outputs(notebook: dict) -> list[tuple[str, str]]:
 def host_facts_in(notebook: dict, facts: dict[str, str]) -> list[str]:
     """One line per host fact found in a compared output: the cell, what it is, and the text around it."""
     found = []
+    patterns = {**SHAPES, **{what: re.compile(re.escape(value)) for what, value in facts.items()}}
     for cell_id, text in compared_outputs(notebook):
-        patterns = {**SHAPES, **{what: re.compile(re.escape(value)) for what, value in facts.items()}}
         for what, pattern in patterns.items():
             for match in pattern.finditer(text):
                 found.append(f"cell {cell_id}: {what} ({text[max(0, match.start() - 40):match.end() + 20]!r})")
