@@ -30,6 +30,12 @@ def test_halted_with_the_one_shot_timer_run_out_and_nothing_pending_is_stopped_f
     assert found is not None and "no interrupt will wake it" in found
 
 
+def test_the_evidence_is_the_lines_it_decides_on() -> None:
+    lines = watch.evidence(REGISTERS, RAN_OUT).splitlines()
+    assert [line.split("=")[0].split()[0] for line in lines] == ["RIP", "LVTT", "Timer", "ISR", "IRR"]
+    assert "HLT=1" in lines[0] and "current_count = 0" in lines[2]
+
+
 @pytest.mark.parametrize(("what", "registers", "lapic"), [
     ("running, not halted", REGISTERS.replace("HLT=1", "HLT=0"), RAN_OUT),
     ("interrupts disabled", REGISTERS.replace("RFL=00000246", "RFL=00000046"), RAN_OUT),
@@ -77,4 +83,5 @@ def test_the_watch_looks_at_an_idle_machine_over_qmp_and_leaves_it_running() -> 
 
     looks, status = asyncio.run(scenario())
     assert looks and not any(look.nudged for look in looks), looks
+    assert "HLT=1" in looks[0].evidence, looks[0]  # the guest idles in hlt
     assert status == "running"

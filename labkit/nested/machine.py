@@ -323,6 +323,8 @@ async def _supervise(config: qemu.MachineConfig, relays: list[_Relay], timeout: 
         except GuestTimeoutError:
             seen = "".join(f"\nat {look.at_s:g} s: {look.diagnosis}; nudged with an NMI" for look in looks
                            if look.nudged)
+            if looks:  # what L1's vCPU and APIC showed the last time it sat idle: where it waits
+                seen += f"\nL1 idle at {looks[-1].at_s:g} s:\n{looks[-1].evidence}"
             raise NestedError(f"the command did not end within {timeout:g} s inside L1: L1 was stopped "
                               f"(its output so far is above).{seen}\nL1's console (kernel messages) ends:\n"
                               f"{vm.console_tail(15)}",

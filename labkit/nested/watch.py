@@ -48,10 +48,18 @@ class Look:
 
     at_s: float  # seconds after the watch started
     diagnosis: str | None  # None: something can still wake it (or the dump cannot tell)
+    evidence: str = ""  # the lines of the dumps it decided on (vCPU state, APIC timer, IRR/ISR)
 
     @property
     def nudged(self) -> bool:
         return self.diagnosis is not None
+
+
+def evidence(registers: str, lapic: str) -> str:
+    """The lines of ``info registers`` and ``info lapic`` that :func:`diagnose` reads."""
+    lines = [line for line in registers.splitlines() if line.startswith("RIP=")]
+    lines += [line for line in lapic.splitlines() if line.split("\t")[0].strip() in ("LVTT", "Timer", "ISR", "IRR")]
+    return "\n".join(" ".join(line.split()) for line in lines)
 
 
 def diagnose(registers: str, lapic: str) -> str | None:
@@ -111,9 +119,10 @@ async def watch(vm: qemu.QemuMachine, looks: list[Look], period_s: float = SAMPL
             continue
         idle.restart()
         try:
-            found = diagnose(await vm.hmp("info registers"), await vm.hmp("info lapic"))
+            registers, lapic = await vm.hmp("info registers"), await vm.hmp("info lapic")
+            found = diagnose(registers, lapic)
             if found is not None:
                 await vm.qmp("inject-nmi")
         except (qemu.QemuError, QMPError, OSError):  # QEMU is going away: nothing left to watch
             return
-        looks.append(Look(round(time.monotonic() - started, 1), found))
+        looks.append(Look(round(time.monotonic() - started, 1), found, evidence(registers, lapic)))
