@@ -66,6 +66,8 @@ def test_strays_skip_code_and_allowed_phrases_and_name_the_line() -> None:
     (stray,) = terms.strays(text, [ring])
     assert (stray.form, stray.line, stray.context) == ("ring 3", 6, "사용자 모드(ring 3)에서")
     assert "write 링 0 (ring 0)" in str(stray)
+    level = terms.load()  # a wrapped line does not hide an avoided form of two words
+    assert [s.form for s in terms.strays("게스트의 권한\n수준에", level)] == ["권한\n수준"]
 
 
 def test_a_malformed_term_base_is_refused(tmp_path: Path) -> None:
@@ -81,7 +83,8 @@ def test_a_malformed_term_base_is_refused(tmp_path: Path) -> None:
 #: A particle right after a closing dash ("자원 — 서버, 스토리지 — 을"): Korean attaches it to a noun, so the
 #: aside goes into parentheses or the sentence is rebuilt.  (이/가/와/에 are left out: after an opening dash
 #: they start a word — "— 이 머신에서".)
-PARTICLE_AFTER_DASH = re.compile(r"— ?(을|를|은|는|의|과|로|으로|에서)(?=[\s,.:]|$)", re.MULTILINE)
+PARTICLE_AFTER_DASH = re.compile(r"— ?(을|를|은|는|의|과|로|으로|로는|으로는|에서|에서는|에는|에서도|라는|이라는)"
+                                 r"(?=[\s,.:]|$)", re.MULTILINE)
 
 
 def test_no_particle_follows_a_dash() -> None:

@@ -55,11 +55,17 @@ def load(path: Path = TERM_BASE) -> list[Term]:
         if not isinstance(entry, dict) or not {"ko", "en", "avoid"} <= set(entry):
             raise ValueError(f"{path} entry {n}: needs ko, en and avoid, has {entry!r}")
         try:
-            avoid = tuple(re.compile(p) for p in entry["avoid"])
+            avoid = tuple(re.compile(_across_lines(p)) for p in entry["avoid"])
         except re.error as e:
             raise ValueError(f"{path} entry {n} ({entry['ko']}): bad pattern: {e}") from None
         terms.append(Term(str(entry["ko"]), str(entry["en"]), avoid, tuple(entry.get("allow", ()))))
     return terms
+
+
+def _across_lines(pattern: str) -> str:
+    """``pattern`` with each literal blank (outside ``[...]``) matching any run of blanks or a line break:
+    a wrapped line must not hide 권한 / 수준."""
+    return re.sub(r"\[[^\]]*\]| ", lambda m: r"\s+" if m.group() == " " else m.group(), pattern)
 
 
 def prose(text: str) -> str:
