@@ -43,10 +43,11 @@ GLYPHS_JS = """([el, texts]) => {
 
 
 def open_glossary(page: Page, link: str) -> None:
-    """Click the notebook's glossary link: the glossary opens in JupyterLab, in a tab of its own."""
+    """Click the notebook's glossary link: the glossary opens in JupyterLab, in a tab of its own, rendered
+    (setup makes Markdown Preview the viewer of .md files: its table, not the source's | pipes)."""
     page.get_by_role("link", name=link).first.click()
     expect(page.locator(".lm-TabBar-tab", has_text="glossary.md")).to_be_visible()
-    expect(page.get_by_text("what it means here").first).to_be_visible()
+    expect(page.locator(".jp-RenderedMarkdown th", has_text="what it means here")).to_be_visible()
 
 
 def test_korean_notebook_in_korean_jupyterlab_shows_hangul(tmp_path: Path) -> None:
