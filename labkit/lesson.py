@@ -30,7 +30,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from labkit.errors import LabkitError
-from labkit.i18n import _
+from labkit.i18n import _, answers
 
 #: The marks :func:`check` prints.
 HELD, NOT_CHECKABLE = "✔", "○"
@@ -94,8 +94,10 @@ def ready(question: str, answer: object, right: str | int | Collection[str | int
     Prints one line and never raises nor records anything: a wrong answer
     is a pointer back into the section, not a stop.  ``right`` is the
     accepted answer, several accepted answers, or a predicate; strings are
-    compared without case or surrounding blanks.  ``why`` is shown with a
-    right answer; ``hint`` (or a generic pointer) with a wrong one.
+    compared without case or surrounding blanks, and a Korean answer (예,
+    타입 2, 문자 장치: :mod:`labkit.i18n.answers`) counts as its English.
+    ``why`` is shown with a right answer; ``hint`` (or a generic pointer)
+    with a wrong one.
     """
     if answer is None:
         print("→ " + _("ready to go on? {question}  (put your answer in answer=… and run this cell again)").format(
@@ -108,13 +110,14 @@ def ready(question: str, answer: object, right: str | int | Collection[str | int
 
 
 def _accepts(right: str | int | Collection[str | int] | Callable[[object], bool], answer: object) -> bool:
-    """Whether ``answer`` is one of the accepted answers in ``right``."""
+    """Whether ``answer`` is one of the accepted answers in ``right``; a Korean answer counts as its English."""
+    answer = answers.in_english(answer)
     if callable(right):
         return bool(right(answer))
     accepted = [right] if isinstance(right, (str, int)) else list(right)
 
     def norm(v: object) -> object:
-        return v.strip().lower() if isinstance(v, str) else v
+        return answers.fold(v) if isinstance(v, str) else v
     return norm(answer) in {norm(a) for a in accepted}
 
 

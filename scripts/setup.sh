@@ -102,12 +102,18 @@ fi
 # missing or older than its .po is compiled in memory at run time instead (labkit.i18n.catalogs).
 .venv/bin/python -m labkit.i18n compile >/dev/null
 
-# JupyterLab: no news pop-up fetched from the internet (this lab runs offline).
+# JupyterLab: no news pop-up fetched from the internet (this lab runs offline), and Markdown files (the
+# glossary the notebooks link to) open rendered, not as source. Settings already in the file are kept.
 settings=.venv/share/jupyter/lab/settings
 mkdir -p "$settings"
-[[ -f $settings/overrides.json ]] || cat > "$settings/overrides.json" <<'JSON'
-{ "@jupyterlab/apputils-extension:notification": { "fetchNews": "false", "checkForUpdates": false } }
-JSON
+.venv/bin/python - "$settings/overrides.json" <<'PY'
+import json, pathlib, sys
+path = pathlib.Path(sys.argv[1])
+overrides = json.loads(path.read_text()) if path.is_file() else {}
+overrides.setdefault("@jupyterlab/apputils-extension:notification", {"fetchNews": "false", "checkForUpdates": False})
+overrides.setdefault("@jupyterlab/docmanager-extension:plugin", {"defaultViewers": {"markdown": "Markdown Preview"}})
+path.write_text(json.dumps(overrides) + "\n")
+PY
 
 # The tiny guest (kernel from the package archive + busybox initramfs) into the user's
 # cache, so notebooks and tests never download anything.

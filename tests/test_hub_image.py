@@ -43,6 +43,8 @@ def test_post_build_makes_the_shared_image_and_start_points_servers_at_it(tmp_pa
     assert built.returncode == 0, built.stderr
     settings = home / ".jupyter/lab/user-settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings"
     assert json.loads(settings.read_text())["fetchNews"] == "false"
+    viewers = home / ".jupyter/lab/user-settings/@jupyterlab/docmanager-extension/plugin.jupyterlab-settings"
+    assert json.loads(viewers.read_text())["defaultViewers"] == {"markdown": "Markdown Preview"}  # the glossary
     fresh = {k: v for k, v in env.items() if k != "XDG_CACHE_HOME"}  # a server of the image: nothing of its own
     info = subprocess.run([str(repo / "start"), "labkit", "image", "info", "--json"], env=fresh,
                           capture_output=True, text=True, timeout=60)

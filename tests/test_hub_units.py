@@ -125,13 +125,14 @@ def test_bad_hub_options_give_one_clear_error(argv: list[str], message: str, cap
 def test_students_get_both_editions_and_no_write_through_their_symlinks(tmp_path: Path) -> None:
     source = tmp_path / "notebooks"
     (source / "ko" / "catalog").mkdir(parents=True)
-    for path in (source / "01_kernel.ipynb", source / "ko" / "01_kernel.ipynb", source / "notes.txt"):
+    for path in (source / "01_kernel.ipynb", source / "ko" / "01_kernel.ipynb", source / "glossary.md",
+                 source / "notes.txt"):
         path.write_text("{}")
     home = tmp_path / "home"
     home.mkdir()
     student = accounts.Account("alice", os.getuid(), os.getgid(), home)
     copied = accounts.provide_notebooks(student, source)
-    assert sorted(p.relative_to(home) for p in copied) == [Path("kvm-lab/01_kernel.ipynb"),
+    assert sorted(p.relative_to(home) for p in copied) == [Path("kvm-lab/01_kernel.ipynb"), Path("kvm-lab/glossary.md"),
                                                            Path("kvm-lab/ko/01_kernel.ipynb")]
     assert accounts.provide_notebooks(student, source) == []  # the student's copies (their work) are kept
     # a student who swapped ko/ for a link to somewhere else gets nothing written there

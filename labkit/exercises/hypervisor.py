@@ -17,7 +17,7 @@ import psutil
 
 from labkit import exercises, hosted
 from labkit.exercises import Feedback, exercise
-from labkit.i18n import _
+from labkit.i18n import _, answers
 
 #: The hypervisors with one answer (the catalogue of notebook 02 lists most of them).
 SETTLED = {"Oracle VirtualBox": "type 2", "VMware Workstation": "type 2", "Parallels Desktop": "type 2",
@@ -34,7 +34,8 @@ def names() -> list[str]:
 
 
 def _normal(answer: object) -> str:
-    return " ".join(str(answer or "").lower().replace("-", " ").split())
+    """The answer folded, Korean read as English (타입 2 is type 2)."""
+    return " ".join(str(answers.in_english(answer) or "").lower().replace("-", " ").split())
 
 
 def evidence_side(line: str, misc: Path = Path("/proc/misc"), dev: Path = Path("/dev/kvm"),

@@ -129,7 +129,7 @@ def check_student(name: str) -> Account | None:
 
 
 def provide_notebooks(account: Account, notebooks: Path) -> list[Path]:
-    """Copy the lab's notebooks into ``~/kvm-lab`` and each edition into ``~/kvm-lab/<lang>`` (owned by the student).
+    """Copy the lab's notebooks and glossary into ``~/kvm-lab``, each edition into ``~/kvm-lab/<lang>`` (the student's).
 
     An existing copy is kept (it holds the student's work); a folder or file
     the student replaced by a symlink is skipped, so root never writes
@@ -144,7 +144,7 @@ def provide_notebooks(account: Account, notebooks: Path) -> list[Path]:
         if not lab.exists():
             lab.mkdir(mode=0o755)
             os.chown(lab, account.uid, account.gid)
-        for source in sorted(folder.glob("[0-9][0-9]*_*.ipynb")):
+        for source in sorted([*folder.glob("[0-9][0-9]*_*.ipynb"), *folder.glob("*.md")]):  # + the glossary
             target = lab / source.name
             if target.exists() or target.is_symlink():
                 continue

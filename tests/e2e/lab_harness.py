@@ -15,6 +15,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,7 +91,7 @@ BROWSER_PARAMETERS = {"04_qemu": {"nested_demo": "False"}}
 
 
 def copy_cleared(src: Path, dst: Path) -> None:
-    """Copy the notebooks without outputs, execution counts or saved widget state, with BROWSER_PARAMETERS."""
+    """Copy the notebooks (no outputs, execution counts or saved widget state; BROWSER_PARAMETERS) and the glossary."""
     dst.mkdir()
     for path in sorted(src.glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
@@ -103,6 +104,8 @@ def copy_cleared(src: Path, dst: Path) -> None:
                     assert found == 1, f"{path.name}'s parameters cell has no `{name} = …` line"
         nb.metadata.pop("widgets", None)
         nbformat.write(nb, dst / path.name)
+    for page in src.glob("*.md"):  # the glossary, which the notebooks link to
+        shutil.copy(page, dst / page.name)
 
 
 def lab_environment(base: Path, locale: str | None = None) -> dict[str, str]:
