@@ -8,8 +8,8 @@ those a ``labkit run`` wrote) it adds up what a learner spends:
   ``--per-cell`` seconds (reading the code and looking at what it printed);
 - waiting: each cell's execution time on this host, from the notebook's own execution metadata (Jupyter
   records when each cell started and when it replied: a real run, not a guess);
-- exercises: ``--per-exercise`` minutes for each exercise (a cell tagged ``exercise:NAME``), the time a first attempt and one
-  hint take.
+- exercises: ``--per-exercise`` minutes for each exercise (a cell tagged ``exercise:NAME``), the time a
+  first attempt and one hint take.
 
 The model is stated so that it can be argued with; the waiting part is measured.  Usage::
 

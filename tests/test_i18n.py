@@ -199,7 +199,8 @@ def test_ready_and_a_failed_claim_in_korean(korean_catalogs: Path, capsys: pytes
     lesson.ready("which one sets the bit?", "hypervisor", "hypervisor", why="only a hypervisor sets it")
     lesson.ready("which one sets the bit?", "cpu", "hypervisor", why="only a hypervisor sets it")
     assert capsys.readouterr().out.splitlines() == [
-        "→ 다음으로 넘어갈 준비가 됐나? 어느 쪽이 그 비트를 켜는가?  (answer=…에 답을 넣고 이 셀을 다시 실행해 보자)",
+        "→ 다음으로 넘어갈 준비가 됐나? 어느 쪽이 그 비트를 켜는가?  "
+        "(answer=…에 답을 넣고 이 셀을 다시 실행해 보자. 한국어로 답해도 된다)",
         "✔ 넘어갈 준비가 됐다: 하이퍼바이저만 그 비트를 켠다",
         "↺ 조금 다르다 ('cpu'): 위 절을 다시 읽어 보자 — 그래도 넘어가도 된다",
     ]
