@@ -184,7 +184,7 @@ def check_transmit(answer: object) -> Feedback:
     if not callable(answer):
         return Feedback(False, _("pass your function, my_transmit (got a {type})").format(type=type(answer).__name__),
                         TRANSMIT_HINTS)
-    driver = _Driver(answer)  # type: ignore[arg-type]  # any callable: its errors become feedback below
+    driver = _Driver(answer)  # any callable: its errors become feedback below
     try:
         driver.poll_write(EARLY_LINE)
         early = bytes(driver.uart.output)

@@ -22,17 +22,18 @@ import asyncio
 import inspect
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from labkit import nested, qemu
+from labkit import host, nested, qemu
 from labkit.errors import AccessDeniedError, LabkitError, MissingToolError
 from labkit.nested.errors import CannotRunHereError, NestedError
 from labkit.vmm import uart as uart_module
 from labkit.vmm.linux import boot
-from labkit.vmm.zeropage import E820Entry
+from labkit.vmm.zeropage import E820Entry, e820_map
 
 #: What the guest runs after its report, under both VMMs: the kernel's view of the machine it was given.
 GUEST_COMMAND = ("dmesg | grep -E 'BIOS-e820|Command line|RAMDISK'; grep ttyS /proc/interrupts; "
@@ -74,13 +75,39 @@ class InvalidPieceError(LabkitError):
 
 @dataclass(frozen=True)
 class CapstoneRun:
-    """What the one run inside L1 measured — or why L1 could not run here (``ran`` False)."""
+    """What the one run measured — here, or inside L1 — or why L1 could not run here (``ran`` False)."""
 
     ran: bool
     why_not: str
-    l1: nested.NestedResult | None
-    own: dict | None  # labkit's boot: LinuxBoot.to_dict()
+    l1: nested.NestedResult | None  # None: the boot ran on this host
+    own: dict | None  # labkit's boot: LinuxBoot.to_dict(), plus the guest command's output
     qemu: dict | None  # QEMU's boot of the same guest: its machine, times, the command's output (None: not run)
+    e820: tuple[tuple[int, int, int], ...] = ()  # the map the VMM wrote: the learner's or its own
+
+    @property
+    def where(self) -> str:
+        return "this host" if self.l1 is None else \
+            (f"inside the emulated AMD-V machine (L1 ready in {self.l1.ready_s:.1f} s, "
+             f"the run took {self.l1.command_s:.1f} s)")
+
+
+def map_used(pieces: Pieces) -> tuple[tuple[int, int, int], ...]:
+    """The e820 rows the VMM writes for ``pieces``."""
+    rows = pieces.e820 if pieces.e820 is not None else e820_map(pieces.memory_mib << 20)
+    return tuple((e.addr, e.size, e.type) for e in rows)
+
+
+async def run_in_vm(pieces: Pieces, report: host.HostReport, *, compare_qemu: bool = True,
+                    on_console: Callable[[str], None] | None = None) -> CapstoneRun:
+    """Notebook 06's boot: on this host where its KVM boots Linux, else once inside L1 (:func:`run_inside`)."""
+    if report.verdict.boots_linux and report.verdict.usable:
+        found = inside(pieces.spec(), compare_qemu, on_console or _to_stderr)
+        return CapstoneRun(True, "", None, found["own"], found["qemu"], map_used(pieces))
+    run = await run_inside(pieces, compare_qemu=compare_qemu, on_console=on_console)
+    if not run.ran:
+        raise NestedError(f"this host's KVM cannot boot Linux, and the emulated AMD-V machine cannot run here: "
+                          f"{run.why_not}", "run this notebook on a host with VT-x/AMD-V")
+    return CapstoneRun(True, "", run.l1, run.own, run.qemu, map_used(pieces))
 
 
 def e820_entries(rows: Sequence[Sequence[int]]) -> tuple[E820Entry, ...]:
@@ -95,11 +122,13 @@ def learners_transmit(source: str, name: str) -> uart_module.Transmit:
     return namespace[name]
 
 
-def inside(spec: dict, compare_qemu: bool) -> dict:
-    """In L1: labkit's boot with the pieces, then QEMU's; the console streams to stderr."""
-    def console(text: str) -> None:
-        sys.stderr.write(text)
-        sys.stderr.flush()
+def _to_stderr(text: str) -> None:
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+def inside(spec: dict, compare_qemu: bool, console: Callable[[str], None] = _to_stderr) -> dict:
+    """labkit's boot with the pieces, then QEMU's (in L1: the console streams to stderr)."""
 
     transmit: uart_module.Transmit = uart_module.transmit
     if spec["transmit_source"]:
@@ -142,6 +171,77 @@ async def run_inside(pieces: Pieces, *, compare_qemu: bool = True,
                           "run it by hand: labkit nested run -- labkit kvm linux --console")
     found = json.loads(lines[-1][len(MARK):])
     return CapstoneRun(True, "", l1, found["own"], found["qemu"])
+
+
+_E820_LINE = re.compile(r"BIOS-e820: \[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\] (\w+)")
+_E820_TYPES = {"usable": 1, "reserved": 2}
+
+
+def e820_from_dmesg(text: str) -> tuple[tuple[int, int, int], ...]:
+    """The kernel's ``BIOS-e820: [mem START-END] TYPE`` lines as (address, size, type) rows (END is inclusive)."""
+    return tuple((int(a, 16), int(b, 16) + 1 - int(a, 16), _E820_TYPES.get(t, 0))
+                 for a, b, t in _E820_LINE.findall(text))
+
+
+def serial_interrupts(text: str) -> int:
+    """The count of the ``ttyS`` line of ``/proc/interrupts`` in the guest command's output (0: none)."""
+    for line in text.splitlines():
+        if "ttyS" in line:
+            fields = line.split()
+            return sum(int(f) for f in fields[1:] if f.isdigit())
+    return 0
+
+
+def claimed_ports(text: str) -> int:
+    """Top-level ranges in the guest's ``/proc/ioports`` (lines like ``03f8-03ff : serial``)."""
+    return sum(1 for line in text.splitlines() if re.match(r"[0-9a-f]{4}-[0-9a-f]{4} : ", line))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """labkit's VMM and QEMU on the same guest, from one run's measurements."""
+
+    own_lines: int
+    qemu_binary_mib: float | None
+    own_e820_rows: int
+    qemu_e820_rows: int
+    own_ports: int
+    qemu_ports: int
+    own_exits: dict[str, int]
+    own_userspace_s: float
+    qemu_userspace_s: float | None
+    qemu_machine: str
+
+    def text(self) -> str:
+        def q(value: object) -> str:
+            return "—" if value is None else str(value)
+        rows = [("", "labkit's VMM", f"QEMU ({self.qemu_machine})"),
+                ("code", f"{self.own_lines} lines of Python (labkit/vmm)",
+                 f"a {q(self.qemu_binary_mib)} MiB binary" if self.qemu_binary_mib else "—"),
+                ("e820 rows the kernel read", str(self.own_e820_rows), q(self.qemu_e820_rows or None)),
+                ("port ranges its drivers claimed", str(self.own_ports), q(self.qemu_ports or None)),
+                ("exits by reason", ", ".join(f"{k.removeprefix('KVM_EXIT_')} {v}" for k, v in self.own_exits.items()),
+                 "not counted (KVM's counters for QEMU's vCPU are not read)"),
+                ("launch → /init's report", f"{self.own_userspace_s:.2f} s",
+                 "—" if self.qemu_userspace_s is None else f"{self.qemu_userspace_s:.2f} s")]
+        width = max(len(r[0]) for r in rows)
+        own_width = max(len(r[1]) for r in rows)
+        return "\n".join(f"{a:<{width}}  {b:<{own_width}}  {c}" for a, b, c in rows)
+
+
+def compare(run: CapstoneRun) -> Comparison:
+    """The comparison table's numbers, all from ``run`` (and the size of labkit's sources)."""
+    assert run.own is not None
+    own_out = run.own["command_output"] or ""
+    other = run.qemu or {}
+    qemu_out = other.get("command_output") or ""
+    return Comparison(
+        own_lines=source_lines(), qemu_binary_mib=round(other["binary_bytes"] / 2**20, 1) if other else None,
+        own_e820_rows=len(e820_from_dmesg(own_out)), qemu_e820_rows=len(e820_from_dmesg(qemu_out)),
+        own_ports=claimed_ports(own_out), qemu_ports=claimed_ports(qemu_out), own_exits=dict(run.own["exits"]),
+        own_userspace_s=run.own["times"]["userspace_s"],
+        qemu_userspace_s=other["times"]["userspace_s"] if other else None,
+        qemu_machine=other.get("machine", "not run"))
 
 
 def source_lines(folder: Path = VMM_SOURCES) -> int:
