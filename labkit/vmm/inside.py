@@ -183,13 +183,12 @@ def e820_from_dmesg(text: str) -> tuple[tuple[int, int, int], ...]:
                  for a, b, t in _E820_LINE.findall(text))
 
 
+_IRQ_LINE = re.compile(r"^\s*\d+:((?:\s+\d+)+)\s.*\bttyS\d", re.MULTILINE)
+
+
 def serial_interrupts(text: str) -> int:
-    """The count of the ``ttyS`` line of ``/proc/interrupts`` in the guest command's output (0: none)."""
-    for line in text.splitlines():
-        if "ttyS" in line:
-            fields = line.split()
-            return sum(int(f) for f in fields[1:] if f.isdigit())
-    return 0
+    """The interrupts ``/proc/interrupts`` counted for a ``ttyS`` port (all CPUs), in the guest command's output."""
+    return sum(int(n) for found in _IRQ_LINE.findall(text) for n in found.split())
 
 
 def claimed_ports(text: str) -> int:
