@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from labkit import exercises, images
 from labkit.exercises import Feedback, exercise
 from labkit.i18n import _
+from labkit.i18n import noop as N_
 from labkit.vmm import bootparam, inside, zeropage
 from labkit.vmm.kernel import LinuxKernel, read_kernel
 from labkit.vmm.linux import NONCE_ROOM
@@ -61,14 +62,16 @@ def task() -> str:
                  mib=memory_mib(), size=memory_mib() << 20)
 
 
-E820_HINTS = (
-    _("the map tells the kernel which guest-physical ranges are usable RAM (type 1): the VM's RAM is one slot "
-      "from 0 to its size, and the kernel may use only what the map offers"),
-    _("a PC has no RAM for the kernel from the EBDA (0x9fc00) up to 1 MiB (0x100000): the VGA window, option "
-      "ROMs and the BIOS live there; a map says so with a reserved row"),
-    _("sizes are in bytes, rows sorted by address and not overlapping: your guest's RAM ends at {mib} << 20").format(
-        mib=memory_mib()),
-)
+def e820_hints() -> tuple[str, ...]:
+    """The map's hints, in the language chosen now (a notebook chooses it after importing this module)."""
+    return (
+        _("the map tells the kernel which guest-physical ranges are usable RAM (type 1): the VM's RAM is one slot "
+          "from 0 to its size, and the kernel may use only what the map offers"),
+        _("a PC has no RAM for the kernel from the EBDA (0x9fc00) up to 1 MiB (0x100000): the VGA window, option "
+          "ROMs and the BIOS live there; a map says so with a reserved row"),
+        _("sizes are in bytes, rows sorted by address and not overlapping: your guest's RAM ends at {mib} << 20"
+          ).format(mib=memory_mib()),
+    )
 
 
 def _kernel() -> tuple[LinuxKernel, int]:
@@ -101,7 +104,7 @@ def check_e820(answer: object) -> Feedback:
     rows = _rows(answer)
     if rows is None:
         return Feedback(False, _("my_e820 should be a list of (address, size, type) rows of whole numbers, got "
-                                 "{answer!r}").format(answer=answer), E820_HINTS)
+                                 "{answer!r}").format(answer=answer), e820_hints())
     size = memory_mib() << 20
     problems = []
     if any(r.type not in (bootparam.E820_TYPE_RAM, bootparam.E820_TYPE_RESERVED) for r in rows):
@@ -128,18 +131,19 @@ def check_e820(answer: object) -> Feedback:
         problems.append(_("the map offers {got} MiB above 1 MiB of the {all} MiB there: the rest is wasted").format(
             got=offered >> 20, all=(size - zeropage.HIGH_MEMORY) >> 20))
     if problems:
-        return Feedback(False, "; ".join(problems), E820_HINTS)
+        return Feedback(False, "; ".join(problems), e820_hints())
     return Feedback(True, _("{rows} rows: the kernel ({kernel} MiB at {start:#x}) and the initramfs at {initrd:#x} "
                             "lie in usable RAM, the legacy hole is not offered, all {mib} MiB are").format(
                                 rows=len(rows), kernel=kernel.size >> 20, start=low, initrd=initrd,
                                 mib=memory_mib()))
 
 
+#: Marked with N_, translated when shown (a notebook picks its language after importing this module).
 TRANSMIT_HINTS = (
-    _("a byte written to THR must come out on the console: the UART has a method that sends one"),
-    _("Linux's tty layer writes up to 16 bytes, then waits for the UART's 'transmitter holding register empty' "
+    N_("a byte written to THR must come out on the console: the UART has a method that sends one"),
+    N_("Linux's tty layer writes up to 16 bytes, then waits for the UART's 'transmitter holding register empty' "
       "interrupt (IRQ 4) before it writes more: after each byte THR is empty again"),
-    _("the interrupt fires only if the driver enabled it (IER bit IER_THRI), and the driver's handler reads IIR "
+    N_("the interrupt fires only if the driver enabled it (IER bit IER_THRI), and the driver's handler reads IIR "
       "to see why it came: uart.thr_empty_pending is what IIR reports"),
 )
 
@@ -183,7 +187,7 @@ def check_transmit(answer: object) -> Feedback:
     """Drive the learner's handler as Linux's 8250 driver does; judge what reached the console."""
     if not callable(answer):
         return Feedback(False, _("pass your function, my_transmit (got a {type})").format(type=type(answer).__name__),
-                        TRANSMIT_HINTS)
+                        tuple(map(_, TRANSMIT_HINTS)))
     driver = _Driver(answer)  # any callable: its errors become feedback below
     try:
         driver.poll_write(EARLY_LINE)
@@ -191,15 +195,15 @@ def check_transmit(answer: object) -> Feedback:
         sent = driver.interrupt_write(TTY_LINE)
     except Exception as exc:  # the learner's handler ran inside the UART: its error is feedback, not a traceback
         return Feedback(False, _("your handler raised {error}").format(error=f"{type(exc).__name__}: {exc}"),
-                        TRANSMIT_HINTS)
+                        tuple(map(_, TRANSMIT_HINTS)))
     out = bytes(driver.uart.output)
     if early != EARLY_LINE:
         return Feedback(False, _("the early console wrote {want} bytes to THR; the console got {got}").format(
-            want=len(EARLY_LINE), got=len(early)), TRANSMIT_HINTS)
+            want=len(EARLY_LINE), got=len(early)), tuple(map(_, TRANSMIT_HINTS)))
     if out != EARLY_LINE + TTY_LINE:
         return Feedback(False, _("the tty layer sent {sent} of {want} bytes by interrupt, then IRQ 4 did not come "
                                  "(or IIR named no reason): /init's report would stop there").format(
-                                     sent=sent, want=len(TTY_LINE)), TRANSMIT_HINTS)
+                                     sent=sent, want=len(TTY_LINE)), tuple(map(_, TRANSMIT_HINTS)))
     return Feedback(True, _("the early console's line came out polled, and /init's line by IRQ 4, {n} bytes per "
                             "interrupt, as Linux's 8250 driver sends").format(n=TX_LOAD))
 
