@@ -161,10 +161,13 @@ def test_vmm_process_knows_the_notebooks_own_guest_from_another_process() -> Non
 def _template_answers() -> dict[str, tuple]:
     """Each registered checker's arguments as a learner's untouched template leaves them."""
     from labkit.exercises import guest_programs, kvm, mmio_device
+    from labkit.exercises import vmm as vmm_exercise
 
     exercises.forget("page-faults")  # the template records a prediction of None
     starter_device: dict = {}
     exec(mmio_device.STARTER, starter_device)  # the template cell: a class whose handlers answer nothing
+    starter_transmit: dict = {}
+    exec(vmm_exercise.TRANSMIT_STARTER, starter_transmit)  # the template cell: a function that does nothing
     return {"kvm-triple-fault": (None,), "kvm-mmio-device": (starter_device["MyDevice"],),
             "page-faults": (), "stop-signal": (None,), "hypervisor-types": ({}, ""),
             "vmm-process": (None,), "kvm-digits": (kvm.STARTER,), "qemu-vcpus": (None,),
@@ -172,7 +175,8 @@ def _template_answers() -> dict[str, tuple]:
             "kvm-ring3": (guest_programs.RING3_STARTER,), "qemu-cpu-model": (None,), "virsh-pause": (None,),
             "overlay-growth": (None, None), "second-disk": (None, Path("vdb.qcow2"), None),
             "pml4-index": (None, 0x5555_1234_5678),
-            "libvirt-xml": (None, '<domain type="...">\n  <!-- your machine -->\n</domain>')}
+            "libvirt-xml": (None, '<domain type="...">\n  <!-- your machine -->\n</domain>'),
+            "vmm-e820": ([],), "vmm-transmit": (starter_transmit["my_transmit"],)}
 
 
 @pytest.mark.parametrize("name", sorted(exercises.all_exercises()))

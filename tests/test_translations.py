@@ -24,7 +24,7 @@ ENGLISH = editions.english_notebooks(ROOT / "notebooks")
 def test_every_english_notebook_has_an_edition_and_a_catalog() -> None:
     assert [p.name for p in ENGLISH] == ["01_kernel.ipynb", "02_hypervisor_types.ipynb", "03_kvm.ipynb",
                                          "03b_kvm_cpu_modes.ipynb", "04_qemu.ipynb", "04b_memory_storage_network.ipynb",
-                                         "05_libvirt.ipynb"]
+                                         "05_libvirt.ipynb", "06_own_vmm.ipynb"]
     for english in ENGLISH:
         for lang in editions.EDITIONS:
             assert editions.catalog_path(english, lang).is_file()

@@ -50,6 +50,10 @@ class LinuxKernel:
     end: int  # first physical address above the kernel (what it occupies while it starts, bss included)
     header: bytes = b""  # a bzImage's setup header, copied into the zero page (vmlinux has none)
 
+    def header_fields(self) -> bootparam.setup_header:
+        """A bzImage's setup header as the structure (all zero for a vmlinux, which has none)."""
+        return setup_header_of(self.header)
+
     @property
     def size(self) -> int:
         """Bytes of guest memory the kernel spans, from its lowest load address to :attr:`end`."""

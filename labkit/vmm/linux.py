@@ -21,7 +21,7 @@ import contextlib
 import mmap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +37,8 @@ from labkit.vmm.bus import PcBus
 from labkit.vmm.errors import LinuxBootError, NeedsHardwareKvmError
 from labkit.vmm.kernel import LinuxKernel, copy_into, read_kernel
 from labkit.vmm.rtc import CmosRtc
-from labkit.vmm.uart import COM1_IRQ, Uart
+from labkit.vmm.uart import COM1_IRQ, Transmit, Uart, transmit
+from labkit.vmm.zeropage import E820Entry
 
 #: What this VMM adds to the tiny guest's command line, each for a reason.
 VMM_CMDLINE = " ".join((
@@ -83,6 +84,9 @@ class LinuxBoot:
     memory_mib: int
     interrupts: int  # times the UART raised IRQ 4
     unclaimed: dict[str, int] = field(default_factory=dict)  # ports/addresses no device answered
+    first_exits: tuple[str, ...] = ()  # the first exits, as KVM described them (LinuxVm's ``first_exits``)
+    lines: tuple[tuple[float, str], ...] = ()  # each console line and when it ended, since the first KVM_RUN
+    end: str = ""  # the exit that ended the guest (KVM_EXIT_SHUTDOWN) and where
 
     @property
     def total_exits(self) -> int:
@@ -93,14 +97,23 @@ class LinuxBoot:
                 "kernel": str(self.kernel), "kernel_kind": self.kernel_kind, "cmdline": self.cmdline,
                 "report": self.report.to_dict(), "times": {**vars(self.times)},
                 "exits": dict(self.exits), "total_exits": self.total_exits, "uart_interrupts": self.interrupts,
-                "unclaimed": dict(self.unclaimed)}
+                "unclaimed": dict(self.unclaimed), "first_exits": list(self.first_exits),
+                "lines": [list(line) for line in self.lines], "end": self.end}
 
 
 class LinuxVm:
-    """A VM with ``kernel`` and ``initrd`` loaded, ready to run.  A context manager; ``close()`` frees it all."""
+    """A VM with ``kernel`` and ``initrd`` loaded, ready to run.  A context manager; ``close()`` frees it all.
+
+    Two pieces can be replaced (notebook 06's learners write them): ``e820``, the memory map written into
+    the zero page (default :func:`zeropage.e820_map` of the RAM size), and ``transmit``, what the UART does
+    with a byte written to its THR (default :func:`labkit.vmm.uart.transmit`).  ``first_exits``: how many
+    of the first exits to keep, described, in :attr:`first_exit_log`.
+    """
 
     def __init__(self, kernel: LinuxKernel, initrd: bytes, cmdline: str, memory_size: int, *,
-                 on_output: Callable[[str], None] | None = None, kvm_path: Path | str | None = None) -> None:
+                 on_output: Callable[[str], None] | None = None, kvm_path: Path | str | None = None,
+                 e820: Sequence[E820Entry] | None = None, transmit: Transmit = transmit,
+                 first_exits: int = 0) -> None:
         zeropage.check_memory(memory_size, kernel, len(initrd))
         command_line = cmdline.encode() + b"\0"
         if len(command_line) > zeropage.cmdline_limit(kernel) + 1:
@@ -114,7 +127,7 @@ class LinuxVm:
             self.vm.create_irqchip()
             self.vm.create_pit2()
             prefer_huge_pages(self.vm.add_memory(0, memory_size))
-            self.uart = Uart(self._raise_uart_irq, on_output)
+            self.uart = Uart(self._raise_uart_irq, on_output, transmit=transmit)
             self.bus = PcBus(self.uart, CmosRtc())
             self.vcpu = self.vm.create_vcpu()
             self.vcpu.set_cpuid(cpu.guest_cpuid(self.kvm.supported_cpuid()))
@@ -123,7 +136,8 @@ class LinuxVm:
             initrd_addr = zeropage.initramfs_address(memory_size, len(initrd), kernel)
             memory.write(initrd_addr, initrd)
             memory.write(zeropage.CMDLINE, command_line)
-            params = zeropage.zero_page(kernel, initrd_addr, len(initrd), zeropage.e820_map(memory_size))
+            memory_map = tuple(e820) if e820 is not None else zeropage.e820_map(memory_size)
+            params = zeropage.zero_page(kernel, initrd_addr, len(initrd), memory_map)
             memory.write(zeropage.ZERO_PAGE, bytes(params))
             cpu.enter_64bit(self.vcpu, memory, kernel.entry, zeropage.ZERO_PAGE)
         except BaseException:
@@ -132,6 +146,8 @@ class LinuxVm:
         self.counts = [0] * 256
         self.first_run: float | None = None
         self._expired = False
+        self.first_exits = first_exits
+        self.first_exit_log: list[str] = []
 
     def _raise_uart_irq(self) -> None:
         """An edge on IRQ 4: the in-kernel PIC latches it (raise, then lower the line)."""
@@ -159,7 +175,8 @@ class LinuxVm:
         timer.start()
         try:
             while True:
-                exit_ = self.vcpu.serve(self.bus, self.counts, EXITS_PER_SERVE)
+                exit_ = self._first_exit() if len(self.first_exit_log) < self.first_exits else \
+                    self.vcpu.serve(self.bus, self.counts, EXITS_PER_SERVE)
                 if exit_ is None:
                     continue
                 if exit_.reason == abi.KVM_EXIT_SHUTDOWN:
@@ -169,6 +186,15 @@ class LinuxVm:
                 raise self._failure(exit_, timeout)
         finally:
             timer.cancel()
+
+    def _first_exit(self) -> Exit | None:
+        """One KVM_RUN, its exit described in :attr:`first_exit_log` and served; None when the bus took it."""
+        exit_ = self.vcpu.run()
+        if exit_ is INTERRUPTED:
+            return exit_
+        self.counts[exit_.reason] += 1
+        self.first_exit_log.append(f"{time.perf_counter() - (self.first_run or 0):8.4f} s  {exit_}")
+        return None if self.bus.handle(self.vcpu, exit_) else exit_
 
     def _expire(self) -> None:
         self._expired = True
@@ -224,13 +250,15 @@ def require_kvm_for_linux(report: host.HostReport | None = None) -> None:
 
 def boot(kernel: Path | str | None = None, *, command: str | None = None,
          memory_mib: int = DEFAULT_MEMORY_MIB, vcpus: int = 1, timeout: float = 60.0,
-         on_output: Callable[[str], None] | None = None, check_host: bool = True) -> LinuxBoot:
+         on_output: Callable[[str], None] | None = None, check_host: bool = True,
+         e820: Sequence[E820Entry] | None = None, transmit: Transmit = transmit, first_exits: int = 0) -> LinuxBoot:
     """Boot the lab's tiny guest under labkit's VMM: its report (with this boot's nonce), times and exits.
 
     ``kernel`` defaults to the lab's cached one (its uncompressed vmlinux);
     ``command`` runs in the guest after its report.  Bad input is refused
     before the host is asked anything; ``check_host=False`` skips the host's
-    verdict (for a caller that asked it already).
+    verdict (for a caller that asked it already).  ``e820``, ``transmit`` and
+    ``first_exits`` go to :class:`LinuxVm`.
     """
     if vcpus != 1:
         raise InvalidOptionError(f"vcpus={vcpus!r}: labkit's VMM boots one vCPU (more need an MP table or "
@@ -256,17 +284,30 @@ def boot(kernel: Path | str | None = None, *, command: str | None = None,
         raise from_os_error(exc, "copy the initramfs with this boot's nonce") from None
     cmdline = f"{images.BASE_CMDLINE} {VMM_CMDLINE}"
     launched = time.perf_counter()
-    with LinuxVm(linux, initrd, cmdline, memory_mib << 20, on_output=on_output) as vm:
-        vm.run(timeout)
+    with LinuxVm(linux, initrd, cmdline, memory_mib << 20, on_output=on_output, e820=e820, transmit=transmit,
+                 first_exits=first_exits) as vm:
+        end = vm.run(timeout)
         stopped = time.perf_counter()
+        rip = vm.vcpu.get_regs().rip
         console = vm.uart.text
         report_at = vm.uart.time_of(images.report_prefix(token).encode())
         first_run = vm.first_run
         exits, interrupts, unclaimed = vm.exits, vm.uart.interrupts, dict(vm.bus.unclaimed)
+        lines = console_lines(vm.uart, vm.first_run or launched)
+        first = tuple(vm.first_exit_log)
     report = images.parse_report(console, token)  # a panic, or no report: the error quotes the console
     assert first_run is not None and report_at is not None  # parse_report found the line, so it ended
     times = LinuxTimes(setup_s=first_run - launched, userspace_s=report_at - launched,
                        report_after_first_run_s=report_at - first_run, poweroff_s=stopped - launched,
                        guest_uptime_s=report.uptime_s)
     return LinuxBoot(report, times, exits, console, linux.path, linux.kind, cmdline, memory_mib, interrupts,
-                     unclaimed)
+                     unclaimed, first, lines, f"{end} at rip {rip:#x}")
+
+
+def console_lines(uart: Uart, since: float) -> tuple[tuple[float, str], ...]:
+    """Each whole line the UART sent, with when it ended in seconds after ``since``."""
+    lines, start = [], 0
+    for end, at in uart.line_ends:
+        lines.append((at - since, uart.output[start:end].decode("utf-8", "replace").rstrip("\r\n")))
+        start = end
+    return tuple(lines)

@@ -9,6 +9,10 @@ in MSR, the scratch register, the FIFO bits of IIR), this UART raises IRQ 4
 whenever its transmitter becomes empty with that interrupt enabled — which,
 sending instantly, is right after each byte and when the interrupt is
 enabled.  The line goes through KVM_IRQ_LINE to the in-kernel PIC/IOAPIC.
+
+What a write to THR does is one replaceable function, :data:`Transmit`
+(default :func:`transmit`): notebook 06's learners write their own and boot
+Linux with it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,18 @@ FCR_ENABLE_FIFO = 0x01
 LSR_TEMT_THRE = 0x60  # transmitter empty, holding register empty: always ready to send
 MCR_LOOP = 0x10
 
+#: The handler of a write to THR: ``transmit(uart, value)`` sends the byte and signals that THR is empty again.
+Transmit = Callable[["Uart", int], None]
+
+
+def transmit(uart: Uart, value: int) -> None:
+    """A byte written to THR: out on the line at once (unless looped back), so THR is empty again."""
+    if not uart.mcr & MCR_LOOP:
+        uart.emit(value)
+    uart.thr_empty_pending = True  # IIR names the THRE interrupt until it is read or THR written
+    if uart.ier & IER_THRI:
+        uart.raise_irq()
+
 
 class Uart(Device):
     """COM1 as a 16550A with nothing to receive.  ``raise_irq()`` pulses its interrupt line.
@@ -41,11 +57,12 @@ class Uart(Device):
     name = "8250 UART (COM1)"
 
     def __init__(self, raise_irq: Callable[[], None], on_output: Callable[[str], None] | None = None,
-                 base: int = COM1) -> None:
+                 base: int = COM1, transmit: Transmit = transmit) -> None:
         self.base = base
         self.ports = range(base, base + 8)
-        self.raise_irq = raise_irq
+        self._pulse = raise_irq
         self.on_output = on_output
+        self.transmit = transmit
         self.output = bytearray()
         self.line_ends: list[tuple[int, float]] = []  # (offset after the newline, perf_counter)
         self.ier = self.lcr = self.mcr = self.scr = self.dll = self.dlm = 0
@@ -56,7 +73,8 @@ class Uart(Device):
     def out(self, port: int, data: bytes) -> None:
         reg, value = port - self.base, data[0]
         if reg == THR and not self.lcr & LCR_DLAB:
-            self._transmit(value)
+            self.thr_empty_pending = False  # the write fills THR: its empty interrupt is no longer pending
+            self.transmit(self, value)
         elif reg == IER and not self.lcr & LCR_DLAB:
             was = self.ier
             self.ier = value & 0x0F
@@ -108,20 +126,22 @@ class Uart(Device):
         m = self.mcr
         return (m & 0x02) << 3 | (m & 0x01) << 5 | (m & 0x04) << 4 | (m & 0x08) << 4  # RTS→CTS DTR→DSR OUT1→RI OUT2→DCD
 
-    def _transmit(self, value: int) -> None:
-        self.thr_empty_pending = False
-        if not self.mcr & MCR_LOOP:
-            self.output.append(value)
-            if value == 0x0A:
-                self.line_ends.append((len(self.output), time.perf_counter()))
-            if self.on_output is not None:
-                self.on_output(chr(value))  # byte by byte, as it arrives (Latin-1; .text decodes UTF-8)
-        self._thr_empty()  # sent at once: the holding register is empty again
+    def emit(self, value: int) -> None:
+        """The byte ``value`` leaves on the line: the console gets it (and a newline's time is kept)."""
+        self.output.append(value)
+        if value == 0x0A:
+            self.line_ends.append((len(self.output), time.perf_counter()))
+        if self.on_output is not None:
+            self.on_output(chr(value))  # byte by byte, as it arrives (Latin-1; .text decodes UTF-8)
+
+    def raise_irq(self) -> None:
+        """Pulse IRQ 4 (counted in :attr:`interrupts`)."""
+        self.interrupts += 1
+        self._pulse()
 
     def _thr_empty(self) -> None:
         self.thr_empty_pending = True
         if self.ier & IER_THRI:
-            self.interrupts += 1
             self.raise_irq()
 
     @property

@@ -127,6 +127,8 @@ EXPECTED: dict[str, Expected] = {
         views=(".labkit-virt", ".labkit-virt-live"),
         pokes=(Poke(".labkit-virt-live", "button:has-text('pause')", "click",
                     ".labkit-virt-view .widget-html-content", shows="paused"),)),
+    # output only: the console of the guest labkit's own VMM boots (inside the emulated AMD-V machine here)
+    "06_own_vmm": Expected(views=(".labkit-vmm-console",)),
 }
 
 
