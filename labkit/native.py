@@ -25,7 +25,8 @@ from labkit import asm, host, payload, qemu
 from labkit.errors import GuestError, InvalidOptionError
 from labkit.i18n import _
 
-_LOOP = """\
+#: The payload's counting loop as a native function: iterations in, elapsed TSC ticks out.
+LOOP = """\
 .intel_syntax noprefix
     mov rcx, rdi              # iterations (first argument)
     rdtsc
@@ -63,7 +64,7 @@ def count_down(iterations: int = 50_000_000, repeats: int = 5) -> NativeRun:
     The fastest run, not the median: on a shared host a run can only be
     slowed down by others, never sped up, so the minimum is the CPU's speed.
     """
-    code = asm.assemble(_LOOP, bits=64).image
+    code = asm.assemble(LOOP, bits=64).image
     region = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
     try:
         region.write(code)

@@ -419,6 +419,12 @@ def forget(token: int) -> None:
         _at_exit.pop(token, None)
 
 
+def release_pending(token: int) -> bool:
+    """Whether the exit hook ``token`` still waits: its resource was not released (nor forgotten) yet."""
+    with _lock:
+        return token in _at_exit
+
+
 @atexit.register
 def _release_all() -> None:
     with _lock:

@@ -382,6 +382,9 @@ def test_run_dirs_under_another_xdg_runtime_dir_or_tmpdir_are_found_later(
     expected = {str(p) for p in left}
     if os.geteuid() == 0:
         assert expected <= dirs(cleanup.cleanup(all_users=True, dry_run=True, kinds=("dir",)))
+    else:
+        with pytest.raises(AccessDeniedError, match="only root"):
+            cleanup.cleanup(all_users=True, dry_run=True, kinds=("dir",))
     assert dirs(cleanup.cleanup(dry_run=True, kinds=("dir",))) == expected
     assert dirs(cleanup.cleanup(kinds=("dir",))) == expected
     assert not any(p.exists() for p in left)

@@ -67,7 +67,7 @@ def test_module_license_unknown_is_not_no(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_the_native_loop_is_the_payloads_loop_and_counts_cycles() -> None:
-    loop = [f"{i.mnemonic} {i.op_str}" for i in asm.disassemble(asm.assemble(native._LOOP).image, bits=64)]
+    loop = [f"{i.mnemonic} {i.op_str}" for i in asm.disassemble(asm.assemble(native.LOOP).image, bits=64)]
     assert "dec rcx" in loop and any(t.startswith(("jne", "jnz")) for t in loop)
     p = payload.build(1000, ring=3)
     count = p.program.symbol("count")

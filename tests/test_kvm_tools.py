@@ -155,12 +155,12 @@ def test_exit_stepper_steps_and_restarts() -> None:
         assert "children=" not in saved["text/plain"] and "application/vnd.jupyter.widget-view+json" in saved
         first = stepper.step()
         assert str(first.exit) == "KVM_EXIT_IO: out 0x48 'H' to port 0x3f8"
-        assert "exit 1" in stepper._title.value and "→" in stepper._code.value
+        assert "exit 1" in stepper.title.value and "→" in stepper.code.value
         stepper.run_to_end()
-        assert "finished" in stepper._title.value and stepper._step.disabled
+        assert "finished" in stepper.title.value and stepper.step_button.disabled
         assert stepper.step() is None
         stepper.restart()
-        assert not stepper._step.disabled and stepper.step().index == 1
+        assert not stepper.step_button.disabled and stepper.step().index == 1
     finally:
         stepper.close()
     assert stepper.machine is None
@@ -175,8 +175,8 @@ def test_exit_stepper_shows_guest_errors() -> None:
     stepper = ExitStepper(lambda: Machine(guests.build(".intel_syntax noprefix\nstart: ud2", "long"), "long"))
     try:
         assert stepper.step() is None
-        assert "GuestShutdownError" in stepper._title.value and "ud2" in stepper._regs.value
-        assert stepper._step.disabled
+        assert "GuestShutdownError" in stepper.title.value and "ud2" in stepper.registers.value
+        assert stepper.step_button.disabled
     finally:
         stepper.close()
 

@@ -15,11 +15,11 @@ REPORT = images.parse_report((FIXTURES / "consoles" / "tiny-tcg.txt").read_text(
 
 def test_console_view_shows_the_tail_as_text() -> None:
     view = views.ConsoleView(lines=2)
-    assert "waiting for the guest" in view._pre.value
+    assert "waiting for the guest" in view.pre.value
     view.append("one\r\ntwo\r\n")
     view.append("three <b>\r\n")
     assert view.text == "one\ntwo\nthree <b>\n"
-    assert "one" not in view._pre.value and "three &lt;b&gt;" in view._pre.value  # escaped, last 2 lines
+    assert "one" not in view.pre.value and "three &lt;b&gt;" in view.pre.value  # escaped, last 2 lines
 
 
 def test_guest_vs_host_table() -> None:

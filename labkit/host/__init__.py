@@ -43,8 +43,8 @@ from labkit.host.sources import (
     LiveSource,
     RecordedSource,
     Source,
-    _cpuid_instruction,
     cpuid,
+    cpuid_instruction,
     source_for,
 )
 from labkit.host.tsc import TscFrequency, tsc_frequency
@@ -73,7 +73,7 @@ __all__ = [
     "NotebookOutlook", "RawKvmUnavailableError", "notebook_outlook", "raw_kvm_blocker", "recorded_run", "require_kvm",
     "require_raw_kvm",
     "Platform", "ProcessSummary", "RecordedSource", "Source", "TscFrequency", "User", "VtSupport",
-    "_cpuid_instruction", "access_fix", "group_access_commands", "cpu_info", "cpuid", "inspect", "kernel_info",
+    "cpuid_instruction", "access_fix", "group_access_commands", "cpu_info", "cpuid", "inspect", "kernel_info",
     "kvm_device",
     "kvm_verdict", "memory", "nested_fix", "network_interfaces", "platform_info", "processes", "record",
     "source_for", "tsc_frequency", "vt_support",

@@ -190,7 +190,7 @@ class LiveSource:
                 dev.seek(leaf)
                 return struct.unpack("<4I", dev.read(16))
         except OSError:
-            return _cpuid_instruction(leaf)
+            return cpuid_instruction(leaf)
 
     def msr(self, index: int) -> int | None:
         if self.root != Path("/"):
@@ -390,7 +390,7 @@ def _group_name(gid: int) -> str:
 _CPUID_STUB = bytes.fromhex("53 89f8 31c9 0fa2 8906 895e04 894e08 89560c 5b c3")
 
 
-def _cpuid_instruction(leaf: int) -> tuple[int, int, int, int] | None:
+def cpuid_instruction(leaf: int) -> tuple[int, int, int, int] | None:
     """Execute CPUID in this process (x86-64 only) when ``/dev/cpu`` is not readable."""
     if os.uname().machine != "x86_64":
         return None

@@ -53,7 +53,8 @@ def _event_details(event: str) -> dict[int, str]:
             if name.startswith(prefix) and isinstance(value, int) and not name.endswith("_LAST")}
 
 
-_DETAILS = {i: _event_details(name) for i, name in enumerate(EVENTS)}
+#: libvirt's detail names of each lifecycle event, by event number then detail code (virsh's words).
+EVENT_DETAILS = {i: _event_details(name) for i, name in enumerate(EVENTS)}
 
 #: The lifecycle events that start or end a QEMU process (``resumed`` or ``suspended`` do neither).
 _RUN_EVENTS = ("started", "stopped", "crashed")
@@ -83,7 +84,8 @@ class Domain:
     scratch directory.  Lifecycle events arrive in ``events`` (in order)
     from libvirt's event loop thread; ``timeline`` holds seconds since
     creation of ``defined``, ``started`` and ``report`` (the first report
-    line seen on the console).
+    line seen on the console).  ``exit_hook`` is the ``runtime.release_at_exit``
+    token of ``close`` (dropped once closed: ``runtime.release_pending``).
     """
 
     def __init__(self, conn: Connection, guest: DomainSpec | str, *, persistent: bool = True) -> None:
@@ -103,7 +105,7 @@ class Domain:
         self._console_offset = 0
         self._scratch: Path | None = None
         self.name = self.uuid = ""
-        self._token = runtime.release_at_exit(self.close)
+        self.exit_hook = runtime.release_at_exit(self.close)
         conn.close_with(self)
         try:
             if isinstance(guest, DomainSpec):
@@ -157,7 +159,7 @@ class Domain:
     def _on_event(self, event: int, detail: int) -> None:
         """libvirt's event loop thread: record this domain's lifecycle events, tell listeners."""
         ev = LifecycleEvent(self._elapsed(), EVENTS[event] if event < len(EVENTS) else str(event),
-                            _DETAILS.get(event, {}).get(detail, str(detail)))
+                            EVENT_DETAILS.get(event, {}).get(detail, str(detail)))
         with self._changed:
             self.events.append(ev)
             self._changed.notify_all()
@@ -380,7 +382,7 @@ class Domain:
 
     def close(self) -> None:
         """Destroy, undefine, stop listening and remove the scratch dir. Idempotent, never half-done."""
-        runtime.forget(self._token)
+        runtime.forget(self.exit_hook)
         self._closed = True
         dom = self._raw
         if dom is None and self._ours:  # interrupted while defining: whatever has our UUID is ours

@@ -22,7 +22,8 @@ class ConsoleView:
     """The last lines of a guest's serial console, updated as they arrive.
 
     Pass :meth:`append` as ``on_output`` to :func:`labkit.qemu.boot` (or to
-    ``Machine.on_output``); it is called from the console thread.
+    ``Machine.on_output``); it is called from the console thread.  ``pre``
+    is the HTML widget showing the tail (escaped), as the learner sees it.
     """
 
     def __init__(self, lines: int = 14, title: str = N_("serial console (ttyS0)")) -> None:
@@ -30,14 +31,14 @@ class ConsoleView:
         self.title = _(title)
         self._text = ""
         self._lock = threading.Lock()
-        self._pre = widgets.HTML(self._render())
-        self.widget = widgets.VBox([widgets.HTML(f"<b>{html.escape(self.title)}</b>"), self._pre])
+        self.pre = widgets.HTML(self._render())
+        self.widget = widgets.VBox([widgets.HTML(f"<b>{html.escape(self.title)}</b>"), self.pre])
         self.widget.add_class("labkit-console")
 
     def append(self, text: str) -> None:
         with self._lock:
             self._text += text.replace("\r", "")
-            self._pre.value = self._render()
+            self.pre.value = self._render()
 
     @property
     def text(self) -> str:
@@ -51,8 +52,8 @@ class ConsoleView:
     def _ipython_display_(self) -> None:
         """The live view; where no widget manager runs, its picture when displayed (see labkit.widgets.static)."""
         bundle = self.widget._repr_mimebundle_()
-        bundle["text/html"] = self._pre.value
-        bundle["text/plain"] = f"{self.title}: " + html_to_text(self._pre.value)
+        bundle["text/html"] = self.pre.value
+        bundle["text/plain"] = f"{self.title}: " + html_to_text(self.pre.value)
         display(bundle, raw=True)
 
 
