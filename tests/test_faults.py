@@ -34,6 +34,7 @@ import psutil
 import pytest
 
 from conftest import lab_guests
+from framework import wait_for
 from labkit import images, runtime, virt
 from labkit.errors import DiskFullError, InvalidOptionError
 
@@ -272,16 +273,6 @@ def run_dir_in(env: dict[str, str]) -> Path:
     return Path(env["TMPDIR"]) / runtime.prefix().rstrip("-")
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 60.0, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what or condition}")
-
-
 def domain_active(conn: virt.Connection, name: str) -> bool:
     """Whether the domain ``name`` exists and runs: one lookup, so a domain undefined meanwhile (another
     test worker's reclaim of a dead owner's domain, by design) reads as not running, never as an error."""
@@ -312,8 +303,8 @@ def test_kill_labkit_boot(guest: images.GuestImage, short_tmp: Path, point: str)
     proc = subprocess.Popen([sys.executable, "-m", "labkit", "boot", "--console", "--command", "sleep 60"],
                             cwd=TOP, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     label = f"{runtime.prefix()}tiny-{proc.pid}-"
-    if point == "starting":
-        time.sleep(0.3)
+    if point == "starting":  # its scratch dir made, QEMU perhaps not yet
+        wait_for(lambda: list(run_dir_in(env).glob(f"*-{proc.pid}-*")), what="labkit boot's scratch dir")
     else:
         wait_for(lambda: qemus_named(label), what="QEMU")
     if point == "command running":
