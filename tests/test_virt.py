@@ -266,10 +266,19 @@ def test_with_block_always_destroys_and_undefines(conn: virt.Connection, files, 
 
 def test_close_is_idempotent_and_drops_the_exit_hook(conn: virt.Connection, files) -> None:
     dom = conn.define(spec(files))
-    assert runtime.release_pending(dom.exit_hook)
+    hook = dom.exit_hook
+    assert hook is not None and runtime.release_pending(hook)
     dom.close()
     dom.close()
-    assert not runtime.release_pending(dom.exit_hook)
+    assert not runtime.release_pending(hook)
+
+
+def test_a_domain_handle_makes_nothing(conn: virt.Connection) -> None:
+    """Constructing a Domain calls no libvirt and makes no file: Domain.define (conn.define) does that."""
+    before = {d.name() for d in conn.raw.listAllDomains()}
+    dom = virt.Domain(conn)
+    assert dom.exit_hook is None and dom.name == "" and {d.name() for d in conn.raw.listAllDomains()} == before
+    dom.close()  # nothing to release, and no error
 
 
 def test_cleanup_touches_only_this_users_lab_domains(conn: virt.Connection, files) -> None:
