@@ -4,8 +4,8 @@
 times it with the guest's own time-stamp counter.  :func:`count_down` runs the
 very same two instructions in this process, timed the same way (RDTSC before
 and after), so notebook 01 can compare one piece of work natively and in a VM.
-The code is assembled with :mod:`labkit.asm`, copied into an executable
-anonymous mapping, and called through ctypes.
+The code is assembled with :mod:`labkit.asm` and called natively
+(:func:`labkit.process.native_function`).
 
 :func:`bare_vs_vm` runs the loop natively and in the payload guest, interleaved
 and repeated, and keeps every run: one run each says little on a shared host,
@@ -16,12 +16,11 @@ slowest and fastest run) say how far apart the two really are.
 from __future__ import annotations
 
 import ctypes
-import mmap
 import statistics
 import time
 from dataclasses import dataclass
 
-from labkit import asm, host, payload, qemu
+from labkit import asm, host, payload, process, qemu
 from labkit.errors import GuestError, InvalidOptionError
 from labkit.i18n import _
 
@@ -64,20 +63,12 @@ def count_down(iterations: int = 50_000_000, repeats: int = 5) -> NativeRun:
     The fastest run, not the median: on a shared host a run can only be
     slowed down by others, never sped up, so the minimum is the CPU's speed.
     """
-    code = asm.assemble(LOOP, bits=64).image
-    region = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-    try:
-        region.write(code)
-        address = ctypes.addressof(ctypes.c_char.from_buffer(region))
-        loop = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64)(address)
-        cycles, walls = [], []
+    cycles, walls = [], []
+    with process.native_function(asm.assemble(LOOP, bits=64).image, ctypes.c_uint64, ctypes.c_uint64) as loop:
         for _ in range(repeats):
             start = time.perf_counter()
             cycles.append(loop(iterations))
             walls.append(time.perf_counter() - start)
-        del loop, address  # no reference into the mapping may outlive it
-    finally:
-        region.close()
     tsc = host.tsc_frequency()
     fastest = min(cycles)
     loop_s = fastest / (tsc.khz * 1000) if tsc else min(walls)
