@@ -12,16 +12,15 @@ PVM hosts: ring 3 natively, ring 0 through KVM's instruction emulator).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from labkit import asm, host, images, qemu, runtime
+from labkit import asm, host, images, qemu
 from labkit.errors import InvalidOptionError
 
 SOURCE = images.GUEST_SOURCES / "payload.S"
-ORIGIN = 0xF0000  # QEMU maps a 64 KiB -bios image at 0xF0000-0xFFFFF (and below 4 GiB)
+ORIGIN = qemu.BIOS_ORIGIN  # where the payload runs: a -bios image (labkit.qemu.firmware)
 EXIT_OK = 0x10  # the value the payload writes to the isa-debug-exit port
 EXIT_STATUS = EXIT_OK << 1 | 1  # QEMU's exit status when the payload finished
 LOOP_END = re.compile(r"loop end, TSC cycles: ([0-9a-f]{16})\n")
@@ -45,14 +44,7 @@ def build(iterations: int = 50_000_000, ring: int = 3) -> Payload:
         raise InvalidOptionError(f"iterations must be a positive whole number, not {iterations!r}",
                                  "e.g. 50_000_000 (about a second under TCG)")
     source = f".set ITERATIONS, {iterations}\n.set RING, {ring}\n" + SOURCE.read_text()
-    program = asm.assemble(source, bits=16, origin=ORIGIN)
-    if len(program.image) != 0x10000:
-        raise InvalidOptionError(f"the payload image is {len(program.image)} bytes, not 64 KiB",
-                                 "keep payload.S below its reset vector at .org 0xFFF0")
-    digest = hashlib.sha256(program.image).hexdigest()[:16]
-    path = runtime.cache_dir() / "payload" / f"payload-{digest}.bin"
-    if not path.is_file():
-        images.publish(program.image, path)
+    path, program = qemu.bios_image(source, "payload")
     return Payload(path, program, iterations, ring)
 
 

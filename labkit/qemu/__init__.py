@@ -19,7 +19,8 @@ used when asked for, and ``host`` only with hardware KVM.
 
 The package, one job per module: :mod:`~labkit.qemu.accel` (KVM or TCG),
 :mod:`~labkit.qemu.config` (options → command line),
-:mod:`~labkit.qemu.machine` (the running QEMU) and :mod:`~labkit.qemu.guest`
+:mod:`~labkit.qemu.machine` (the running QEMU), :mod:`~labkit.qemu.firmware` (a -bios image of our own)
+and :mod:`~labkit.qemu.guest`
 (booting and timing the tiny guest); their public names are all here, as ``qemu.X``.
 """
 
@@ -45,6 +46,7 @@ from labkit.qemu.config import (
     qemu_name,
     qemu_version,
 )
+from labkit.qemu.firmware import BIOS_ORIGIN, BIOS_SIZE, bios_image
 from labkit.qemu.guest import (
     MICROVM_WITHOUT_ACPI,
     WORKLOAD_COMMAND,
@@ -75,6 +77,7 @@ from labkit.qemu.machine import (
 Machine = QemuMachine
 
 __all__ = [
+    "BIOS_ORIGIN", "BIOS_SIZE", "bios_image",
     "ATTEMPT_S", "NOT_TRIED", "KvmAttempt", "KvmPlan", "attempt_kvm_boot", "kvm_evidence", "plan_kvm_boot",
     "DEBUG_EXIT_DEVICE", "DEBUG_EXIT_PORT", "MICROVM_WITHOUT_ACPI", "QEMU", "WORKLOAD_COMMAND", "WORKLOAD_ITERATIONS",
     "Accel", "AccelChoice", "BootResult", "BootSummary", "BootTimes", "ConsoleChunk", "GuestPanicError",
