@@ -7,7 +7,7 @@ hardware themselves; Type 2 run as programs on a host OS.  KVM turns the Linux
 kernel itself into the hypervisor.
 
 :func:`stack` derives the layers of *this* host from :mod:`labkit.host` facts,
-and :func:`kvm_stack` the layers a guest libvirt ran here went through (one
+and :func:`kvm_stack_layers` the layers a guest libvirt ran here went through (one
 :class:`Layer` model for both); :func:`plan` carves the host's CPUs and memory into guests and calls out
 overcommit.
 """
@@ -59,8 +59,8 @@ class Layer:
     name: str
     detail: str  # what this layer is on this host
     evidence: str  # where that was read
-    role: str = ""  # the layer's job (in :func:`kvm_stack`)
-    you_ran: str = ""  # the notebook where the learner drove it (in :func:`kvm_stack`)
+    role: str = ""  # the layer's job (in :func:`kvm_stack_layers`)
+    you_ran: str = ""  # the notebook where the learner drove it (in :func:`kvm_stack_layers`)
 
     @property
     def here(self) -> str:
@@ -95,8 +95,8 @@ def stack(report: HostReport) -> tuple[Layer, ...]:
     return tuple(layers)
 
 
-def kvm_stack(report: HostReport, libvirt_version: str, qemu_version: str, uri: str, domain_type: str,
-              qemu_argv: Iterable[str]) -> tuple[Layer, ...]:
+def kvm_stack_layers(report: HostReport, libvirt_version: str, qemu_version: str, uri: str, domain_type: str,
+                     qemu_argv: Iterable[str]) -> tuple[Layer, ...]:
     """Hardware → Linux kernel → KVM module → QEMU → libvirt, each with this host's live evidence.
 
     The versions, ``uri``, ``domain_type`` and ``qemu_argv`` are those of a

@@ -34,7 +34,7 @@ def test_stack_explains_software_kvm() -> None:
 
 def test_kvm_stack_is_the_same_layer_model_with_live_evidence() -> None:
     report = host.inspect(HOSTS / "pvm-nested", user=ROOT)
-    layers = hypervisor.kvm_stack(report, "9.0.0", "7.2.19", "qemu:///system", "qemu",
+    layers = hypervisor.kvm_stack_layers(report, "9.0.0", "7.2.19", "qemu:///system", "qemu",
                                   ["/usr/bin/qemu-system-x86_64", "-name", "guest=x", "-accel", "tcg"])
     assert [l.name for l in layers] == ["hardware", "Linux kernel (host OS)", "KVM module", "QEMU", "libvirt"]
     assert all(isinstance(l, hypervisor.Layer) and l.evidence and l.role and l.you_ran for l in layers)
