@@ -35,7 +35,16 @@ from labkit.host.outlook import (
 )
 from labkit.host.record import record
 from labkit.host.report import HostReport, inspect
-from labkit.host.resources import Memory, NetInterface, ProcessSummary, memory, network_interfaces, processes
+from labkit.host.resources import (
+    CMDLINE_MAX,
+    Memory,
+    NetInterface,
+    ProcessSummary,
+    check_guest,
+    memory,
+    network_interfaces,
+    processes,
+)
 from labkit.host.sources import (
     KVM_DEVICE_NUMBER,
     DeviceNode,
@@ -76,5 +85,5 @@ __all__ = [
     "cpuid_instruction", "access_fix", "group_access_commands", "cpu_info", "cpuid", "inspect", "kernel_info",
     "kvm_device",
     "kvm_verdict", "memory", "nested_fix", "network_interfaces", "platform_info", "processes", "record",
-    "source_for", "tsc_frequency", "vt_support",
+    "source_for", "tsc_frequency", "vt_support", "CMDLINE_MAX", "check_guest",
 ]
