@@ -54,14 +54,14 @@ def idle_firmware() -> Path:
     return qemu.bios_image(IDLE_FIRMWARE, "idle")[0]
 
 
-async def idle_guest(memory_mib: int = 64, accel: qemu.Accel = "auto", timeout: float = 20.0) -> qemu.Machine:
+async def idle_guest(memory_mib: int = 64, accel: qemu.Accel = "auto", timeout: float = 20.0) -> qemu.QemuMachine:
     """Start QEMU on the idle firmware (KVM where ``/dev/kvm`` is usable) and wait until the guest ran.
 
     The caller owns the machine: ``await vm.stop()`` (it also dies with its parent).
     """
     choice = qemu.choose_accel(accel, "payload")
     config = qemu.MachineConfig(accel=choice.name, machine="pc", memory_mib=memory_mib, bios=idle_firmware())
-    vm = await qemu.Machine(config, name="hosted").start()
+    vm = await qemu.QemuMachine(config, name="hosted").start()
     if vm.pid is not None:
         _started.append(Started(vm.pid, choice.name))
     try:

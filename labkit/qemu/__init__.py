@@ -72,16 +72,12 @@ from labkit.qemu.machine import (
     parse_registers,
 )
 
-#: The name notebook 04 (and earlier code) uses; :class:`QemuMachine` is the class's own name, distinct from
-#: :class:`labkit.kvm.machine.Machine`.
-Machine = QemuMachine
-
 __all__ = [
     "BIOS_ORIGIN", "BIOS_SIZE", "bios_image",
     "ATTEMPT_S", "NOT_TRIED", "KvmAttempt", "KvmPlan", "attempt_kvm_boot", "kvm_evidence", "plan_kvm_boot",
     "DEBUG_EXIT_DEVICE", "DEBUG_EXIT_PORT", "MICROVM_WITHOUT_ACPI", "QEMU", "WORKLOAD_COMMAND", "WORKLOAD_ITERATIONS",
     "Accel", "AccelChoice", "BootResult", "BootSummary", "BootTimes", "ConsoleChunk", "GuestPanicError",
-    "GuestStoppedError", "GuestTimeoutError", "KvmCannotBootLinuxError", "LaunchError", "Machine", "MachineConfig",
+    "GuestStoppedError", "GuestTimeoutError", "KvmCannotBootLinuxError", "LaunchError", "MachineConfig",
     "MissingKernelError", "Purpose", "QemuError", "QemuMachine", "QemuUsage", "Spread", "boot", "boot_blocking",
     "choose_accel",
     "compare_boots", "cpu_models", "die_with_parent", "linux_config", "machine_types", "parse_registers",
