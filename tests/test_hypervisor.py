@@ -1,12 +1,13 @@
-"""labkit.hypervisor and the host views: catalogue, stack per host kind, the planner."""
+"""labkit.lessons.hypervisor and the host views: catalogue, stack per host kind, the planner."""
 
 from __future__ import annotations
 
 import pytest
 
 from conftest import HOSTS
-from labkit import host, hypervisor
+from labkit import host
 from labkit.errors import InvalidOptionError
+from labkit.lessons import hypervisor
 from labkit.widgets.host import ApartmentPlanner, host_card, stack_view
 
 ROOT = host.User(0, frozenset({0}))

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from labkit import asm, host, kernel, native, payload
-from labkit.kernel import Mapping
+from labkit import asm, host
+from labkit.lessons import kernel, native, payload
+from labkit.lessons.kernel import Mapping
 
 
 def test_notable_mappings_keeps_the_lessons_regions_and_counts_the_rest() -> None:

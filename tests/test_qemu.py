@@ -15,8 +15,9 @@ import psutil
 import pytest
 
 from conftest import HOSTS
-from labkit import host, images, payload, qemu, runtime
+from labkit import host, images, qemu, runtime
 from labkit.errors import InvalidOptionError, KvmUnavailableError, MissingToolError
+from labkit.lessons import payload
 
 ROOT = host.User(0, frozenset({0}))
 
@@ -346,7 +347,8 @@ def test_interpreter_exit_kills_an_abandoned_machine(tmp_path: Path) -> None:
     """A notebook kernel shut down with a guest still running: the exit hook kills QEMU."""
     script = textwrap.dedent("""
         import asyncio
-        from labkit import payload, qemu
+        from labkit import qemu
+        from labkit.lessons import payload
         async def main():
             p = payload.build(iterations=10**15)  # runs for days
             vm = await qemu.QemuMachine(qemu.MachineConfig(bios=p.path, memory_mib=16), name="abandoned").start()

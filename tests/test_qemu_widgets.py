@@ -7,7 +7,8 @@ import matplotlib
 matplotlib.use("Agg")
 
 from conftest import FIXTURES  # noqa: E402
-from labkit import host, images, payload, qemu  # noqa: E402
+from labkit import host, images, qemu  # noqa: E402
+from labkit.lessons import payload
 from labkit.widgets import qemu as views  # noqa: E402
 
 REPORT = images.parse_report((FIXTURES / "consoles" / "tiny-tcg.txt").read_text())

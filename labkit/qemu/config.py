@@ -100,7 +100,7 @@ class MachineConfig:
                 error = MissingToolError if name == "bios" else MissingKernelError
                 raise error(f"the {name} file {path} {what}",
                             "build the guest image with `labkit image build`" if name != "bios"
-                            else "build the payload with labkit.payload.build()")
+                            else "build the payload with labkit.lessons.payload.build()")
         if self.initrd and not self.kernel:
             raise InvalidOptionError("an initrd needs a kernel", "pass kernel= as well")
         if self.append is not None and not self.kernel:

@@ -2,8 +2,8 @@
 
 QEMU maps a 64 KiB ``-bios`` image at 0xF0000-0xFFFFF (and below 4 GiB) and
 starts the vCPU at the reset vector F000:FFF0, in 16-bit real mode.  Notebook
-02's idle guest (:mod:`labkit.hosted`) and notebook 04's payload
-(:mod:`labkit.payload`) are such images: one way to build them, checked and
+02's idle guest (:mod:`labkit.lessons.hosted`) and notebook 04's payload
+(:mod:`labkit.lessons.payload`) are such images: one way to build them, checked and
 cached by content.
 """
 

@@ -12,9 +12,10 @@ import matplotlib.pyplot as plt
 from IPython.display import display
 from matplotlib.figure import Figure
 
-from labkit import host, images, payload, qemu
+from labkit import host, images, qemu
 from labkit.i18n import _
 from labkit.i18n import noop as N_
+from labkit.lessons import payload
 from labkit.widgets.static import html_to_text
 
 

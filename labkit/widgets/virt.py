@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterable
 
 import ipywidgets as w
 
-from labkit import hypervisor, virt
+from labkit import virt
 from labkit.errors import LabkitError
 from labkit.i18n import _
+from labkit.lessons import hypervisor
 from labkit.widgets.qemu import Page
 from labkit.widgets.static import StaticFallback
 

@@ -1,6 +1,6 @@
 """The payload's counting loop run natively, on this host's CPU: the bare-metal side of "VM vs bare metal".
 
-:mod:`labkit.payload` runs ``dec rcx / jnz`` in a guest under KVM and TCG and
+:mod:`labkit.lessons.payload` runs ``dec rcx / jnz`` in a guest under KVM and TCG and
 times it with the guest's own time-stamp counter.  :func:`count_down` runs the
 very same two instructions in this process, timed the same way (RDTSC before
 and after), so notebook 01 can compare one piece of work natively and in a VM.
@@ -20,9 +20,10 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from labkit import asm, host, payload, process, qemu
+from labkit import asm, host, process, qemu
 from labkit.errors import GuestError, InvalidOptionError
 from labkit.i18n import _
+from labkit.lessons import payload
 
 #: The payload's counting loop as a native function: iterations in, elapsed TSC ticks out.
 LOOP = """\
