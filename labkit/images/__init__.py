@@ -6,7 +6,7 @@ where it already is (an explicit path, ``$LABKIT_KERNEL``, this host's
 the small cloud kernel, unpacked without installing it), and builds the
 initramfs itself: a gzip'd newc cpio holding ``busybox`` from busybox-static,
 a tiny CPUID program assembled by :mod:`labkit.asm`, and an ``/init`` script
-(``labkit/guests/init.sh``) that prints one machine-readable line::
+(``labkit/images/tiny_guest/init.sh``) that prints one machine-readable line::
 
     LABKIT-REPORT {"v":1,"kernel":"6.1.0-…","cpus":1,"mem_kib":…,"flags":"…",…}
 

@@ -1,6 +1,6 @@
 """A bare-metal payload: QEMU + KVM shown for real, even where Linux cannot boot under KVM.
 
-``labkit/guests/payload.S`` is a 64 KiB firmware image (``qemu -bios``): from
+``labkit/lessons/payload.S`` is a 64 KiB firmware image (``qemu -bios``): from
 the reset vector it switches real → protected → long mode, prints on the
 serial port, counts down a loop in ring 0 or ring 3, and makes QEMU exit
 through the ``isa-debug-exit`` device.  No firmware, no kernel: the first
@@ -16,10 +16,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from labkit import asm, host, images, qemu
+from labkit import asm, host, qemu
 from labkit.errors import InvalidOptionError
 
-SOURCE = images.GUEST_SOURCES / "payload.S"
+SOURCE = Path(__file__).parent / "payload.S"
 ORIGIN = qemu.BIOS_ORIGIN  # where the payload runs: a -bios image (labkit.qemu.firmware)
 EXIT_OK = 0x10  # the value the payload writes to the isa-debug-exit port
 EXIT_STATUS = EXIT_OK << 1 | 1  # QEMU's exit status when the payload finished
