@@ -32,7 +32,7 @@ def guest() -> images.GuestImage:
 def no_host_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pretend this host has no readable /boot kernel and no $LABKIT_KERNEL."""
     monkeypatch.delenv("LABKIT_KERNEL", raising=False)
-    monkeypatch.setattr(images.kernel.platform, "release", lambda: "0.0.0-labkit-test-none")
+    monkeypatch.setattr(images.guest_kernel.platform, "release", lambda: "0.0.0-labkit-test-none")
 
 
 @pytest.fixture
