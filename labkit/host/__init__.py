@@ -10,7 +10,7 @@ host.inspect()``):
 - :mod:`~labkit.host.sources`: this machine (:class:`LiveSource`) or a
   recording (:class:`RecordedSource`); :mod:`~labkit.host.manifest`: its ``host.json``;
 - :mod:`~labkit.host.cpu`: ``/proc/cpuinfo`` for x86 and Arm, the kernel's architecture;
-- :mod:`~labkit.host.kernel`: release, modules, the KVM modules' states, guest drivers;
+- :mod:`~labkit.host.running_kernel`: release, modules, the KVM modules' states, guest drivers;
 - :mod:`~labkit.host.evidence`: bare metal or VM, every clue weighed;
 - :mod:`~labkit.host.verdict`: ``/dev/kvm``, VT-x/AMD-V state, the verdict and its fix;
 - :mod:`~labkit.host.report`: :func:`inspect`, the whole :class:`HostReport`;
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from labkit.host.cpu import ARM_IMPLEMENTERS, ARM_PARTS, NO_VT_MODELS, CpuInfo, cpu_info
 from labkit.host.evidence import DMI_PRODUCTS, HYPERVISOR_SIGNATURES, UNKNOWN_HYPERVISOR, Platform, platform_info
-from labkit.host.kernel import GUEST_DRIVERS, KVM_MODULES, KernelInfo, KvmModule, kernel_info
 from labkit.host.manifest import HOST_JSON_SCHEMA, HostDataError
 from labkit.host.outlook import (
     NotebookOutlook,
@@ -45,6 +44,7 @@ from labkit.host.resources import (
     network_interfaces,
     processes,
 )
+from labkit.host.running_kernel import GUEST_DRIVERS, KVM_MODULES, KernelInfo, KvmModule, kernel_info
 from labkit.host.sources import (
     KVM_DEVICE_NUMBER,
     DeviceNode,
