@@ -45,7 +45,7 @@ count:
 
 
 @dataclass(frozen=True)
-class NativeRun:
+class NativeResult:
     """The loop run natively: its fastest of ``repeats`` runs (the CPU's speed, less what other work took)."""
 
     iterations: int
@@ -58,7 +58,7 @@ class NativeRun:
         return self.iterations / self.loop_s
 
 
-def count_down(iterations: int = 50_000_000, repeats: int = 5) -> NativeRun:
+def count_down(iterations: int = 50_000_000, repeats: int = 5) -> NativeResult:
     """Run the payload's ``dec rcx / jnz`` loop ``iterations`` times natively, ``repeats`` times; the fastest.
 
     The fastest run, not the median: on a shared host a run can only be
@@ -73,7 +73,7 @@ def count_down(iterations: int = 50_000_000, repeats: int = 5) -> NativeRun:
     tsc = host.tsc_frequency()
     fastest = min(cycles)
     loop_s = fastest / (tsc.khz * 1000) if tsc else min(walls)
-    return NativeRun(iterations, repeats, fastest, loop_s)
+    return NativeResult(iterations, repeats, fastest, loop_s)
 
 
 @dataclass(frozen=True)
