@@ -30,7 +30,7 @@ def test_guest_vs_host_table() -> None:
 
 def test_plot_accelerators() -> None:
     choice = qemu.AccelChoice("tcg", "auto", "test")
-    run = payload.PayloadRun(choice, 3, 1000, payload.EXIT_STATUS, 0.03, 2000, 0.001, 0.05, "", ())
+    run = payload.PayloadResult(choice, 3, 1000, payload.EXIT_STATUS, 0.03, 2000, 0.001, 0.05, "", ())
     times = qemu.BootTimes(0.7, 1.3, 1.35, 0.8)
     boot = qemu.BootResult(REPORT, times, choice, qemu.MachineConfig(machine="microvm"), (), "", 0)
     fig = views.plot_accelerators([run], [boot, boot])

@@ -49,7 +49,7 @@ def build(iterations: int = 50_000_000, ring: int = 3) -> Payload:
 
 
 @dataclass(frozen=True)
-class PayloadRun:
+class PayloadResult:
     """One run of the payload under one accelerator, timed from the host."""
 
     accel: qemu.AccelChoice
@@ -74,7 +74,7 @@ class PayloadRun:
 
 
 async def run(accel: qemu.Accel = "auto", iterations: int = 50_000_000, ring: int = 3,
-              cpu: str | None = None, timeout: float = 60.0) -> PayloadRun:
+              cpu: str | None = None, timeout: float = 60.0) -> PayloadResult:
     """Run the payload once (``accel='auto'``: KVM whenever ``/dev/kvm`` is usable)."""
     payload = build(iterations, ring)
     choice = qemu.choose_accel(accel, "payload")
@@ -93,11 +93,11 @@ async def run(accel: qemu.Accel = "auto", iterations: int = 50_000_000, ring: in
     else:
         start, end = vm.seen_at("loop start\n"), vm.seen_at(LOOP_END)
         loop_s = end - start if start and end else None
-    return PayloadRun(choice, ring, iterations, vm.returncode, first - vm.launched_at if first else None,
+    return PayloadResult(choice, ring, iterations, vm.returncode, first - vm.launched_at if first else None,
                       cycles, loop_s, vm.exited_at - vm.launched_at, vm.console, tuple(vm.command_line))
 
 
-async def compare(iterations: int = 50_000_000, ring: int = 3, timeout: float = 60.0) -> list[PayloadRun]:
+async def compare(iterations: int = 50_000_000, ring: int = 3, timeout: float = 60.0) -> list[PayloadResult]:
     """The payload under KVM (where ``/dev/kvm`` is usable) and under TCG, one after the other."""
     runs = []
     if qemu.choose_accel("auto", "payload").name == "kvm":

@@ -143,7 +143,7 @@ def guest_vs_host(report: images.GuestReport, host_report: host.HostReport) -> P
     return Page(f"<table class='labkit-guest-vs-host'>{head}{body}</table>")
 
 
-def plot_accelerators(runs: list[payload.PayloadRun], boots: list[qemu.BootResult]) -> Figure:
+def plot_accelerators(runs: list[payload.PayloadResult], boots: list[qemu.BootResult]) -> Figure:
     """Left: the payload's loop rate per accelerator and ring (log scale).  Right: Linux boot phases."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6))
     labels = [f"{r.accel.name.upper()}\nring {r.ring}" for r in runs]
