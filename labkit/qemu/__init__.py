@@ -20,7 +20,7 @@ used when asked for, and ``host`` only with hardware KVM.
 The package, one job per module: :mod:`~labkit.qemu.accel` (KVM or TCG),
 :mod:`~labkit.qemu.config` (options → command line),
 :mod:`~labkit.qemu.machine` (the running QEMU), :mod:`~labkit.qemu.firmware` (a -bios image of our own)
-and :mod:`~labkit.qemu.guest`
+and :mod:`~labkit.qemu.boots`
 (booting and timing the tiny guest); their public names are all here, as ``qemu.X``.
 """
 
@@ -35,19 +35,7 @@ from labkit.qemu.attempt import (
     kvm_evidence,
     plan_kvm_boot,
 )
-from labkit.qemu.config import (
-    DEBUG_EXIT_DEVICE,
-    DEBUG_EXIT_PORT,
-    QEMU,
-    MachineConfig,
-    cpu_models,
-    machine_types,
-    qemu_binary,
-    qemu_name,
-    qemu_version,
-)
-from labkit.qemu.firmware import BIOS_ORIGIN, BIOS_SIZE, bios_image
-from labkit.qemu.guest import (
+from labkit.qemu.boots import (
     MICROVM_WITHOUT_ACPI,
     WORKLOAD_COMMAND,
     WORKLOAD_ITERATIONS,
@@ -62,6 +50,18 @@ from labkit.qemu.guest import (
     summarize_boots,
     workload_seconds,
 )
+from labkit.qemu.config import (
+    DEBUG_EXIT_DEVICE,
+    DEBUG_EXIT_PORT,
+    QEMU,
+    MachineConfig,
+    cpu_models,
+    machine_types,
+    qemu_binary,
+    qemu_name,
+    qemu_version,
+)
+from labkit.qemu.firmware import BIOS_ORIGIN, BIOS_SIZE, bios_image
 from labkit.qemu.machine import (
     ConsoleChunk,
     LaunchError,
