@@ -46,7 +46,8 @@ TEST_MODULES = {p.stem for p in TESTS.rglob("test_*.py")}
 # wrong; a test that imports another test module runs that module's tests' setup and ties two files together.
 # Sunder names (`_repr_mimebundle_`, ctypes' `_fields_`) are public protocols, not private attributes.
 EXEMPT = {
-    # the lead's file, being changed in parallel (issue 27 lists it; drop this line once it keeps the rules)
+    # the lead's file, changed in parallel this round: it reads nested.modules._unpack (the one private read
+    # left); drop this line once labkit.nested exposes what the test needs
     "tests/test_nested.py": "owned by the lead this round",
 }
 
