@@ -27,10 +27,13 @@ TOP = Path(__file__).resolve().parent.parent
 
 
 def labkit_nested(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
-                  stdin: str | None = None) -> subprocess.CompletedProcess:
-    """``labkit nested ARGS`` in the checkout, its output captured (``env`` added to this process's)."""
+                  stdin: str | None = None, niceness: int = 0) -> subprocess.CompletedProcess:
+    """``labkit nested ARGS`` in the checkout, its output captured (``env`` added to this process's).
+
+    ``niceness``: added to the command's (and so L1's QEMU's) scheduling niceness; below 0 needs root."""
     return subprocess.run([sys.executable, "-m", "labkit", "nested", *args], capture_output=True, text=True,
-                          cwd=TOP, env={**os.environ, **(env or {})}, timeout=timeout, input=stdin)
+                          cwd=TOP, env={**os.environ, **(env or {})}, timeout=timeout, input=stdin,
+                          preexec_fn=(lambda: os.nice(niceness)) if niceness else None)
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 60.0, what: str | Callable[[], str] = "a condition",

@@ -8,6 +8,7 @@ own so that it starts first (``conftest.LONGEST_FIRST``) on one xdist worker whi
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 
@@ -24,6 +25,8 @@ pytestmark = pytest.mark.nested
 INSIDE_TEST_TIMEOUT_S = 420
 #: The whole L1 run, from the host (labkit nested run --timeout): 3.5 min alone, ~7 min on a loaded 2-core host.
 INSIDE_RUN_TIMEOUT_S = 1200
+#: L1's niceness as root: ahead of the suite's other tests (0), not of the host's own work (-10 and below).
+L1_NICENESS = -5
 
 
 def running_inside(stdout: str) -> str | None:
@@ -49,6 +52,8 @@ def test_hardware_path_inside_l1() -> None:
     # One vCPU: twice, on a loaded host, a 2-vCPU L1 stopped making progress mid-run (no output, no timer
     # firing inside for many minutes while QEMU kept burning CPU: most likely a livelock between L1's vCPUs
     # around nested SVM); with one there is no cross-vCPU wait, and on 2 host cores it costs little.
+    # As root (CI), L1 runs at a higher priority than the tests beside it: it is the suite's critical path (one
+    # TCG vCPU, one host thread doing most of the work), and the others fill the remaining core around it.
     proc = labkit_nested("run", "--vcpus", "1", "--times", "--timeout", str(INSIDE_RUN_TIMEOUT_S), "--",
                          sys.executable, "-m", "pytest", "tests/nested", "-o", "addopts=",
                          "-p", "no:cacheprovider", "-p", "timeout", f"--timeout={INSIDE_TEST_TIMEOUT_S}",
@@ -56,11 +61,12 @@ def test_hardware_path_inside_l1() -> None:
                          "-v", "--color=no", "-rfEs", "--durations=8",
                          # PYTHONPATH: labkit importable even while another test (./kvmlab lab runs setup)
                          # reinstalls the editable package for a moment
-                         env={"LABKIT_IN_L1": "1", "PYTHONPATH": str(TOP)}, timeout=INSIDE_RUN_TIMEOUT_S + 60)
+                         env={"LABKIT_IN_L1": "1", "PYTHONPATH": str(TOP)}, timeout=INSIDE_RUN_TIMEOUT_S + 60,
+                         niceness=L1_NICENESS if os.geteuid() == 0 else 0)
     print(proc.stdout[-4000:], proc.stderr[-1500:])
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     stuck = running_inside(proc.stdout)
     assert proc.returncode == 0, (f"{'L1 stopped while running ' + stuck if stuck else summary}\n"
                                   f"{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
-    passed = re.search(r"(\d+) passed", summary)
-    assert passed and int(passed.group(1)) >= 17 and not re.search(r"skipped|failed|error", summary), summary
+    collected, passed = re.search(r"collected (\d+) items", proc.stdout), re.search(r"(\d+) passed", summary)
+    assert collected and passed and passed.group(1) == collected.group(1), summary  # all of them: none skipped

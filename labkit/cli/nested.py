@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pwd
@@ -55,5 +56,6 @@ def _report(args: argparse.Namespace, result: nested.NestedResult) -> int:
     if args.times:
         print(json.dumps({"ready_s": round(result.ready_s, 3), "command_s": round(result.command_s, 3),
                           "total_s": round(result.total_s, 3), "status": result.status,
-                          "kernel": result.kernel_release}), file=sys.stderr)
+                          "kernel": result.kernel_release,
+                          "stalls": [dataclasses.asdict(s) for s in result.stalls]}), file=sys.stderr)
     return result.status

@@ -4,6 +4,7 @@ One module per job: :mod:`.modules` (kvm-amd and virtiofs from the kernel's
 package, cached), :mod:`.initramfs` (L1's initramfs), :mod:`.job` (the
 command as the caller, inside), :mod:`.machine` (virtiofsd + QEMU/TCG with
 ``-cpu qemu64,+svm,+npt``, serial relays, release of everything),
+:mod:`.watch` (an L1 stopped for good while its command runs: found, nudged, reported),
 :mod:`.demo` (notebook 04: the tiny guest under KVM inside L1).
 """
 

@@ -43,7 +43,7 @@ from pathlib import Path
 from labkit import host, images, qemu, runtime
 from labkit.errors import GuestTimeoutError, InvalidOptionError, MissingToolError
 from labkit.host.tsc import HOST_TSC_PARAMETER
-from labkit.nested import initramfs, job, modules
+from labkit.nested import initramfs, job, modules, watch
 from labkit.nested.errors import CannotRunHereError, NestedError
 
 #: The emulated CPU: QEMU's baseline model plus AMD-V (svm) with nested paging (npt), 1 GiB pages, and
@@ -80,6 +80,7 @@ class NestedResult:
     command_s: float  # the command itself, as seen from the host
     total_s: float  # launch → QEMU gone
     kernel_release: str
+    stalls: tuple[watch.Look, ...] = ()  # each time L1 was found stopped for good and nudged (labkit.nested.watch)
 
 
 def _write_to(fd: int) -> Output:
@@ -315,14 +316,24 @@ async def _supervise(config: qemu.MachineConfig, relays: list[_Relay], timeout: 
             await _fail(vm, first.removeprefix("FAIL ").strip())
         for relay in relays:
             relay.input_open.set()
+        looks: list[watch.Look] = []
+        watcher = asyncio.ensure_future(watch.watch(vm, looks))
         try:
             await vm.wait_for(re.compile(r"LABKIT-NESTED (EXIT \d+|FAIL)"), timeout)
         except GuestTimeoutError:
+            seen = "".join(f"\nat {look.at_s:g} s: {look.diagnosis}; nudged with an NMI" for look in looks
+                           if look.nudged)
+            if looks:  # what L1's vCPU and APIC showed the last time it sat idle: where it waits
+                seen += f"\nL1 idle at {looks[-1].at_s:g} s:\n{looks[-1].evidence}"
             raise NestedError(f"the command did not end within {timeout:g} s inside L1: L1 was stopped "
-                              "(its output so far is above). L1's console (kernel messages) ends:\n"
+                              f"(its output so far is above).{seen}\nL1's console (kernel messages) ends:\n"
                               f"{vm.console_tail(15)}",
                               "give it more time (labkit nested run --timeout S), or find where it waits: "
                               "labkit nested shell") from None
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         last = _LINE.findall(vm.console)[-1]
         done_at = time.monotonic()
         if not last[1]:
@@ -332,7 +343,8 @@ async def _supervise(config: qemu.MachineConfig, relays: list[_Relay], timeout: 
             relay.join(timeout=60)  # to their end soon (the bound is for a host too starved to schedule it)
         assert vm.exited_at is not None
         return NestedResult(int(last[1]), ready_at - vm.launched_at, done_at - ready_at,
-                            vm.exited_at - vm.launched_at, release)
+                            vm.exited_at - vm.launched_at, release,
+                            tuple(look for look in looks if look.nudged))
 
 
 def _seen(vm: qemu.QemuMachine) -> float:

@@ -1,0 +1,87 @@
+"""labkit.nested.watch: telling an idle L1 from one that no interrupt will ever wake.
+
+The dumps are L1's own (QEMU 7.2's ``info registers`` and ``info lapic`` of an L1 idling in ``sleep 75``);
+the stopped states are that dump with one field changed, as the watch would read them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from labkit import images, qemu
+from labkit.nested import watch
+
+FIXTURES = Path(__file__).parent / "fixtures" / "nested"
+REGISTERS = (FIXTURES / "idle-registers.txt").read_text()
+LAPIC = (FIXTURES / "idle-lapic.txt").read_text()
+RAN_OUT = LAPIC.replace("current_count = 7759502", "current_count = 0")
+
+
+def test_an_idle_l1_with_its_timer_counting_is_left_alone() -> None:
+    assert "HLT=1" in REGISTERS and "current_count = 7759502" in LAPIC
+    assert watch.diagnose(REGISTERS, LAPIC) is None
+
+
+def test_halted_with_the_one_shot_timer_run_out_and_nothing_pending_is_stopped_for_good() -> None:
+    found = watch.diagnose(REGISTERS, RAN_OUT)
+    assert found is not None and "no interrupt will wake it" in found
+
+
+def test_the_evidence_is_the_lines_it_decides_on() -> None:
+    lines = watch.evidence(REGISTERS, RAN_OUT).splitlines()
+    assert [line.split("=")[0].split()[0] for line in lines] == ["RIP", "LVTT", "Timer", "ISR", "IRR"]
+    assert "HLT=1" in lines[0] and "current_count = 0" in lines[2]
+
+
+@pytest.mark.parametrize(("what", "registers", "lapic"), [
+    ("running, not halted", REGISTERS.replace("HLT=1", "HLT=0"), RAN_OUT),
+    ("interrupts disabled", REGISTERS.replace("RFL=00000246", "RFL=00000046"), RAN_OUT),
+    ("an interrupt waits in IRR", REGISTERS, RAN_OUT.replace("IRR\t (none)", "IRR\t 236")),
+    ("Linux masked the timer itself", REGISTERS, RAN_OUT.replace("LVTT\t 0x000000ec", "LVTT\t 0x000100ec")),
+    ("TSC-deadline: the deadline is not shown", REGISTERS, RAN_OUT.replace("one-shot", "tsc-deadline")),
+    ("a dump it cannot read", REGISTERS, "dumping local APIC state for CPU 0\n"),
+])
+def test_what_can_still_wake_it_or_cannot_be_told_is_not_called_stopped(what: str, registers: str,
+                                                                       lapic: str) -> None:
+    assert registers != REGISTERS or lapic != RAN_OUT, what  # each case changes the dump
+    assert watch.diagnose(registers, lapic) is None, what
+
+
+def test_idle_means_under_the_share_for_a_whole_window() -> None:
+    idle = watch.IdleWatch(window_s=40, share=0.1)
+    assert not idle.add(0, 100.0)
+    assert not idle.add(20, 100.5)  # quiet, but only half a window seen
+    assert idle.add(40, 101.0)  # 1 s of CPU in 40 s: 2.5 %
+    idle.restart()
+    assert not idle.add(45, 101.0)
+    busy = watch.IdleWatch(window_s=40, share=0.1)
+    assert not any(busy.add(t, t * 0.5) for t in range(0, 100, 5))  # half a CPU all along
+
+
+def test_the_watch_looks_at_an_idle_machine_over_qmp_and_leaves_it_running() -> None:
+    """The loop for real, on an idle tiny guest (TCG, in ``sleep``): it samples QEMU's CPU time, reads the vCPU
+    and the APIC over QMP when the window is quiet, finds nothing wrong, and nudges nothing."""
+    sleeper = images.tiny_guest(command="sleep 600", fetch=False, progress=False)
+    config, _ = qemu.linux_config(sleeper, qemu.choose_accel("tcg"))
+
+    async def scenario() -> tuple[list[watch.Look], str]:
+        async with qemu.QemuMachine(config, name="watch") as vm:
+            await vm.wait_for(images.COMMAND_BEGIN, timeout=120)
+            looks: list[watch.Look] = []
+            watcher = asyncio.ensure_future(watch.watch(vm, looks, period_s=0.25,
+                                                        idle=watch.IdleWatch(window_s=1.0, share=0.5)))
+            try:
+                async with asyncio.timeout(60):
+                    while not looks:
+                        await asyncio.sleep(0.25)
+            finally:
+                watcher.cancel()
+            return looks, (await vm.qmp("query-status"))["status"]
+
+    looks, status = asyncio.run(scenario())
+    assert looks and not any(look.nudged for look in looks), looks
+    assert "HLT=1" in looks[0].evidence, looks[0]  # the guest idles in hlt
+    assert status == "running"
