@@ -42,8 +42,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from labkit import host, images, payload, qemu  # noqa: E402
+from labkit import host, images, qemu  # noqa: E402
 from labkit.errors import LabkitError  # noqa: E402
+from labkit.lessons import payload
 
 STOCK_CMDLINE = "console=ttyS0 quiet panic=-1"
 VARIANTS: dict[str, dict[str, Any]] = {

@@ -49,7 +49,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -378,16 +377,8 @@ def _ended(proc: psutil.Process, timeout: float) -> bool:
 
 def _scratch(all_users: bool) -> Iterator[Found]:
     for run_dir, user, uid in runtime.run_dirs(all_users):
-        for entry in sorted(run_dir.iterdir()):
-            try:
-                st = entry.lstat()
-            except OSError:
-                continue
-            if not stat.S_ISDIR(st.st_mode):
-                continue  # files there are bookkeeping (libvirtd.json): not leftovers
-            match = runtime.SCRATCH_NAME.fullmatch(entry.name)
-            yield Found("dir", str(entry), user, uid, int(match["pid"]) if match else None, st.st_ctime,
-                         str(run_dir), _remover(entry))
+        for entry in runtime.run_dir_entries(run_dir):
+            yield Found("dir", str(entry.path), user, uid, entry.pid, entry.ctime, str(run_dir), _remover(entry.path))
 
 
 def _kernel_files(all_users: bool, users: dict[str, int]) -> Iterator[Found]:

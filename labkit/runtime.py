@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from labkit import errors
@@ -331,23 +332,37 @@ def scratch_dir(purpose: str) -> Path:
 _reclaimed = False
 
 
-def orphan_scratch_dirs(base: Path, uid: int | None = None) -> list[Path]:
-    """Scratch dirs in run dir ``base`` whose process is gone (checked as ``uid``, default this user)."""
-    found: list[Path] = []
+@dataclass(frozen=True)
+class RunDirEntry:
+    """A directory in a run dir: a scratch dir ``<purpose>-<pid>-…`` (``pid`` read back) or one of no owner."""
+
+    path: Path
+    pid: int | None  # the process that made it; None: the name is no scratch dir's
+    ctime: float  # when it appeared (for the pid-reuse check of owner_alive)
+
+
+def run_dir_entries(base: Path) -> list[RunDirEntry]:
+    """The directories in run dir ``base``, sorted (its files are bookkeeping, such as libvirtd.json)."""
     try:
-        entries = list(base.iterdir())
+        entries = sorted(base.iterdir())
     except OSError:
-        return found
+        return []
+    found = []
     for entry in entries:
-        match = SCRATCH_NAME.fullmatch(entry.name)
         try:
             st = entry.lstat()
         except OSError:
             continue
-        if match and stat.S_ISDIR(st.st_mode) and not owner_alive(int(match["pid"]), os.geteuid() if uid is None
-                                                                   else uid, st.st_ctime):
-            found.append(entry)
+        if stat.S_ISDIR(st.st_mode):
+            match = SCRATCH_NAME.fullmatch(entry.name)
+            found.append(RunDirEntry(entry, int(match["pid"]) if match else None, st.st_ctime))
     return found
+
+
+def orphan_scratch_dirs(base: Path, uid: int | None = None) -> list[Path]:
+    """Scratch dirs in run dir ``base`` whose process is gone (checked as ``uid``, default this user)."""
+    uid = os.geteuid() if uid is None else uid
+    return [e.path for e in run_dir_entries(base) if e.pid is not None and not owner_alive(e.pid, uid, e.ctime)]
 
 
 #: Jupyter kernels named in a connection file younger than this may still be starting.
@@ -417,6 +432,12 @@ def forget(token: int) -> None:
     """The resource was released normally: drop its exit hook."""
     with _lock:
         _at_exit.pop(token, None)
+
+
+def release_pending(token: int) -> bool:
+    """Whether the exit hook ``token`` still waits: its resource was not released (nor forgotten) yet."""
+    with _lock:
+        return token in _at_exit
 
 
 @atexit.register

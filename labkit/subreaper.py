@@ -14,20 +14,11 @@ until no child is left: the daemon and every guest it started are gone.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import subprocess
 import sys
 
-PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
-
-
-def become_subreaper() -> None:
-    """Make orphaned descendants this process's children (``prctl(PR_SET_CHILD_SUBREAPER)``)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
+from labkit.process import become_subreaper
 
 
 def main(argv: list[str]) -> int:

@@ -25,6 +25,7 @@ import pytest
 
 import students
 from conftest import lab_guests
+from framework import process_ended, wait_for
 from labkit import cleanup, images, libvirtd, qemu, runtime, virt
 from labkit.errors import AccessDeniedError
 
@@ -65,22 +66,9 @@ def owned_by(report: dict, pid: int) -> set[tuple[str, str, str]]:
     return {(i["kind"], i["name"], i["action"]) for i in report["items"] if i["owner_pid"] == pid}
 
 
-def wait_gone(pid: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def wait_until(condition, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
+def wait_gone(pid: int) -> bool:
+    """Wait (≤ 10 s) until process ``pid`` has ended: True, or the test fails."""
+    return wait_for(lambda: process_ended(pid), 10, f"process {pid} to end")
 
 
 def exists(kind: str, name: str) -> bool:
@@ -101,13 +89,10 @@ def foreign_qemu(name: str) -> psutil.Process:
     """A QEMU that labkit did not start (its parent exits at once, so init reaps it, as for any stray QEMU)."""
     subprocess.run(["setsid", "-f", qemu.qemu_binary(), "-name", name, "-S", "-display", "none", "-nodefaults",
                     "-machine", "pc", "-m", "16"], check=True)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        for proc in psutil.process_iter(["cmdline"]):
-            if name in (proc.info["cmdline"] or []):
-                return proc
-        time.sleep(0.05)
-    pytest.fail(f"QEMU {name} did not start")
+
+    def started() -> psutil.Process | None:
+        return next((p for p in psutil.process_iter(["cmdline"]) if name in (p.info["cmdline"] or [])), None)
+    return wait_for(started, 10, f"QEMU {name} to start")
 
 
 @pytest.fixture
@@ -136,7 +121,7 @@ def test_killed_run_leaves_what_cleanup_removes_exactly(foreign_domain: str) -> 
         # labkit.qemu's QEMU dies with its process (PR_SET_PDEATHSIG), libvirt's with its connection (autodestroy);
         # the persistent definition (the lesson's define/undefine), the scratch dirs and the log stay
         assert wait_gone(info["qemu_pid"]), "QEMU outlived the process that started it"
-        assert wait_until(lambda: not virt.qemu_pids(info["domain"])), "the domain's QEMU outlived its owner"
+        wait_for(lambda: not virt.qemu_pids(info["domain"]), 15, "the domain's QEMU to end with its owner")
         with virt.connect() as conn:  # still defined (unless another lab process reclaimed it already), not running
             assert not [d for d in conn.raw.listAllDomains() if d.name() == info["domain"] and d.isActive()]
         # its QEMU scratch dir: one, or none if another lab process (a test in another worker) already
@@ -382,6 +367,9 @@ def test_run_dirs_under_another_xdg_runtime_dir_or_tmpdir_are_found_later(
     expected = {str(p) for p in left}
     if os.geteuid() == 0:
         assert expected <= dirs(cleanup.cleanup(all_users=True, dry_run=True, kinds=("dir",)))
+    else:
+        with pytest.raises(AccessDeniedError, match="only root"):
+            cleanup.cleanup(all_users=True, dry_run=True, kinds=("dir",))
     assert dirs(cleanup.cleanup(dry_run=True, kinds=("dir",))) == expected
     assert dirs(cleanup.cleanup(kinds=("dir",))) == expected
     assert not any(p.exists() for p in left)

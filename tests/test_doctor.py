@@ -42,6 +42,8 @@ def test_notebook_03_per_host_and_user(name: str, user: host.User, nb03: str) ->
     if nb03 == "warn":
         assert summary.startswith("PARTLY READY") and "03 KVM" in summary
         assert checks["notebook 03 KVM"].fix  # and it says what to do
+    else:
+        assert not checks["notebook 03 KVM"].fix
 
 
 def test_a_student_without_access_is_told_why_and_how() -> None:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import needs_kvm
-from labkit import exercises, hosted
+from labkit import exercises
 from labkit.exercises import exercise_name, hypervisor, kernel
+from labkit.lessons import hosted
 
 TOP = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((TOP / "notebooks").glob("*.ipynb"))

@@ -9,8 +9,8 @@ from labkit.errors import InvalidOptionError
 from labkit.kvm import exit_cost
 
 
-def _timings(in_kernel: bool, *seconds: float) -> exit_cost.Timings:
-    return exit_cost.Timings(tuple(exit_cost.Run(in_kernel, 1000, s, 1000 if in_kernel else 0,
+def _timings(in_kernel: bool, *seconds: float) -> exit_cost.ExitCostSummary:
+    return exit_cost.ExitCostSummary(tuple(exit_cost.ExitCostResult(in_kernel, 1000, s, 1000 if in_kernel else 0,
                                                  0 if in_kernel else 1000) for s in seconds))
 
 

@@ -15,13 +15,13 @@ import stat
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
 import students
+from framework import wait_for
 from labkit import runtime, virt
 
 pytestmark = pytest.mark.skipif(students.skip_unless_root() is not None, reason=students.skip_unless_root() or "")
@@ -137,12 +137,11 @@ def test_libvirtd_killed_mid_virt_boot_leaves_no_qemu_and_no_state_files() -> No
 
 def wait_for_qemu(stu: students.Student, label: str, owner: subprocess.Popen, timeout: float = 180) -> str:
     """The domain name of the student's QEMU whose name has ``label``, once it runs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def running() -> str | None:
         for qemu in psutil.process_iter(["cmdline", "uids"]):
             name = virt.qemu_name(qemu.info["cmdline"] or [])
             if name and qemu.info["uids"] and qemu.info["uids"].real == stu.uid and label in name:
                 return name.removeprefix("guest=")
         assert owner.poll() is None, owner.communicate()
-        time.sleep(0.05)
-    pytest.fail("the guest's QEMU did not start")
+        return None
+    return wait_for(running, timeout, "the guest's QEMU to start")

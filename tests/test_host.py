@@ -129,7 +129,7 @@ def test_cpuid_instruction_matches_cpuid_driver() -> None:
     except PermissionError:
         pytest.skip("/dev/cpu/0/cpuid is root-only and we are not root")
     import struct
-    assert host._cpuid_instruction(0)[1:] == struct.unpack("<4I", driver)[1:]
+    assert host.cpuid_instruction(0)[1:] == struct.unpack("<4I", driver)[1:]
 
 
 def test_live_resources() -> None:
@@ -273,6 +273,8 @@ def test_firmware_or_never_had_it(tmp_path: Path, meta: dict, dmesg: str, state:
     if state == "unknown":
         assert "never had VT-x/AMD-V, or the firmware switched it off" in " ".join(verdict.virtualization.evidence)
         assert "rdmsr 0x3a" in verdict.fix and "look the model up" in verdict.fix
+    else:  # the evidence decided: no "one or the other"
+        assert "never had VT-x/AMD-V, or the firmware switched it off" not in " ".join(verdict.virtualization.evidence)
 
 
 def test_an_old_kernel_keeps_the_vmx_flag_when_firmware_disabled_it(tmp_path: Path) -> None:

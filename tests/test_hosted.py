@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from labkit import host, hosted, qemu
+from labkit import host, qemu
+from labkit.lessons import hosted
 
 
 def _look_at_idle_guest(accel: qemu.Accel) -> hosted.ProcessLook:

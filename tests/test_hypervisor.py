@@ -1,12 +1,13 @@
-"""labkit.hypervisor and the host views: catalogue, stack per host kind, the planner."""
+"""labkit.lessons.hypervisor and the host views: catalogue, stack per host kind, the planner."""
 
 from __future__ import annotations
 
 import pytest
 
 from conftest import HOSTS
-from labkit import host, hypervisor
+from labkit import host
 from labkit.errors import InvalidOptionError
+from labkit.lessons import hypervisor
 from labkit.widgets.host import ApartmentPlanner, host_card, stack_view
 
 ROOT = host.User(0, frozenset({0}))
@@ -34,7 +35,7 @@ def test_stack_explains_software_kvm() -> None:
 
 def test_kvm_stack_is_the_same_layer_model_with_live_evidence() -> None:
     report = host.inspect(HOSTS / "pvm-nested", user=ROOT)
-    layers = hypervisor.kvm_stack(report, "9.0.0", "7.2.19", "qemu:///system", "qemu",
+    layers = hypervisor.kvm_stack_layers(report, "9.0.0", "7.2.19", "qemu:///system", "qemu",
                                   ["/usr/bin/qemu-system-x86_64", "-name", "guest=x", "-accel", "tcg"])
     assert [l.name for l in layers] == ["hardware", "Linux kernel (host OS)", "KVM module", "QEMU", "libvirt"]
     assert all(isinstance(l, hypervisor.Layer) and l.evidence and l.role and l.you_ran for l in layers)

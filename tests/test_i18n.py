@@ -38,7 +38,7 @@ def english_afterwards() -> Iterator[None]:
     """Each test starts and ends in English with the real catalogs (the language is process-wide)."""
     i18n.use(i18n.ENGLISH)
     yield
-    i18n._translations.cache_clear()
+    i18n.reload()
     i18n.use(i18n.ENGLISH)
 
 
@@ -175,7 +175,7 @@ def korean_catalogs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         'msgid "only a hypervisor sets it"\nmsgstr "하이퍼바이저만 그 비트를 켠다"\n\n'
         'msgid "not translated yet"\nmsgstr ""\n', encoding="utf-8")
     monkeypatch.setattr(catalogs, "LOCALE_DIR", tmp_path)
-    i18n._translations.cache_clear()
+    i18n.reload()
     return folder
 
 

@@ -32,7 +32,7 @@ def guest() -> images.GuestImage:
 def no_host_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pretend this host has no readable /boot kernel and no $LABKIT_KERNEL."""
     monkeypatch.delenv("LABKIT_KERNEL", raising=False)
-    monkeypatch.setattr(images.kernel.platform, "release", lambda: "0.0.0-labkit-test-none")
+    monkeypatch.setattr(images.guest_kernel.platform, "release", lambda: "0.0.0-labkit-test-none")
 
 
 @pytest.fixture
@@ -301,14 +301,14 @@ def test_missing_busybox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
 def test_guest_kernel_is_found_offline(guest: images.GuestImage) -> None:
     assert guest.kernel.is_file() and guest.kernel_release
     assert guest.cmdline == images.BASE_CMDLINE
-    if guest.vmlinux:  # lz4 is installed by setup: the Debian cloud kernel decompresses here
-        assert formats.has_pvh_note(guest.vmlinux.read_bytes())
+    assert guest.vmlinux, "lz4 is installed by setup: the Debian cloud kernel decompresses here"
+    assert formats.has_pvh_note(guest.vmlinux.read_bytes())
 
 
 def test_release_and_kind_of_a_bzimage(guest: images.GuestImage) -> None:
     data = guest.kernel.read_bytes()
-    if formats.kernel_kind(data) == "bzImage":
-        assert formats.kernel_release(data) == guest.kernel_release
+    assert formats.kernel_kind(data) == "bzImage"  # the Debian cloud kernel, as its package ships it
+    assert formats.kernel_release(data) == guest.kernel_release
     assert formats.kernel_kind(Path(sys.executable).read_bytes()) is None  # an ELF without a PVH note
 
 

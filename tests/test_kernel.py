@@ -1,4 +1,4 @@
-"""labkit.kernel: the live experiments of notebook 01 do what they say."""
+"""labkit.lessons.kernel: the live experiments of notebook 01 do what they say."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import psutil
 import pytest
 
 from labkit import exercises as framework
-from labkit import kernel
 from labkit.errors import InvalidOptionError
 from labkit.exercises import kernel as exercises
+from labkit.lessons import kernel
 
 
 def test_child_process_is_ours_and_reaped() -> None:

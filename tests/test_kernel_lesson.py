@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from labkit import asm, host, kernel, native, payload
-from labkit.kernel import Mapping
+from labkit import asm, host
+from labkit.lessons import kernel, native, payload
+from labkit.lessons.kernel import Mapping
 
 
 def test_notable_mappings_keeps_the_lessons_regions_and_counts_the_rest() -> None:
@@ -67,7 +68,7 @@ def test_module_license_unknown_is_not_no(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_the_native_loop_is_the_payloads_loop_and_counts_cycles() -> None:
-    loop = [f"{i.mnemonic} {i.op_str}" for i in asm.disassemble(asm.assemble(native._LOOP).image, bits=64)]
+    loop = [f"{i.mnemonic} {i.op_str}" for i in asm.disassemble(asm.assemble(native.LOOP).image, bits=64)]
     assert "dec rcx" in loop and any(t.startswith(("jne", "jnz")) for t in loop)
     p = payload.build(1000, ring=3)
     count = p.program.symbol("count")

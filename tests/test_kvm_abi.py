@@ -137,9 +137,9 @@ def test_other_exits_are_reported_by_name(page) -> None:
 
 def test_the_run_loops_one_read_matches_the_structure(page) -> None:
     """Vcpu.serve reads exit_reason and kvm_run.io with one struct.unpack_from: same fields, same values."""
-    from labkit.kvm.vcpu import _EXIT_AND_IO
+    from labkit.kvm.vcpu import EXIT_AND_IO
 
     buf, run = page
     run.exit_reason = abi.KVM_EXIT_IO
     run.io.direction, run.io.size, run.io.port, run.io.count, run.io.data_offset = 1, 4, 0xF4, 3, 4096
-    assert _EXIT_AND_IO.unpack_from(buf, abi.kvm_run.exit_reason.offset) == (abi.KVM_EXIT_IO, 1, 4, 0xF4, 3, 4096)
+    assert EXIT_AND_IO.unpack_from(buf, abi.kvm_run.exit_reason.offset) == (abi.KVM_EXIT_IO, 1, 4, 0xF4, 3, 4096)

@@ -208,6 +208,8 @@ def test_unemulated_instruction_or_triple_fault() -> None:
             m.run()
     if isinstance(info.value, GuestInternalError):
         assert "KVM_INTERNAL_ERROR_EMULATION" in info.value.what
+    else:
+        assert "KVM_EXIT_SHUTDOWN" in info.value.what
 
 
 def test_keyboard_interrupt_leaves_the_machine_usable() -> None:

@@ -112,32 +112,32 @@ def test_bad_iterations() -> None:
 def test_calibration_grows_until_the_target() -> None:
     calls = []
 
-    def fake(n: int) -> measure.LoopTiming:
+    def fake(n: int) -> measure.LoopResult:
         calls.append(n)
-        return measure.LoopTiming("host", n, n * 1e-9)  # 1 ns per iteration
+        return measure.LoopResult("host", n, n * 1e-9)  # 1 ns per iteration
 
     timing = measure.calibrated(fake, 0.1, start=1000)
     assert timing.seconds >= 0.1 / 3 and calls[0] == 1000 and all(b <= a * 100 + 1 for a, b in zip(calls, calls[1:]))
 
 
-def t(where: str, ns: float) -> measure.LoopTiming:
-    return measure.LoopTiming(where, 1_000_000, ns * 1e-3)
+def t(where: str, ns: float) -> measure.LoopResult:
+    return measure.LoopResult(where, 1_000_000, ns * 1e-3)
 
 
 def test_explain_emulated_ring0() -> None:
-    text = measure.explain(measure.RingTimings(t("guest ring 0", 1000.0), t("guest ring 3", 0.3), t("host", 0.3)))
+    text = measure.explain(measure.RingSummary(t("guest ring 0", 1000.0), t("guest ring 3", 0.3), t("host", 0.3)))
     assert "3,333× longer" in text and "ring-0 instruction emulation" in text and "runs natively" in text
 
 
 def test_explain_hardware_virtualization() -> None:
-    m = measure.RingTimings(t("guest ring 0", 0.31), t("guest ring 3", 0.3), t("host", 0.3))
+    m = measure.RingSummary(t("guest ring 0", 0.31), t("guest ring 3", 0.3), t("host", 0.3))
     text = measure.explain(m)
     assert "about the same speed" in text and "VT-x/AMD-V" in text and "emulat" not in text.split(".")[0]
     assert "ring 0 / ring 3: 1.0×" in m.table()
 
 
 def test_explain_without_a_native_baseline() -> None:
-    text = measure.explain(measure.RingTimings(t("guest ring 0", 5.0), t("guest ring 3", 1.0), None))
+    text = measure.explain(measure.RingSummary(t("guest ring 0", 5.0), t("guest ring 3", 1.0), None))
     assert "5.0× longer" in text and "no native baseline" in text
 
 
@@ -155,12 +155,12 @@ def test_exit_stepper_steps_and_restarts() -> None:
         assert "children=" not in saved["text/plain"] and "application/vnd.jupyter.widget-view+json" in saved
         first = stepper.step()
         assert str(first.exit) == "KVM_EXIT_IO: out 0x48 'H' to port 0x3f8"
-        assert "exit 1" in stepper._title.value and "→" in stepper._code.value
+        assert "exit 1" in stepper.title.value and "→" in stepper.code.value
         stepper.run_to_end()
-        assert "finished" in stepper._title.value and stepper._step.disabled
+        assert "finished" in stepper.title.value and stepper.step_button.disabled
         assert stepper.step() is None
         stepper.restart()
-        assert not stepper._step.disabled and stepper.step().index == 1
+        assert not stepper.step_button.disabled and stepper.step().index == 1
     finally:
         stepper.close()
     assert stepper.machine is None
@@ -175,8 +175,8 @@ def test_exit_stepper_shows_guest_errors() -> None:
     stepper = ExitStepper(lambda: Machine(guests.build(".intel_syntax noprefix\nstart: ud2", "long"), "long"))
     try:
         assert stepper.step() is None
-        assert "GuestShutdownError" in stepper._title.value and "ud2" in stepper._regs.value
-        assert stepper._step.disabled
+        assert "GuestShutdownError" in stepper.title.value and "ud2" in stepper.registers.value
+        assert stepper.step_button.disabled
     finally:
         stepper.close()
 

@@ -8,11 +8,10 @@ import secrets
 import signal
 import socket
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
-TOP = Path(__file__).resolve().parent.parent
+from framework import TOP, wait_for
 
 
 def _free_port() -> int:
@@ -30,16 +29,15 @@ def test_kvmlab_lab_serves_the_notebooks(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}/api/contents?token={token}"
-        deadline = time.monotonic() + 90
-        while True:
+
+        def answered() -> dict | None:
             try:
                 with urllib.request.urlopen(url, timeout=2) as resp:
-                    listing = json.load(resp)
-                break
-            except OSError:
+                    return json.load(resp)
+            except OSError:  # not listening yet
                 assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-                assert time.monotonic() < deadline, "JupyterLab did not answer within 90 s"
-                time.sleep(0.5)
+                return None
+        listing = wait_for(answered, 90, "JupyterLab to answer", interval=0.5)
         names = {item["name"] for item in listing["content"]}
         assert {"01_kernel.ipynb", "02_hypervisor_types.ipynb"} <= names
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=5) as resp:

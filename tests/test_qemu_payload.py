@@ -1,4 +1,4 @@
-"""labkit.payload: the bare-metal payload under TCG and, where /dev/kvm works, under KVM."""
+"""labkit.lessons.payload: the bare-metal payload under TCG and, where /dev/kvm works, under KVM."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from conftest import needs_kvm
-from labkit import payload
 from labkit.errors import InvalidOptionError, MissingToolError
+from labkit.lessons import payload
 
 
 def test_payload_image_is_a_64k_firmware() -> None:

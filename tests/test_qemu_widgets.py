@@ -7,7 +7,8 @@ import matplotlib
 matplotlib.use("Agg")
 
 from conftest import FIXTURES  # noqa: E402
-from labkit import host, images, payload, qemu  # noqa: E402
+from labkit import host, images, qemu  # noqa: E402
+from labkit.lessons import payload
 from labkit.widgets import qemu as views  # noqa: E402
 
 REPORT = images.parse_report((FIXTURES / "consoles" / "tiny-tcg.txt").read_text())
@@ -15,11 +16,11 @@ REPORT = images.parse_report((FIXTURES / "consoles" / "tiny-tcg.txt").read_text(
 
 def test_console_view_shows_the_tail_as_text() -> None:
     view = views.ConsoleView(lines=2)
-    assert "waiting for the guest" in view._pre.value
+    assert "waiting for the guest" in view.pre.value
     view.append("one\r\ntwo\r\n")
     view.append("three <b>\r\n")
     assert view.text == "one\ntwo\nthree <b>\n"
-    assert "one" not in view._pre.value and "three &lt;b&gt;" in view._pre.value  # escaped, last 2 lines
+    assert "one" not in view.pre.value and "three &lt;b&gt;" in view.pre.value  # escaped, last 2 lines
 
 
 def test_guest_vs_host_table() -> None:
@@ -29,7 +30,7 @@ def test_guest_vs_host_table() -> None:
 
 def test_plot_accelerators() -> None:
     choice = qemu.AccelChoice("tcg", "auto", "test")
-    run = payload.PayloadRun(choice, 3, 1000, payload.EXIT_STATUS, 0.03, 2000, 0.001, 0.05, "", ())
+    run = payload.PayloadResult(choice, 3, 1000, payload.EXIT_STATUS, 0.03, 2000, 0.001, 0.05, "", ())
     times = qemu.BootTimes(0.7, 1.3, 1.35, 0.8)
     boot = qemu.BootResult(REPORT, times, choice, qemu.MachineConfig(machine="microvm"), (), "", 0)
     fig = views.plot_accelerators([run], [boot, boot])

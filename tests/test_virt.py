@@ -18,35 +18,13 @@ import libvirt
 import pytest
 
 from conftest import FIXTURES, HOSTS
+from framework import defined, mock_connection, spec, stand_in_files  # noqa: F401 - fixtures
 from labkit import host, libvirtd, runtime, virt
 from labkit.errors import AccessDeniedError, InvalidOptionError
 from labkit.exercises import virt as exercises
 from labkit.widgets import virt as virt_widgets
 
 VIRT = FIXTURES / "virt"
-
-
-@pytest.fixture
-def conn():
-    with virt.connect(virt.TEST_URI) as c:
-        yield c
-
-
-@pytest.fixture
-def files(tmp_path: Path) -> tuple[Path, Path]:
-    """Stand-ins for a kernel and initramfs: test:///default boots nothing, but labkit checks they exist."""
-    kernel, initrd = tmp_path / "vmlinuz", tmp_path / "initrd.gz"
-    kernel.write_bytes(b"\0" * 16)
-    initrd.write_bytes(b"\0" * 16)
-    return kernel, initrd
-
-
-def spec(files: tuple[Path, Path], name: str = "unit", **kw) -> virt.DomainSpec:
-    return virt.DomainSpec(name, files[0], files[1], **kw)
-
-
-def _exists(conn: virt.Connection, name: str) -> bool:
-    return name in {d.name() for d in conn.raw.listAllDomains()}
 
 
 # --------------------------------------------------------------------------- choosing
@@ -75,8 +53,7 @@ def test_choose_domain_type_per_host(recorded: str, offered: tuple, expected: st
     verdict = host.inspect(HOSTS / recorded, user=host.User(0, frozenset({0}))).verdict
     choice = virt.choose_domain_type(offered, verdict)
     assert choice.type == expected and choice.offered == offered
-    if expected == "qemu":
-        assert "TCG" in choice.reason
+    assert ("TCG" in choice.reason) is (expected == "qemu")  # the reason names what runs the guest
 
 
 def test_choose_domain_type_without_qemu_is_an_error() -> None:
@@ -168,7 +145,7 @@ def test_missing_kernel_is_refused_before_define(conn: virt.Connection, files) -
     with pytest.raises(virt.MissingKernelError, match="does not exist") as exc:
         conn.define(spec(files))
     assert "tiny_guest" in exc.value.fix
-    assert not _exists(conn, spec(files).domain_name)
+    assert not defined(conn, spec(files).domain_name)
 
 
 # --------------------------------------------------------------------------- errors from libvirt
@@ -176,7 +153,7 @@ def test_missing_kernel_is_refused_before_define(conn: virt.Connection, files) -
 
 def test_generated_xml_passes_libvirts_schema(conn: virt.Connection, files) -> None:
     with conn.define(spec(files)) as dom:  # defined with VIR_DOMAIN_DEFINE_VALIDATE
-        assert _exists(conn, dom.name)
+        assert defined(conn, dom.name)
         assert ET.fromstring(dom.live_xml()).findtext("uuid") == dom.uuid
 
 
@@ -191,14 +168,14 @@ def test_xml_that_fails_the_schema(conn: virt.Connection, files) -> None:
     with pytest.raises(virt.DomainXmlError, match="vcpus") as exc:
         conn.define(bad)
     assert "virt-xml-validate" in exc.value.fix
-    assert not _exists(conn, spec(files).domain_name)
+    assert not defined(conn, spec(files).domain_name)
 
 
 def test_xml_without_the_lab_prefix_is_refused(conn: virt.Connection, files) -> None:
     foreign = virt.domain_xml(spec(files)).replace(spec(files).domain_name, "someone-elses-vm")
     with pytest.raises(InvalidOptionError, match="lab prefix"):
         conn.define(foreign)
-    assert not _exists(conn, "someone-elses-vm")
+    assert not defined(conn, "someone-elses-vm")
 
 
 def test_duplicate_name_leaves_the_first_domain_alone(conn: virt.Connection, files) -> None:
@@ -207,7 +184,7 @@ def test_duplicate_name_leaves_the_first_domain_alone(conn: virt.Connection, fil
         with pytest.raises(virt.DuplicateDomainError, match="already exists") as exc:
             conn.define(spec(files))
         assert "cleanup" in exc.value.fix
-        assert first.state == "running" and _exists(conn, first.name)
+        assert first.state == "running" and defined(conn, first.name)
         # the same XML (same UUID) again would silently *redefine* it in libvirt: refused too
         with pytest.raises(virt.DuplicateDomainError):
             conn.define(first.xml)
@@ -233,8 +210,9 @@ def test_event_and_state_tables_follow_libvirt() -> None:
     assert [getattr(libvirt, f"VIR_DOMAIN_EVENT_{e.upper()}") for e in virt.EVENTS] == list(range(len(virt.EVENTS)))
     assert virt.STATES.index("shut off") == libvirt.VIR_DOMAIN_SHUTOFF
     assert virt.STATES.index("paused") == libvirt.VIR_DOMAIN_PAUSED
-    assert virt.domain._DETAILS[virt.EVENTS.index("stopped")][libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED] == "destroyed"
-    assert virt.domain._DETAILS[virt.EVENTS.index("started")][libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED] == "booted"
+    details = virt.domain.EVENT_DETAILS
+    assert details[virt.EVENTS.index("stopped")][libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED] == "destroyed"
+    assert details[virt.EVENTS.index("started")][libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED] == "booted"
 
 
 def test_lifecycle_with_events_on_the_mock_driver(conn: virt.Connection, files) -> None:
@@ -252,7 +230,7 @@ def test_lifecycle_with_events_on_the_mock_driver(conn: virt.Connection, files) 
         assert dom.state == "shut off"
         dom.wait_for_event("stopped")
         assert dom.name in conn.domains() and dom.name in conn.all_stats()  # still defined: persistent
-    assert not _exists(conn, dom.name) and not scratch.exists()
+    assert not defined(conn, dom.name) and not scratch.exists()
     seen = [(e.event, e.detail) for e in dom.events]
     assert seen[0] == ("defined", "added") and seen[-1] == ("undefined", "removed")
     for step in [("started", "booted"), ("suspended", "paused"), ("resumed", "unpaused"), ("stopped", "destroyed")]:
@@ -272,7 +250,7 @@ def test_two_live_domains_on_one_connection_each_get_their_own_events(conn: virt
         assert ("suspended", "paused") not in [(e.event, e.detail) for e in one.events]
     two_seen = [(e.event, e.detail) for e in two.events]
     assert ("started", "booted") in two_seen and ("suspended", "paused") in two_seen
-    assert not _exists(conn, one.name) and not _exists(conn, two.name)
+    assert not defined(conn, one.name) and not defined(conn, two.name)
 
 
 @pytest.mark.parametrize("raised", [RuntimeError, KeyboardInterrupt])
@@ -281,17 +259,26 @@ def test_with_block_always_destroys_and_undefines(conn: virt.Connection, files, 
         with conn.define(spec(files)) as dom:
             dom.start()
             raise raised("mid-boot")
-    assert not _exists(conn, dom.name)
+    assert not defined(conn, dom.name)
     with pytest.raises(virt.VirtError, match="not defined"):
         dom.start()
 
 
 def test_close_is_idempotent_and_drops_the_exit_hook(conn: virt.Connection, files) -> None:
     dom = conn.define(spec(files))
-    assert dom._token in runtime._at_exit
+    hook = dom.exit_hook
+    assert hook is not None and runtime.release_pending(hook)
     dom.close()
     dom.close()
-    assert dom._token not in runtime._at_exit
+    assert not runtime.release_pending(hook)
+
+
+def test_a_domain_handle_makes_nothing(conn: virt.Connection) -> None:
+    """Constructing a Domain calls no libvirt and makes no file: Domain.define (conn.define) does that."""
+    before = {d.name() for d in conn.raw.listAllDomains()}
+    dom = virt.Domain(conn)
+    assert dom.exit_hook is None and dom.name == "" and {d.name() for d in conn.raw.listAllDomains()} == before
+    dom.close()  # nothing to release, and no error
 
 
 def test_cleanup_touches_only_this_users_lab_domains(conn: virt.Connection, files) -> None:
@@ -303,7 +290,7 @@ def test_cleanup_touches_only_this_users_lab_domains(conn: virt.Connection, file
         conn.raw.defineXML(ET.tostring(root, encoding="unicode"))
     conn.raw.lookupByName(ours).create()
     assert conn.cleanup() == (ours,)
-    assert not _exists(conn, ours) and _exists(conn, theirs) and _exists(conn, "test")
+    assert not defined(conn, ours) and defined(conn, theirs) and defined(conn, "test")
 
 
 def test_stats_from_a_record() -> None:
@@ -415,12 +402,11 @@ def test_dashboard_follows_the_domain(conn: virt.Connection, files) -> None:
         dom.wait_for_event("started")
         board.refresh()
         assert "data-state='running'" in board.view.value and "started (booted)" in board.view.value
-        board._act(dom.suspend)
+        board.act(dom.suspend)
         assert "data-state='paused'" in (board.refresh() and board.view.value)
-        board._act(dom.suspend)  # suspending a paused domain: shown, not raised
+        board.act(dom.suspend)  # suspending a paused domain: shown, not raised
         assert "suspend" in board.message.value and dom.state == "paused"
-    board._ticker.join(5)
-    assert not board._ticker.is_alive()  # stops by itself once the domain is gone
+    assert board.wait_stopped(5)  # stops by itself once the domain is gone
     assert "data-state='undefined'" in board.view.value
 
 
@@ -456,10 +442,10 @@ def test_exercise_feedback_without_a_booted_guest(conn: virt.Connection, files) 
     wrong = conn.define(spec(files, vcpus=1, memory_mib=size.memory_mib))
     feedback = exercises.libvirt_guest(wrong)
     assert not feedback.solved and f"1 vCPUs and {size.memory_mib} MiB, not {size}" in feedback.message
-    assert not _exists(conn, wrong.name)  # the check tears the domain down
+    assert not defined(conn, wrong.name)  # the check tears the domain down
     unbooted = conn.define(spec(files, vcpus=size.vcpus, memory_mib=size.memory_mib))
     assert "has not printed its report" in exercises.libvirt_guest(unbooted).message
-    assert not _exists(conn, unbooted.name)
+    assert not defined(conn, unbooted.name)
 
 
 def test_waiting_for_a_line_does_not_ask_libvirt_while_the_guest_runs(conn: virt.Connection, files,

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from framework import defined, mock_connection, spec, stand_in_files  # noqa: F401 - fixtures
 from labkit import virt
 from labkit.widgets import virt as virt_widgets
-from test_virt import _exists, conn, files, spec  # noqa: F401 - fixtures shared with the virt unit tests
 
 
 @pytest.mark.parametrize("state, actions", [
@@ -28,12 +28,12 @@ def enabled(board: virt_widgets.Dashboard) -> set[str]:
     return {label for label, button in board.buttons.items() if not button.disabled}
 
 
-def test_buttons_follow_the_real_state_through_a_whole_life(conn: virt.Connection, files) -> None:  # noqa: F811
+def test_buttons_follow_the_real_state_through_a_whole_life(conn: virt.Connection, files) -> None:
     dom = conn.define(spec(files))
     board = virt_widgets.Dashboard(dom, interval=0.05)
     try:
         assert board.state == "shut off" and enabled(board) == {"start", "end"}
-        assert "labkit-virt-live" in board._dom_classes
+        assert board.live
         board.buttons["start"].click()
         assert dom.state == "running" and enabled(board) == {"pause", "stop", "end"}
         board.buttons["pause"].click()
@@ -41,18 +41,17 @@ def test_buttons_follow_the_real_state_through_a_whole_life(conn: virt.Connectio
         board.buttons["resume"].click()
         board.buttons["stop"].click()
         assert dom.state == "shut off" and board.state == "shut off" and enabled(board) == {"start", "end"}
-        assert board._ticker.is_alive()  # a stopped guest is not the end of the dashboard: it can start again
+        assert board.watching  # a stopped guest is not the end of the dashboard: it can start again
         board.buttons["end"].click()
-        assert not _exists(conn, dom.name) and board.state == "undefined" and enabled(board) == set()
-        assert "labkit-virt-live" not in board._dom_classes
-        board._ticker.join(5)
-        assert not board._ticker.is_alive()  # nothing left to watch
+        assert not defined(conn, dom.name) and board.state == "undefined" and enabled(board) == set()
+        assert not board.live
+        assert board.wait_stopped(5)  # nothing left to watch
     finally:
         board.stop()
         dom.close()
 
 
-def test_a_state_changed_elsewhere_redraws_the_buttons(conn: virt.Connection, files) -> None:  # noqa: F811
+def test_a_state_changed_elsewhere_redraws_the_buttons(conn: virt.Connection, files) -> None:
     """A cell (or virsh) starts the guest: the next redraw enables what fits, without any press."""
     with conn.define(spec(files)) as dom:
         board = virt_widgets.Dashboard(dom, interval=0.05)
@@ -62,15 +61,15 @@ def test_a_state_changed_elsewhere_redraws_the_buttons(conn: virt.Connection, fi
         board.stop()
 
 
-def test_a_refused_action_is_shown_not_raised(conn: virt.Connection, files) -> None:  # noqa: F811
+def test_a_refused_action_is_shown_not_raised(conn: virt.Connection, files) -> None:
     with conn.define(spec(files)) as dom:
         board = virt_widgets.Dashboard(dom, interval=0.05)
-        board._act(dom.suspend)  # not running: libvirt refuses
+        board.act(dom.suspend)  # not running: libvirt refuses
         assert "suspend" in board.message.value and board.state == "shut off"
         board.stop()
 
 
-def test_saved_output_is_a_picture_not_the_widget_tree(conn: virt.Connection, files) -> None:  # noqa: F811
+def test_saved_output_is_a_picture_not_the_widget_tree(conn: virt.Connection, files) -> None:
     with conn.define(spec(files)) as dom:
         board = virt_widgets.Dashboard(dom)
         bundle = board._repr_mimebundle_()

@@ -15,7 +15,7 @@ from labkit.errors import LabkitError
 from labkit.exercises import Feedback, exercise
 from labkit.i18n import _
 from labkit.kvm import devices, guests
-from labkit.kvm.errors import GuestError
+from labkit.kvm.errors import KvmGuestError
 from labkit.kvm.exits import IoExit, MmioExit
 from labkit.kvm.machine import Machine, Step
 from labkit.kvm.regs import Mode
@@ -84,7 +84,7 @@ def run_steps(source: str, mode: Mode, **symbols: int) -> list[Step] | Feedback:
             if not machine.finished:
                 return Feedback(False, _("the guest made {exits} exits without stopping").format(exits=MAX_STEPS),
                                 _("end it with hlt (or the power-off port), and check that no loop runs forever"))
-    except GuestError as exc:
+    except KvmGuestError as exc:
         return Feedback(False, exc.summary, _("look at the instruction it stopped on: {line}").format(
             line=exc.dump.splitlines()[-1].strip() if exc.dump else _("(no dump)")))
     return steps

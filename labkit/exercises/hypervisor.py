@@ -15,9 +15,10 @@ from pathlib import Path
 
 import psutil
 
-from labkit import exercises, hosted
+from labkit import exercises
 from labkit.exercises import Feedback, exercise
 from labkit.i18n import _, answers
+from labkit.lessons import hosted
 
 #: The hypervisors with one answer (the catalogue of notebook 02 lists most of them).
 SETTLED = {"Oracle VirtualBox": "type 2", "VMware Workstation": "type 2", "Parallels Desktop": "type 2",

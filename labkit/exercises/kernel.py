@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import signal
 
-from labkit import exercises, kernel
+from labkit import exercises
 from labkit.exercises import Feedback, exercise
 from labkit.i18n import _
+from labkit.lessons import kernel
 
 #: How far a prediction may be from the measured faults: the interpreter itself faults a few pages meanwhile.
 FAULT_SLACK = 0.02

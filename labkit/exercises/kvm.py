@@ -14,7 +14,7 @@ from labkit.errors import LabkitError
 from labkit.exercises import Feedback, exercise
 from labkit.i18n import _
 from labkit.kvm import guests
-from labkit.kvm.errors import GuestBudgetExceededError, GuestError, UnhandledAccessError
+from labkit.kvm.errors import GuestBudgetExceededError, KvmGuestError, UnhandledAccessError
 from labkit.kvm.machine import Machine
 
 NAME = "kvm-digits"
@@ -59,7 +59,7 @@ def check_digits(source: str) -> Feedback:
     try:
         with Machine(program, "real") as machine:
             result = machine.run(max_exits=1000, timeout=5.0)
-    except GuestError as exc:
+    except KvmGuestError as exc:
         end = program.origin + len(program.image)
         return Feedback(False, exc.summary, _guest_error_hints(exc, program.origin, end))
     printed = result.serial
@@ -80,7 +80,7 @@ def check_digits(source: str) -> Feedback:
         printed=printed, outs=outs))
 
 
-def _guest_error_hints(exc: GuestError, start: int, end: int) -> tuple[str, ...]:
+def _guest_error_hints(exc: KvmGuestError, start: int, end: int) -> tuple[str, ...]:
     """Why the guest stopped, from the concept (where did it go?) to the instruction."""
     if exc.registers is not None and not start <= exc.registers.rip < end:
         return (_("the guest left your program (it ran past the end, or an exception sent it elsewhere): "

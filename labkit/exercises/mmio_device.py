@@ -15,7 +15,7 @@ from labkit.errors import LabkitError
 from labkit.exercises import Feedback, exercise
 from labkit.i18n import _
 from labkit.kvm import devices, guests
-from labkit.kvm.errors import GuestError
+from labkit.kvm.errors import KvmGuestError
 from labkit.kvm.machine import Machine
 
 NAME = "kvm-mmio-device"
@@ -115,7 +115,7 @@ def check_device(answer: object) -> Feedback:
         with Machine(guests.build(GUEST, "protected", DEVICE_ADDR=DEVICE_ADDR, INPUT=INPUT, RESULT=RESULT),
                      "protected", devices=(device,)) as machine:
             result = machine.run(max_exits=100, timeout=5.0)
-    except GuestError as exc:
+    except KvmGuestError as exc:
         return Feedback(False, exc.summary, HINTS)
     except LabkitError as exc:
         return Feedback(False, exc.what, HINTS)

@@ -18,7 +18,7 @@ from labkit import exercises
 from labkit.exercises import Feedback, exercise
 from labkit.i18n import _
 from labkit.kvm import guests, modes
-from labkit.kvm.errors import GuestError
+from labkit.kvm.errors import KvmGuestError
 from labkit.kvm.machine import Machine, format_code
 
 NAME = "kvm-triple-fault"
@@ -115,7 +115,7 @@ def crash() -> Crash:
     with broken_machine() as machine:
         try:
             result = machine.run(max_exits=100, timeout=5.0)
-        except GuestError as exc:
+        except KvmGuestError as exc:
             regs, special = machine.registers(), machine.special()
             return Crash(exc.exit.name if exc.exit is not None else exc.summary, regs.rip, regs.rsp, special.cr2,
                          special.cr3, format_code(machine.code_at_rip(regs, special)), _entries(machine))
@@ -155,7 +155,7 @@ def check_fix(fix: object) -> Feedback:
         machine.memory.write_u64(TABLES[table][0] + 8 * index, value)
         try:
             result = machine.run(max_exits=100, timeout=5.0)
-        except GuestError as exc:
+        except KvmGuestError as exc:
             regs, special = machine.registers(), machine.special()
             return Feedback(False, _("with {table}[{index}] = {value:#x} the guest still stops: {why} (rip {rip:#x}, "
                                      "cr2 {cr2:#x})").format(table=table, index=index, value=value, why=exc.summary,

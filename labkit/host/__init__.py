@@ -10,7 +10,7 @@ host.inspect()``):
 - :mod:`~labkit.host.sources`: this machine (:class:`LiveSource`) or a
   recording (:class:`RecordedSource`); :mod:`~labkit.host.manifest`: its ``host.json``;
 - :mod:`~labkit.host.cpu`: ``/proc/cpuinfo`` for x86 and Arm, the kernel's architecture;
-- :mod:`~labkit.host.kernel`: release, modules, the KVM modules' states, guest drivers;
+- :mod:`~labkit.host.running_kernel`: release, modules, the KVM modules' states, guest drivers;
 - :mod:`~labkit.host.evidence`: bare metal or VM, every clue weighed;
 - :mod:`~labkit.host.verdict`: ``/dev/kvm``, VT-x/AMD-V state, the verdict and its fix;
 - :mod:`~labkit.host.report`: :func:`inspect`, the whole :class:`HostReport`;
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from labkit.host.cpu import ARM_IMPLEMENTERS, ARM_PARTS, NO_VT_MODELS, CpuInfo, cpu_info
 from labkit.host.evidence import DMI_PRODUCTS, HYPERVISOR_SIGNATURES, UNKNOWN_HYPERVISOR, Platform, platform_info
-from labkit.host.kernel import GUEST_DRIVERS, KVM_MODULES, KernelInfo, KvmModule, kernel_info
 from labkit.host.manifest import HOST_JSON_SCHEMA, HostDataError
 from labkit.host.outlook import (
     NotebookOutlook,
@@ -35,7 +34,17 @@ from labkit.host.outlook import (
 )
 from labkit.host.record import record
 from labkit.host.report import HostReport, inspect
-from labkit.host.resources import Memory, NetInterface, ProcessSummary, memory, network_interfaces, processes
+from labkit.host.resources import (
+    CMDLINE_MAX,
+    Memory,
+    NetInterface,
+    ProcessSummary,
+    check_guest,
+    memory,
+    network_interfaces,
+    processes,
+)
+from labkit.host.running_kernel import GUEST_DRIVERS, KVM_MODULES, KernelInfo, KvmModule, kernel_info
 from labkit.host.sources import (
     KVM_DEVICE_NUMBER,
     DeviceNode,
@@ -43,8 +52,8 @@ from labkit.host.sources import (
     LiveSource,
     RecordedSource,
     Source,
-    _cpuid_instruction,
     cpuid,
+    cpuid_instruction,
     source_for,
 )
 from labkit.host.tsc import TscFrequency, tsc_frequency
@@ -73,8 +82,8 @@ __all__ = [
     "NotebookOutlook", "RawKvmUnavailableError", "notebook_outlook", "raw_kvm_blocker", "recorded_run", "require_kvm",
     "require_raw_kvm",
     "Platform", "ProcessSummary", "RecordedSource", "Source", "TscFrequency", "User", "VtSupport",
-    "_cpuid_instruction", "access_fix", "group_access_commands", "cpu_info", "cpuid", "inspect", "kernel_info",
+    "cpuid_instruction", "access_fix", "group_access_commands", "cpu_info", "cpuid", "inspect", "kernel_info",
     "kvm_device",
     "kvm_verdict", "memory", "nested_fix", "network_interfaces", "platform_info", "processes", "record",
-    "source_for", "tsc_frequency", "vt_support",
+    "source_for", "tsc_frequency", "vt_support", "CMDLINE_MAX", "check_guest",
 ]

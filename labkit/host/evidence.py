@@ -25,7 +25,7 @@ import struct
 from dataclasses import dataclass
 
 from labkit.host.cpu import CpuInfo
-from labkit.host.kernel import KernelInfo
+from labkit.host.running_kernel import KernelInfo
 from labkit.host.sources import Source
 
 UNKNOWN_HYPERVISOR = "unknown hypervisor"

@@ -15,7 +15,7 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from labkit.host.kernel import KVM_MODULES
+from labkit.host.running_kernel import KVM_MODULES
 from labkit.host.sources import RECORDED_FILES, LiveSource
 
 #: Kernel-log lines the lab reads (hypervisor detection, VT-x/AMD-V state, EL2); the rest stays private.

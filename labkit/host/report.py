@@ -7,7 +7,7 @@ from pathlib import Path
 
 from labkit.host.cpu import CpuInfo, cpu_info
 from labkit.host.evidence import Platform, platform_info
-from labkit.host.kernel import KernelInfo, kernel_info
+from labkit.host.running_kernel import KernelInfo, kernel_info
 from labkit.host.sources import source_for
 from labkit.host.verdict import KvmDevice, KvmVerdict, User, kvm_device, kvm_verdict, vt_support
 

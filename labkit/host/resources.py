@@ -1,10 +1,14 @@
-"""Live views of what the kernel manages (memory, processes, interfaces), through psutil."""
+"""Live views of what the kernel manages (memory, processes, interfaces), through psutil, and what a guest
+may ask of them (:func:`check_guest`, refused alike by :mod:`labkit.qemu` and :mod:`labkit.virt`)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import psutil
+
+from labkit.errors import InvalidOptionError
 
 
 @dataclass(frozen=True)
@@ -63,3 +67,31 @@ def network_interfaces() -> tuple[NetInterface, ...]:
                      tuple(a.address for a in addrs.get(name, ()) if a.family.name in ("AF_INET", "AF_INET6")))
         for name, st in sorted(stats.items())
     )
+
+
+#: The longest kernel command line x86 Linux takes (COMMAND_LINE_SIZE), terminating NUL included.
+CMDLINE_MAX = 2048
+
+
+def check_guest(memory_mib: object, vcpus: object, cmdline: str | None = None, *,
+                max_memory_mib: int = 65536) -> None:
+    """What a guest may not ask of this host, refused alike by :mod:`labkit.qemu` and :mod:`labkit.virt`.
+
+    Whole numbers only (``"256"`` is a typo, not 256), and no more vCPUs than
+    the host has CPUs: each vCPU is a host thread, so an overcommitted guest
+    mostly waits (64 vCPUs on 2 CPUs did not boot in 60 s).
+    """
+    cpus = os.cpu_count() or 1
+    if isinstance(memory_mib, bool) or not isinstance(memory_mib, int) or not 16 <= memory_mib <= max_memory_mib:
+        raise InvalidOptionError(f"memory_mib={memory_mib!r}: must be a whole number of MiB between 16 and "
+                                 f"{max_memory_mib}", "the tiny guest is happy with 128-256")
+    if isinstance(vcpus, bool) or not isinstance(vcpus, int) or not 1 <= vcpus <= 64:
+        raise InvalidOptionError(f"vcpus={vcpus!r}: must be a whole number from 1 to 64",
+                                 f"this host has {cpus} CPUs; 1 or 2 boot fastest")
+    if vcpus > cpus:
+        raise InvalidOptionError(f"vcpus={vcpus}: this host has only {cpus} CPUs. Each vCPU is a thread on a "
+                                 "host CPU, so the extra ones only wait their turn: the guest boots much slower "
+                                 "(64 vCPUs on 2 CPUs did not boot within 60 s)", f"use 1 to {cpus} vCPUs")
+    if cmdline is not None and len(cmdline.encode()) >= CMDLINE_MAX:
+        raise InvalidOptionError(f"the kernel command line is {len(cmdline.encode())} bytes: Linux on x86 takes "
+                                 f"at most {CMDLINE_MAX - 1}", "shorten it (the tiny guest's own is ~80 bytes)")

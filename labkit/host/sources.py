@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import grp
-import mmap
 import os
 import pwd
 import stat
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from labkit import process
 from labkit.host.manifest import FORMAT1_RECORDED, HostDataError, load_manifest
 from labkit.kvm import abi
 
@@ -190,7 +190,7 @@ class LiveSource:
                 dev.seek(leaf)
                 return struct.unpack("<4I", dev.read(16))
         except OSError:
-            return _cpuid_instruction(leaf)
+            return cpuid_instruction(leaf)
 
     def msr(self, index: int) -> int | None:
         if self.root != Path("/"):
@@ -390,24 +390,17 @@ def _group_name(gid: int) -> str:
 _CPUID_STUB = bytes.fromhex("53 89f8 31c9 0fa2 8906 895e04 894e08 89560c 5b c3")
 
 
-def _cpuid_instruction(leaf: int) -> tuple[int, int, int, int] | None:
+def cpuid_instruction(leaf: int) -> tuple[int, int, int, int] | None:
     """Execute CPUID in this process (x86-64 only) when ``/dev/cpu`` is not readable."""
     if os.uname().machine != "x86_64":
         return None
+    out = (ctypes.c_uint32 * 4)()
     try:
-        code = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+        with process.native_function(_CPUID_STUB, None, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32)) as stub:
+            stub(leaf, out)
     except OSError:  # W^X policy forbids it
         return None
-    try:
-        code.write(_CPUID_STUB)
-        address = ctypes.addressof(ctypes.c_char.from_buffer(code))
-        func = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32))(address)
-        out = (ctypes.c_uint32 * 4)()
-        func(leaf, out)
-        del func, address
-        return tuple(out)
-    finally:
-        code.close()
+    return (out[0], out[1], out[2], out[3])
 
 
 def cpuid(leaf: int) -> tuple[int, int, int, int] | None:

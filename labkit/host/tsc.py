@@ -29,7 +29,7 @@ def tsc_frequency(root: Path | str = "/") -> TscFrequency | None:
     :mod:`labkit.qemu` uses it: under TCG the guest's TSC *is* the host's (QEMU reads the host counter),
     but the guest kernel calibrates it against an emulated timer, which is
     slow and can fail ("Unable to calibrate against PIT") on a busy host.
-    Passing the known frequency as ``tsc_early_khz`` skips that.  :mod:`labkit.payload` times loops by it.
+    Passing the known frequency as ``tsc_early_khz`` skips that.  :mod:`labkit.lessons.payload` times loops by it.
     """
     from labkit import host  # looked up on the package, where a test may stand in another CPU
 

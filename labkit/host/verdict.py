@@ -17,7 +17,7 @@ from typing import Literal
 
 from labkit.host.cpu import CpuInfo
 from labkit.host.evidence import Platform
-from labkit.host.kernel import KernelInfo
+from labkit.host.running_kernel import KernelInfo
 from labkit.host.sources import DeviceNode, KvmProbe, Source
 from labkit.i18n import _
 from labkit.i18n import noop as N_

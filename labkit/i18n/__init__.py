@@ -76,6 +76,11 @@ def _translations(lang: str) -> _gettext.NullTranslations:
     return _gettext.NullTranslations() if lang == ENGLISH else catalogs.translations(lang)
 
 
+def reload() -> None:
+    """Forget the loaded catalogs: the next :func:`use` reads them again (a translator's edit, a test's own)."""
+    _translations.cache_clear()
+
+
 def use(lang: str | None = None) -> str:
     """Speak ``lang`` from now on in this process (see :func:`resolve`); return the language chosen."""
     global _current, _active

@@ -6,7 +6,7 @@ where it already is (an explicit path, ``$LABKIT_KERNEL``, this host's
 the small cloud kernel, unpacked without installing it), and builds the
 initramfs itself: a gzip'd newc cpio holding ``busybox`` from busybox-static,
 a tiny CPUID program assembled by :mod:`labkit.asm`, and an ``/init`` script
-(``labkit/guests/init.sh``) that prints one machine-readable line::
+(``labkit/images/tiny_guest/init.sh``) that prints one machine-readable line::
 
     LABKIT-REPORT {"v":1,"kernel":"6.1.0-…","cpus":1,"mem_kib":…,"flags":"…",…}
 
@@ -31,7 +31,7 @@ status (see :func:`with_nonce`).
 
 The package, one job per module: :mod:`~labkit.images.report` (the report
 protocol), :mod:`~labkit.images.cache` (publish, locks, prune, info),
-:mod:`~labkit.images.kernel` (find or fetch the kernel),
+:mod:`~labkit.images.guest_kernel` (find or fetch the kernel),
 :mod:`~labkit.images.initramfs` and :mod:`~labkit.images.guest` (the image
 ready to boot); their public names are all here, as ``images.X``.
 """
@@ -55,8 +55,7 @@ from labkit.images.cache import (
 from labkit.images.console import KNOWN_LINES, ExplainedLine, explain, report_rows, without_report
 from labkit.images.errors import ImageError, ReportNotFoundError
 from labkit.images.guest import BASE_CMDLINE, CachedFile, GuestImage, cache_info, tiny_guest
-from labkit.images.initramfs import GUEST_SOURCES, build_initramfs, initramfs_key
-from labkit.images.kernel import (
+from labkit.images.guest_kernel import (
     KERNEL_MAX_BYTES,
     KERNEL_PACKAGES,
     Kernel,
@@ -65,6 +64,7 @@ from labkit.images.kernel import (
     kernel_package,
     read_kernel_file,
 )
+from labkit.images.initramfs import GUEST_SOURCES, build_initramfs, initramfs_key
 from labkit.images.report import (
     COMMAND_BEGIN,
     COMMAND_END,

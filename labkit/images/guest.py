@@ -7,8 +7,8 @@ from pathlib import Path
 
 from labkit.images import cache as imagecache
 from labkit.images.cache import CorruptCacheError, check_into, verified
+from labkit.images.guest_kernel import _cached_kernels, find_kernel
 from labkit.images.initramfs import build_initramfs
-from labkit.images.kernel import _cached_kernels, find_kernel
 
 #: Kernel command line of the tiny guest, each option for a reason.  It holds
 #: nothing machine-specific: QEMU and libvirt append what depends on the host

@@ -16,7 +16,7 @@ from labkit.images.cache import prune, publish, user_cache, verified
 from labkit.images.errors import ImageError
 
 #: Guest-side sources shipped with labkit (the /init script, guest programs in assembly).
-GUEST_SOURCES = Path(__file__).parent.parent / "guests"
+GUEST_SOURCES = Path(__file__).parent / "tiny_guest"
 
 _FORMAT = 1  # bump when the initramfs layout changes without init.sh changing
 _INIT_SOURCE = "init.sh"

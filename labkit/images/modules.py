@@ -29,8 +29,8 @@ from labkit.errors import MissingToolError
 from labkit.images import cache as imagecache
 from labkit.images.errors import ImageError
 from labkit.images.guest import GuestImage
+from labkit.images.guest_kernel import Kernel, find_kernel
 from labkit.images.initramfs import build_initramfs
-from labkit.images.kernel import Kernel, find_kernel
 
 #: Every driver the lab's lessons give the tiny guest (labkit.qemu.disk, labkit.qemu.net): setup fetches them.
 LAB_DRIVERS = ("virtio_blk", "virtio_pci", "ata_piix", "sd_mod", "virtio_net", "vmxnet3")

@@ -2,7 +2,7 @@
 
 Two families: the host asked KVM something it refused (:class:`KvmIoctlError`,
 :class:`GuestAddressError`), and the *guest* stopped in a way the VMM cannot
-continue from (:class:`GuestError` and its subclasses).  A guest error carries
+continue from (:class:`KvmGuestError` and its subclasses).  A guest error carries
 the vCPU's registers and the code at RIP, because that dump is where a learner
 starts to understand what their guest did.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 
-from labkit.errors import InvalidOptionError, LabkitError
+from labkit.errors import GuestError, InvalidOptionError, LabkitError
 
 _IOCTL_FIXES = {
     errno.EINVAL: "an argument is out of range for this ioctl (sizes and addresses must be page-aligned)",
@@ -39,8 +39,11 @@ class GuestAddressError(InvalidOptionError):
     """The host tried to read or write guest-physical memory that no memory slot backs."""
 
 
-class GuestError(LabkitError):
-    """The guest stopped in a way the VMM cannot continue from.
+class KvmGuestError(GuestError):
+    """A guest on labkit's own KVM VMM stopped in a way the VMM cannot continue from.
+
+    A :class:`labkit.errors.GuestError` (one vocabulary for a guest's failures), named apart from it: this
+    one carries the vCPU's state, not a console.
 
     ``dump`` is the register state and the code at RIP, formatted for people;
     ``registers``/``special`` hold the same values for programs.
@@ -55,25 +58,25 @@ class GuestError(LabkitError):
         self.dump = dump
 
 
-class GuestShutdownError(GuestError):
+class GuestShutdownError(KvmGuestError):
     """KVM_EXIT_SHUTDOWN: a triple fault (an exception while delivering a double fault)."""
 
 
-class GuestInternalError(GuestError):
+class GuestInternalError(KvmGuestError):
     """KVM_EXIT_INTERNAL_ERROR: KVM could not handle what the guest did (often: emulation)."""
 
 
-class GuestEntryFailedError(GuestError):
+class GuestEntryFailedError(KvmGuestError):
     """KVM_EXIT_FAIL_ENTRY: the hardware refused to enter the guest with this vCPU state."""
 
 
-class GuestBudgetExceededError(GuestError):
+class GuestBudgetExceededError(KvmGuestError):
     """The guest ran longer (time or exits) than its budget without halting."""
 
 
-class UnhandledAccessError(GuestError):
+class UnhandledAccessError(KvmGuestError):
     """The guest touched a port or an address with no memory slot and no device behind it."""
 
 
-class UnexpectedExitError(GuestError):
+class UnexpectedExitError(KvmGuestError):
     """KVM returned an exit reason this VMM does not handle."""

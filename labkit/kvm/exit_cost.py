@@ -89,7 +89,7 @@ class PortSink(Device):
 
 
 @dataclass(frozen=True)
-class Run:
+class ExitCostResult:
     """One run of the guest: how long its loop took and who saw its writes."""
 
     in_kernel: bool  # an ioeventfd was on the port
@@ -104,10 +104,10 @@ class Run:
 
 
 @dataclass(frozen=True)
-class Timings:
+class ExitCostSummary:
     """Repeated runs of one configuration: the median and the spread (lowest, highest) per exit."""
 
-    runs: tuple[Run, ...]
+    runs: tuple[ExitCostResult, ...]
 
     @property
     def per_exit(self) -> list[float]:
@@ -130,8 +130,8 @@ class Timings:
 class ExitCost:
     """The same writes, handled in the kernel (ioeventfd) and in the user-space VMM."""
 
-    kernel: Timings
-    vmm: Timings
+    kernel: ExitCostSummary
+    vmm: ExitCostSummary
 
     @property
     def ratio(self) -> float:
@@ -175,7 +175,7 @@ def _eventfd_count(fd: int) -> int:
         return 0
 
 
-def run_once(exits: int, in_kernel: bool, ring: int = 0, timeout: float = 30.0) -> Run:
+def run_once(exits: int, in_kernel: bool, ring: int = 0, timeout: float = 30.0) -> ExitCostResult:
     """Run the guest's ``exits`` writes once, with (``in_kernel``) or without an ioeventfd on the port."""
     if ring not in (0, 3):
         raise InvalidOptionError(f"ring must be 0 or 3, not {ring!r}", "0: guest kernel mode, 3: guest user mode")
@@ -188,7 +188,7 @@ def run_once(exits: int, in_kernel: bool, ring: int = 0, timeout: float = 30.0) 
             machine.run(max_exits=exits + 10, timeout=timeout)
             start, end = machine.post_codes.codes
             kernel_count = _eventfd_count(fd) if in_kernel else 0
-    return Run(in_kernel, exits, (end.time_ns - start.time_ns) / 1e9, kernel_count, sink.writes)
+    return ExitCostResult(in_kernel, exits, (end.time_ns - start.time_ns) / 1e9, kernel_count, sink.writes)
 
 
 def measure(exits: int = 5_000, repeats: int = 5, ring: int = 0, timeout: float = 30.0) -> ExitCost:
@@ -199,4 +199,4 @@ def measure(exits: int = 5_000, repeats: int = 5, ring: int = 0, timeout: float 
     for _ in range(repeats):
         kernel.append(run_once(exits, True, ring, timeout))
         vmm.append(run_once(exits, False, ring, timeout))
-    return ExitCost(Timings(tuple(kernel)), Timings(tuple(vmm)))
+    return ExitCost(ExitCostSummary(tuple(kernel)), ExitCostSummary(tuple(vmm)))

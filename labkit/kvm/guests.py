@@ -1,4 +1,4 @@
-"""The lab's guest programs: GNU assembler source in ``guests/*.S``, shown to the learner.
+"""The lab's guest programs: GNU assembler source in ``programs/*.S``, shown to the learner.
 
 Each program is assembled at :data:`~labkit.kvm.modes.CODE_ADDR` for the mode
 the VMM starts it in, with the addresses and ports of the lab's layout and
@@ -24,7 +24,7 @@ DEFINES: dict[str, int] = {**LAYOUT, "SERIAL_PORT": devices.SERIAL_PORT, "POST_P
 
 @dataclass(frozen=True)
 class Guest:
-    """A guest program from ``labkit/kvm/guests`` and the CPU mode the VMM starts it in."""
+    """A guest program from ``labkit/kvm/programs`` and the CPU mode the VMM starts it in."""
 
     name: str
     mode: Mode
@@ -32,7 +32,7 @@ class Guest:
 
     @property
     def source(self) -> str:
-        return (resources.files("labkit.kvm") / "guests" / f"{self.name}.S").read_text()
+        return (resources.files("labkit.kvm") / "programs" / f"{self.name}.S").read_text()
 
     def build(self) -> asm.Program:
         return build(self.source, self.mode)

@@ -8,7 +8,7 @@ lean enough to keep up with a loop written in C.
 
 The machine never hangs and never leaves anything behind: a time budget
 kicks the vCPU out of a guest that spins, an exit budget stops a guest that
-exits forever, and a guest that crashes raises a :class:`GuestError` with its
+exits forever, and a guest that crashes raises a :class:`KvmGuestError` with its
 registers and the code at RIP.
 """
 
@@ -39,9 +39,9 @@ from labkit.kvm.errors import (
     GuestAddressError,
     GuestBudgetExceededError,
     GuestEntryFailedError,
-    GuestError,
     GuestInternalError,
     GuestShutdownError,
+    KvmGuestError,
     UnexpectedExitError,
     UnhandledAccessError,
 )
@@ -307,7 +307,7 @@ class Machine:
             raise self._error(UnexpectedExitError, f"the guest exited with {exit_}, which this VMM does not handle",
                               "this lab's VMM handles port I/O, MMIO, HLT and errors only", exit_)
 
-    def _unhandled(self, access: UnclaimedAccessError, exit_: Exit | None) -> GuestError:
+    def _unhandled(self, access: UnclaimedAccessError, exit_: Exit | None) -> KvmGuestError:
         if access.kind == "port":
             what = f"the guest {'wrote to' if access.is_write else 'read from'} I/O port {access.address:#x}, " \
                    "where no device is"
@@ -319,7 +319,7 @@ class Machine:
             fix = f"stay inside the guest's RAM; the MMIO counter device is at {self.counter.mmio.start:#x}"
         return self._error(UnhandledAccessError, what, fix, exit_)
 
-    def _error(self, cls: type[GuestError], what: str, fix: str, exit_: Exit | None = None) -> GuestError:
+    def _error(self, cls: type[KvmGuestError], what: str, fix: str, exit_: Exit | None = None) -> KvmGuestError:
         """The error to raise, with the dump; a guest that crashed (not one over budget) cannot run again."""
         if cls is not GuestBudgetExceededError:
             self.finished = f"{cls.__name__}: {what}"

@@ -43,7 +43,7 @@ spin:
 
 
 @dataclass(frozen=True)
-class LoopTiming:
+class LoopResult:
     """How long ``iterations`` rounds of the loop took, and where it ran."""
 
     where: str  # "guest ring 0", "guest ring 3", "host"
@@ -68,7 +68,7 @@ def _check(iterations: int) -> None:
         raise InvalidOptionError(f"iterations must be a positive integer, not {iterations!r}", "e.g. 100_000")
 
 
-def guest_loop(ring: int, iterations: int, timeout: float = 60.0) -> LoopTiming:
+def guest_loop(ring: int, iterations: int, timeout: float = 60.0) -> LoopResult:
     """Run ``compute_loop.S`` for ``iterations`` in guest ``ring`` 0 or 3 and time the loop alone."""
     _check(iterations)
     if ring not in (0, 3):
@@ -79,10 +79,10 @@ def guest_loop(ring: int, iterations: int, timeout: float = 60.0) -> LoopTiming:
         start, end = machine.post_codes.codes
         if result.special.ring != ring:
             raise AssertionError(f"compute_loop ended in ring {result.special.ring}, not {ring}")
-    return LoopTiming(f"guest ring {ring}", iterations, (end.time_ns - start.time_ns) / 1e9)
+    return LoopResult(f"guest ring {ring}", iterations, (end.time_ns - start.time_ns) / 1e9)
 
 
-def native_loop(iterations: int) -> LoopTiming | None:
+def native_loop(iterations: int) -> LoopResult | None:
     """The same loop called natively in this process; None where the OS forbids executable memory."""
     _check(iterations)
     code = asm.assemble(NATIVE_LOOP, 64).image
@@ -98,12 +98,12 @@ def native_loop(iterations: int) -> LoopTiming | None:
         function(iterations)
         elapsed = time.perf_counter_ns() - started
         del function, buffer
-        return LoopTiming("host", iterations, elapsed / 1e9)
+        return LoopResult("host", iterations, elapsed / 1e9)
     finally:
         page.close()
 
 
-def calibrated(measure, target_seconds: float, start: int = 10_000, limit: int = 10**11) -> LoopTiming | None:
+def calibrated(measure, target_seconds: float, start: int = 10_000, limit: int = 10**11) -> LoopResult | None:
     """Run ``measure(iterations)`` small, then larger (at most 100× per try) until it takes
     about ``target_seconds``.
 
@@ -118,12 +118,12 @@ def calibrated(measure, target_seconds: float, start: int = 10_000, limit: int =
 
 
 @dataclass(frozen=True)
-class RingTimings:
+class RingSummary:
     """The three timings and their ratios (per iteration, so the loop counts need not match)."""
 
-    ring0: LoopTiming
-    ring3: LoopTiming
-    native: LoopTiming | None
+    ring0: LoopResult
+    ring3: LoopResult
+    native: LoopResult | None
 
     @property
     def ring0_vs_ring3(self) -> float:
@@ -146,12 +146,12 @@ class RingTimings:
         return "\n".join(rows)
 
 
-def ring_timings(target_seconds: float = 0.3) -> RingTimings:
+def ring_timings(target_seconds: float = 0.3) -> RingSummary:
     """Measure the loop in guest ring 0, guest ring 3 and natively, each for about ``target_seconds``."""
     ring0 = calibrated(lambda n: guest_loop(0, n), target_seconds)
     ring3 = calibrated(lambda n: guest_loop(3, n), target_seconds)
     assert ring0 is not None and ring3 is not None  # a guest loop always has a timing; only the native one may not
-    return RingTimings(ring0, ring3, calibrated(native_loop, target_seconds))
+    return RingSummary(ring0, ring3, calibrated(native_loop, target_seconds))
 
 
 #: Above this, ring 0 is not running on the CPU directly.
@@ -160,7 +160,7 @@ EMULATED = 20.0
 NATIVE = 3.0
 
 
-def explain(m: RingTimings) -> str:
+def explain(m: RingSummary) -> str:
     """What the measured ratios say about this host's KVM (only from the numbers in ``m``)."""
     lines = []
     r03 = m.ring0_vs_ring3

@@ -29,7 +29,7 @@ from labkit.kvm.regs import Registers, SpecialRegisters
 
 #: kvm_run.exit_reason and kvm_run.io (direction, size, port, count, data_offset), read in one call:
 #: the hot path's only look at the page besides the data bytes.
-_EXIT_AND_IO = struct.Struct(
+EXIT_AND_IO = struct.Struct(
     f"<I{abi.kvm_run.u.offset - abi.kvm_run.exit_reason.offset - 4}xBBHIQ")
 
 #: The signal that kicks a vCPU thread out of KVM_RUN (QEMU's SIG_IPI).
@@ -159,7 +159,7 @@ class Vcpu(KvmFd):
         if self.closed or self.trace is not None:  # the traced path shows every ioctl
             return self._serve_slowly(bus, counts, max_exits)
         run, mmio, page, fd = self._run, self._mmio, self._page, self.fd
-        header, at = _EXIT_AND_IO.unpack_from, abi.kvm_run.exit_reason.offset
+        header, at = EXIT_AND_IO.unpack_from, abi.kvm_run.exit_reason.offset
         io_exit, mmio_exit, request = abi.KVM_EXIT_IO, abi.KVM_EXIT_MMIO, abi.KVM_RUN
         outs, out, port_in, mmio_write, mmio_read = (bus.out_handlers, bus.out, bus.port_in, bus.mmio_write,
                                                      bus.mmio_read)

@@ -19,7 +19,8 @@ used when asked for, and ``host`` only with hardware KVM.
 
 The package, one job per module: :mod:`~labkit.qemu.accel` (KVM or TCG),
 :mod:`~labkit.qemu.config` (options → command line),
-:mod:`~labkit.qemu.machine` (the running QEMU) and :mod:`~labkit.qemu.guest`
+:mod:`~labkit.qemu.machine` (the running QEMU), :mod:`~labkit.qemu.firmware` (a -bios image of our own)
+and :mod:`~labkit.qemu.boots`
 (booting and timing the tiny guest); their public names are all here, as ``qemu.X``.
 """
 
@@ -34,18 +35,7 @@ from labkit.qemu.attempt import (
     kvm_evidence,
     plan_kvm_boot,
 )
-from labkit.qemu.config import (
-    DEBUG_EXIT_DEVICE,
-    DEBUG_EXIT_PORT,
-    QEMU,
-    MachineConfig,
-    cpu_models,
-    machine_types,
-    qemu_binary,
-    qemu_name,
-    qemu_version,
-)
-from labkit.qemu.guest import (
+from labkit.qemu.boots import (
     MICROVM_WITHOUT_ACPI,
     WORKLOAD_COMMAND,
     WORKLOAD_ITERATIONS,
@@ -60,6 +50,18 @@ from labkit.qemu.guest import (
     summarize_boots,
     workload_seconds,
 )
+from labkit.qemu.config import (
+    DEBUG_EXIT_DEVICE,
+    DEBUG_EXIT_PORT,
+    QEMU,
+    MachineConfig,
+    cpu_models,
+    machine_types,
+    qemu_binary,
+    qemu_name,
+    qemu_version,
+)
+from labkit.qemu.firmware import BIOS_ORIGIN, BIOS_SIZE, bios_image
 from labkit.qemu.machine import (
     ConsoleChunk,
     LaunchError,
@@ -70,15 +72,12 @@ from labkit.qemu.machine import (
     parse_registers,
 )
 
-#: The name notebook 04 (and earlier code) uses; :class:`QemuMachine` is the class's own name, distinct from
-#: :class:`labkit.kvm.machine.Machine`.
-Machine = QemuMachine
-
 __all__ = [
+    "BIOS_ORIGIN", "BIOS_SIZE", "bios_image",
     "ATTEMPT_S", "NOT_TRIED", "KvmAttempt", "KvmPlan", "attempt_kvm_boot", "kvm_evidence", "plan_kvm_boot",
     "DEBUG_EXIT_DEVICE", "DEBUG_EXIT_PORT", "MICROVM_WITHOUT_ACPI", "QEMU", "WORKLOAD_COMMAND", "WORKLOAD_ITERATIONS",
     "Accel", "AccelChoice", "BootResult", "BootSummary", "BootTimes", "ConsoleChunk", "GuestPanicError",
-    "GuestStoppedError", "GuestTimeoutError", "KvmCannotBootLinuxError", "LaunchError", "Machine", "MachineConfig",
+    "GuestStoppedError", "GuestTimeoutError", "KvmCannotBootLinuxError", "LaunchError", "MachineConfig",
     "MissingKernelError", "Purpose", "QemuError", "QemuMachine", "QemuUsage", "Spread", "boot", "boot_blocking",
     "choose_accel",
     "compare_boots", "cpu_models", "die_with_parent", "linux_config", "machine_types", "parse_registers",

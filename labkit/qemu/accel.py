@@ -56,5 +56,5 @@ def choose_accel(requested: Accel = "auto", purpose: Purpose = "linux",
     if requested == "kvm":
         raise KvmCannotBootLinuxError(f"KVM cannot boot a Linux guest on this host ({why})",
                                       "use accel='tcg' or 'auto'; a bare-metal payload does run under KVM "
-                                      "here (labkit.payload)")
+                                      "here (labkit.lessons.payload)")
     return AccelChoice("tcg", requested, f"{why}; QEMU emulates with TCG instead")

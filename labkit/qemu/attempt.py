@@ -26,7 +26,7 @@ from labkit import host, images
 from labkit.errors import console_tail
 from labkit.i18n import _
 from labkit.qemu.accel import Accel, AccelChoice
-from labkit.qemu.guest import linux_config, machine_with_nonce
+from labkit.qemu.boots import linux_config, machine_with_nonce
 from labkit.qemu.machine import QemuError, QemuMachine, parse_registers
 
 #: How long the attempt may take: a kernel that runs under KVM here reaches its /init in about a second;

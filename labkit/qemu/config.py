@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from labkit import host, hypervisor, runtime
+from labkit import host, runtime
 from labkit.errors import InvalidOptionError, MissingKernelError, MissingToolError
 
 QEMU = "qemu-system-x86_64"
@@ -79,7 +79,7 @@ class MachineConfig:
         if self.machine.split(",")[0] not in machine_types(binary):
             raise InvalidOptionError(f"QEMU has no machine type {self.machine!r}",
                                      f"use one of: pc, q35, microvm (all: {QEMU} -machine help)")
-        hypervisor.check_guest(self.memory_mib, self.vcpus, self.append,
+        host.check_guest(self.memory_mib, self.vcpus, self.append,
                            max_memory_mib=host.memory().total // 2**20)
         if self.cpu is not None:
             model = self.cpu.split(",")[0]
@@ -100,7 +100,7 @@ class MachineConfig:
                 error = MissingToolError if name == "bios" else MissingKernelError
                 raise error(f"the {name} file {path} {what}",
                             "build the guest image with `labkit image build`" if name != "bios"
-                            else "build the payload with labkit.payload.build()")
+                            else "build the payload with labkit.lessons.payload.build()")
         if self.initrd and not self.kernel:
             raise InvalidOptionError("an initrd needs a kernel", "pass kernel= as well")
         if self.append is not None and not self.kernel:

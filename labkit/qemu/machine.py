@@ -11,7 +11,6 @@ interpreter exit.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import re
 import shlex
@@ -31,6 +30,7 @@ from qemu.qmp.error import QMPError
 
 from labkit import runtime
 from labkit.errors import GuestStoppedError, GuestTimeoutError, LabkitError, console_tail
+from labkit.process import die_with_parent
 from labkit.qemu.config import MachineConfig
 
 
@@ -54,17 +54,6 @@ class LaunchError(QemuError):
                          fix)
         self.command_line = command_line
         self.output = output
-
-
-def die_with_parent() -> None:
-    """In the child before exec: SIGKILL QEMU if labkit's process dies (even by SIGKILL).
-
-    QEMU runs in its own session (so a Ctrl-C in a terminal reaches labkit,
-    which then cleans up in order), so nothing else would stop it if the
-    notebook kernel were killed outright.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 @dataclass(frozen=True)

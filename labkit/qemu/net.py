@@ -30,7 +30,7 @@ from labkit import images, runtime
 from labkit.errors import InvalidOptionError
 from labkit.images.modules import with_device
 from labkit.qemu.accel import Accel
-from labkit.qemu.guest import BootResult, boot
+from labkit.qemu.boots import BootResult, boot
 
 Nic = Literal["virtio", "vmxnet3"]
 

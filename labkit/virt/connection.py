@@ -118,7 +118,8 @@ class Connection:
     def define(self, guest: DomainSpec | str) -> Domain:
         """Define a domain from a spec or XML text (``virsh define``); see :class:`Domain`."""
         from labkit.virt.domain import Domain  # the domain module builds on this one
-        return Domain(self, guest)
+        self.reclaim()
+        return Domain.define(self, guest)
 
     def transient(self, guest: DomainSpec | str) -> Domain:
         """A domain with no stored definition (``virsh create`` at :meth:`Domain.start`): nothing outlives it.
@@ -127,13 +128,14 @@ class Connection:
         owner, it leaves no definition behind either.
         """
         from labkit.virt.domain import Domain
-        return Domain(self, guest, persistent=False)
+        self.reclaim()
+        return Domain.define(self, guest, persistent=False)
 
     def reclaim(self) -> tuple[str, ...]:
         """Remove this user's lab domains whose labkit process is gone (and their QEMU logs); their names.
 
-        Runs before every new domain, so a notebook killed yesterday does not
-        leave its definition waiting for ``labkit cleanup``.  Domains of live
+        :meth:`define` and :meth:`transient` run it before each new domain, so a notebook killed
+        yesterday does not leave its definition waiting for ``labkit cleanup``.  Domains of live
         processes, of other users and without an owner pid are left alone.
         """
         orphans = []

@@ -53,7 +53,8 @@ def _event_details(event: str) -> dict[int, str]:
             if name.startswith(prefix) and isinstance(value, int) and not name.endswith("_LAST")}
 
 
-_DETAILS = {i: _event_details(name) for i, name in enumerate(EVENTS)}
+#: libvirt's detail names of each lifecycle event, by event number then detail code (virsh's words).
+EVENT_DETAILS = {i: _event_details(name) for i, name in enumerate(EVENTS)}
 
 #: The lifecycle events that start or end a QEMU process (``resumed`` or ``suspended`` do neither).
 _RUN_EVENTS = ("started", "stopped", "crashed")
@@ -77,16 +78,18 @@ class LifecycleEvent:
 class Domain:
     """A libvirt domain labkit defined: a context manager that always destroys and undefines it.
 
-    Defining happens in the constructor (``virsh define``).  ``close()`` —
+    :meth:`define` (``Connection.define``/``transient``) makes one.  ``close()`` —
     run by ``with``, on errors and ``KeyboardInterrupt``, and at interpreter
     exit — destroys the guest if it runs, undefines it and removes its
     scratch directory.  Lifecycle events arrive in ``events`` (in order)
     from libvirt's event loop thread; ``timeline`` holds seconds since
     creation of ``defined``, ``started`` and ``report`` (the first report
-    line seen on the console).
+    line seen on the console).  ``exit_hook`` is the ``runtime.release_at_exit``
+    token of ``close`` (dropped once closed: ``runtime.release_pending``).
     """
 
-    def __init__(self, conn: Connection, guest: DomainSpec | str, *, persistent: bool = True) -> None:
+    def __init__(self, conn: Connection, *, persistent: bool = True) -> None:
+        """An empty handle on ``conn``: no libvirt call, no file, no exit hook (:meth:`define` makes a domain)."""
         self.conn = conn
         self.persistent = persistent
         self.nonce: str | None = None  # marks the tiny guest's report and command output (images.with_nonce)
@@ -102,39 +105,55 @@ class Domain:
         self._ours = False  # True once the name and UUID are known to be free: whatever has them is ours
         self._console_offset = 0
         self._scratch: Path | None = None
-        self.name = self.uuid = ""
-        self._token = runtime.release_at_exit(self.close)
-        conn.close_with(self)
+        self.name = self.uuid = self.xml = ""
+        self.console_log: Path | None = None
+        self.exit_hook: int | None = None
+
+    @classmethod
+    def define(cls, conn: Connection, guest: DomainSpec | str, *, persistent: bool = True) -> Domain:
+        """A domain of ``guest`` on ``conn``: its scratch dir and XML made, its name and UUID claimed, its
+        events watched and (``persistent``) its definition stored (``virsh define``).
+
+        Everything it made is released by :meth:`close` (here too, on an error or an interrupt half-way).
+        It sweeps nothing: :meth:`Connection.reclaim` removes dead owners' domains, called by the connection.
+        """
+        dom = cls(conn, persistent=persistent)
+        dom.exit_hook = runtime.release_at_exit(dom.close)
+        conn.close_with(dom)
         try:
-            if isinstance(guest, DomainSpec):
-                guest.validate()
-                if guest.console_log is None or guest.initrd is not None:
-                    self._scratch = scratch = runtime.scratch_dir("virt")
-                    if guest.console_log is None:
-                        guest = replace(guest, console_log=scratch / "console.log")
-                    if guest.initrd is not None:
-                        self.nonce = images.nonce()
-                        try:
-                            guest = replace(guest, initrd=images.with_nonce(guest.initrd, scratch, self.nonce))
-                        except OSError as exc:
-                            raise from_os_error(exc, f"copy the initramfs for {guest.name}") from None
-                guest = domain_xml(guest)
-            self.xml = _own_xml(guest)
-            root = ET.fromstring(self.xml)
-            self.name, self.uuid = root.findtext("name", ""), root.findtext("uuid", "")
-            _require_files(root.findtext("os/kernel"), root.findtext("os/initrd"))
-            source = root.find("devices/serial[@type='file']/source")
-            self.console_log = Path(source.get("path", "")) if source is not None else None
-            self._claim(conn)
-            self._unwatch = conn.watch_lifecycle(self.uuid, self._on_event)
-            conn.reclaim()
+            dom._describe(guest)
+            dom._claim(conn)
+            dom._unwatch = conn.watch_lifecycle(dom.uuid, dom._on_event)
             if persistent:
-                self._raw = conn.call(f"define {self.name}", conn.raw.defineXMLFlags, self.xml,
-                                       libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
-                self.timeline["defined"] = self._elapsed()
+                dom._raw = conn.call(f"define {dom.name}", conn.raw.defineXMLFlags, dom.xml,
+                                     libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+                dom.timeline["defined"] = dom._elapsed()
         except BaseException:
-            self.close()
+            dom.close()
             raise
+        return dom
+
+    def _describe(self, guest: DomainSpec | str) -> None:
+        """The XML of ``guest`` with this lab's name; a spec's console log and nonce'd initramfs in a scratch dir."""
+        if isinstance(guest, DomainSpec):
+            guest.validate()
+            if guest.console_log is None or guest.initrd is not None:
+                self._scratch = scratch = runtime.scratch_dir("virt")
+                if guest.console_log is None:
+                    guest = replace(guest, console_log=scratch / "console.log")
+                if guest.initrd is not None:
+                    self.nonce = images.nonce()
+                    try:
+                        guest = replace(guest, initrd=images.with_nonce(guest.initrd, scratch, self.nonce))
+                    except OSError as exc:
+                        raise from_os_error(exc, f"copy the initramfs for {guest.name}") from None
+            guest = domain_xml(guest)
+        self.xml = _own_xml(guest)
+        root = ET.fromstring(self.xml)
+        self.name, self.uuid = root.findtext("name", ""), root.findtext("uuid", "")
+        _require_files(root.findtext("os/kernel"), root.findtext("os/initrd"))
+        source = root.find("devices/serial[@type='file']/source")
+        self.console_log = Path(source.get("path", "")) if source is not None else None
 
     def _claim(self, conn: Connection) -> None:
         """Refuse a name or UUID that is taken: libvirt would silently *redefine* that domain."""
@@ -157,7 +176,7 @@ class Domain:
     def _on_event(self, event: int, detail: int) -> None:
         """libvirt's event loop thread: record this domain's lifecycle events, tell listeners."""
         ev = LifecycleEvent(self._elapsed(), EVENTS[event] if event < len(EVENTS) else str(event),
-                            _DETAILS.get(event, {}).get(detail, str(detail)))
+                            EVENT_DETAILS.get(event, {}).get(detail, str(detail)))
         with self._changed:
             self.events.append(ev)
             self._changed.notify_all()
@@ -380,7 +399,8 @@ class Domain:
 
     def close(self) -> None:
         """Destroy, undefine, stop listening and remove the scratch dir. Idempotent, never half-done."""
-        runtime.forget(self._token)
+        if self.exit_hook is not None:
+            runtime.forget(self.exit_hook)
         self._closed = True
         dom = self._raw
         if dom is None and self._ours:  # interrupted while defining: whatever has our UUID is ours

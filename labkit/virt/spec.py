@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labkit import hypervisor, images, runtime
+from labkit import host, images, runtime
 from labkit.errors import InvalidOptionError, MissingKernelError
 from labkit.virt.errors import DomainXmlError
 
@@ -49,7 +49,7 @@ class DomainSpec:
     def validate(self) -> None:
         """Raise a labkit error for anything libvirt or QEMU would reject later, less clearly."""
         runtime.lab_name(self.name, "domain")  # raises for a bad name
-        hypervisor.check_guest(self.memory_mib, self.vcpus, self.cmdline)
+        host.check_guest(self.memory_mib, self.vcpus, self.cmdline)
         if self.domain_type not in ("kvm", "qemu"):
             raise InvalidOptionError(f"domain type must be 'kvm' or 'qemu', not {self.domain_type!r}",
                                      "use Connection.domain_type() to pick the right one for this host")

@@ -11,9 +11,9 @@ import html
 import ipywidgets as w
 from IPython.display import HTML
 
-from labkit import hypervisor
 from labkit.host import HostReport
 from labkit.i18n import _
+from labkit.lessons import hypervisor
 from labkit.widgets.static import StaticFallback, StaticHTML
 
 _COLOURS = {"hardware": "#2e7d32", "nested": "#ef6c00", "none": "#c62828", "unknown": "#616161"}
@@ -42,7 +42,7 @@ def host_card(report: HostReport, kvm: bool = True) -> StaticHTML:
 
 
 def stack_view(report: HostReport) -> StaticHTML:
-    """The layers of :func:`labkit.hypervisor.stack`, drawn top (you) to bottom (hardware)."""
+    """The layers of :func:`labkit.lessons.hypervisor.stack`, drawn top (you) to bottom (hardware)."""
     boxes = "".join(
         f"<div style='border:1px solid #888;border-radius:4px;margin:2px 0;padding:4px 8px;"
         f"background:{'#fff3e0' if 'hypervisor' in layer.name.lower() else '#f5f5f5'}'>"
@@ -60,7 +60,7 @@ class ApartmentPlanner(StaticFallback, w.VBox):
     as tall as its memory, with one window per vCPU: windows past the wall
     are vCPUs the host's CPUs must time-share, floors above the roof are
     memory promised beyond the RAM.  ``plan`` always holds the
-    :class:`~labkit.hypervisor.Plan` that is drawn.
+    :class:`~labkit.lessons.hypervisor.Plan` that is drawn.
     """
 
     def __init__(self, host_cpus: int, host_memory_mib: int, guests: int = 3,

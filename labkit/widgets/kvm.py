@@ -30,25 +30,28 @@ class ExitStepper:
 
     ``guest`` is a guest name or a callable returning a new Machine (so
     *Restart* can build another).  Display the stepper itself in a cell.
+    Its parts are public, so a test reads what the learner sees: ``title`` (the
+    state after the last step), ``registers``, ``code``, ``serial`` and the
+    ``step_button``, ``finish_button`` and ``restart_button``.
     """
 
     def __init__(self, guest: str | Callable[[], Machine]) -> None:
         self._make = (lambda: Machine(guest)) if isinstance(guest, str) else guest
         self.machine: Machine | None = None
         self.steps: list[Step] = []
-        self._step = w.Button(description=_("Step"), icon="step-forward", tooltip=_("one KVM_RUN"))
-        self._finish = w.Button(description=_("Run to end"), icon="fast-forward")
-        self._restart = w.Button(description=_("Restart"), icon="refresh")
-        self._title = w.HTML()
-        self._regs = w.HTML(layout=w.Layout(width="62%"))
-        self._code = w.HTML(layout=w.Layout(width="38%"))
-        self._serial = w.HTML()
-        self._step.on_click(lambda _: self.step())
-        self._finish.on_click(lambda _: self.run_to_end())
-        self._restart.on_click(lambda _: self.restart())
-        self._title.add_class("labkit-exit-state")  # the part each step redraws
-        self.widget = w.VBox([w.HBox([self._step, self._finish, self._restart]), self._title,
-                              w.HBox([self._regs, self._code]), self._serial])
+        self.step_button = w.Button(description=_("Step"), icon="step-forward", tooltip=_("one KVM_RUN"))
+        self.finish_button = w.Button(description=_("Run to end"), icon="fast-forward")
+        self.restart_button = w.Button(description=_("Restart"), icon="refresh")
+        self.title = w.HTML()
+        self.registers = w.HTML(layout=w.Layout(width="62%"))
+        self.code = w.HTML(layout=w.Layout(width="38%"))
+        self.serial = w.HTML()
+        self.step_button.on_click(lambda _: self.step())
+        self.finish_button.on_click(lambda _: self.run_to_end())
+        self.restart_button.on_click(lambda _: self.restart())
+        self.title.add_class("labkit-exit-state")  # the part each step redraws
+        self.widget = w.VBox([w.HBox([self.step_button, self.finish_button, self.restart_button]), self.title,
+                              w.HBox([self.registers, self.code]), self.serial])
         self.widget.add_class("labkit-exit-stepper")
         self.restart()
 
@@ -58,10 +61,10 @@ class ExitStepper:
         self.machine = self._make()
         self.steps = []
         regs, special = self.machine.registers(), self.machine.special()
-        self._title.value = _("<b>ready</b>: {cpu}, nothing has run yet").format(cpu=html.escape(special.describe()))
-        self._regs.value = _pre(regs.table(special.bits) + "\n" + special.table())
-        self._code.value = _pre(format_code(self.machine.code_at_rip(regs, special)))
-        self._serial.value = _pre("serial: ''")
+        self.title.value = _("<b>ready</b>: {cpu}, nothing has run yet").format(cpu=html.escape(special.describe()))
+        self.registers.value = _pre(regs.table(special.bits) + "\n" + special.table())
+        self.code.value = _pre(format_code(self.machine.code_at_rip(regs, special)))
+        self.serial.value = _pre("serial: ''")
         self._buttons(True)
 
     def step(self) -> Step | None:
@@ -86,33 +89,33 @@ class ExitStepper:
         except LabkitError as exc:
             self._failed(exc)
             return
-        self._title.value = _("<b>finished</b>: {stopped_by} after {exits} exits").format(
+        self.title.value = _("<b>finished</b>: {stopped_by} after {exits} exits").format(
             stopped_by=html.escape(result.stopped_by), exits=result.total_exits)
-        self._regs.value = _pre(result.registers.table(result.special.bits) + "\n" + result.special.table()
+        self.registers.value = _pre(result.registers.table(result.special.bits) + "\n" + result.special.table()
                                 + "\n\n" + _("exits by reason:") + "\n" + result.exit_table())
-        self._code.value = ""
-        self._serial.value = _pre(f"serial: {result.serial!r}")
+        self.code.value = ""
+        self.serial.value = _pre(f"serial: {result.serial!r}")
         self._buttons(False)
 
     def _failed(self, exc: LabkitError) -> None:
         """A guest error ends the run: show its message and register dump."""
-        self._title.value = f"<b style='color:#b00'>{html.escape(type(exc).__name__)}</b>"
-        self._regs.value = _pre(str(exc))
-        self._code.value = ""
+        self.title.value = f"<b style='color:#b00'>{html.escape(type(exc).__name__)}</b>"
+        self.registers.value = _pre(str(exc))
+        self.code.value = ""
         self._buttons(False)
 
     def _show(self, step: Step) -> None:
         assert self.machine is not None  # a step was taken on it
         done = _(" — guest stopped ({how})").format(how=self.machine.finished) if self.machine.finished else ""
-        self._title.value = f"<b>exit {step.index}</b>: {html.escape(str(step.exit))}{html.escape(done)}"
-        self._regs.value = _pre(f"cpu: {step.special.describe()}\n{step.registers.table(step.special.bits)}\n"
+        self.title.value = f"<b>exit {step.index}</b>: {html.escape(str(step.exit))}{html.escape(done)}"
+        self.registers.value = _pre(f"cpu: {step.special.describe()}\n{step.registers.table(step.special.bits)}\n"
                                 f"{step.special.table()}")
-        self._code.value = _pre(format_code(step.code))
-        self._serial.value = _pre(f"serial so far: {step.serial!r}")
+        self.code.value = _pre(format_code(step.code))
+        self.serial.value = _pre(f"serial so far: {step.serial!r}")
         self._buttons(not self.machine.finished)
 
     def _buttons(self, running: bool) -> None:
-        self._step.disabled = self._finish.disabled = not running
+        self.step_button.disabled = self.finish_button.disabled = not running
 
     def close(self) -> None:
         if self.machine is not None:
@@ -121,7 +124,7 @@ class ExitStepper:
 
     def static_html(self) -> str:
         """The stepper as drawn now, without its buttons (they need a kernel)."""
-        return "".join(part.value for part in (self._title, self._regs, self._code, self._serial))
+        return "".join(part.value for part in (self.title, self.registers, self.code, self.serial))
 
     def _repr_mimebundle_(self, **kwargs) -> dict:
         """The live view; where no widget manager runs, its current picture (see labkit.widgets.static)."""

@@ -12,9 +12,10 @@ import matplotlib.pyplot as plt
 from IPython.display import display
 from matplotlib.figure import Figure
 
-from labkit import host, images, payload, qemu
+from labkit import host, images, qemu
 from labkit.i18n import _
 from labkit.i18n import noop as N_
+from labkit.lessons import payload
 from labkit.widgets.static import html_to_text
 
 
@@ -22,7 +23,8 @@ class ConsoleView:
     """The last lines of a guest's serial console, updated as they arrive.
 
     Pass :meth:`append` as ``on_output`` to :func:`labkit.qemu.boot` (or to
-    ``Machine.on_output``); it is called from the console thread.
+    ``Machine.on_output``); it is called from the console thread.  ``pre``
+    is the HTML widget showing the tail (escaped), as the learner sees it.
     """
 
     def __init__(self, lines: int = 14, title: str = N_("serial console (ttyS0)")) -> None:
@@ -30,14 +32,14 @@ class ConsoleView:
         self.title = _(title)
         self._text = ""
         self._lock = threading.Lock()
-        self._pre = widgets.HTML(self._render())
-        self.widget = widgets.VBox([widgets.HTML(f"<b>{html.escape(self.title)}</b>"), self._pre])
+        self.pre = widgets.HTML(self._render())
+        self.widget = widgets.VBox([widgets.HTML(f"<b>{html.escape(self.title)}</b>"), self.pre])
         self.widget.add_class("labkit-console")
 
     def append(self, text: str) -> None:
         with self._lock:
             self._text += text.replace("\r", "")
-            self._pre.value = self._render()
+            self.pre.value = self._render()
 
     @property
     def text(self) -> str:
@@ -51,8 +53,8 @@ class ConsoleView:
     def _ipython_display_(self) -> None:
         """The live view; where no widget manager runs, its picture when displayed (see labkit.widgets.static)."""
         bundle = self.widget._repr_mimebundle_()
-        bundle["text/html"] = self._pre.value
-        bundle["text/plain"] = f"{self.title}: " + html_to_text(self._pre.value)
+        bundle["text/html"] = self.pre.value
+        bundle["text/plain"] = f"{self.title}: " + html_to_text(self.pre.value)
         display(bundle, raw=True)
 
 
@@ -141,7 +143,7 @@ def guest_vs_host(report: images.GuestReport, host_report: host.HostReport) -> P
     return Page(f"<table class='labkit-guest-vs-host'>{head}{body}</table>")
 
 
-def plot_accelerators(runs: list[payload.PayloadRun], boots: list[qemu.BootResult]) -> Figure:
+def plot_accelerators(runs: list[payload.PayloadResult], boots: list[qemu.BootResult]) -> Figure:
     """Left: the payload's loop rate per accelerator and ring (log scale).  Right: Linux boot phases."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6))
     labels = [f"{r.accel.name.upper()}\nring {r.ring}" for r in runs]

@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterable
 
 import ipywidgets as w
 
-from labkit import hypervisor, virt
+from labkit import virt
 from labkit.errors import LabkitError
 from labkit.i18n import _
+from labkit.lessons import hypervisor
 from labkit.widgets.qemu import Page
 from labkit.widgets.static import StaticFallback
 
@@ -90,7 +91,7 @@ class Dashboard(StaticFallback, w.VBox):
         self.buttons: dict[str, w.Button] = {}
         for label, tooltip in BUTTONS:
             button = w.Button(description=label, tooltip=tooltip, layout=w.Layout(width="7em"))
-            button.on_click(lambda _b, act=actions[label]: self._act(act))
+            button.on_click(lambda _b, act=actions[label]: self.act(act))
             self.buttons[label] = button
         self.message = w.HTML()
         self.message.add_class("labkit-virt-message")  # what a button press answered
@@ -119,13 +120,29 @@ class Dashboard(StaticFallback, w.VBox):
         (self.add_class if allowed else self.remove_class)("labkit-virt-live")
         return stats is not None
 
-    def _act(self, action: Callable[[], None]) -> None:
+    def act(self, action: Callable[[], None]) -> None:
+        """Do what a button does: run ``action``, show a refusal (libvirt's words) instead of raising, redraw."""
         try:
             action()
             self.message.value = ""
         except LabkitError as exc:
             self.message.value = f"<span style='color:#c62828'>{html.escape(exc.what)}</span>"
         self.refresh()
+
+    @property
+    def live(self) -> bool:
+        """Whether some button can still act (the ``labkit-virt-live`` CSS class a style or a test finds)."""
+        return "labkit-virt-live" in self._dom_classes
+
+    @property
+    def watching(self) -> bool:
+        """Whether the dashboard's thread still redraws (it ends by itself once the domain is gone)."""
+        return self._ticker.is_alive()
+
+    def wait_stopped(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the redrawing thread to end; whether it did."""
+        self._ticker.join(timeout)
+        return not self._ticker.is_alive()
 
     def _tick(self, interval: float) -> None:
         while not self._stop.is_set():

@@ -7,14 +7,13 @@ hardware themselves; Type 2 run as programs on a host OS.  KVM turns the Linux
 kernel itself into the hypervisor.
 
 :func:`stack` derives the layers of *this* host from :mod:`labkit.host` facts,
-and :func:`kvm_stack` the layers a guest libvirt ran here went through (one
+and :func:`kvm_stack_layers` the layers a guest libvirt ran here went through (one
 :class:`Layer` model for both); :func:`plan` carves the host's CPUs and memory into guests and calls out
 overcommit.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +58,8 @@ class Layer:
     name: str
     detail: str  # what this layer is on this host
     evidence: str  # where that was read
-    role: str = ""  # the layer's job (in :func:`kvm_stack`)
-    you_ran: str = ""  # the notebook where the learner drove it (in :func:`kvm_stack`)
+    role: str = ""  # the layer's job (in :func:`kvm_stack_layers`)
+    you_ran: str = ""  # the notebook where the learner drove it (in :func:`kvm_stack_layers`)
 
     @property
     def here(self) -> str:
@@ -95,8 +94,8 @@ def stack(report: HostReport) -> tuple[Layer, ...]:
     return tuple(layers)
 
 
-def kvm_stack(report: HostReport, libvirt_version: str, qemu_version: str, uri: str, domain_type: str,
-              qemu_argv: Iterable[str]) -> tuple[Layer, ...]:
+def kvm_stack_layers(report: HostReport, libvirt_version: str, qemu_version: str, uri: str, domain_type: str,
+                     qemu_argv: Iterable[str]) -> tuple[Layer, ...]:
     """Hardware → Linux kernel → KVM module → QEMU → libvirt, each with this host's live evidence.
 
     The versions, ``uri``, ``domain_type`` and ``qemu_argv`` are those of a
@@ -192,31 +191,3 @@ def plan(host_cpus: int, host_memory_mib: int, guests: list[GuestSpec] | tuple[G
                                      f"not {g.vcpus} vCPUs and {g.memory_mib} MiB",
                                      "give every guest >= 1 vCPU and >= 16 MiB")
     return Plan(host_cpus, host_memory_mib, tuple(guests))
-
-
-#: The longest kernel command line x86 Linux takes (COMMAND_LINE_SIZE), terminating NUL included.
-CMDLINE_MAX = 2048
-
-
-def check_guest(memory_mib: object, vcpus: object, cmdline: str | None = None, *,
-                max_memory_mib: int = 65536) -> None:
-    """What a guest may not ask of this host, refused alike by :mod:`labkit.qemu` and :mod:`labkit.virt`.
-
-    Whole numbers only (``"256"`` is a typo, not 256), and no more vCPUs than
-    the host has CPUs: each vCPU is a host thread, so an overcommitted guest
-    mostly waits (64 vCPUs on 2 CPUs did not boot in 60 s).
-    """
-    cpus = os.cpu_count() or 1
-    if isinstance(memory_mib, bool) or not isinstance(memory_mib, int) or not 16 <= memory_mib <= max_memory_mib:
-        raise InvalidOptionError(f"memory_mib={memory_mib!r}: must be a whole number of MiB between 16 and "
-                                 f"{max_memory_mib}", "the tiny guest is happy with 128-256")
-    if isinstance(vcpus, bool) or not isinstance(vcpus, int) or not 1 <= vcpus <= 64:
-        raise InvalidOptionError(f"vcpus={vcpus!r}: must be a whole number from 1 to 64",
-                                 f"this host has {cpus} CPUs; 1 or 2 boot fastest")
-    if vcpus > cpus:
-        raise InvalidOptionError(f"vcpus={vcpus}: this host has only {cpus} CPUs. Each vCPU is a thread on a "
-                                 "host CPU, so the extra ones only wait their turn: the guest boots much slower "
-                                 "(64 vCPUs on 2 CPUs did not boot within 60 s)", f"use 1 to {cpus} vCPUs")
-    if cmdline is not None and len(cmdline.encode()) >= CMDLINE_MAX:
-        raise InvalidOptionError(f"the kernel command line is {len(cmdline.encode())} bytes: Linux on x86 takes "
-                                 f"at most {CMDLINE_MAX - 1}", "shorten it (the tiny guest's own is ~80 bytes)")

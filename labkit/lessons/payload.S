@@ -10,7 +10,7 @@
 # and tells QEMU to exit by writing to the isa-debug-exit device (port 0xF4):
 # QEMU then exits with status (value << 1) | 1 = 33.
 #
-# labkit.payload prepends `.set ITERATIONS, N` and `.set RING, 0|3`.
+# labkit.lessons.payload prepends `.set ITERATIONS, N` and `.set RING, 0|3`.
 # Assembled at 0xF0000, where QEMU maps the image below 1 MiB (`rom`).  This is ROM:
 # everything written at run time (page tables, stacks) lives in RAM below it.
 .intel_syntax noprefix

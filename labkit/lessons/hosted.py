@@ -9,14 +9,13 @@ them ``/dev/kvm`` and KVM's per-VM and per-vCPU handles where KVM runs it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-from labkit import asm, images, qemu, runtime
+from labkit import qemu
 
 #: The firmware: at the reset vector (F000:FFF0, 16-bit real mode) print '.' on COM1, then halt for good.
 IDLE_FIRMWARE = """\
@@ -31,8 +30,6 @@ IDLE_FIRMWARE = """\
     jmp 1b
 .org 0x10000
 """
-#: The -bios image is mapped at 0xF0000 below 1 MiB.
-ORIGIN = 0xF0000
 
 
 @dataclass(frozen=True)
@@ -54,21 +51,17 @@ def started() -> tuple[Started, ...]:
 
 def idle_firmware() -> Path:
     """The assembled idle firmware, in the user's cache (by content)."""
-    image = asm.assemble(IDLE_FIRMWARE, bits=16, origin=ORIGIN).image
-    path = runtime.cache_dir() / "payload" / f"idle-{hashlib.sha256(image).hexdigest()[:16]}.bin"
-    if not path.is_file():
-        images.publish(image, path)
-    return path
+    return qemu.bios_image(IDLE_FIRMWARE, "idle")[0]
 
 
-async def idle_guest(memory_mib: int = 64, accel: qemu.Accel = "auto", timeout: float = 20.0) -> qemu.Machine:
+async def idle_guest(memory_mib: int = 64, accel: qemu.Accel = "auto", timeout: float = 20.0) -> qemu.QemuMachine:
     """Start QEMU on the idle firmware (KVM where ``/dev/kvm`` is usable) and wait until the guest ran.
 
     The caller owns the machine: ``await vm.stop()`` (it also dies with its parent).
     """
     choice = qemu.choose_accel(accel, "payload")
     config = qemu.MachineConfig(accel=choice.name, machine="pc", memory_mib=memory_mib, bios=idle_firmware())
-    vm = await qemu.Machine(config, name="hosted").start()
+    vm = await qemu.QemuMachine(config, name="hosted").start()
     if vm.pid is not None:
         _started.append(Started(vm.pid, choice.name))
     try:

@@ -1,6 +1,6 @@
 """A bare-metal payload: QEMU + KVM shown for real, even where Linux cannot boot under KVM.
 
-``labkit/guests/payload.S`` is a 64 KiB firmware image (``qemu -bios``): from
+``labkit/lessons/payload.S`` is a 64 KiB firmware image (``qemu -bios``): from
 the reset vector it switches real → protected → long mode, prints on the
 serial port, counts down a loop in ring 0 or ring 3, and makes QEMU exit
 through the ``isa-debug-exit`` device.  No firmware, no kernel: the first
@@ -12,16 +12,15 @@ PVM hosts: ring 3 natively, ring 0 through KVM's instruction emulator).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from labkit import asm, host, images, qemu, runtime
+from labkit import asm, host, qemu
 from labkit.errors import InvalidOptionError
 
-SOURCE = images.GUEST_SOURCES / "payload.S"
-ORIGIN = 0xF0000  # QEMU maps a 64 KiB -bios image at 0xF0000-0xFFFFF (and below 4 GiB)
+SOURCE = Path(__file__).parent / "payload.S"
+ORIGIN = qemu.BIOS_ORIGIN  # where the payload runs: a -bios image (labkit.qemu.firmware)
 EXIT_OK = 0x10  # the value the payload writes to the isa-debug-exit port
 EXIT_STATUS = EXIT_OK << 1 | 1  # QEMU's exit status when the payload finished
 LOOP_END = re.compile(r"loop end, TSC cycles: ([0-9a-f]{16})\n")
@@ -45,19 +44,12 @@ def build(iterations: int = 50_000_000, ring: int = 3) -> Payload:
         raise InvalidOptionError(f"iterations must be a positive whole number, not {iterations!r}",
                                  "e.g. 50_000_000 (about a second under TCG)")
     source = f".set ITERATIONS, {iterations}\n.set RING, {ring}\n" + SOURCE.read_text()
-    program = asm.assemble(source, bits=16, origin=ORIGIN)
-    if len(program.image) != 0x10000:
-        raise InvalidOptionError(f"the payload image is {len(program.image)} bytes, not 64 KiB",
-                                 "keep payload.S below its reset vector at .org 0xFFF0")
-    digest = hashlib.sha256(program.image).hexdigest()[:16]
-    path = runtime.cache_dir() / "payload" / f"payload-{digest}.bin"
-    if not path.is_file():
-        images.publish(program.image, path)
+    path, program = qemu.bios_image(source, "payload")
     return Payload(path, program, iterations, ring)
 
 
 @dataclass(frozen=True)
-class PayloadRun:
+class PayloadResult:
     """One run of the payload under one accelerator, timed from the host."""
 
     accel: qemu.AccelChoice
@@ -82,7 +74,7 @@ class PayloadRun:
 
 
 async def run(accel: qemu.Accel = "auto", iterations: int = 50_000_000, ring: int = 3,
-              cpu: str | None = None, timeout: float = 60.0) -> PayloadRun:
+              cpu: str | None = None, timeout: float = 60.0) -> PayloadResult:
     """Run the payload once (``accel='auto'``: KVM whenever ``/dev/kvm`` is usable)."""
     payload = build(iterations, ring)
     choice = qemu.choose_accel(accel, "payload")
@@ -101,11 +93,11 @@ async def run(accel: qemu.Accel = "auto", iterations: int = 50_000_000, ring: in
     else:
         start, end = vm.seen_at("loop start\n"), vm.seen_at(LOOP_END)
         loop_s = end - start if start and end else None
-    return PayloadRun(choice, ring, iterations, vm.returncode, first - vm.launched_at if first else None,
+    return PayloadResult(choice, ring, iterations, vm.returncode, first - vm.launched_at if first else None,
                       cycles, loop_s, vm.exited_at - vm.launched_at, vm.console, tuple(vm.command_line))
 
 
-async def compare(iterations: int = 50_000_000, ring: int = 3, timeout: float = 60.0) -> list[PayloadRun]:
+async def compare(iterations: int = 50_000_000, ring: int = 3, timeout: float = 60.0) -> list[PayloadResult]:
     """The payload under KVM (where ``/dev/kvm`` is usable) and under TCG, one after the other."""
     runs = []
     if qemu.choose_accel("auto", "payload").name == "kvm":
