@@ -13,7 +13,8 @@ import pytest
 from conftest import needs_kvm
 from labkit import exercises, formats, vmm
 from labkit.exercises import vmm as ex
-from labkit.vmm import bootparam, inside, zeropage
+from labkit.nested import own_vmm
+from labkit.vmm import bootparam, zeropage
 from labkit.vmm.uart import COM1, IER, IER_THRI, THR, Uart
 
 CHECK = exercises.all_exercises()  # the bare checkers: every hint, no attempt counted
@@ -87,21 +88,21 @@ def test_the_boot_takes_the_learners_pieces_only_where_their_checks_pass() -> No
     assert notes == ["e820 map: yours", "THR handler: yours"]
     template, notes = ex.boot_pieces([], _starter_transmit())
     assert (template.e820, template.transmit) == (None, None) and all("VMM's own" in n for n in notes)
-    assert inside.map_used(template) == tuple((e.addr, e.size, e.type)
+    assert own_vmm.map_used(template) == tuple((e.addr, e.size, e.type)
                                               for e in zeropage.e820_map(ex.memory_mib() << 20))
 
 
 def test_the_learners_handler_travels_into_l1_as_source_and_works_there() -> None:
     solution = _solution("vmm-transmit", "my_transmit")
-    spec = json.loads(json.dumps(inside.Pieces(128, None, solution).spec()))  # as it crosses the command line
+    spec = json.loads(json.dumps(own_vmm.Pieces(128, None, solution).spec()))  # as it crosses the command line
     assert spec["transmit_name"] == "my_transmit" and spec["e820"] is None
-    rebuilt = inside.learners_transmit(spec["transmit_source"], spec["transmit_name"])
+    rebuilt = own_vmm.learners_transmit(spec["transmit_source"], spec["transmit_name"])
     assert CHECK["vmm-transmit"](rebuilt).solved
 
 
 def test_a_handler_without_readable_source_is_a_clear_error() -> None:
-    with pytest.raises(inside.InvalidPieceError, match="cannot be read"):
-        inside.Pieces(128, None, print).spec()
+    with pytest.raises(own_vmm.InvalidPieceError, match="cannot be read"):
+        own_vmm.Pieces(128, None, print).spec()
 
 
 @needs_kvm
@@ -149,10 +150,10 @@ GUEST_SAID = """\
 
 
 def test_what_the_notebook_reads_from_the_guests_command_output() -> None:
-    assert inside.e820_from_dmesg(GUEST_SAID) == ((0, 0x9FC00, 1), (0x9FC00, 0x60400, 2), (0xD0000, 0x20000, 0))
-    assert inside.serial_interrupts(GUEST_SAID) == 35  # not fooled by console=ttyS0 on the command line
-    assert inside.serial_interrupts("  4:  0  XT-PIC  ttyS0\n") == 0
-    assert inside.claimed_ports(GUEST_SAID) == 3  # top-level ranges only
+    assert own_vmm.e820_from_dmesg(GUEST_SAID) == ((0, 0x9FC00, 1), (0x9FC00, 0x60400, 2), (0xD0000, 0x20000, 0))
+    assert own_vmm.serial_interrupts(GUEST_SAID) == 35  # not fooled by console=ttyS0 on the command line
+    assert own_vmm.serial_interrupts("  4:  0  XT-PIC  ttyS0\n") == 0
+    assert own_vmm.claimed_ports(GUEST_SAID) == 3  # top-level ranges only
 
 
 def test_the_answer_cells_hold_the_checked_templates() -> None:

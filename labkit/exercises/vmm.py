@@ -22,7 +22,8 @@ from labkit import exercises, images
 from labkit.exercises import Feedback, exercise
 from labkit.i18n import _
 from labkit.i18n import noop as N_
-from labkit.vmm import bootparam, inside, zeropage
+from labkit.nested import own_vmm
+from labkit.vmm import bootparam, zeropage
 from labkit.vmm.kernel import LinuxKernel, read_kernel
 from labkit.vmm.linux import NONCE_ROOM
 from labkit.vmm.uart import COM1, IER, IER_THRI, IIR, IIR_NO_INT, LSR, LSR_TEMT_THRE, THR, Uart
@@ -77,7 +78,7 @@ def e820_hints() -> tuple[str, ...]:
 def _kernel() -> tuple[LinuxKernel, int]:
     """The lab's kernel (its vmlinux) and the initramfs size notebook 06 boots with."""
     found = images.find_kernel(fetch=False, progress=False)
-    initrd = images.build_initramfs(inside.GUEST_COMMAND).stat().st_size + NONCE_ROOM
+    initrd = images.build_initramfs(own_vmm.GUEST_COMMAND).stat().st_size + NONCE_ROOM
     return read_kernel(found.vmlinux or found.path), initrd
 
 
@@ -208,7 +209,7 @@ def check_transmit(answer: object) -> Feedback:
                             "interrupt, as Linux's 8250 driver sends").format(n=TX_LOAD))
 
 
-def boot_pieces(e820: object, transmit: object) -> tuple[inside.Pieces, list[str]]:
+def boot_pieces(e820: object, transmit: object) -> tuple[own_vmm.Pieces, list[str]]:
     """The pieces for notebook 06's boot: the learner's where their check passes, else the VMM's own (said)."""
     notes = []
     mib = memory_mib()
@@ -217,4 +218,4 @@ def boot_pieces(e820: object, transmit: object) -> tuple[inside.Pieces, list[str
     handler = transmit if exercises.all_exercises()[TRANSMIT](transmit).solved else None
     notes.append(_("THR handler: yours") if handler else
                  _("THR handler: the VMM's own (yours does not pass its check yet)"))
-    return inside.Pieces(mib, rows, handler), notes  # type: ignore[arg-type]  # checked: a callable
+    return own_vmm.Pieces(mib, rows, handler), notes  # type: ignore[arg-type]  # checked: a callable

@@ -2,7 +2,7 @@
 
 Where this host's KVM cannot run a Linux kernel (PVM: ring 0 emulated), the
 boot runs inside the emulated AMD-V machine (:mod:`labkit.nested`), once for
-the whole notebook: in one L1, ``python -m labkit.vmm.inside SPEC`` boots the
+the whole notebook: in one L1, ``python -m labkit.nested.own_vmm SPEC`` boots the
 tiny guest with labkit's VMM — the learner's e820 map and UART transmit
 handler in place — streaming its console out as it comes, then (unless
 told not to) boots the same kernel and initramfs with QEMU under the same
@@ -158,7 +158,7 @@ async def run_inside(pieces: Pieces, *, compare_qemu: bool = True,
             on_console(data.decode("utf-8", "replace"))
 
     # the pieces travel on the command line (L1 hides this host's lab run dirs, so not as a file in one)
-    argv = [sys.executable, "-m", "labkit.vmm.inside", json.dumps(pieces.spec())] + \
+    argv = [sys.executable, "-m", "labkit.nested.own_vmm", json.dumps(pieces.spec())] + \
         ([] if compare_qemu else ["--no-qemu"])
     try:
         l1 = await nested.run(argv, timeout=timeout, stdout=out.extend, stderr=console)
