@@ -19,3 +19,10 @@ def labkit_nested(*args: str, env: dict[str, str] | None = None, timeout: float 
     """``labkit nested ARGS`` in the checkout, its output captured (``env`` added to this process's)."""
     return subprocess.run([sys.executable, "-m", "labkit", "nested", *args], capture_output=True, text=True,
                           cwd=TOP, env={**os.environ, **(env or {})}, timeout=timeout, input=stdin)
+
+
+def solution(name: str, **notebook: object) -> dict:
+    """The names ``solutions/NAME.py`` sets, run with the notebook's names it uses (``notebook``)."""
+    namespace = dict(notebook)
+    exec((TOP / "solutions" / f"{name}.py").read_text(), namespace)  # our own reference files
+    return namespace
