@@ -86,3 +86,10 @@ def spec(files: tuple[Path, Path], name: str = "unit", **kw) -> virt.DomainSpec:
 def defined(conn: virt.Connection, name: str) -> bool:
     """Whether libvirt knows a domain of this name (asked of libvirt itself, not of labkit)."""
     return name in {d.name() for d in conn.raw.listAllDomains()}
+
+
+def solution(name: str, **notebook: object) -> dict:
+    """The names ``solutions/NAME.py`` sets, run with the notebook's names it uses (``notebook``)."""
+    namespace = dict(notebook)
+    exec((TOP / "solutions" / f"{name}.py").read_text(), namespace)  # our own reference files
+    return namespace

@@ -165,6 +165,7 @@ def _template_answers() -> dict[str, tuple]:
     from labkit.exercises import vmm as vmm_exercise
 
     exercises.forget("page-faults")  # the template records a prediction of None
+    exercises.forget("paging-prediction")
     starter_device: dict = {}
     exec(mmio_device.STARTER, starter_device)  # the template cell: a class whose handlers answer nothing
     starter_transmit: dict = {}
@@ -175,7 +176,8 @@ def _template_answers() -> dict[str, tuple]:
             "libvirt-guest": (None,), "kvm-mmio": (guest_programs.MMIO_STARTER,),
             "kvm-ring3": (guest_programs.RING3_STARTER,), "qemu-cpu-model": (None,), "virsh-pause": (None,),
             "overlay-growth": (None, None), "second-disk": (None, Path("vdb.qcow2"), None),
-            "pml4-index": (None, 0x5555_1234_5678),
+            "pml4-index": (None, 0x5555_1234_5678), "paging-prediction": (None,),
+            "net-forward": (None, None, None), "net-probe": (None, None),
             "libvirt-xml": (None, '<domain type="...">\n  <!-- your machine -->\n</domain>'),
             "vmm-e820": ([],), "vmm-transmit": (starter_transmit["my_transmit"],)}
 

@@ -30,7 +30,7 @@ from labkit import images, runtime
 from labkit.errors import InvalidOptionError
 from labkit.images.modules import with_device
 from labkit.qemu.accel import Accel
-from labkit.qemu.boots import BootResult, boot
+from labkit.qemu.boots import BootResult, boot, boot_blocking
 
 Nic = Literal["virtio", "vmxnet3"]
 
@@ -44,6 +44,8 @@ NICS: dict[str, tuple[str, tuple[str, ...]]] = {
 ENDPOINT = ("10.0.2.100", 5000)
 #: The host as slirp shows it to the guest; with ``restrict=on`` nothing answers there.
 SLIRP_HOST = "10.0.2.2"
+#: How much of what arrives a :class:`Listener` keeps.
+HEAD_BYTES = 4096
 
 
 class Listener:
@@ -65,6 +67,7 @@ class Listener:
         self.received = 0
         self.connections = 0
         self.senders: list[str] = []  # the command line of the host process at the other end of each connection
+        self.head = bytearray()  # the first :data:`HEAD_BYTES` bytes that arrived (what was said, not just how much)
         self.first_byte_at: float | None = None
         self.last_byte_at: float | None = None
         self._stop = False
@@ -86,6 +89,7 @@ class Listener:
                     self.first_byte_at = self.first_byte_at or now
                     self.last_byte_at = now
                     self.received += len(data)
+                    self.head += data[:HEAD_BYTES - len(self.head)]
                     if self.expect is not None and self.received >= self.expect:
                         break
 
@@ -115,15 +119,21 @@ def _process_at(peer: tuple[str, int]) -> str:
     return ""
 
 
-def netdev_args(port: int, nic: Nic = "virtio") -> tuple[str, ...]:
-    """QEMU options: user networking, restricted, one guest forward to 127.0.0.1:``port``, and the NIC."""
+def netdev_args(port: int, nic: Nic = "virtio", more_forwards: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """QEMU options: user networking, restricted, one guest forward to 127.0.0.1:``port`` (and
+    ``more_forwards``, each a ``guestfwd=`` rule), and the NIC."""
     if nic not in NICS:
         raise InvalidOptionError(f"nic={nic!r}: one of {', '.join(NICS)}", "virtio (paravirtual) or vmxnet3 (emulated)")
     if not isinstance(port, int) or not 0 < port < 65536:
         raise InvalidOptionError(f"port={port!r} is not a TCP port", "pass Listener().port")
     address, guest_port = ENDPOINT
-    return ("-netdev", f"user,id=net0,restrict=on,guestfwd=tcp:{address}:{guest_port}-tcp:127.0.0.1:{port}",
-            "-device", f"{NICS[nic][0]},netdev=net0")
+    rules = "".join(f",guestfwd={rule}" for rule in (forward_rule(address, guest_port, port), *more_forwards))
+    return ("-netdev", f"user,id=net0,restrict=on{rules}", "-device", f"{NICS[nic][0]},netdev=net0")
+
+
+def forward_rule(address: str, guest_port: int, host_port: int) -> str:
+    """A slirp guest forward: the guest's connections to ``address:guest_port`` go to 127.0.0.1:``host_port``."""
+    return f"tcp:{address}:{guest_port}-tcp:127.0.0.1:{host_port}"
 
 
 #: Configures eth0 from slirp's DHCP answer (busybox udhcpc calls it with $ip, $mask, $router).
@@ -205,3 +215,12 @@ async def measure_transfer(image: images.GuestImage, nic: Nic = "virtio", mib: i
         if try_host and forbidden.connections:  # the host's own count outranks what the guest printed
             run = replace(run, forbidden_reached=True)
         return run
+
+
+def probe_on_network(image: images.GuestImage, command: str, options: tuple[str, ...], nic: Nic = "virtio", *,
+                     accel: Accel = "auto", timeout: float = 120.0) -> BootResult:
+    """Boot the guest with the network ``options`` (:func:`netdev_args`); once it holds slirp's DHCP lease it
+    runs ``command``.  Blocking (an exercise's checker calls it, also inside a notebook: :func:`boot_blocking`)."""
+    with runtime.scratch("net-initrd") as folder:
+        ready = with_device(image, NICS[nic][1], "-e /sys/class/net/eth0", f"{_DHCP_SCRIPT}; {command}", folder)
+        return boot_blocking(ready, accel=accel, machine="pc", timeout=timeout, extra_args=options)

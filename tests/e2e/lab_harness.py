@@ -87,7 +87,8 @@ class BrowserTab:
 #: Parameters the browser runs with (the notebook's parameters cell, edited as a learner would): 04's "KVM inside
 #: an emulator" boots a whole emulated AMD-V machine, which nbval's run of 04 (both editions) and
 #: tests/test_nested_inside.py already do; in the browser, its console view and the skip message are what count.
-BROWSER_PARAMETERS = {"04_qemu": {"nested_demo": "False"}}
+#: 04b's shadow vs nested paging boots one too (nbval runs it in both editions).
+BROWSER_PARAMETERS = {"04_qemu": {"nested_demo": "False"}, "04b_memory_storage_network": {"paging_demo": "False"}}
 
 
 def copy_cleared(src: Path, dst: Path) -> None:
