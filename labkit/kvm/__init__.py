@@ -10,7 +10,7 @@ One job per module, from the bottom up:
 - :mod:`~labkit.kvm.exits` — typed exits decoded from ``struct kvm_run``
 - :mod:`~labkit.kvm.modes` — GDT and page tables: real, protected and long mode
 - :mod:`~labkit.kvm.devices` — serial port, MMIO counter, POST codes, debug exit, the bus
-- :mod:`~labkit.kvm.guests` — the guest programs (``guests/*.S``)
+- :mod:`~labkit.kvm.guests` — the guest programs (``programs/*.S``)
 - :mod:`~labkit.kvm.machine` — all of it as one VMM: step, run, budgets, crash dumps
 - :mod:`~labkit.kvm.measure` — ring 0 vs ring 3 vs the host, and exits by who handles them (notebook 03 § 7)
 - :mod:`~labkit.kvm.stats` — KVM's binary statistics of a VM or vCPU (``KVM_GET_STATS_FD``)

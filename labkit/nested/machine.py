@@ -61,7 +61,7 @@ DEFAULT_VCPUS = 2
 
 def default_vcpus() -> int:
     """L1's vCPUs unless asked: :data:`DEFAULT_VCPUS`, or fewer on a host with fewer CPUs (a QEMU guest may not
-    have more vCPUs than the host has CPUs: :func:`labkit.hypervisor.check_guest`)."""
+    have more vCPUs than the host has CPUs: :func:`labkit.host.check_guest`)."""
     return min(DEFAULT_VCPUS, os.cpu_count() or 1)
 
 #: From launch to /nested-init's READY: measured 3–4.5 s on an idle 2-core host; generous under load.
