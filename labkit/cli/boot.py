@@ -10,21 +10,22 @@ from pathlib import Path
 
 from labkit import images, qemu
 from labkit.cli import seconds
+from labkit.i18n import _
 
 
 def register(p: argparse.ArgumentParser) -> None:
     """The options of `labkit boot`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
-                   help="auto: KVM where it can boot Linux, else TCG (default)")
-    p.add_argument("--memory", type=int, default=128, metavar="MiB", help="guest memory (default 128)")
-    p.add_argument("--vcpus", type=int, default=1, metavar="N", help="virtual CPUs (default 1)")
-    p.add_argument("--machine", default="auto", help="auto (default), pc, q35 or microvm")
-    p.add_argument("--cpu", help="CPU model to emulate, e.g. qemu64, Skylake-Client (default: QEMU's)")
-    p.add_argument("--command", help="a shell command the guest runs after its report")
-    p.add_argument("--kernel", type=Path, help="boot this kernel instead of the cached one")
-    p.add_argument("--timeout", type=seconds, default=60.0, metavar="S", help="give up after S seconds (60)")
-    p.add_argument("--console", action="store_true", help="stream the guest's console while it boots")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+                   help=_("auto: KVM where it can boot Linux, else TCG (default)"))
+    p.add_argument("--memory", type=int, default=128, metavar="MiB", help=_("guest memory (default 128)"))
+    p.add_argument("--vcpus", type=int, default=1, metavar="N", help=_("virtual CPUs (default 1)"))
+    p.add_argument("--machine", default="auto", help=_("auto (default), pc, q35 or microvm"))
+    p.add_argument("--cpu", help=_("CPU model to emulate, e.g. qemu64, Skylake-Client (default: QEMU's)"))
+    p.add_argument("--command", help=_("a shell command the guest runs after its report"))
+    p.add_argument("--kernel", type=Path, help=_("boot this kernel instead of the cached one"))
+    p.add_argument("--timeout", type=seconds, default=60.0, metavar="S", help=_("give up after S seconds (60)"))
+    p.add_argument("--console", action="store_true", help=_("stream the guest's console while it boots"))
+    p.add_argument("--json", action="store_true", help=_("print the result as JSON"))
     p.set_defaults(func=run)
 
 

@@ -20,32 +20,33 @@ import psutil
 from labkit import cleanup, images, libvirtd, virt
 from labkit.cli import cleanup as cli_cleanup
 from labkit.cli import seconds
+from labkit.i18n import _
 
 
 def register(p: argparse.ArgumentParser) -> None:
     """The options of `labkit virt`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
     vsub = p.add_subparsers(dest="virt_command", required=True, metavar="ACTION")
-    up = vsub.add_parser("up", help="make sure a libvirt daemon answers (as root: start libvirtd if none runs)")
+    up = vsub.add_parser("up", help=_("make sure a libvirt daemon answers (as root: start libvirtd if none runs)"))
     up.add_argument("--idle-timeout", type=int, default=libvirtd.IDLE_TIMEOUT_S, metavar="S",
-                    help="a daemon labkit starts exits after S seconds without clients or guests "
-                         "(0: never; default %(default)s)")
+                    help=_("a daemon labkit starts exits after S seconds without clients or guests "
+                         "(0: never; default %(default)s)"))
     up.set_defaults(func=run_up)
-    vsub.add_parser("down", help="destroy your lab guests and stop the libvirtd labkit started").set_defaults(
+    vsub.add_parser("down", help=_("destroy your lab guests and stop the libvirtd labkit started")).set_defaults(
         func=run_down)
-    status = vsub.add_parser("status", help="connection, daemon, domain type and your lab guests")
-    status.add_argument("--json", action="store_true", help="print as JSON")
+    status = vsub.add_parser("status", help=_("connection, daemon, domain type and your lab guests"))
+    status.add_argument("--json", action="store_true", help=_("print as JSON"))
     status.set_defaults(func=run_status)
-    vsub.add_parser("cleanup", help="destroy and undefine all your lab guests (labkit-<you>-*), also those of "
-                                    "running notebooks (labkit cleanup: everything, orphans only)").set_defaults(
+    vsub.add_parser("cleanup", help=_("destroy and undefine all your lab guests (labkit-<you>-*), also those of "
+                                    "running notebooks (labkit cleanup: everything, orphans only)")).set_defaults(
         func=run_cleanup)
-    boot = vsub.add_parser("boot", help="start and watch the tiny guest through libvirt (a transient domain, "
-                                        "gone with this command even if it is killed), then remove it")
-    boot.add_argument("--name", default="cli", help="short domain name (default %(default)s)")
-    boot.add_argument("--memory", type=int, default=256, metavar="MIB", help="guest memory (default %(default)s)")
-    boot.add_argument("--vcpus", type=int, default=1, help="virtual CPUs (default %(default)s)")
-    boot.add_argument("--timeout", type=seconds, default=120, metavar="S", help="wait this long for the report")
-    boot.add_argument("--xml", action="store_true", help="print the domain XML labkit defines")
-    boot.add_argument("--cmdline", action="store_true", help="print the QEMU command line libvirt generated")
+    boot = vsub.add_parser("boot", help=_("start and watch the tiny guest through libvirt (a transient domain, "
+                                        "gone with this command even if it is killed), then remove it"))
+    boot.add_argument("--name", default="cli", help=_("short domain name (default %(default)s)"))
+    boot.add_argument("--memory", type=int, default=256, metavar="MIB", help=_("guest memory (default %(default)s)"))
+    boot.add_argument("--vcpus", type=int, default=1, help=_("virtual CPUs (default %(default)s)"))
+    boot.add_argument("--timeout", type=seconds, default=120, metavar="S", help=_("wait this long for the report"))
+    boot.add_argument("--xml", action="store_true", help=_("print the domain XML labkit defines"))
+    boot.add_argument("--cmdline", action="store_true", help=_("print the QEMU command line libvirt generated"))
     boot.set_defaults(func=run_boot)
 
 
