@@ -62,12 +62,13 @@ NOT_PROSE = {
     "qemu-system-x86_64 --version": re.compile(r"^QEMU emulator version "),
     "uname -a in the guest": re.compile(r"^Linux \S+ \S+ #\d+ "),
     "a program's own message (cat: …, grep: …, /bin/sh: 1: modinfo: not found)":
-        re.compile(r"^(?:/bin/sh: \d+: )?(?:cat|ls|grep|modinfo|lsmod|ps|ip|virsh|qemu-img|qemu-system-x86_64): "),
+        re.compile(r"^(?:/bin/(?:ba)?sh: (?:line )?\d+: )?(?:cat|ls|grep|modinfo|lsmod|ps|ip|virsh|qemu-img|qemu-system-x86_64): "),
     "a Python object's repr (matplotlib's <Figure size … with 2 Axes>)": re.compile(r"^<[\w.]+ [^<>]*>$"),
 }
 #: What the lab's guest programs print (the tiny guests' own serial output, quoted from their .S source).
 GUEST_OUTPUT = re.compile(r"Hello from (?:16-bit real|32-bit protected|64-bit long) mode!"
-                          r"|^(?:real|protected|long) mode: \d\d-bit, .+$")
+                          r"|^(?:real|protected|long) mode: \d\d-bit, .+$|^ring 0: kernel mode$"
+                          r"|^ring 3: user mode, entered with iretq$")
 
 
 def english_words(run: str) -> list[str]:

@@ -254,7 +254,7 @@ class ExitKinds:
             lines.append(_("the kernel's counters: unknown (this kernel has no KVM_GET_STATS_FD; Linux 5.14+)"))
             return "\n".join(lines)
         lines.append(_("the vCPU's counters in the kernel (KVM_GET_STATS_FD), for this run:"))
-        lines += [f"  {name:<15} {self.kernel.get(name, 0):>9,}   {_(meaning)}" for name, meaning in COUNTERS.items()]
+        lines += [f"  {name:<15} {self.kernel.get(name, 0):>9,}   " + _(meaning) for name, meaning in COUNTERS.items()]
         return "\n".join(lines)
 
 

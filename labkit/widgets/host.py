@@ -186,7 +186,7 @@ def hypervisor_types_picture() -> HTML:
             f"margin:3px 0;padding:6px;text-align:center'>{html.escape(_(name))}</div>" for name, kind in layers)
         + "</td>" for _title, layers in TYPE_STACKS)
     legend = " ".join(f"<span style='background-color:{_KIND_COLOURS[k]};border:1px solid #616161;"
-                      f"padding:0 6px'>{_(name)}</span>"
+                      "padding:0 6px'>" + _(name) + "</span>"
                       for k, name in (("hw", N_("hardware")), ("hv", N_("hypervisor code")), ("os", N_("host OS")),
                                       ("app", N_("process")), ("vm", N_("guest"))))
     return HTML(f"<div class='labkit-type-stacks'><table style='width:100%;border-collapse:separate'>"
