@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import needs_kvm
+
 TOP = Path(__file__).resolve().parent.parent
 KOREAN_NOTEBOOKS = sorted((TOP / "notebooks" / "ko").glob("*.ipynb"))
 
@@ -62,7 +64,8 @@ NOT_PROSE = {
     "qemu-system-x86_64 --version": re.compile(r"^QEMU emulator version "),
     "uname -a in the guest": re.compile(r"^Linux \S+ \S+ #\d+ "),
     "a program's own message (cat: …, grep: …, /bin/sh: 1: modinfo: not found)":
-        re.compile(r"^(?:/bin/(?:ba)?sh: (?:line )?\d+: )?(?:cat|ls|grep|modinfo|lsmod|ps|ip|virsh|qemu-img|qemu-system-x86_64): "),
+        re.compile(r"^(?:/bin/(?:ba)?sh: (?:line )?\d+: )?"
+                   r"(?:cat|ls|grep|modinfo|lsmod|ps|ip|virsh|qemu-img|qemu-system-x86_64): "),
     "a Python object's repr (matplotlib's <Figure size … with 2 Axes>)": re.compile(r"^<[\w.]+ [^<>]*>$"),
 }
 #: What the lab's guest programs print (the tiny guests' own serial output, quoted from their .S source).
@@ -92,8 +95,13 @@ def prose_in(line: str) -> str | None:
     return None
 
 
+#: A particle written both ways (을(를), 이(가), (으)로 …): labkit.i18n.particles picks one from the word before it.
+PARTICLE_FALLBACK = re.compile(r"[을를]\([을를]\)|[이가]\([이가]\)|[은는]\([은는]\)|[과와]\([과와]\)|\(으\)로|\(이\)")
+
+
 def prose_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if prose_in(line)]
+    """The lines of ``text`` with English prose, or with a particle left unpicked."""
+    return [line for line in text.splitlines() if prose_in(line) or PARTICLE_FALLBACK.search(line)]
 
 
 # --------------------------------------------------------------------------- the rule, on samples
@@ -134,6 +142,11 @@ def test_an_english_sentence_is_prose(sentence: str) -> None:
 ])
 def test_commands_code_and_korean_are_not_prose(line: str) -> None:
     assert prose_in(line) is None
+
+
+def test_a_particle_left_unpicked_is_flagged() -> None:
+    lines = "KVM을(를) 실행했다\nKVM을 실행했다\n파일(으)로 간다"
+    assert prose_lines(lines) == ["KVM을(를) 실행했다", "파일(으)로 간다"]
 
 
 # --------------------------------------------------------------------------- the Korean notebooks
@@ -180,6 +193,8 @@ def labkit_ko(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("args", [
     ["host"], ["doctor"], ["--help"], ["boot", "--help"], ["virt", "--help"], ["kvm", "--help"],
     ["nested", "--help"], ["image", "--help"], ["cleanup", "--help"],
+    pytest.param(["kvm", "demo"], marks=needs_kvm),  # a guest on /dev/kvm: its summary and exits
+    ["boot", "--memory", "128"],  # one real boot of the tiny guest (TCG here): notes, report, timings
 ], ids=" ".join)
 def test_the_cli_speaks_korean(args: list[str]) -> None:
     run = labkit_ko(*args)

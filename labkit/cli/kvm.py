@@ -44,12 +44,13 @@ def run_demo(args: argparse.Namespace) -> int:
         print(guest.source)
     with Machine(guest, pages=args.pages, trace=print if args.trace else None) as machine:
         result = machine.run()
-    print(f"guest {guest.name}: {guest.summary}; ended in {result.special.describe()}")
-    print("serial output:")
+    print(_("guest {name}: {summary}; ended in {state}").format(name=guest.name, summary=guest.summary,
+                                                                state=result.special.describe()))
+    print(_("serial output:"))
     for line in result.serial.splitlines():
         print(f"  {line}")
-    print(f"stopped by: {result.stopped_by}")
-    print(f"exits: {result.total_exits}")
+    print(_("stopped by: {why}").format(why=result.stopped_by))
+    print(_("exits: {count}").format(count=result.total_exits))
     print(result.exit_table())
     return 0
 

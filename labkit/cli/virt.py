@@ -56,8 +56,8 @@ def run_up(args: argparse.Namespace) -> int:
         daemon = libvirtd.start(idle_timeout_s=args.idle_timeout)
         print(daemon.detail)
     with virt.connect(start_daemon=False) as conn:
-        print(f"connected to {conn.uri}: {conn.choice.reason}")
-        print(f"  by hand: virsh -c {conn.choice.uri} uri")
+        print(_("connected to {uri}: {reason}").format(uri=conn.uri, reason=conn.choice.reason))
+        print("  " + _("by hand: virsh -c {uri} uri").format(uri=conn.choice.uri))
     return 0
 
 
@@ -92,14 +92,14 @@ def run_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
-    print(f"uri          {choice.uri}  ({choice.reason})")
+    print(_("uri          {uri}  ({reason})").format(uri=choice.uri, reason=choice.reason))
     if daemon:
-        print(f"daemon       {daemon.detail}")
+        print(_("daemon       {detail}").format(detail=daemon.detail))
         if not daemon.running:
-            print(f"             fix: {'sudo ' if os.geteuid() else ''}labkit virt up")
+            print("             " + _("fix: {fix}").format(fix=("sudo " if os.geteuid() else "") + "labkit virt up"))
             return 1
-    print(f"domain type  {data['domain_type']['type']}  ({data['domain_type']['reason']})")
-    print(f"lab guests   {len(data['guests'])}   (virsh -c {choice.uri} list --all)")
+    print(_("domain type  {type}  ({reason})").format(type=dtype.type, reason=dtype.reason))
+    print(_("lab guests   {count}   (virsh -c {uri} list --all)").format(count=len(data["guests"]), uri=choice.uri))
     for name, s in data["guests"].items():
         print(f"  {name:<32} {s['state']:<10} cpu {s['cpu_time_ns'] / 1e9:.2f} s  {s['memory_kib'] >> 10} MiB")
     return 0
@@ -149,24 +149,25 @@ def _remove_if_orphaned(name: str) -> None:
 def _boot(args: argparse.Namespace, spec: virt.DomainSpec) -> int:
     with virt.connect() as conn:
         dtype = conn.domain_type()
-        print(f"{conn.uri}: domain type {dtype.type} ({dtype.reason})")
+        print(_("{uri}: domain type {type} ({reason})").format(uri=conn.uri, type=dtype.type, reason=dtype.reason))
         spec = dataclasses.replace(spec, domain_type=dtype.type)
         with conn.transient(spec) as dom:
             if args.xml:
                 print(dom.xml)
             dom.start()
-            print(f"started {dom.name}   (virsh create FILE --autodestroy: transient, and destroyed by libvirt "
-                  "if this command dies)")
+            print(_("started {name}   (virsh create FILE --autodestroy: transient, and destroyed by libvirt if this "
+                    "command dies)").format(name=dom.name))
             report = dom.wait_for_report(timeout=args.timeout)
             t = dom.timeline
-            print(f"report: Linux {report.kernel_release}, {report.cpus} CPU(s), {report.memory_mib} MiB, "
-                  f"hypervisor {report.hypervisor or 'none'}; guest userspace {report.uptime_s:.2f} s after its "
-                  f"kernel started")
-            print(f"times: start returned {t['started']:.2f} s, report {t['report']:.2f} s (create → guest "
-                  "userspace)")
+            print(_("report: Linux {release}, {cpus} CPU(s), {memory} MiB, hypervisor {hypervisor}; guest userspace "
+                    "{uptime:.2f} s after its kernel started").format(
+                release=report.kernel_release, cpus=report.cpus, memory=report.memory_mib,
+                hypervisor=report.hypervisor or _("none"), uptime=report.uptime_s))
+            print(_("times: start returned {started:.2f} s, report {report:.2f} s (create → guest userspace)").format(
+                started=t["started"], report=t["report"]))
             if args.cmdline:
-                print("QEMU command line libvirt generated   (virsh domxml-to-native qemu-argv --domain NAME):")
+                print(_("QEMU command line libvirt generated   (virsh domxml-to-native qemu-argv --domain NAME):"))
                 print("  " + " ".join(shlex.quote(a) for a in dom.qemu_command_line()))
-        print("events: " + ", ".join(f"{e.event} ({e.detail})" for e in dom.events))
-        print(f"destroyed {dom.name}   (virsh destroy: a transient domain leaves no definition)")
+        print(_("events: {events}").format(events=virt.event_list(dom.events)))
+        print(_("destroyed {name}   (virsh destroy: a transient domain leaves no definition)").format(name=dom.name))
     return 0
