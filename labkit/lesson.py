@@ -63,6 +63,11 @@ def say(text: str, **fields: object) -> None:
     print(_say(text, fields))
 
 
+def text(words: str, **fields: object) -> str:
+    """:func:`say`'s text without printing it: a notebook's own words as a value (a placeholder for "none")."""
+    return _say(words, fields)
+
+
 def unknown(because: str, **fields: object) -> Unknown:
     """The result of a claim this host cannot test: ``because`` says what is missing.
 

