@@ -68,8 +68,9 @@ NOT_PROSE = {
                    r"(?:cat|ls|grep|modinfo|lsmod|ps|ip|virsh|qemu-img|qemu-system-x86_64): "),
     "a Python object's repr (matplotlib's <Figure size … with 2 Axes>)": re.compile(r"^<[\w.]+ [^<>]*>$"),
 }
-#: What the lab's guest programs print (the tiny guests' own serial output, quoted from their .S source).
-GUEST_OUTPUT = re.compile(r"Hello from (?:16-bit real|32-bit protected|64-bit long) mode!"
+#: What the lab's guest programs print (the tiny guests' own serial output, quoted from their .S source), and a
+#: kernel console line where a widget's text flattening put it after its Korean title.
+GUEST_OUTPUT = re.compile(r"\[\s*\d+\.\d+\] .*$|Hello from (?:16-bit real|32-bit protected|64-bit long) mode!"
                           r"|^(?:real|protected|long) mode: \d\d-bit, .+$|^ring 0: kernel mode$"
                           r"|^ring 3: user mode, entered with iretq$")
 
@@ -131,6 +132,7 @@ def test_an_english_sentence_is_prose(sentence: str) -> None:
     "rax=0000000000000000 rbx=0000000000000000 rip=0x8010 cr0=0x60000010",
     "근거: /proc/cpuinfo에 'hypervisor' 플래그가 있다 (CPUID.1:ECX bit 31)",
     "Hello from 16-bit real mode!",
+    "콘솔 전체(8줄) [ 0.069615] ACPI BIOS Error (bug): A valid RSDP was not found (20220331/tbxfroot-210)",
     "real       cr0=0x60000010 efer=0x0000 cs=0x0000 → Hello from 16-bit real mode!",
     "cmdline  console=ttyS0 quiet panic=-1 cryptomgr.notests nokaslr noreplace-smp",
     "게스트 커널은 KVM의 instruction emulator가 ring 0 코드를 하나씩 실행한다",
@@ -223,3 +225,32 @@ def test_cli_errors_are_korean(args: list[str]) -> None:
     assert lines[0].startswith("labkit: 오류: ") and lines[-1].lstrip().startswith("해결: "), run.stderr
     english = prose_lines(run.stderr)
     assert not english, f"labkit {' '.join(args)} under LABKIT_LANG=ko:\n" + "\n".join(english)
+
+
+# --------------------------------------------------------------------------- figures
+
+def test_figures_draw_hangul_as_letters() -> None:
+    """With the Korean font set, two syllables draw as two different shapes (a missing glyph draws one box)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from labkit.results import plot
+
+    def drawn(text: str) -> np.ndarray:
+        fig = plt.figure(figsize=(1, 1), dpi=50)
+        fig.text(0.1, 0.3, text, fontsize=30)
+        fig.canvas.draw()
+        pixels = np.asarray(fig.canvas.buffer_rgba()).copy()
+        plt.close(fig)
+        return pixels
+
+    plot.use_font_for("ko")
+    try:
+        assert not (drawn("가") == 255).all(), "the syllable drew nothing"
+        assert (drawn("가") != drawn("나")).any(), "two syllables drew the same shape: no Hangul font (fonts-nanum)"
+        assert (drawn("\U000e0100") != drawn("가")).any(), "a syllable drew like a code point no font has"
+    finally:
+        plt.rcdefaults()

@@ -70,7 +70,7 @@ class Page:
 def _details(summary: str, text: str) -> str:
     """A folded block: ``summary`` is shown, ``text`` opens with one click."""
     return (f"<details><summary>{html.escape(summary)}</summary><pre style='white-space:pre-wrap;font-size:85%'>"
-            f"{html.escape(text)}</pre></details>")
+            f"{html.escape(str(text))}</pre></details>")
 
 
 def _rows(rows: Iterable[tuple[str, str]]) -> str:
@@ -98,7 +98,7 @@ def boot_view(console: str, report: images.GuestReport) -> Page:
 
 def kvm_attempt_view(plan: qemu.KvmPlan, attempt: qemu.KvmAttempt) -> Page:
     """What the bounded KVM attempt showed: why it ran or not, how it ended, and the evidence."""
-    parts = [f"<p>{html.escape(plan.reason)}</p>"]
+    parts = [f"<p>{html.escape(str(plan.reason))}</p>"]
     if attempt.booted:
         done = _("Linux reached its /init under KVM after {seconds:.1f} s.").format(seconds=attempt.seconds)
         parts.append(f"<p>{html.escape(done)}</p>")

@@ -127,7 +127,7 @@ class Dashboard(StaticFallback, w.VBox):
             action()
             self.message.value = ""
         except LabkitError as exc:
-            self.message.value = f"<span style='color:#c62828'>{html.escape(exc.what)}</span>"
+            self.message.value = f"<span style='color:#c62828'>{html.escape(str(exc.what))}</span>"
         self.refresh()
 
     def _tick(self, interval: float) -> None:
