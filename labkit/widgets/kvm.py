@@ -105,10 +105,10 @@ class ExitStepper:
         assert self.machine is not None  # a step was taken on it
         done = _(" — guest stopped ({how})").format(how=self.machine.finished) if self.machine.finished else ""
         self._title.value = f"<b>exit {step.index}</b>: {html.escape(str(step.exit))}{html.escape(done)}"
-        self._regs.value = _pre(f"cpu: {step.special.describe()}\n{step.registers.table(step.special.bits)}\n"
-                                f"{step.special.table()}")
+        self._regs.value = _pre(_("cpu: {state}").format(state=step.special.describe()) + "\n"
+                                + f"{step.registers.table(step.special.bits)}\n{step.special.table()}")
         self._code.value = _pre(format_code(step.code))
-        self._serial.value = _pre(f"serial so far: {step.serial!r}")
+        self._serial.value = _pre(_("serial so far: {serial!r}").format(serial=step.serial))
         self._buttons(not self.machine.finished)
 
     def _buttons(self, running: bool) -> None:
