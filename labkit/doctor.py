@@ -50,7 +50,7 @@ def check_cpu(report: host.HostReport) -> Check:
 
 def check_platform(report: host.HostReport) -> Check:
     nested = _(" — KVM guests here are nested") if report.nested else ""
-    return Check("platform", "ok", report.platform.summary + nested)
+    return Check("platform", "ok", str(report.platform.summary) + nested)
 
 
 def check_kvm(report: host.HostReport) -> Check:

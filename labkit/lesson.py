@@ -53,6 +53,21 @@ def _say(text: str, fields: dict[str, object]) -> str:
     return said.format(**fields) if fields else said
 
 
+def say(text: str, **fields: object) -> None:
+    """Print a line of the notebook's own (a measurement's labels) in the learner's language.
+
+    The notebook's code stays one line of English for both editions, as for :func:`check`:
+    ``lesson.say("mapped {mib} MiB", mib=n)`` prints the Korean of its ``notebook-NN.po`` in the
+    Korean edition, the placeholders filled after translation.
+    """
+    print(_say(text, fields))
+
+
+def text(words: str, **fields: object) -> str:
+    """:func:`say`'s text without printing it: a notebook's own words as a value (a placeholder for "none")."""
+    return _say(words, fields)
+
+
 def unknown(because: str, **fields: object) -> Unknown:
     """The result of a claim this host cannot test: ``because`` says what is missing.
 

@@ -46,6 +46,8 @@ import psutil
 
 from labkit import runtime
 from labkit.errors import AccessDeniedError, LabkitError, MissingToolError
+from labkit.i18n import Phrase
+from labkit.i18n import noop as N_
 
 SYSTEM_URI = "qemu:///system"
 LIBVIRTD = Path("/usr/sbin/libvirtd")
@@ -173,10 +175,12 @@ def status(uri: str = SYSTEM_URI) -> Daemon:
     started = mine is not None and pid == mine["pid"]
     timeout = mine["idle_timeout_s"] if mine is not None and started else None
     if reason is None:
-        who = (f"started by labkit, exits after {timeout} s idle" if started and timeout
-               else "started by labkit" if started else "not started by labkit")
-        return Daemon(uri, True, pid, started, timeout, f"libvirtd answers on {uri} (pid {pid}, {who})")
-    return Daemon(uri, False, pid, False, None, f"no libvirtd answers on {uri}: {reason}")
+        who = (Phrase(N_("started by labkit, exits after {timeout} s idle"), timeout=timeout) if started and timeout
+               else Phrase(N_("started by labkit")) if started else Phrase(N_("not started by labkit")))
+        return Daemon(uri, True, pid, started, timeout,
+                      Phrase(N_("libvirtd answers on {uri} (pid {pid}, {who})"), uri=uri, pid=pid, who=who))
+    return Daemon(uri, False, pid, False, None, Phrase(N_("no libvirtd answers on {uri}: {reason}"), uri=uri,
+                                                       reason=reason))
 
 
 def start(idle_timeout_s: int = IDLE_TIMEOUT_S, ready_timeout_s: float = 60.0) -> Daemon:

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from labkit import runtime
 from labkit.errors import InvalidOptionError, LabkitError
+from labkit.i18n import Phrase
+from labkit.i18n import noop as N_
 from labkit.i18n.notebooks import edition_dir
 from labkit.lesson import RESULTS_MIME
 from labkit.results.declaration import Declaration, declaration, read_notebook
@@ -79,8 +81,8 @@ def resolve(names: Iterable[str], lang: str = "en") -> list[Path]:
             continue
         match = [p for p in every if p.stem == name or p.name == name or p.stem.split("_")[0] == name.zfill(2)]
         if not match:
-            raise InvalidOptionError(f"no notebook called {name!r}",
-                                     f"choose from: {', '.join(p.stem for p in every)}")
+            raise InvalidOptionError(Phrase(N_("no notebook called {name!r}"), name=name),
+                                     Phrase(N_("choose from: {names}"), names=", ".join(p.stem for p in every)))
         chosen.append(match[0])
     return chosen
 

@@ -28,7 +28,7 @@ from labkit.i18n import catalogs
 TOP = Path(__file__).resolve().parent.parent
 KO = catalogs.LOCALE_DIR / "ko" / "LC_MESSAGES"
 #: Which argument of each lesson function is text for the learner: (positional index, keyword) pairs.
-LESSON_TEXT = {"check": ((0, "claim"),), "unknown": ((0, "because"),),
+LESSON_TEXT = {"check": ((0, "claim"),), "unknown": ((0, "because"),), "say": ((0, "text"),), "text": ((0, "words"),),
                "ready": ((0, "question"), (3, "why"), (4, "hint"))}
 LANG_VARIABLES = ("LABKIT_LANG", *i18n.LOCALE_VARIABLES)
 
@@ -206,7 +206,7 @@ def test_ready_and_a_failed_claim_in_korean(korean_catalogs: Path, capsys: pytes
     ]
     with pytest.raises(lesson.ClaimFailed) as failed:
         lesson.check("the kernel manages the hardware", False, "evidence")
-    assert failed.value.what == ("실습은 '커널은 하드웨어를 관리한다'이라고 주장하지만, 이 호스트에서는 그렇지 않다. "
+    assert failed.value.what == ("실습은 '커널은 하드웨어를 관리한다'라고 주장하지만, 이 호스트에서는 그렇지 않다. "
                                  "evidence")
     assert failed.value.fix.startswith("`labkit doctor`를 실행하고")
 
@@ -299,3 +299,37 @@ def test_compile_command_rejects_anything_else() -> None:
     run = subprocess.run([sys.executable, "-m", "labkit.i18n", "extract"], capture_output=True, text=True)
     assert run.returncode == 2
     assert run.stderr.startswith("labkit: error:") and "fix: python -m labkit.i18n compile" in run.stderr
+
+
+# --------------------------------------------------------------------------- particles and phrases
+
+@pytest.mark.parametrize("template, word, expected", [
+    ("{x}을(를) 실행했다", "KVM", "KVM을 실행했다"),      # 엠: a final consonant
+    ("{x}을(를) 실행했다", "QEMU", "QEMU를 실행했다"),    # 유: none
+    ("{x}이(가) 있다", "커널", "커널이 있다"),
+    ("{x}이(가) 있다", "리눅스", "리눅스가 있다"),
+    ("{x}(으)로 간다", "파일", "파일로 간다"),            # ㄹ takes 로
+    ("{x}(으)로 간다", "KVM", "KVM으로 간다"),
+    ("{x}(이)다", "'ok'", "'ok'다"),                      # quotes are not read aloud
+    ("{x}은(는) 같다", "(41, 42, 43)", "(41, 42, 43)은 같다"),  # 삼
+    ("{x}와(과) {y}", "7", "7과 {y}"),                     # 칠
+])
+def test_particles_fit_the_inserted_word(template: str, word: str, expected: str) -> None:
+    from labkit.i18n import particles
+    assert particles.resolve(template.replace("{x}", word)) == expected
+    assert particles.Translated(template).format(x=word, y="{y}") == expected
+
+
+def test_a_phrase_is_english_and_shows_the_language_of_the_moment(korean_catalogs: Path) -> None:
+    (korean_catalogs / "notebook-99_test.po").write_text(
+        'msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n"Language: ko\\n"\n\n'
+        'msgid "guest driver {module} is loaded"\nmsgstr "게스트 드라이버 {module}(이)가 로드되어 있다"\n',
+        encoding="utf-8")
+    i18n._translations.cache_clear()
+    i18n.use("ko")
+    said = i18n.Phrase("guest driver {module} is loaded", module="virtio_pci")
+    assert said == "guest driver virtio_pci is loaded"  # data, JSON and tests see English
+    assert str(said) == f"{said}" == "게스트 드라이버 virtio_pci가 로드되어 있다"
+    assert str(i18n.joined([said, "x"], "; ")) == "게스트 드라이버 virtio_pci가 로드되어 있다; x"
+    i18n.use("en")
+    assert str(said) == "guest driver virtio_pci is loaded"

@@ -15,7 +15,6 @@ stopped early (``| head``) ends quietly.  A learner never sees a traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import os
 import sys
@@ -24,23 +23,32 @@ from typing import NoReturn
 from labkit import i18n
 from labkit.errors import LabkitError, MissingToolError, from_os_error
 from labkit.i18n import _
+from labkit.i18n import noop as N_
 
 #: Every command: its name -> (its module in labkit.cli, its one-line help), in help order.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "doctor": ("doctor", "is this host ready for the lab? (ok/warn/fail with fixes)"),
-    "host": ("host", "kernel, CPU, bare metal or VM, and the /dev/kvm verdict"),
-    "kvm": ("kvm", "run the lab's tiny guests on /dev/kvm with labkit's own VMM"),
-    "image": ("image", "build or show the tiny guest (kernel + busybox initramfs)"),
-    "boot": ("boot", "boot the tiny Linux guest with QEMU; print its report and boot timings"),
-    "virt": ("virt", "libvirt: the daemon, and real guests managed by it"),
-    "nested": ("nested", "run a command inside an emulated AMD-V machine (hardware KVM on any x86 host)"),
-    "cleanup": ("cleanup", "stop and remove the QEMU processes, libvirt domains, scratch dirs and logs that killed "
-                           "lab runs left behind (labkit-<you>-*)"),
-    "run": ("run", "execute notebooks headless with papermill: results as a table, sweeps as plots"),
-    "results": ("results", "combine result files of many machines (labkit run --export) into one table and plot"),
-    "hub": ("hub", "run a JupyterHub for a class: one JupyterLab per student account (root)"),
-    "class": ("class_status", "the instructor's view of a class: exercise checks, run results"),
+    "doctor": ("doctor", N_("is this host ready for the lab? (ok/warn/fail with fixes)")),
+    "host": ("host", N_("kernel, CPU, bare metal or VM, and the /dev/kvm verdict")),
+    "kvm": ("kvm", N_("run the lab's tiny guests on /dev/kvm with labkit's own VMM")),
+    "image": ("image", N_("build or show the tiny guest (kernel + busybox initramfs)")),
+    "boot": ("boot", N_("boot the tiny Linux guest with QEMU; print its report and boot timings")),
+    "virt": ("virt", N_("libvirt: the daemon, and real guests managed by it")),
+    "nested": ("nested", N_("run a command inside an emulated AMD-V machine (hardware KVM on any x86 host)")),
+    "cleanup": ("cleanup", N_("stop and remove the QEMU processes, libvirt domains, scratch dirs and logs that "
+                              "killed lab runs left behind (labkit-<you>-*)")),
+    "run": ("run", N_("execute notebooks headless with papermill: results as a table, sweeps as plots")),
+    "results": ("results", N_("combine result files of many machines (labkit run --export) into one table and "
+                              "plot")),
+    "hub": ("hub", N_("run a JupyterHub for a class: one JupyterLab per student account (root)")),
+    "class": ("class_status", N_("the instructor's view of a class: exercise checks, run results")),
 }
+
+#: argparse's own words (its usage line, section titles, -h and its errors), translated like labkit's.
+ARGPARSE_MESSAGES = (N_("usage: "), N_("positional arguments"), N_("options"), N_("show this help message and exit"),
+                     N_("unrecognized arguments: %s"), N_("the following arguments are required: %s"),
+                     N_("invalid choice: %(value)r (choose from %(choices)s)"),
+                     N_("argument %(argument_name)s: %(message)s"), N_("expected one argument"),
+                     N_("invalid %(type)s value: %(value)r"), N_("not allowed with argument %s"))
 
 
 def seconds(text: str) -> float:
@@ -58,11 +66,10 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with its usage errors in the lab's one format (``labkit: error:`` + ``fix:``, exit 2)."""
 
     def error(self, message: str) -> NoReturn:
-        with contextlib.suppress(LabkitError):  # parsing comes before main() chose the language
-            i18n.use()
         error, fix = _labels()
         print(f"{error} {self.prog}: {message}", file=sys.stderr)
-        print(f"  {fix} `{self.prog} --help` lists the options and their values", file=sys.stderr)
+        print(f"  {fix} " + _("`{prog} --help` lists the options and their values").format(prog=self.prog),
+              file=sys.stderr)
         sys.exit(2)
 
 
@@ -73,19 +80,19 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     others' dependencies.
     """
     chosen = _command_in(argv)
-    parser = _Parser(prog="labkit", description="KVM Lab: inspect this host and run real guests.")
+    parser = _Parser(prog="labkit", description=_("KVM Lab: inspect this host and run real guests."))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         if name != chosen:
-            sub.add_parser(name, help=help_text)  # listed in `labkit --help`; never parsed in this run
+            sub.add_parser(name, help=_(help_text))  # listed in `labkit --help`; never parsed in this run
             continue
         try:
             module = importlib.import_module(f"labkit.cli.{module_name}")
         except ImportError as exc:  # e.g. libvirt-python missing: the other commands still work
-            _register_unavailable(sub.add_parser(name, help=f"(unavailable: {exc.name} is not installed)"),
-                                  name, exc)
+            _register_unavailable(sub.add_parser(name, help=_("(unavailable: {module} is not installed)").format(
+                module=exc.name)), name, exc)
             continue
-        module.register(sub.add_parser(name, help=help_text))
+        module.register(sub.add_parser(name, help=_(help_text)))
     return parser
 
 
@@ -106,9 +113,13 @@ def _register_unavailable(p: argparse.ArgumentParser, name: str, exc: ImportErro
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        i18n.use()  # LABKIT_LANG, else the locale: labkit's messages (and its --help) in the learner's language
+    except LabkitError as exc:
+        return _error(exc)
+    argparse._ = i18n.gettext  # type: ignore[attr-defined]  # argparse's own words (usage:, -h): ARGPARSE_MESSAGES
     args = build_parser(argv).parse_args(argv)
     try:
-        i18n.use()  # LABKIT_LANG, else the locale: labkit's messages in the learner's language
         status = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's own flush at exit
         return status
@@ -136,7 +147,7 @@ def _error(exc: LabkitError) -> int:
 
 
 def _labels() -> tuple[str, str]:
-    """``labkit: error:`` and ``fix:`` in the learner's language (the messages themselves stay English)."""
+    """``labkit: error:`` and ``fix:`` in the learner's language."""
     return _("labkit: error:"), _("fix:")
 
 

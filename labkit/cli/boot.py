@@ -10,21 +10,22 @@ from pathlib import Path
 
 from labkit import images, qemu
 from labkit.cli import seconds
+from labkit.i18n import _
 
 
 def register(p: argparse.ArgumentParser) -> None:
     """The options of `labkit boot`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
-                   help="auto: KVM where it can boot Linux, else TCG (default)")
-    p.add_argument("--memory", type=int, default=128, metavar="MiB", help="guest memory (default 128)")
-    p.add_argument("--vcpus", type=int, default=1, metavar="N", help="virtual CPUs (default 1)")
-    p.add_argument("--machine", default="auto", help="auto (default), pc, q35 or microvm")
-    p.add_argument("--cpu", help="CPU model to emulate, e.g. qemu64, Skylake-Client (default: QEMU's)")
-    p.add_argument("--command", help="a shell command the guest runs after its report")
-    p.add_argument("--kernel", type=Path, help="boot this kernel instead of the cached one")
-    p.add_argument("--timeout", type=seconds, default=60.0, metavar="S", help="give up after S seconds (60)")
-    p.add_argument("--console", action="store_true", help="stream the guest's console while it boots")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+                   help=_("auto: KVM where it can boot Linux, else TCG (default)"))
+    p.add_argument("--memory", type=int, default=128, metavar="MiB", help=_("guest memory (default 128)"))
+    p.add_argument("--vcpus", type=int, default=1, metavar="N", help=_("virtual CPUs (default 1)"))
+    p.add_argument("--machine", default="auto", help=_("auto (default), pc, q35 or microvm"))
+    p.add_argument("--cpu", help=_("CPU model to emulate, e.g. qemu64, Skylake-Client (default: QEMU's)"))
+    p.add_argument("--command", help=_("a shell command the guest runs after its report"))
+    p.add_argument("--kernel", type=Path, help=_("boot this kernel instead of the cached one"))
+    p.add_argument("--timeout", type=seconds, default=60.0, metavar="S", help=_("give up after S seconds (60)"))
+    p.add_argument("--console", action="store_true", help=_("stream the guest's console while it boots"))
+    p.add_argument("--json", action="store_true", help=_("print the result as JSON"))
     p.set_defaults(func=run)
 
 
@@ -40,20 +41,24 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return status
-    print(f"accel      {result.accel.name}: {result.accel.reason}")
-    print(f"machine    {result.config.machine}, {result.config.vcpus} vCPU, {result.config.memory_mib} MiB, "
-          f"cpu {result.config.cpu or 'QEMU default'}")
+    print(_("accel      {name}: {reason}").format(name=result.accel.name, reason=result.accel.reason))
+    print(_("machine    {machine}, {vcpus} vCPU, {memory} MiB, cpu {cpu}").format(
+        machine=result.config.machine, vcpus=result.config.vcpus, memory=result.config.memory_mib,
+        cpu=result.config.cpu or _("QEMU default")))
     for note in result.notes:
         print(f"           - {note}")
-    print(f"guest      Linux {r.kernel_release}, {r.cpus} CPU, {r.memory_mib} MiB usable")
-    print(f"guest cpu  {r.cpu_vendor} {r.cpu_model}; hypervisor flag: {'yes' if r.hypervisor_flag else 'no'}, "
-          f"CPUID says: {r.hypervisor or 'none'}; VT-x/AMD-V visible: {r.hardware_virtualization or 'no'}")
-    print(f"timings    first console byte {_s(t.first_output_s)}, userspace {_s(t.userspace_s)}, "
-          f"powered off {_s(t.poweroff_s)} (since launch)")
-    print(f"           the guest's clock at /init: {t.guest_uptime_s:.2f} s; before the kernel's clock "
-          f"started: {t.before_kernel_s:.2f} s")
+    print(_("guest      Linux {release}, {cpus} CPU, {memory} MiB usable").format(
+        release=r.kernel_release, cpus=r.cpus, memory=r.memory_mib))
+    print(_("guest cpu  {vendor} {model}; hypervisor flag: {flag}, CPUID says: {hypervisor}; VT-x/AMD-V visible: "
+            "{extension}").format(vendor=r.cpu_vendor, model=r.cpu_model,
+                                  flag=_("yes") if r.hypervisor_flag else _("no"), hypervisor=r.hypervisor or _("none"),
+                                  extension=r.hardware_virtualization or _("no")))
+    print(_("timings    first console byte {first}, userspace {userspace}, powered off {off} (since launch)").format(
+        first=_s(t.first_output_s), userspace=_s(t.userspace_s), off=_s(t.poweroff_s)))
+    print("           " + _("the guest's clock at /init: {uptime:.2f} s; before the kernel's clock started: "
+                            "{before:.2f} s").format(uptime=t.guest_uptime_s, before=t.before_kernel_s))
     if r.command_output is not None:
-        print(f"command    exit status {r.command_status}:\n{r.command_output.rstrip()}")
+        print(_("command    exit status {status}:").format(status=r.command_status) + "\n" + r.command_output.rstrip())
     return status
 
 

@@ -8,23 +8,24 @@ from pathlib import Path
 
 from labkit import cleanup, images
 from labkit.errors import InvalidOptionError
+from labkit.i18n import _
 
 
 def register(p: argparse.ArgumentParser) -> None:
     """The options of `labkit cleanup`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
-    p.description = ("Finds what the lab made by its names (labkit-<user>-..., scratch dirs in "
+    p.description = _("Finds what the lab made by its names (labkit-<user>-..., scratch dirs in "
                      "/tmp/labkit-<user>) and removes the orphans: things whose labkit process is "
                      "gone, and dead Jupyter kernels' connection files. A notebook that still runs "
                      "keeps its guests (it releases them itself); --force removes those too. The "
                      "guest image cache is only emptied with --cache.")
-    p.add_argument("--all-users", action="store_true", help="as root: every user's leftovers")
+    p.add_argument("--all-users", action="store_true", help=_("as root: every user's leftovers"))
     p.add_argument("--force", action="store_true",
-                   help="also what still-running lab processes (a notebook) own; by default only orphans go")
-    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+                   help=_("also what still-running lab processes (a notebook) own; by default only orphans go"))
+    p.add_argument("--dry-run", action="store_true", help=_("only say what would be removed"))
+    p.add_argument("--json", action="store_true", help=_("print the report as JSON"))
     p.add_argument("--cache", action="store_true",
-                   help="instead: empty your guest image cache (images in use this minute stay; the next boot "
-                        "builds what it needs, fetching the kernel package again)")
+                   help=_("instead: empty your guest image cache (images in use this minute stay; the next boot "
+                        "builds what it needs, fetching the kernel package again)"))
     p.set_defaults(func=run)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from labkit.errors import AccessDeniedError, InvalidOptionError, MissingToolError
 from labkit.hub import accounts, limits
 from labkit.hub.plan import STATE_DIR, HubPlan
+from labkit.i18n import _
 
 LAB_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -24,20 +25,21 @@ def register(p: argparse.ArgumentParser) -> None:
                      "configurable-http-proxy until Ctrl-C or SIGTERM; stopping it stops every "
                      "student's server, guests and processes. ./kvmlab hub installs what it needs.")
     hub = p.add_subparsers(dest="hub_command", required=True, metavar="ACTION")
-    start = hub.add_parser("start", help="create the accounts and run the hub in the foreground")
+    start = hub.add_parser("start", help=_("create the accounts and run the hub in the foreground"))
     who = start.add_mutually_exclusive_group(required=True)
-    who.add_argument("--students", help="comma-separated login names (created if missing)")
-    who.add_argument("--count", type=int, help="this many students, named student1, student2, ...")
+    who.add_argument("--students", help=_("comma-separated login names (created if missing)"))
+    who.add_argument("--count", type=int, help=_("this many students, named student1, student2, ..."))
     start.add_argument("--passwords", type=Path, metavar="FILE",
-                       help="'name:password' lines; new accounts not in it get a random password, "
-                            "written to STATE/passwords (root only)")
-    start.add_argument("--ip", type=ip_address, default="", help="address to listen on (default: all)")
-    start.add_argument("--port", type=port_number, default=8000, help="TCP port to listen on (default 8000)")
-    start.add_argument("--state", type=Path, default=STATE_DIR, help=f"hub state folder (default {STATE_DIR})")
-    start.add_argument("--memory-mib", type=int, default=2048, help="memory cap per student (0: none)")
-    start.add_argument("--cpus", type=float, default=1.0, help="CPU quota per student (0: none)")
+                       help=_("'name:password' lines; new accounts not in it get a random password, "
+                            "written to STATE/passwords (root only)"))
+    start.add_argument("--ip", type=ip_address, default="", help=_("address to listen on (default: all)"))
+    start.add_argument("--port", type=port_number, default=8000, help=_("TCP port to listen on (default 8000)"))
+    start.add_argument("--state", type=Path, default=STATE_DIR,
+                       help=_("hub state folder (default {path})").format(path=STATE_DIR))
+    start.add_argument("--memory-mib", type=int, default=2048, help=_("memory cap per student (0: none)"))
+    start.add_argument("--cpus", type=float, default=1.0, help=_("CPU quota per student (0: none)"))
     start.add_argument("--cache", type=Path, default=Path("/var/cache/labkit"),
-                       help="shared read-only guest image cache (built if missing)")
+                       help=_("shared read-only guest image cache (built if missing)"))
     start.set_defaults(func=run_start)
 
 

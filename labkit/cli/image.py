@@ -7,24 +7,25 @@ import json
 from pathlib import Path
 
 from labkit import images
+from labkit.i18n import _
 
 
 def register(p: argparse.ArgumentParser) -> None:
     """The options of `labkit image`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
-    build = verbs.add_parser("build", help="find or fetch a kernel and build the initramfs (cached)")
-    build.add_argument("--kernel", type=Path, help="use this bzImage/vmlinux (default: $LABKIT_KERNEL, "
-                                                   "/boot, the cache, else apt-get download)")
-    build.add_argument("--command", help="a shell command the guest runs after its report")
-    build.add_argument("--refresh", action="store_true", help="ask the archive for a newer kernel package")
-    build.add_argument("--force", action="store_true", help="rebuild the initramfs even if cached")
+    build = verbs.add_parser("build", help=_("find or fetch a kernel and build the initramfs (cached)"))
+    build.add_argument("--kernel", type=Path, help=_("use this bzImage/vmlinux (default: $LABKIT_KERNEL, "
+                                                   "/boot, the cache, else apt-get download)"))
+    build.add_argument("--command", help=_("a shell command the guest runs after its report"))
+    build.add_argument("--refresh", action="store_true", help=_("ask the archive for a newer kernel package"))
+    build.add_argument("--force", action="store_true", help=_("rebuild the initramfs even if cached"))
     build.add_argument("--into", type=Path, metavar="DIR",
-                       help="build into DIR (e.g. a shared read-only cache for a workshop: "
-                            "students point LABKIT_SHARED_CACHE at it)")
-    build.add_argument("--quiet", action="store_true", help="no progress bar, one line of output")
+                       help=_("build into DIR (e.g. a shared read-only cache for a workshop: "
+                            "students point LABKIT_SHARED_CACHE at it)"))
+    build.add_argument("--quiet", action="store_true", help=_("no progress bar, one line of output"))
     build.set_defaults(func=run_build)
-    info = verbs.add_parser("info", help="the guest labkit would boot, and what is cached where")
-    info.add_argument("--json", action="store_true", help="print as JSON")
+    info = verbs.add_parser("info", help=_("the guest labkit would boot, and what is cached where"))
+    info.add_argument("--json", action="store_true", help=_("print as JSON"))
     info.set_defaults(func=run_info)
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from labkit.cli import seconds
+from labkit.i18n import _
 from labkit.kvm import guests
 from labkit.kvm.machine import Machine
 
@@ -15,24 +16,25 @@ from labkit.kvm.machine import Machine
 def register(p: argparse.ArgumentParser) -> None:
     """The options of `labkit kvm`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
     kvm_sub = p.add_subparsers(dest="kvm_command", required=True, metavar="SUBCOMMAND")
-    demo = kvm_sub.add_parser("demo", help="run a hello guest; print its serial output and its exits")
+    demo = kvm_sub.add_parser("demo", help=_("run a hello guest; print its serial output and its exits"))
     demo.add_argument("--mode", choices=list(guests.HELLO), default="long",
-                      help="CPU mode the guest runs in (switch: real→protected→long inside the guest; "
-                           "ring3: drop from ring 0 to ring 3) [default: long]")
+                      help=_("CPU mode the guest runs in (switch: real→protected→long inside the guest; "
+                           "ring3: drop from ring 0 to ring 3) [default: long]"))
     demo.add_argument("--pages", choices=["4K", "2M", "1G"], default="2M",
-                      help="page size of the identity map in long mode [default: 2M]")
-    demo.add_argument("--trace", action="store_true", help="print every KVM ioctl as it is made")
-    demo.add_argument("--source", action="store_true", help="print the guest's assembly source first")
+                      help=_("page size of the identity map in long mode [default: 2M]"))
+    demo.add_argument("--trace", action="store_true", help=_("print every KVM ioctl as it is made"))
+    demo.add_argument("--source", action="store_true", help=_("print the guest's assembly source first"))
     demo.set_defaults(func=run_demo)
-    linux = kvm_sub.add_parser("linux", help="boot the tiny Linux guest with labkit's own VMM (no QEMU); "
-                                             "print its report, times and exits")
-    linux.add_argument("--command", help="a shell command the guest runs after its report")
-    linux.add_argument("--memory", type=int, default=128, metavar="MiB", help="guest memory (default 128)")
-    linux.add_argument("--vcpus", type=int, default=1, metavar="N", help="virtual CPUs (this VMM boots 1)")
-    linux.add_argument("--kernel", type=Path, help="boot this kernel (a vmlinux or bzImage) instead of the cached one")
-    linux.add_argument("--timeout", type=seconds, default=60.0, metavar="S", help="give up after S seconds (60)")
-    linux.add_argument("--console", action="store_true", help="stream the guest's console while it boots")
-    linux.add_argument("--json", action="store_true", help="print the result as JSON")
+    linux = kvm_sub.add_parser("linux", help=_("boot the tiny Linux guest with labkit's own VMM (no QEMU); "
+                                             "print its report, times and exits"))
+    linux.add_argument("--command", help=_("a shell command the guest runs after its report"))
+    linux.add_argument("--memory", type=int, default=128, metavar="MiB", help=_("guest memory (default 128)"))
+    linux.add_argument("--vcpus", type=int, default=1, metavar="N", help=_("virtual CPUs (this VMM boots 1)"))
+    linux.add_argument("--kernel", type=Path,
+                       help=_("boot this kernel (a vmlinux or bzImage) instead of the cached one"))
+    linux.add_argument("--timeout", type=seconds, default=60.0, metavar="S", help=_("give up after S seconds (60)"))
+    linux.add_argument("--console", action="store_true", help=_("stream the guest's console while it boots"))
+    linux.add_argument("--json", action="store_true", help=_("print the result as JSON"))
     linux.set_defaults(func=run_linux)
 
 
@@ -42,12 +44,13 @@ def run_demo(args: argparse.Namespace) -> int:
         print(guest.source)
     with Machine(guest, pages=args.pages, trace=print if args.trace else None) as machine:
         result = machine.run()
-    print(f"guest {guest.name}: {guest.summary}; ended in {result.special.describe()}")
-    print("serial output:")
+    print(_("guest {name}: {summary}; ended in {state}").format(name=guest.name, summary=guest.summary,
+                                                                state=result.special.describe()))
+    print(_("serial output:"))
     for line in result.serial.splitlines():
         print(f"  {line}")
-    print(f"stopped by: {result.stopped_by}")
-    print(f"exits: {result.total_exits}")
+    print(_("stopped by: {why}").format(why=result.stopped_by))
+    print(_("exits: {count}").format(count=result.total_exits))
     print(result.exit_table())
     return 0
 

@@ -11,24 +11,25 @@ import sys
 
 from labkit import nested
 from labkit.cli import seconds
+from labkit.i18n import _
 
 
 def register(p: argparse.ArgumentParser) -> None:
     """The options of `labkit nested`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
     modes = p.add_subparsers(dest="mode", required=True, metavar="MODE")
-    run = modes.add_parser("run", help="run CMD inside as you, stream its output, exit with its status")
-    shell = modes.add_parser("shell", help="an interactive shell inside")
+    run = modes.add_parser("run", help=_("run CMD inside as you, stream its output, exit with its status"))
+    shell = modes.add_parser("shell", help=_("an interactive shell inside"))
     for mode in (run, shell):
         mode.add_argument("--memory", type=int, default=nested.machine.DEFAULT_MEMORY_MIB, metavar="MiB",
-                          help=f"L1's memory (default {nested.machine.DEFAULT_MEMORY_MIB})")
+                          help=_("L1's memory (default {mib})").format(mib=nested.machine.DEFAULT_MEMORY_MIB))
         mode.add_argument("--vcpus", type=int, metavar="N",
-                          help=f"L1's virtual CPUs (default {nested.machine.DEFAULT_VCPUS}, or this host's CPUs if "
-                               "fewer)")
+                          help=_("L1's virtual CPUs (default {vcpus}, or this host's CPUs if fewer)").format(
+                              vcpus=nested.machine.DEFAULT_VCPUS))
         mode.add_argument("--timeout", type=seconds, default=1800.0, metavar="S",
-                          help="kill L1 after S seconds (default 1800)")
+                          help=_("kill L1 after S seconds (default 1800)"))
         mode.add_argument("--times", action="store_true",
-                          help="print L1's ready time and the command's duration on stderr as JSON")
-    prepare = modes.add_parser("prepare", help="fetch L1's kernel modules and build its initramfs (setup does it)")
+                          help=_("print L1's ready time and the command's duration on stderr as JSON"))
+    prepare = modes.add_parser("prepare", help=_("fetch L1's kernel modules and build its initramfs (setup does it)"))
     prepare.set_defaults(func=_prepare)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     run.set_defaults(func=_run)
@@ -42,7 +43,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     kernel, initrd = nested.prepare()
-    print(f"L1: kernel {kernel.release}, initramfs with kvm-amd and virtiofs {initrd}")
+    print(_("L1: kernel {release}, initramfs with kvm-amd and virtiofs {initrd}").format(release=kernel.release,
+                                                                                       initrd=initrd))
     return 0
 
 

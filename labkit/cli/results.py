@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from labkit.errors import InvalidOptionError
+from labkit.i18n import _
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -15,8 +16,8 @@ if TYPE_CHECKING:
 def register(p: argparse.ArgumentParser) -> None:
     """The actions of `labkit results`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
     actions = p.add_subparsers(dest="results_command", required=True, metavar="ACTION")
-    merge = actions.add_parser("merge", help="merge result files: per host kind (hardware KVM, nested, PVM, no KVM)")
-    merge.add_argument("files", nargs="+", type=Path, metavar="FILE", help="result files (labkit run --export FILE)")
+    merge = actions.add_parser("merge", help=_("merge result files: per host kind (hardware KVM, nested, PVM, no KVM)"))
+    merge.add_argument("files", nargs="+", type=Path, metavar="FILE", help=_("result files (labkit run --export FILE)"))
     add_output_options(merge)
     merge.set_defaults(func=run_merge)
 
@@ -24,9 +25,9 @@ def register(p: argparse.ArgumentParser) -> None:
 def add_output_options(p: argparse.ArgumentParser) -> None:
     """The options every merged view has (``labkit results merge``, ``labkit class results``)."""
     p.add_argument("--result", action="append", default=[], metavar="NAME",
-                   help="only this recorded result (repeatable; default: every numeric one)")
-    p.add_argument("--plot", type=Path, metavar="PNG", help="save the distribution per host kind as a plot")
-    p.add_argument("--csv", type=Path, metavar="FILE", help="save the merged table as CSV")
+                   help=_("only this recorded result (repeatable; default: every numeric one)"))
+    p.add_argument("--plot", type=Path, metavar="PNG", help=_("save the distribution per host kind as a plot"))
+    p.add_argument("--csv", type=Path, metavar="FILE", help=_("save the merged table as CSV"))
 
 
 def show(table: pd.DataFrame, args: argparse.Namespace) -> None:

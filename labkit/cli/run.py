@@ -7,31 +7,32 @@ from pathlib import Path
 
 from labkit import i18n, runner, runtime
 from labkit.errors import InvalidOptionError
+from labkit.i18n import _
 from labkit.results.declaration import Declaration, declaration, meaning
 
 
 def register(p: argparse.ArgumentParser) -> None:
     """The options of `labkit run`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
     p.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
-                   help="notebooks to run (path, name like 04_qemu, or number like 04); default: all, in order")
+                   help=_("notebooks to run (path, name like 04_qemu, or number like 04); default: all, in order"))
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                   help="set a parameter of the notebooks that declare it (VALUE is a Python literal or text)")
+                   help=_("set a parameter of the notebooks that declare it (VALUE is a Python literal or text)"))
     p.add_argument("--sweep", metavar="NAME=V1,V2,...",
-                   help="run once per value of one parameter; plots each result the parameter drives")
+                   help=_("run once per value of one parameter; plots each result the parameter drives"))
     p.add_argument("--repeat", type=_count, default=1, metavar="N",
-                   help="run every point N times; the summary shows the median and the spread")
+                   help=_("run every point N times; the summary shows the median and the spread"))
     p.add_argument("--label", default="", metavar="TEXT",
-                   help="a label kept with the results (e.g. your name for a class): the only personal data")
+                   help=_("a label kept with the results (e.g. your name for a class): the only personal data"))
     p.add_argument("--export", nargs="?", type=Path, const=Path(), metavar="FILE",
-                   help="also write a shareable result file (no host, user or path names); without FILE into "
-                        "~/.local/share/labkit/runs/, where `labkit class results` finds it")
+                   help=_("also write a shareable result file (no host, user or path names); without FILE into "
+                        "~/.local/share/labkit/runs/, where `labkit class results` finds it"))
     p.add_argument("--list-sweeps", action="store_true",
-                   help="list the parameters the chosen notebooks declare and the results each drives")
+                   help=_("list the parameters the chosen notebooks declare and the results each drives"))
     p.add_argument("--lang", default="en", metavar="LANG",
-                   help="the edition to run: en (notebooks/) or ko (notebooks/ko/, labkit's messages in Korean)")
+                   help=_("the edition to run: en (notebooks/) or ko (notebooks/ko/, labkit's messages in Korean)"))
     p.add_argument("--out", type=Path, default=Path("labkit-runs"),
-                   help="folder for the executed notebooks and the table (results.csv, results.jsonl)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+                   help=_("folder for the executed notebooks and the table (results.csv, results.jsonl)"))
+    p.add_argument("--no-progress", action="store_true", help=_("no progress bar"))
     p.set_defaults(func=run)
 
 

@@ -20,32 +20,33 @@ import psutil
 from labkit import cleanup, images, libvirtd, virt
 from labkit.cli import cleanup as cli_cleanup
 from labkit.cli import seconds
+from labkit.i18n import _
 
 
 def register(p: argparse.ArgumentParser) -> None:
     """The options of `labkit virt`; :mod:`labkit.cli` made ``p`` (with its one-line help)."""
     vsub = p.add_subparsers(dest="virt_command", required=True, metavar="ACTION")
-    up = vsub.add_parser("up", help="make sure a libvirt daemon answers (as root: start libvirtd if none runs)")
+    up = vsub.add_parser("up", help=_("make sure a libvirt daemon answers (as root: start libvirtd if none runs)"))
     up.add_argument("--idle-timeout", type=int, default=libvirtd.IDLE_TIMEOUT_S, metavar="S",
-                    help="a daemon labkit starts exits after S seconds without clients or guests "
-                         "(0: never; default %(default)s)")
+                    help=_("a daemon labkit starts exits after S seconds without clients or guests "
+                         "(0: never; default %(default)s)"))
     up.set_defaults(func=run_up)
-    vsub.add_parser("down", help="destroy your lab guests and stop the libvirtd labkit started").set_defaults(
+    vsub.add_parser("down", help=_("destroy your lab guests and stop the libvirtd labkit started")).set_defaults(
         func=run_down)
-    status = vsub.add_parser("status", help="connection, daemon, domain type and your lab guests")
-    status.add_argument("--json", action="store_true", help="print as JSON")
+    status = vsub.add_parser("status", help=_("connection, daemon, domain type and your lab guests"))
+    status.add_argument("--json", action="store_true", help=_("print as JSON"))
     status.set_defaults(func=run_status)
-    vsub.add_parser("cleanup", help="destroy and undefine all your lab guests (labkit-<you>-*), also those of "
-                                    "running notebooks (labkit cleanup: everything, orphans only)").set_defaults(
+    vsub.add_parser("cleanup", help=_("destroy and undefine all your lab guests (labkit-<you>-*), also those of "
+                                    "running notebooks (labkit cleanup: everything, orphans only)")).set_defaults(
         func=run_cleanup)
-    boot = vsub.add_parser("boot", help="start and watch the tiny guest through libvirt (a transient domain, "
-                                        "gone with this command even if it is killed), then remove it")
-    boot.add_argument("--name", default="cli", help="short domain name (default %(default)s)")
-    boot.add_argument("--memory", type=int, default=256, metavar="MIB", help="guest memory (default %(default)s)")
-    boot.add_argument("--vcpus", type=int, default=1, help="virtual CPUs (default %(default)s)")
-    boot.add_argument("--timeout", type=seconds, default=120, metavar="S", help="wait this long for the report")
-    boot.add_argument("--xml", action="store_true", help="print the domain XML labkit defines")
-    boot.add_argument("--cmdline", action="store_true", help="print the QEMU command line libvirt generated")
+    boot = vsub.add_parser("boot", help=_("start and watch the tiny guest through libvirt (a transient domain, "
+                                        "gone with this command even if it is killed), then remove it"))
+    boot.add_argument("--name", default="cli", help=_("short domain name (default %(default)s)"))
+    boot.add_argument("--memory", type=int, default=256, metavar="MIB", help=_("guest memory (default %(default)s)"))
+    boot.add_argument("--vcpus", type=int, default=1, help=_("virtual CPUs (default %(default)s)"))
+    boot.add_argument("--timeout", type=seconds, default=120, metavar="S", help=_("wait this long for the report"))
+    boot.add_argument("--xml", action="store_true", help=_("print the domain XML labkit defines"))
+    boot.add_argument("--cmdline", action="store_true", help=_("print the QEMU command line libvirt generated"))
     boot.set_defaults(func=run_boot)
 
 
@@ -55,8 +56,8 @@ def run_up(args: argparse.Namespace) -> int:
         daemon = libvirtd.start(idle_timeout_s=args.idle_timeout)
         print(daemon.detail)
     with virt.connect(start_daemon=False) as conn:
-        print(f"connected to {conn.uri}: {conn.choice.reason}")
-        print(f"  by hand: virsh -c {conn.choice.uri} uri")
+        print(_("connected to {uri}: {reason}").format(uri=conn.uri, reason=conn.choice.reason))
+        print("  " + _("by hand: virsh -c {uri} uri").format(uri=conn.choice.uri))
     return 0
 
 
@@ -91,14 +92,14 @@ def run_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
-    print(f"uri          {choice.uri}  ({choice.reason})")
+    print(_("uri          {uri}  ({reason})").format(uri=choice.uri, reason=choice.reason))
     if daemon:
-        print(f"daemon       {daemon.detail}")
+        print(_("daemon       {detail}").format(detail=daemon.detail))
         if not daemon.running:
-            print(f"             fix: {'sudo ' if os.geteuid() else ''}labkit virt up")
+            print("             " + _("fix: {fix}").format(fix=("sudo " if os.geteuid() else "") + "labkit virt up"))
             return 1
-    print(f"domain type  {data['domain_type']['type']}  ({data['domain_type']['reason']})")
-    print(f"lab guests   {len(data['guests'])}   (virsh -c {choice.uri} list --all)")
+    print(_("domain type  {type}  ({reason})").format(type=dtype.type, reason=dtype.reason))
+    print(_("lab guests   {count}   (virsh -c {uri} list --all)").format(count=len(data["guests"]), uri=choice.uri))
     for name, s in data["guests"].items():
         print(f"  {name:<32} {s['state']:<10} cpu {s['cpu_time_ns'] / 1e9:.2f} s  {s['memory_kib'] >> 10} MiB")
     return 0
@@ -148,24 +149,25 @@ def _remove_if_orphaned(name: str) -> None:
 def _boot(args: argparse.Namespace, spec: virt.DomainSpec) -> int:
     with virt.connect() as conn:
         dtype = conn.domain_type()
-        print(f"{conn.uri}: domain type {dtype.type} ({dtype.reason})")
+        print(_("{uri}: domain type {type} ({reason})").format(uri=conn.uri, type=dtype.type, reason=dtype.reason))
         spec = dataclasses.replace(spec, domain_type=dtype.type)
         with conn.transient(spec) as dom:
             if args.xml:
                 print(dom.xml)
             dom.start()
-            print(f"started {dom.name}   (virsh create FILE --autodestroy: transient, and destroyed by libvirt "
-                  "if this command dies)")
+            print(_("started {name}   (virsh create FILE --autodestroy: transient, and destroyed by libvirt if this "
+                    "command dies)").format(name=dom.name))
             report = dom.wait_for_report(timeout=args.timeout)
             t = dom.timeline
-            print(f"report: Linux {report.kernel_release}, {report.cpus} CPU(s), {report.memory_mib} MiB, "
-                  f"hypervisor {report.hypervisor or 'none'}; guest userspace {report.uptime_s:.2f} s after its "
-                  f"kernel started")
-            print(f"times: start returned {t['started']:.2f} s, report {t['report']:.2f} s (create → guest "
-                  "userspace)")
+            print(_("report: Linux {release}, {cpus} CPU(s), {memory} MiB, hypervisor {hypervisor}; guest userspace "
+                    "{uptime:.2f} s after its kernel started").format(
+                release=report.kernel_release, cpus=report.cpus, memory=report.memory_mib,
+                hypervisor=report.hypervisor or _("none"), uptime=report.uptime_s))
+            print(_("times: start returned {started:.2f} s, report {report:.2f} s (create → guest userspace)").format(
+                started=t["started"], report=t["report"]))
             if args.cmdline:
-                print("QEMU command line libvirt generated   (virsh domxml-to-native qemu-argv --domain NAME):")
+                print(_("QEMU command line libvirt generated   (virsh domxml-to-native qemu-argv --domain NAME):"))
                 print("  " + " ".join(shlex.quote(a) for a in dom.qemu_command_line()))
-        print("events: " + ", ".join(f"{e.event} ({e.detail})" for e in dom.events))
-        print(f"destroyed {dom.name}   (virsh destroy: a transient domain leaves no definition)")
+        print(_("events: {events}").format(events=virt.event_list(dom.events)))
+        print(_("destroyed {name}   (virsh destroy: a transient domain leaves no definition)").format(name=dom.name))
     return 0

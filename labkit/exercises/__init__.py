@@ -73,7 +73,7 @@ class Feedback:
     def __str__(self) -> str:
         if self.solved:
             return f"✔ {self.message}"
-        return "\n  ".join([f"✘ {self.message}", *(_("hint: {hint}").format(hint=h) for h in self.hints)])
+        return "\n  ".join([f"✘ {self.message}", *(_("hint: {hint}").format(hint=_(h)) for h in self.hints)])
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # IPython shows the sentence, not the dataclass
         p.text(str(self))

@@ -13,6 +13,7 @@ from labkit import exercises
 from labkit.errors import LabkitError
 from labkit.exercises import Feedback, exercise
 from labkit.i18n import _
+from labkit.i18n import noop as N_
 from labkit.kvm import guests
 from labkit.kvm.errors import GuestBudgetExceededError, KvmGuestError, UnhandledAccessError
 from labkit.kvm.machine import Machine
@@ -31,9 +32,9 @@ start:
     hlt
 """
 
-LOOP_HINT = _("a loop: keep the next character in al; after each `out`, step to the next character and jump "
+LOOP_HINT = N_("a loop: keep the next character in al; after each `out`, step to the next character and jump "
               "back while it is not past your last digit")
-INSTRUCTION_HINT = _("`inc al` steps to the next character; `cmp al, <char>` then `jbe <label>` jumps back while al "
+INSTRUCTION_HINT = N_("`inc al` steps to the next character; `cmp al, <char>` then `jbe <label>` jumps back while al "
                      "is at most <char> (an unsigned compare)")
 
 

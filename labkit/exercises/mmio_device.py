@@ -14,6 +14,7 @@ from labkit import exercises
 from labkit.errors import LabkitError
 from labkit.exercises import Feedback, exercise
 from labkit.i18n import _
+from labkit.i18n import noop as N_
 from labkit.kvm import devices, guests
 from labkit.kvm.errors import KvmGuestError
 from labkit.kvm.machine import Machine
@@ -81,11 +82,11 @@ def task() -> str:
 
 
 HINTS = (
-    _("each guest access arrives as an absolute guest-physical address: address - DEVICE_ADDR tells INPUT (+0) from "
+    N_("each guest access arrives as an absolute guest-physical address: address - DEVICE_ADDR tells INPUT (+0) from "
       "RESULT (+4)"),
-    _("a store's data is little-endian bytes: int.from_bytes(data, 'little'); keep the number on self for the next "
+    N_("a store's data is little-endian bytes: int.from_bytes(data, 'little'); keep the number on self for the next "
       "load"),
-    _("a load wants exactly `size` bytes back: value.to_bytes(size, 'little')"),
+    N_("a load wants exactly `size` bytes back: value.to_bytes(size, 'little')"),
 )
 
 

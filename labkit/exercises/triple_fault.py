@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from labkit import exercises
 from labkit.exercises import Feedback, exercise
 from labkit.i18n import _
+from labkit.i18n import noop as N_
 from labkit.kvm import guests, modes
 from labkit.kvm.errors import KvmGuestError
 from labkit.kvm.machine import Machine, format_code
@@ -134,12 +135,12 @@ def _valid(fix: object) -> tuple[str, int, int] | None:
 
 
 HINTS = (
-    _("read the code at rip first: which access did the CPU try (an instruction fetch, a push, a segment load)? "
+    N_("read the code at rip first: which access did the CPU try (an instruction fetch, a push, a segment load)? "
       "for a page fault, cr2 holds the address it could not reach"),
-    _("walk that address through the tables from cr3: the PML4 index is bits 47–39, PDPT 38–30, PD 29–21, PT 20–12; "
+    N_("walk that address through the tables from cr3: the PML4 index is bits 47–39, PDPT 38–30, PD 29–21, PT 20–12; "
       "every entry on the way needs its present bit (bit 0). A segment load reads the descriptor at GDT index "
       "selector >> 3, whose present bit is bit 47"),
-    _("compare the entry with its neighbours: a right one differs only in the address it holds"),
+    N_("compare the entry with its neighbours: a right one differs only in the address it holds"),
 )
 
 

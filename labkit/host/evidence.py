@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from labkit.host.cpu import CpuInfo
 from labkit.host.running_kernel import KernelInfo
 from labkit.host.sources import Source
+from labkit.i18n import Phrase
+from labkit.i18n import noop as N_
 
 UNKNOWN_HYPERVISOR = "unknown hypervisor"
 
@@ -80,7 +82,7 @@ class Clue:
     says: str | None
     strength: int  # 3 CPU / kernel, 2 sysfs / drivers, 1 DMI
     hypervisor: str | None
-    text: str
+    text: Phrase
 
 
 @dataclass(frozen=True)
@@ -89,21 +91,28 @@ class Platform:
 
     virtual: bool | None
     hypervisor: str | None  # None on bare metal or when unknown; "unknown hypervisor" for an unidentified VM
-    evidence: tuple[str, ...]
-    decided_by: str = ""
-    conflicts: tuple[str, ...] = ()
+    evidence: tuple[Phrase, ...]
+    decided_by: Phrase | str = ""
+    conflicts: tuple[Phrase, ...] = ()
     provider: str | None = None  # a cloud or product name from DMI (Amazon EC2, Azure, Nutanix AHV, ...)
     detail: str | None = None  # Xen PV/HVM, Hyper-V generation
 
     @property
-    def summary(self) -> str:
+    def summary(self) -> Phrase:
         if self.virtual is None:
-            return "unknown: what was recorded cannot tell bare metal from a virtual machine"
-        where = f" on {self.provider}" if self.provider else ""
+            return Phrase(N_("unknown: what was recorded cannot tell bare metal from a virtual machine"))
         if not self.virtual:
-            return f"bare metal{where}: this kernel runs directly on the hardware"
-        extra = f", {self.detail}" if self.detail else ""
-        return f"virtual machine (hypervisor: {self.hypervisor or UNKNOWN_HYPERVISOR}{extra}){where}"
+            if self.provider:
+                return Phrase(N_("bare metal on {provider}: this kernel runs directly on the hardware"),
+                              provider=self.provider)
+            return Phrase(N_("bare metal: this kernel runs directly on the hardware"))
+        hypervisor = self.hypervisor or UNKNOWN_HYPERVISOR
+        if self.detail:
+            hypervisor = f"{hypervisor}, {self.detail}"
+        if self.provider:
+            return Phrase(N_("virtual machine (hypervisor: {hypervisor}) on {provider}"), hypervisor=hypervisor,
+                          provider=self.provider)
+        return Phrase(N_("virtual machine (hypervisor: {hypervisor})"), hypervisor=hypervisor)
 
 
 def platform_info(src: Source, cpu: CpuInfo, kernel: KernelInfo) -> Platform:
@@ -115,61 +124,67 @@ def platform_info(src: Source, cpu: CpuInfo, kernel: KernelInfo) -> Platform:
         dmi["dmesg"] = dmi_line.group(1).strip()
     clues += _cpu_clues(src, cpu)
     clues += _dmesg_clues(kernel.dmesg, kernel.cmdline + " " + kernel.release)
-    clues += [Clue("vm", 1, hv, f"the CPU model {cpu.model_name!r} is a hypervisor's virtual CPU")
+    clues += [Clue("vm", 1, hv, Phrase(N_("the CPU model {model!r} is a hypervisor's virtual CPU"),
+                                       model=cpu.model_name))
               for fragment, hv in VIRTUAL_CPU_MODELS if fragment in cpu.model_name]
     if cpu.arm_implementer is not None and cpu.arm_part == 0:  # no real core has part number 0
         clues.append(Clue("vm", 1, "Apple Hypervisor.framework" if cpu.arm_implementer == 0x61 else None,
-                          "CPU part 0x000: a hypervisor hid the core's part number (Apple's Virtualization "
-                          "framework, used by UTM and Parallels, does this)"))
+                          Phrase(N_("CPU part 0x000: a hypervisor hid the core's part number (Apple's "
+                                    "Virtualization framework, used by UTM and Parallels, does this)"))))
     hv_type = (src.read("sys/hypervisor/type") or "").strip()
     if hv_type:
-        clues.append(Clue("vm", 2, hv_type.capitalize(), f"/sys/hypervisor/type = {hv_type!r}"))
+        clues.append(Clue("vm", 2, hv_type.capitalize(), Phrase(N_("/sys/hypervisor/type = {type!r}"), type=hv_type)))
     for module, hv in kernel.guest_drivers:
-        clues.append(Clue("vm", 2, hv, f"guest driver {module} is loaded (a {hv} guest's driver)"))
+        clues.append(Clue("vm", 2, hv, Phrase(N_("guest driver {module} is loaded (a {hypervisor} guest's driver)"),
+                                              module=module, hypervisor=hv)))
     dmi_clues, provider, detail = _dmi_clues(dmi)
     clues += dmi_clues
     detail = _xen_mode(kernel.dmesg, kernel.cmdline, cpu) or detail
 
-    evidence = tuple(c.text for c in clues) or ("nothing that tells bare metal from a VM was recorded",)
+    evidence = tuple(c.text for c in clues) or (Phrase(N_("nothing that tells bare metal from a VM was recorded")),)
     vm = sorted((c for c in clues if c.says == "vm"), key=lambda c: -c.strength)
     metal = sorted((c for c in clues if c.says == "bare metal"), key=lambda c: -c.strength)
-    conflicts: list[str] = []
+    conflicts: list[Phrase] = []
     if vm and (not metal or vm[0].strength >= metal[0].strength):
         winner = vm[0]
         virtual: bool | None = True
         if metal:
-            conflicts.append(f"'{metal[0].text}' says bare metal, but '{winner.text}' wins: "
-                             + _why(winner, metal[0]))
+            conflicts.append(Phrase(N_("'{loser}' says bare metal, but '{winner}' wins: {why}"),
+                                    loser=metal[0].text, winner=winner.text, why=_why(winner, metal[0])))
     elif metal:
         winner = metal[0]
         virtual = False
         if vm:
-            conflicts.append(f"'{vm[0].text}' says VM, but '{winner.text}' wins: " + _why(winner, vm[0]))
+            conflicts.append(Phrase(N_("'{loser}' says VM, but '{winner}' wins: {why}"),
+                                    loser=vm[0].text, winner=winner.text, why=_why(winner, vm[0])))
     else:
-        return Platform(None, None, evidence, "no clue decides", (), provider, None)
+        return Platform(None, None, evidence, Phrase(N_("no clue decides")), (), provider, None)
     hypervisor = _name(vm, clues) if virtual else None
     return Platform(virtual, hypervisor, evidence, winner.text, tuple(conflicts), provider,
                     detail if virtual else None)
 
 
-def _why(winner: Clue, loser: Clue) -> str:
+def _why(winner: Clue, loser: Clue) -> Phrase:
     if winner.strength > loser.strength:
-        return ("what the CPU and the kernel detected at boot outranks firmware strings and missing "
-                "flags (a cloud's DMI is the same on its VMs and its bare-metal machines)")
-    return "a product name that only VMs carry outweighs a missing hypervisor bit (a hypervisor can hide it)"
+        return Phrase(N_("what the CPU and the kernel detected at boot outranks firmware strings and missing "
+                         "flags (a cloud's DMI is the same on its VMs and its bare-metal machines)"))
+    return Phrase(N_("a product name that only VMs carry outweighs a missing hypervisor bit "
+                     "(a hypervisor can hide it)"))
 
 
 def _cpu_clues(src: Source, cpu: CpuInfo) -> list[Clue]:
     if not cpu.is_x86 or not cpu.flags_known:
         return []
     if not cpu.hypervisor_flag:
-        return [Clue("bare metal", 1, None, "/proc/cpuinfo has no 'hypervisor' flag (CPUID.1:ECX bit 31 clear)")]
-    clues = [Clue("vm", 3, None, "/proc/cpuinfo has the 'hypervisor' flag (CPUID.1:ECX bit 31)")]
+        return [Clue("bare metal", 1, None,
+                     Phrase(N_("/proc/cpuinfo has no 'hypervisor' flag (CPUID.1:ECX bit 31 clear)")))]
+    clues = [Clue("vm", 3, None, Phrase(N_("/proc/cpuinfo has the 'hypervisor' flag (CPUID.1:ECX bit 31)")))]
     regs = src.cpuid(0x40000000)
     if regs:
         sig = struct.pack("<3I", *regs[1:4]).rstrip(b"\0").decode("ascii", "replace")
         name = HYPERVISOR_SIGNATURES.get(sig)
-        clues.append(Clue("vm", 3, name, f"CPUID leaf 0x40000000 vendor signature {sig!r}"))
+        clues.append(Clue("vm", 3, name, Phrase(N_("CPUID leaf 0x40000000 vendor signature {signature!r}"),
+                                                signature=sig)))
     return clues
 
 
@@ -183,19 +198,22 @@ def _dmesg_clues(dmesg: str, cmdline: str) -> list[Clue]:
     detected = re.search(r"Hypervisor detected: (.+)", dmesg)
     if detected:
         name = detected.group(1).strip()
-        clues.append(Clue("vm", 3, _DMESG_HYPERVISORS.get(name, name), f"dmesg: 'Hypervisor detected: {name}'"))
+        clues.append(Clue("vm", 3, _DMESG_HYPERVISORS.get(name, name),
+                          Phrase(N_("dmesg: 'Hypervisor detected: {name}'"), name=name)))
     booting = re.search(r"Booting paravirtualized kernel on (.+)", dmesg)
     if booting:
         on = booting.group(1).strip()
         if on == "bare hardware":
-            clues.append(Clue("bare metal", 3, None, "dmesg: 'Booting paravirtualized kernel on bare hardware'"))
+            clues.append(Clue("bare metal", 3, None,
+                              Phrase(N_("dmesg: 'Booting paravirtualized kernel on bare hardware'"))))
         else:
             clues.append(Clue("vm", 3, _DMESG_HYPERVISORS.get(on, on),
-                              f"dmesg: 'Booting paravirtualized kernel on {on}'"))
+                              Phrase(N_("dmesg: 'Booting paravirtualized kernel on {on}'"), on=on)))
     if re.search(r"using Hyper-V Enlightened VMCS|Hyper-V: privilege flags", dmesg):
-        clues.append(Clue("vm", 3, "Microsoft Hyper-V", "dmesg: Hyper-V interfaces in use"))
+        clues.append(Clue("vm", 3, "Microsoft Hyper-V", Phrase(N_("dmesg: Hyper-V interfaces in use"))))
     if "microsoft-standard" in dmesg + cmdline:
-        clues.append(Clue("vm", 2, "Microsoft Hyper-V", "a WSL2 kernel (microsoft-standard): WSL2 is a Hyper-V VM"))
+        clues.append(Clue("vm", 2, "Microsoft Hyper-V",
+                          Phrase(N_("a WSL2 kernel (microsoft-standard): WSL2 is a Hyper-V VM"))))
     return clues
 
 
@@ -216,22 +234,24 @@ def _dmi_clues(dmi: dict[str, str]) -> tuple[list[Clue], str | None, str | None]
     if dmi.get("chassis_asset_tag") == AZURE_ASSET_TAG:
         provider = "Microsoft Azure"
     if re.search(r"(\.|-|\b)metal\b", product, re.IGNORECASE):
-        clues.append(Clue("bare metal", 1, None, f"{label} (a *.metal product: a bare-metal instance)"))
+        clues.append(Clue("bare metal", 1, None,
+                          Phrase(N_("{dmi} (a *.metal product: a bare-metal instance)"), dmi=label)))
         return clues, provider, None
     if ("virtual machine" in product.lower() and "microsoft" in text.lower()) or "Hyper-V" in text:
         bios = dmi.get("bios_version", "") + " " + dmi.get("bios_vendor", "") + " " + dmi.get("dmesg", "")
         detail = ("generation 2 (UEFI)" if "Hyper-V UEFI" in bios else
                   "generation 1 (BIOS)" if "American Megatrends" in bios or "090008" in bios else None)
-        clues.append(Clue("vm", 1, "Microsoft Hyper-V", f"{label} (a Hyper-V VM)"))
+        clues.append(Clue("vm", 1, "Microsoft Hyper-V", Phrase(N_("{dmi} (a Hyper-V VM)"), dmi=label)))
         return clues, provider if provider != "Microsoft" else None, detail
     for fragment, hv, maker in DMI_PRODUCTS:
         if fragment.lower() in text.lower():
-            clues.append(Clue("vm", 1, hv, f"{label} (a {maker or hv} VM)"))
+            clues.append(Clue("vm", 1, hv, Phrase(N_("{dmi} (a {product} VM)"), dmi=label, product=maker or hv)))
             return clues, maker or (provider if provider != "Microsoft" else None), None
     if provider == "Amazon EC2" and dmi.get("product_name"):
-        clues.append(Clue("vm", 1, "KVM", f"{label} (an EC2 instance type that is not *.metal: a Nitro VM)"))
+        clues.append(Clue("vm", 1, "KVM", Phrase(N_("{dmi} (an EC2 instance type that is not *.metal: a Nitro VM)"),
+                                                 dmi=label)))
         return clues, "Amazon EC2 (Nitro)", None
-    clues.append(Clue(None, 0, None, label + " (names no hypervisor: not proof of bare metal)"))
+    clues.append(Clue(None, 0, None, Phrase(N_("{dmi} (names no hypervisor: not proof of bare metal)"), dmi=label)))
     return clues, provider if provider != "Microsoft" else None, None
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import psutil
 
 from labkit.errors import InvalidOptionError
+from labkit.i18n import Phrase
+from labkit.i18n import noop as N_
 
 
 @dataclass(frozen=True)
@@ -83,15 +85,19 @@ def check_guest(memory_mib: object, vcpus: object, cmdline: str | None = None, *
     """
     cpus = os.cpu_count() or 1
     if isinstance(memory_mib, bool) or not isinstance(memory_mib, int) or not 16 <= memory_mib <= max_memory_mib:
-        raise InvalidOptionError(f"memory_mib={memory_mib!r}: must be a whole number of MiB between 16 and "
-                                 f"{max_memory_mib}", "the tiny guest is happy with 128-256")
+        raise InvalidOptionError(Phrase(N_("memory_mib={value!r}: must be a whole number of MiB between 16 and "
+                                           "{most}"), value=memory_mib, most=max_memory_mib),
+                                 Phrase(N_("the tiny guest is happy with 128-256")))
     if isinstance(vcpus, bool) or not isinstance(vcpus, int) or not 1 <= vcpus <= 64:
-        raise InvalidOptionError(f"vcpus={vcpus!r}: must be a whole number from 1 to 64",
-                                 f"this host has {cpus} CPUs; 1 or 2 boot fastest")
+        raise InvalidOptionError(Phrase(N_("vcpus={value!r}: must be a whole number from 1 to 64"), value=vcpus),
+                                 Phrase(N_("this host has {cpus} CPUs; 1 or 2 boot fastest"), cpus=cpus))
     if vcpus > cpus:
-        raise InvalidOptionError(f"vcpus={vcpus}: this host has only {cpus} CPUs. Each vCPU is a thread on a "
-                                 "host CPU, so the extra ones only wait their turn: the guest boots much slower "
-                                 "(64 vCPUs on 2 CPUs did not boot within 60 s)", f"use 1 to {cpus} vCPUs")
+        raise InvalidOptionError(Phrase(N_("vcpus={vcpus}: this host has only {cpus} CPUs. Each vCPU is a thread on a "
+                                           "host CPU, so the extra ones only wait their turn: the guest boots much "
+                                           "slower (64 vCPUs on 2 CPUs did not boot within 60 s)"), vcpus=vcpus,
+                                        cpus=cpus),
+                                 Phrase(N_("use 1 to {cpus} vCPUs"), cpus=cpus))
     if cmdline is not None and len(cmdline.encode()) >= CMDLINE_MAX:
-        raise InvalidOptionError(f"the kernel command line is {len(cmdline.encode())} bytes: Linux on x86 takes "
-                                 f"at most {CMDLINE_MAX - 1}", "shorten it (the tiny guest's own is ~80 bytes)")
+        raise InvalidOptionError(Phrase(N_("the kernel command line is {size} bytes: Linux on x86 takes at most "
+                                           "{most}"), size=len(cmdline.encode()), most=CMDLINE_MAX - 1),
+                                 Phrase(N_("shorten it (the tiny guest's own is ~80 bytes)")))

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from labkit.host.sources import Source
+from labkit.i18n import Phrase
+from labkit.i18n import noop as N_
 
 KVM_MODULES = ("kvm", "kvm_intel", "kvm_amd", "kvm_pvm")
 
 ModuleState = Literal["loaded module", "built in", "absent", "not loaded", "unknown"]
+#: Each state as the learner reads it (compared in English, shown translated: see :class:`labkit.i18n.Phrase`).
+MODULE_STATES = {"loaded module": Phrase(N_("loaded module")), "built in": Phrase(N_("built in")),
+                 "absent": Phrase(N_("absent")), "not loaded": Phrase(N_("not loaded")),
+                 "unknown": Phrase(N_("unknown"))}
 
 #: Loaded drivers that only a guest of a given hypervisor has (prefix → hypervisor).
 GUEST_DRIVERS = (
@@ -52,7 +58,7 @@ class KernelInfo:
     loadable_modules: bool | None  # None: /proc/modules was not recorded
     loaded_modules: tuple[str, ...]
     kvm_modules: tuple[KvmModule, ...]
-    design: str
+    design: Phrase
     evidence: tuple[str, ...]
     #: loaded drivers that betray a hypervisor: (module, hypervisor)
     guest_drivers: tuple[tuple[str, str], ...] = ()
@@ -89,18 +95,20 @@ def kernel_info(src: Source) -> KernelInfo:
         else:
             state = "unknown"
         nested = src.read(f"sys/module/{name}/parameters/nested")
-        kvm.append(KvmModule(name, state, nested.strip() if nested else None))
+        kvm.append(KvmModule(name, cast(ModuleState, MODULE_STATES[state]), nested.strip() if nested else None))
     loadable = True if modules_text is not None else (False if modules_state == "absent" else None)
     cmdline = (src.read("proc/cmdline") or "").strip()
     if loadable:
-        design = ("monolithic kernel with loadable modules: drivers such as kvm run in the "
-                  "kernel's own address space, but can be added and removed at run time")
+        design = Phrase(N_("monolithic kernel with loadable modules: drivers such as kvm run in the "
+                           "kernel's own address space, but can be added and removed at run time"))
+    elif loadable is False and "nomodule" in cmdline.split():
+        design = Phrase(N_("monolithic kernel without loadable modules: everything, kvm included, was "
+                           "built into one kernel image (module loading is off: 'nomodule' on the command line)"))
     elif loadable is False:
-        design = ("monolithic kernel without loadable modules: everything, kvm included, was "
-                  "built into one kernel image" + (" (module loading is off: 'nomodule' on "
-                                                   "the command line)" if "nomodule" in cmdline.split() else ""))
+        design = Phrase(N_("monolithic kernel without loadable modules: everything, kvm included, was "
+                           "built into one kernel image"))
     else:
-        design = "monolithic kernel; whether it loads modules was not recorded (no /proc/modules)"
+        design = Phrase(N_("monolithic kernel; whether it loads modules was not recorded (no /proc/modules)"))
     drivers = tuple((mod, hv) for mod in loaded for prefix, hv in GUEST_DRIVERS if mod == prefix)
     return KernelInfo(
         release=(src.read("proc/sys/kernel/osrelease") or _release_from(src.read("proc/version")) or "unknown").strip(),

@@ -30,6 +30,8 @@ from typing import Literal, Protocol
 
 from labkit import process
 from labkit.host.manifest import FORMAT1_RECORDED, HostDataError, load_manifest
+from labkit.i18n import Phrase
+from labkit.i18n import noop as N_
 from labkit.kvm import abi
 
 State = Literal["present", "absent", "unknown"]
@@ -70,11 +72,12 @@ class DeviceNode:
 
     def describe(self) -> str:
         if self.kind == "symlink":
-            return f"a symlink to {self.target}"
+            return Phrase(N_("a symlink to {target}"), target=self.target)
         if self.kind != "char":
-            return f"a {self.kind}"
-        number = f" {self.rdev[0]}:{self.rdev[1]}" if self.rdev else ""
-        return f"a character device{number}"
+            return Phrase(N_("a {kind}"), kind=self.kind)
+        if self.rdev:
+            return Phrase(N_("a character device {major}:{minor}"), major=self.rdev[0], minor=self.rdev[1])
+        return Phrase(N_("a character device"))
 
 
 @dataclass(frozen=True)

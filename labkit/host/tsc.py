@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labkit.host.sources import source_for
+from labkit.i18n import Phrase
+from labkit.i18n import noop as N_
 
 
 @dataclass(frozen=True)
@@ -49,15 +51,15 @@ def tsc_frequency(root: Path | str = "/") -> TscFrequency | None:
         denominator, numerator, crystal_hz, _ = src.cpuid(0x15) or (0, 0, 0, 0)
         if denominator and numerator and crystal_hz:
             return TscFrequency(crystal_hz * numerator // denominator // 1000,
-                                "CPUID leaf 0x15 (crystal clock × TSC ratio)")
+                                Phrase(N_("CPUID leaf 0x15 (crystal clock × TSC ratio)")))
     hv = src.cpuid(0x40000000) if cpu.hypervisor_flag else None
     if hv and hv[0] >= 0x40000010:
         khz = (src.cpuid(0x40000010) or (0,))[0]
         if khz:
-            return TscFrequency(khz, "CPUID leaf 0x40000010 (the hypervisor's timing leaf)")
+            return TscFrequency(khz, Phrase(N_("CPUID leaf 0x40000010 (the hypervisor's timing leaf)")))
     if not src.exists("sys/devices/system/cpu/cpu0/cpufreq"):
         match = re.search(r"^cpu MHz\s*:\s*([\d.]+)", src.read("proc/cpuinfo") or "", re.MULTILINE)
         if match:  # no frequency scaling: the kernel's figure is its TSC calibration
             return TscFrequency(round(float(match.group(1)) * 1000),
-                                "/proc/cpuinfo 'cpu MHz' (constant TSC, no frequency scaling)")
+                                Phrase(N_("/proc/cpuinfo 'cpu MHz' (constant TSC, no frequency scaling)")))
     return None

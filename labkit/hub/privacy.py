@@ -14,9 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from labkit.i18n import Phrase
+from labkit.i18n import noop as N_
+
 MOUNTS = Path("/proc/self/mounts")
 #: The command that turns it on (until reboot; /etc/fstab's ``proc`` line keeps it).
-FIX = "sudo mount -o remount,hidepid=2 /proc (and add hidepid=2 to /proc's line in /etc/fstab)"
+FIX = Phrase(N_("sudo mount -o remount,hidepid=2 /proc (and add hidepid=2 to /proc's line in /etc/fstab)"))
 
 
 @dataclass(frozen=True)
@@ -32,17 +35,17 @@ def process_privacy(mounts: Path = MOUNTS) -> ProcessPrivacy:
     try:
         lines = mounts.read_text().splitlines()
     except OSError as exc:
-        return ProcessPrivacy(None, f"cannot read {mounts} ({exc.strerror}): unknown whether students see each "
-                                    "other's processes")
+        return ProcessPrivacy(None, Phrase(N_("cannot read {path} ({error}): unknown whether students see each "
+                                              "other's processes"), path=mounts, error=exc.strerror))
     for line in reversed(lines):  # the last mount on /proc is the one in effect
         fields = line.split()
         if len(fields) >= 4 and fields[1] == "/proc" and fields[2] == "proc":
             options = dict(opt.partition("=")[::2] for opt in fields[3].split(","))
             value = options.get("hidepid", "0")
             if value in ("2", "invisible"):
-                return ProcessPrivacy(True, f"/proc is mounted with hidepid={value}: students see only their "
-                                            "own processes")
-            return ProcessPrivacy(False, f"/proc is mounted with hidepid={value}: every student sees every "
-                                         "process and its command line (ps aux)")
-    return ProcessPrivacy(None, f"no proc mount on /proc in {mounts}: unknown whether students see each "
-                                "other's processes")
+                return ProcessPrivacy(True, Phrase(N_("/proc is mounted with hidepid={value}: students see only "
+                                                      "their own processes"), value=value))
+            return ProcessPrivacy(False, Phrase(N_("/proc is mounted with hidepid={value}: every student sees every "
+                                                   "process and its command line (ps aux)"), value=value))
+    return ProcessPrivacy(None, Phrase(N_("no proc mount on /proc in {path}: unknown whether students see each "
+                                          "other's processes"), path=mounts))

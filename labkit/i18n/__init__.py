@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import gettext as _gettext
 import os
+from collections.abc import Iterable
 from functools import cache
 
 from labkit.errors import InvalidOptionError
-from labkit.i18n import catalogs
+from labkit.i18n import catalogs, particles
 
 #: The language of the source strings: translating to it changes nothing.
 ENGLISH = "en"
@@ -96,13 +97,17 @@ def current() -> str:
 
 
 def gettext(message: str) -> str:
-    """``message`` in the current language (``message`` itself when untranslated or in English)."""
-    return _active.gettext(message)
+    """``message`` in the current language (``message`` itself when untranslated or in English).
+
+    Its ``format`` also picks Korean particles for what it inserts (``{name}을(를)`` → ``KVM을``):
+    see :mod:`labkit.i18n.particles`.
+    """
+    return particles.Translated(_active.gettext(message))
 
 
 def ngettext(singular: str, plural: str, n: int) -> str:
     """The singular or plural form for ``n``, in the current language."""
-    return _active.ngettext(singular, plural, n)
+    return particles.Translated(_active.ngettext(singular, plural, n))
 
 
 def noop(message: str) -> str:
@@ -115,7 +120,55 @@ def noop(message: str) -> str:
     return message
 
 
+def _english(value: object) -> object:
+    """``value`` as English: a :class:`Phrase` gives its English text, anything else stays."""
+    return str.__str__(value) if isinstance(value, Phrase) else value
+
+
+class Phrase(str):
+    """English text that shows itself in the language of the moment.
+
+    Facts labkit collects carry sentences (a platform's evidence, a kernel's design) that tests,
+    JSON and result files keep in English, while a learner reads them in their language.  A
+    Phrase *is* the English string (``==``, ``json.dumps``, ``+`` and ``join`` see English) and
+    *shows* the translation: ``print``, ``str()`` and f-strings translate its msgid in the current
+    language and fill in its fields (themselves Phrases or values).  Mark the msgid with ``N_``:
+    ``Phrase(N_("guest driver {module} is loaded"), module=name)``.
+    """
+
+    msgid: str
+    fields: dict[str, object]
+
+    def __new__(cls, msgid: str, **fields: object) -> Phrase:
+        english = msgid.format(**{k: _english(v) for k, v in fields.items()}) if fields else msgid
+        self = super().__new__(cls, english)
+        self.msgid, self.fields = msgid, fields
+        return self
+
+    def __str__(self) -> str:
+        said = gettext(self.msgid)
+        return said.format(**self.fields) if self.fields else str.__str__(said)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def english(self) -> str:
+        """The English text (what ``==`` and JSON see), as a plain str."""
+        return str.__str__(self)
+
+
+def joined(parts: Iterable[object], separator: str = ", ") -> Phrase:
+    """``parts`` joined by ``separator``, each shown in the language of the moment.
+
+    ``", ".join(phrases)`` would give English: a Phrase is English as a str.
+    """
+    items = tuple(parts)
+    msgid = separator.replace("{", "{{").replace("}", "}}").join(f"{{p{i}}}" for i in range(len(items)))
+    return Phrase(msgid, **{f"p{i}": item for i, item in enumerate(items)})
+
+
 #: The usual short name for marking strings: ``_("…")``.
 _ = gettext
 
-__all__ = ["ENGLISH", "LOCALE_VARIABLES", "available", "current", "gettext", "ngettext", "noop", "resolve", "use", "_"]
+__all__ = ["ENGLISH", "LOCALE_VARIABLES", "Phrase", "available", "current", "gettext", "joined", "ngettext", "noop",
+           "resolve", "use", "_"]

@@ -21,6 +21,8 @@ from tqdm import tqdm
 
 from labkit import formats
 from labkit.errors import DiskFullError, InvalidOptionError, MissingToolError, from_os_error
+from labkit.i18n import Phrase
+from labkit.i18n import noop as N_
 from labkit.images import cache as imagecache
 from labkit.images.cache import publish, user_cache, verified
 from labkit.images.errors import ImageError
@@ -54,10 +56,10 @@ def find_kernel(path: Path | str | None = None, *, fetch: bool = True, refresh: 
     """
     explicit = path or os.environ.get("LABKIT_KERNEL")
     if explicit:
-        return _kernel_at(Path(explicit), "given explicitly" if path else "$LABKIT_KERNEL", into)
+        return _kernel_at(Path(explicit), Phrase(N_("given explicitly")) if path else "$LABKIT_KERNEL", into)
     booted = Path(f"/boot/vmlinuz-{platform.release()}")
     if os.access(booted, os.R_OK):
-        return _kernel_at(booted, "this host's running kernel", into)
+        return _kernel_at(booted, Phrase(N_("this host's running kernel")), into)
     if not refresh:
         cached = _cached_package_kernel(imagecache.caches(into))
         if cached:
@@ -91,22 +93,23 @@ def read_kernel_file(path: Path, how: str) -> bytes:
     ``/dev/zero`` (endless), ``/dev/null`` (empty) or ``/tmp`` (a directory)
     exist: "does not exist" would mislead, and reading a device could hang.
     """
-    fix = ("pass the path of a bzImage (e.g. /boot/vmlinuz-…), or leave it out to let labkit fetch the "
-           "distribution's cloud kernel")
+    fix = Phrase(N_("pass the path of a bzImage (e.g. /boot/vmlinuz-…), or leave it out to let labkit fetch the "
+                    "distribution's cloud kernel"))
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise MissingToolError(f"kernel {path} ({how}) does not exist", fix) from None
+        raise MissingToolError(Phrase(N_("kernel {path} ({how}) does not exist"), path=path, how=how), fix) from None
     except OSError as exc:
         raise from_os_error(exc, f"look at kernel {path} ({how})") from None
     if stat.S_ISDIR(st.st_mode):
-        raise InvalidOptionError(f"kernel {path} ({how}) is a directory, not a kernel image", fix)
+        raise InvalidOptionError(Phrase(N_("kernel {path} ({how}) is a directory, not a kernel image"), path=path,
+                                        how=how), fix)
     if not stat.S_ISREG(st.st_mode):
         kind = "a character device" if stat.S_ISCHR(st.st_mode) else "a block device" if stat.S_ISBLK(
             st.st_mode) else "a pipe or socket"
         raise InvalidOptionError(f"kernel {path} ({how}) is {kind}, not a kernel image file", fix)
     if st.st_size == 0:
-        raise InvalidOptionError(f"kernel {path} ({how}) is an empty file", fix)
+        raise InvalidOptionError(Phrase(N_("kernel {path} ({how}) is an empty file"), path=path, how=how), fix)
     if st.st_size > KERNEL_MAX_BYTES:
         raise InvalidOptionError(f"kernel {path} ({how}) is {st.st_size >> 20} MiB: too big to be a kernel "
                                  "image", fix)

@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from labkit.errors import InvalidOptionError
+from labkit.i18n import _
 from labkit.kvm import abi, guests
 from labkit.kvm.devices import Device
 from labkit.kvm.machine import Machine
@@ -123,7 +124,8 @@ class ExitCostSummary:
 
     def line(self, label: str) -> str:
         low, high = self.spread_us
-        return f"{label:<32} {self.median_us:8.2f} µs per exit (median of {len(self.runs)}; {low:.2f}–{high:.2f})"
+        return _("{label:<32} {median:8.2f} µs per exit (median of {runs}; {low:.2f}–{high:.2f})").format(
+            label=label, median=self.median_us, runs=len(self.runs), low=low, high=high)
 
 
 @dataclass(frozen=True)
@@ -144,9 +146,10 @@ class ExitCost:
         return self.vmm.spread_us[0] > self.kernel.spread_us[1]
 
     def table(self) -> str:
-        return "\n".join([self.kernel.line("handled in the kernel (ioeventfd)"),
-                          self.vmm.line("returned to the VMM (KVM_EXIT_IO)"),
-                          f"an exit to the VMM costs {self.ratio:.1f}x an exit the kernel handles (medians)"])
+        return "\n".join([self.kernel.line(_("handled in the kernel (ioeventfd)")),
+                          self.vmm.line(_("returned to the VMM (KVM_EXIT_IO)")),
+                          _("an exit to the VMM costs {ratio:.1f}x an exit the kernel handles (medians)").format(
+                              ratio=self.ratio)])
 
 
 def supported() -> bool:
@@ -196,7 +199,7 @@ def measure(exits: int = 5_000, repeats: int = 5, ring: int = 0, timeout: float 
     if not isinstance(repeats, int) or repeats < 1:
         raise InvalidOptionError(f"repeats must be a positive whole number, not {repeats!r}", "e.g. 5")
     kernel, vmm = [], []
-    for _ in range(repeats):
+    for _round in range(repeats):
         kernel.append(run_once(exits, True, ring, timeout))
         vmm.append(run_once(exits, False, ring, timeout))
     return ExitCost(ExitCostSummary(tuple(kernel)), ExitCostSummary(tuple(vmm)))

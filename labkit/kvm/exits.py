@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from labkit.i18n import _
 from labkit.kvm import abi
 
 
@@ -48,9 +49,11 @@ class IoExit(Exit):
 
     def __str__(self) -> str:
         if self.direction == "in":
-            return f"{self.name}: in from port {self.port:#x} ({self.size} byte{'s' * (self.size > 1)})"
+            return _("{name}: in from port {port:#x} ({size} bytes)").format(name=self.name, port=self.port,
+                                                                            size=self.size)
         shown = f"{self.value:#x}" + (f" {chr(self.value)!r}" if self.size == 1 and 32 <= self.value < 127 else "")
-        return f"{self.name}: out {shown} to port {self.port:#x}" + (f" ×{self.count}" if self.count > 1 else "")
+        return _("{name}: out {value} to port {port:#x}").format(name=self.name, value=shown, port=self.port) + (
+            f" ×{self.count}" if self.count > 1 else "")
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,10 @@ class MmioExit(Exit):
 
     def __str__(self) -> str:
         if self.is_write:
-            return f"{self.name}: write {self.value:#x} ({self.size} bytes) to {self.address:#x}"
-        return f"{self.name}: read {self.size} bytes from {self.address:#x}"
+            return _("{name}: write {value:#x} ({size} bytes) to {address:#x}").format(
+                name=self.name, value=self.value, size=self.size, address=self.address)
+        return _("{name}: read {size} bytes from {address:#x}").format(name=self.name, size=self.size,
+                                                                      address=self.address)
 
 
 @dataclass(frozen=True)

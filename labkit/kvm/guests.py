@@ -13,6 +13,8 @@ from importlib import resources
 
 from labkit import asm
 from labkit.errors import InvalidOptionError
+from labkit.i18n import Phrase
+from labkit.i18n import noop as N_
 from labkit.kvm import devices
 from labkit.kvm.modes import BITS, CODE_ADDR, LAYOUT
 from labkit.kvm.regs import Mode
@@ -39,15 +41,15 @@ class Guest:
 
 
 GUESTS: dict[str, Guest] = {g.name: g for g in (
-    Guest("hello_real", "real", "prints a line from 16-bit real mode"),
-    Guest("hello_protected", "protected", "prints a line from 32-bit protected mode"),
-    Guest("hello_long", "long", "prints a line from 64-bit long mode"),
-    Guest("mode_switch", "real", "climbs from real to protected to long mode by itself"),
-    Guest("ring3", "long", "drops from ring 0 to ring 3 with iretq and prints from both"),
-    Guest("mmio_counter", "protected", "stores to and loads from a memory-mapped device"),
-    Guest("compute_loop", "long", "a counting loop between two timestamps, in ring 0 or ring 3"),
-    Guest("out_loop", "real", "nothing but `out`: the exit round-trip benchmark"),
-    Guest("exit_kinds", "long", "a loop, then cpuid, out and hlt: which of them exit, and to whom"),
+    Guest("hello_real", "real", Phrase(N_("prints a line from 16-bit real mode"))),
+    Guest("hello_protected", "protected", Phrase(N_("prints a line from 32-bit protected mode"))),
+    Guest("hello_long", "long", Phrase(N_("prints a line from 64-bit long mode"))),
+    Guest("mode_switch", "real", Phrase(N_("climbs from real to protected to long mode by itself"))),
+    Guest("ring3", "long", Phrase(N_("drops from ring 0 to ring 3 with iretq and prints from both"))),
+    Guest("mmio_counter", "protected", Phrase(N_("stores to and loads from a memory-mapped device"))),
+    Guest("compute_loop", "long", Phrase(N_("a counting loop between two timestamps, in ring 0 or ring 3"))),
+    Guest("out_loop", "real", Phrase(N_("nothing but `out`: the exit round-trip benchmark"))),
+    Guest("exit_kinds", "long", Phrase(N_("a loop, then cpuid, out and hlt: which of them exit, and to whom"))),
 )}
 
 #: The hello guest of each mode (``labkit kvm demo --mode``).

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from labkit import asm
 from labkit.errors import InvalidOptionError
+from labkit.i18n import Phrase, _
+from labkit.i18n import noop as N_
 from labkit.kvm import abi, guests, modes
 from labkit.kvm.devices import (
     Bus,
@@ -79,9 +81,10 @@ class Step:
     serial: str  # everything the guest printed so far
 
     def render(self) -> str:
-        return "\n".join([f"exit {self.index}: {self.exit}", f"cpu: {self.special.describe()}",
+        return "\n".join([_("exit {index}: {exit}").format(index=self.index, exit=self.exit),
+                          _("cpu: {state}").format(state=self.special.describe()),
                           self.registers.table(self.special.bits), self.special.table(),
-                          format_code(self.code), f"serial so far: {self.serial!r}"])
+                          format_code(self.code), _("serial so far: {serial!r}").format(serial=self.serial)])
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ def format_code(lines: tuple[CodeLine, ...]) -> str:
         if line.label:
             out.append(f"          {line.label}:")
         out.append(f"{'→' if line.at_rip else ' '} {line.address:#07x}: {line.text}")
-    return "\n".join(out) if out else "  (no code at rip: outside guest memory or not mapped)"
+    return "\n".join(out) if out else "  " + _("(no code at rip: outside guest memory or not mapped)")
 
 
 class Machine:
@@ -201,7 +204,7 @@ class Machine:
     def dump(self) -> str:
         """Registers, mode and code at RIP: the crash report of a guest error."""
         regs, special = self.registers(), self.special()
-        return "\n".join([f"cpu: {special.describe()}", regs.table(special.bits), special.table(),
+        return "\n".join([_("cpu: {state}").format(state=special.describe()), regs.table(special.bits), special.table(),
                           format_code(self.code_at_rip(regs, special))])
 
     # ----------------------------------------------------------------- running
@@ -223,7 +226,7 @@ class Machine:
         except UnclaimedAccessError as access:
             raise self._unhandled(access, exit_) from None
         except PowerOff as off:
-            self.finished = f"power off (code {off.code})"
+            self.finished = Phrase(N_("power off (code {code})"), code=off.code)
         regs, special = self.registers(), self.special()
         return Step(self.steps, exit_, regs, special, self.code_at_rip(regs, special), self.serial.text)
 
@@ -241,7 +244,7 @@ class Machine:
                 except UnclaimedAccessError as access:
                     raise self._unhandled(access, None) from None
                 except PowerOff as off:
-                    self.finished = f"power off (code {off.code})"
+                    self.finished = Phrase(N_("power off (code {code})"), code=off.code)
                     break
                 finally:
                     budget -= sum(self._counts) - before

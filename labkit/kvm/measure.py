@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 from labkit import asm
 from labkit.errors import InvalidOptionError
+from labkit.i18n import _
+from labkit.i18n import noop as N_
 from labkit.kvm import abi
 from labkit.kvm.machine import Machine
 from labkit.kvm.stats import Stats
@@ -46,7 +48,7 @@ spin:
 class LoopResult:
     """How long ``iterations`` rounds of the loop took, and where it ran."""
 
-    where: str  # "guest ring 0", "guest ring 3", "host"
+    where: str  # "guest ring 0", "guest ring 3", "host": one of WHERE
     iterations: int
     seconds: float
 
@@ -59,8 +61,13 @@ class LoopResult:
         return self.iterations / self.seconds
 
     def __str__(self) -> str:
-        return (f"{self.where:<13} {self.iterations:>13,} iterations in {self.seconds * 1e3:9.2f} ms "
-                f"= {self.iterations_per_second / 1e6:10.2f} M iterations/s")
+        return _("{where:<13} {iterations:>13,} iterations in {ms:9.2f} ms = {rate:10.2f} M iterations/s").format(
+            where=_(self.where), iterations=self.iterations, ms=self.seconds * 1e3,
+            rate=self.iterations_per_second / 1e6)
+
+
+#: Where a loop ran, as the learner reads it.
+WHERE = (N_("guest ring 0"), N_("guest ring 3"), N_("host"))
 
 
 def _check(iterations: int) -> None:
@@ -139,10 +146,10 @@ class RingSummary:
 
     def table(self) -> str:
         rows = [str(t) for t in (self.ring0, self.ring3, self.native) if t]
-        rows.append(f"ring 0 / ring 3: {self.ring0_vs_ring3:,.1f}× the time per iteration")
+        rows.append(_("ring 0 / ring 3: {ratio:,.1f}× the time per iteration").format(ratio=self.ring0_vs_ring3))
         if self.native:
-            rows.append(f"ring 3 / host:   {self.ring3_vs_native:,.2f}×")
-            rows.append(f"ring 0 / host:   {self.ring0_vs_native:,.1f}×")
+            rows.append(_("ring 3 / host:   {ratio:,.2f}×").format(ratio=self.ring3_vs_native))
+            rows.append(_("ring 0 / host:   {ratio:,.1f}×").format(ratio=self.ring0_vs_native))
         return "\n".join(rows)
 
 
@@ -165,38 +172,40 @@ def explain(m: RingSummary) -> str:
     lines = []
     r03 = m.ring0_vs_ring3
     if r03 > EMULATED:
-        lines.append(f"Guest kernel-mode code (ring 0) took {r03:,.0f}× longer per iteration than the same "
-                     "instructions in guest user mode (ring 3). The guest's ring 0 is not running on the CPU: "
-                     "KVM's instruction emulator decodes and executes it one instruction at a time (ring-0 "
-                     "instruction emulation), the way software-assisted nested KVM (such as PVM) runs a guest "
-                     "kernel when the CPU's virtualization extensions are not available.")
+        lines.append(_("Guest kernel-mode code (ring 0) took {ratio:,.0f}× longer per iteration than the same "
+                       "instructions in guest user mode (ring 3). The guest's ring 0 is not running on the CPU: "
+                       "KVM's instruction emulator decodes and executes it one instruction at a time (ring-0 "
+                       "instruction emulation), the way software-assisted nested KVM (such as PVM) runs a guest "
+                       "kernel when the CPU's virtualization extensions are not available.").format(ratio=r03))
     elif r03 < NATIVE:
-        lines.append(f"Guest ring 0 and ring 3 ran at about the same speed ({r03:.1f}×): the CPU executes "
-                     "guest kernel code directly, as hardware virtualization (VT-x/AMD-V) allows. Only exits "
-                     "to the VMM cost extra.")
+        lines.append(_("Guest ring 0 and ring 3 ran at about the same speed ({ratio:.1f}×): the CPU executes "
+                       "guest kernel code directly, as hardware virtualization (VT-x/AMD-V) allows. Only exits "
+                       "to the VMM cost extra.").format(ratio=r03))
     else:
-        lines.append(f"Guest ring 0 took {r03:.1f}× longer than ring 3: slower than hardware virtualization "
-                     "usually is, faster than full emulation. A busy host can also cause this; run it again.")
+        lines.append(_("Guest ring 0 took {ratio:.1f}× longer than ring 3: slower than hardware virtualization "
+                       "usually is, faster than full emulation. A busy host can also cause this; run it again."
+                       ).format(ratio=r03))
     if m.native is not None:
         r3n = m.ring3_vs_native
         if r3n is not None and r3n < NATIVE:
-            lines.append(f"Guest ring 3 ran at {r3n:.2f}× the host's time per iteration: user-mode guest code "
-                         "runs natively on the CPU, with no hypervisor in the way until it exits.")
+            lines.append(_("Guest ring 3 ran at {ratio:.2f}× the host's time per iteration: user-mode guest code "
+                           "runs natively on the CPU, with no hypervisor in the way until it exits.").format(ratio=r3n))
         else:
-            lines.append(f"Guest ring 3 took {r3n:.1f}× the host's time: even user-mode guest code is slowed "
-                         "down here (a loaded host, or a hypervisor that emulates more than the kernel).")
+            lines.append(_("Guest ring 3 took {ratio:.1f}× the host's time: even user-mode guest code is slowed "
+                           "down here (a loaded host, or a hypervisor that emulates more than the kernel)."
+                           ).format(ratio=r3n))
     else:
-        lines.append("The host loop could not run here (this OS refuses executable memory), so there is no "
-                     "native baseline.")
+        lines.append(_("The host loop could not run here (this OS refuses executable memory), so there is no "
+                       "native baseline."))
     return "\n".join(lines)
 
 
 #: The vCPU counters :func:`exit_kinds` shows, and what each counts.
 COUNTERS: dict[str, str] = {
-    "exits": "every exit from the guest, whoever handled it",
-    "io_exits": "port I/O exits",
-    "halt_exits": "hlt exits",
-    "insn_emulation": "instructions KVM's instruction emulator ran for the guest",
+    "exits": N_("every exit from the guest, whoever handled it"),
+    "io_exits": N_("port I/O exits"),
+    "halt_exits": N_("hlt exits"),
+    "insn_emulation": N_("instructions KVM's instruction emulator ran for the guest"),
 }
 #: How many cpuid/out rounds exit_kinds.S makes after its loop.
 ROUNDS = 3
@@ -237,15 +246,15 @@ class ExitKinds:
         return self._counted().get("insn_emulation", 0) < self.loops and self.in_kernel_exits >= ROUNDS
 
     def table(self) -> str:
-        lines = [f"the guest: a loop of {self.loops:,} iterations ({2 * self.loops:,} instructions), "
-                 f"{ROUNDS} cpuid, {ROUNDS} out, 1 hlt",
-                 f"KVM_RUN returned to the VMM {self.vmm_exits} times: "
-                 + ", ".join(f"{name} {n}" for name, n in self.vmm.items())]
+        lines = [_("the guest: a loop of {loops:,} iterations ({instructions:,} instructions), {rounds} cpuid, "
+                   "{rounds} out, 1 hlt").format(loops=self.loops, instructions=2 * self.loops, rounds=ROUNDS),
+                 _("KVM_RUN returned to the VMM {exits} times: {reasons}").format(
+                     exits=self.vmm_exits, reasons=", ".join(f"{name} {n}" for name, n in self.vmm.items()))]
         if self.kernel is None:
-            lines.append("the kernel's counters: unknown (this kernel has no KVM_GET_STATS_FD; Linux 5.14+)")
+            lines.append(_("the kernel's counters: unknown (this kernel has no KVM_GET_STATS_FD; Linux 5.14+)"))
             return "\n".join(lines)
-        lines.append("the vCPU's counters in the kernel (KVM_GET_STATS_FD), for this run:")
-        lines += [f"  {name:<15} {self.kernel.get(name, 0):>9,}   {meaning}" for name, meaning in COUNTERS.items()]
+        lines.append(_("the vCPU's counters in the kernel (KVM_GET_STATS_FD), for this run:"))
+        lines += [f"  {name:<15} {self.kernel.get(name, 0):>9,}   " + _(meaning) for name, meaning in COUNTERS.items()]
         return "\n".join(lines)
 
 

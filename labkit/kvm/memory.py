@@ -14,6 +14,7 @@ import mmap
 from dataclasses import dataclass, field
 
 from labkit.errors import InvalidOptionError
+from labkit.i18n import _
 from labkit.kvm.errors import GuestAddressError
 
 PAGE_SIZE = mmap.PAGESIZE
@@ -46,8 +47,9 @@ class MemorySlot:
         return ctypes.addressof(self._pin)
 
     def describe(self) -> str:
-        return (f"slot {self.slot}: guest-physical {self.guest_phys_addr:#x}–{self.end - 1:#x} "
-                f"({format_size(self.size)}{', read-only' if self.readonly else ''})")
+        text = _("slot {slot}: guest-physical {start:#x}–{end:#x} ({size}, read-only)") if self.readonly else \
+            _("slot {slot}: guest-physical {start:#x}–{end:#x} ({size})")
+        return text.format(slot=self.slot, start=self.guest_phys_addr, end=self.end - 1, size=format_size(self.size))
 
     def release(self) -> None:
         self._pin = None

@@ -26,6 +26,8 @@ from __future__ import annotations
 from typing import Literal
 
 from labkit.errors import InvalidOptionError
+from labkit.i18n import Phrase
+from labkit.i18n import noop as N_
 from labkit.kvm import abi
 from labkit.kvm.memory import GuestMemory
 from labkit.kvm.regs import (
@@ -143,9 +145,9 @@ def check_options(mode: str, pages: str, memory_size: int, cpuid: tuple[CpuidEnt
                                  f"give the guest at least {MIN_MEMORY:#x} bytes (64 KiB)")
     if mode == "long" and pages == "1G" and not has_feature(cpuid, "pdpe1gb"):
         raise InvalidOptionError(
-            "1 GiB pages need the CPU feature pdpe1gb, which this host's KVM does not offer "
-            "(KVM_GET_SUPPORTED_CPUID); the guest would triple-fault",
-            "use 2 MiB or 4 KiB pages (pages='2M' or '4K')")
+            Phrase(N_("1 GiB pages need the CPU feature pdpe1gb, which this host's KVM does not offer "
+                      "(KVM_GET_SUPPORTED_CPUID); the guest would triple-fault")),
+            Phrase(N_("use 2 MiB or 4 KiB pages (pages='2M' or '4K')")))
 
 
 def enter(vcpu: Vcpu, memory: GuestMemory, mode: Mode, entry: int, pages: PageSize = "2M") -> SpecialRegisters:

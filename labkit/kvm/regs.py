@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Literal
 
+from labkit.i18n import _
+from labkit.i18n import noop as N_
 from labkit.kvm import abi
 
 CR0_PE = 1 << 0  # protection enable
@@ -147,11 +149,14 @@ class SpecialRegisters:
 
     def describe(self) -> str:
         """E.g. ``64-bit long mode, ring 3, paging on``."""
-        name = {"real": "real mode", "protected": "protected mode", "long": "long mode"}[self.mode]
+        name = {"real": N_("real mode"), "protected": N_("protected mode"), "long": N_("long mode")}[self.mode]
         if self.mode == "long" and self.bits != 64:
-            name = "compatibility mode (long mode)"
-        ring = "" if self.mode == "real" else f", ring {self.ring}"
-        return f"{self.bits}-bit {name}{ring}, paging {'on' if self.paging else 'off'}"
+            name = N_("compatibility mode (long mode)")
+        paging = _("paging on") if self.paging else _("paging off")
+        if self.mode == "real":
+            return _("{bits}-bit {mode}, {paging}").format(bits=self.bits, mode=_(name), paging=paging)
+        return _("{bits}-bit {mode}, ring {ring}, {paging}").format(bits=self.bits, mode=_(name), ring=self.ring,
+                                                                  paging=paging)
 
     def table(self) -> str:
         return (f"    cs={self.cs.selector:04x} (base {self.cs.base:#x}, dpl {self.cs.dpl}, "

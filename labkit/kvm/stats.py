@@ -15,6 +15,7 @@ import ctypes
 import os
 from dataclasses import dataclass
 
+from labkit.i18n import _
 from labkit.kvm import abi
 from labkit.kvm.fd import KvmFd
 
@@ -47,8 +48,8 @@ class Stats(KvmFd):
     """The statistics fd of a VM or vCPU: its descriptors read once, its values on each :meth:`read`."""
 
     def __init__(self, owner: KvmFd) -> None:
-        super().__init__(owner.ioctl(abi.KVM_GET_STATS_FD, note=lambda _: "→ its statistics (a read-only fd)"),
-                         owner.trace)
+        fd = owner.ioctl(abi.KVM_GET_STATS_FD, note=lambda _fd: "→ " + _("its statistics (a read-only fd)"))
+        super().__init__(fd, owner.trace)
         self.label = f"{owner.label} stats"
         header = abi.kvm_stats_header.from_buffer_copy(os.pread(self.fd, ctypes.sizeof(abi.kvm_stats_header), 0))
         #: The id the kernel gives the VM or vCPU ("kvm-PID/vcpu-0").

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labkit.errors import AccessDeniedError, KvmUnavailableError
+from labkit.i18n import _
 from labkit.kvm import abi
 from labkit.kvm.errors import KvmIoctlError
 from labkit.kvm.fd import KvmFd, Trace
@@ -142,7 +143,7 @@ class Kvm(KvmFd):
 
     def create_vm(self) -> Vm:
         """KVM_CREATE_VM: a new, empty VM (no memory, no vCPUs) with its own fd."""
-        fd = self.ioctl(abi.KVM_CREATE_VM, note=lambda _: "→ a new VM (its own fd)")
+        fd = self.ioctl(abi.KVM_CREATE_VM, note=lambda _fd: "→ " + _("a new VM (its own fd)"))
         vm = Vm(fd, self, self.trace)
         self.vms.append(vm)
         return vm

@@ -13,6 +13,7 @@ import mmap
 import os
 from typing import TYPE_CHECKING
 
+from labkit.i18n import _
 from labkit.kvm import abi
 from labkit.kvm.fd import KvmFd, Trace
 from labkit.kvm.memory import GuestMemory, MemorySlot, format_size, validate_region
@@ -48,7 +49,8 @@ class Vm(KvmFd):
             guest_phys_addr=guest_phys_addr, memory_size=size, userspace_addr=slot.userspace_addr)
         try:
             self.ioctl(abi.KVM_SET_USER_MEMORY_REGION, ctypes.addressof(region),
-                       note=lambda _: f"{slot.describe()} ← {format_size(size)} of this process")
+                       note=lambda _result: _("{slot} ← {size} of this process").format(slot=slot.describe(),
+                                                                                        size=format_size(size)))
         except BaseException:
             slot.release()
             raise
@@ -63,12 +65,12 @@ class Vm(KvmFd):
     def create_irqchip(self) -> None:
         """KVM_CREATE_IRQCHIP: the PC's interrupt controllers (8259 PICs, IOAPIC, local APICs) emulated in the
         kernel, so interrupts reach the guest without a trip through this process.  Before the first vCPU."""
-        self.ioctl(abi.KVM_CREATE_IRQCHIP, note=lambda _: "PIC ×2, IOAPIC, local APICs in the kernel")
+        self.ioctl(abi.KVM_CREATE_IRQCHIP, note=lambda _result: _("PIC ×2, IOAPIC, local APICs in the kernel"))
 
     def create_pit2(self) -> None:
         """KVM_CREATE_PIT2: the 8254 timer (ports 0x40–0x43) in the kernel, ticking on IRQ 0.  Needs the irqchip."""
         config = abi.kvm_pit_config(flags=abi.KVM_PIT_SPEAKER_DUMMY)
-        self.ioctl(abi.KVM_CREATE_PIT2, ctypes.addressof(config), note=lambda _: "8254 timer in the kernel")
+        self.ioctl(abi.KVM_CREATE_PIT2, ctypes.addressof(config), note=lambda _result: _("8254 timer in the kernel"))
 
     def irq_line(self, irq: int, level: int) -> None:
         """KVM_IRQ_LINE: drive interrupt line ``irq`` to ``level`` (the in-kernel irqchip sees the edge)."""
@@ -79,7 +81,8 @@ class Vm(KvmFd):
         """KVM_CREATE_VCPU: a new vCPU (in its reset state, like a CPU after power-on) with its own fd,
         and its ``kvm_run`` page mapped (KVM_GET_VCPU_MMAP_SIZE says how large)."""
         index = len(self.vcpus)
-        fd = self.ioctl(abi.KVM_CREATE_VCPU, index, note=lambda _: f"→ vCPU {index} (its own fd)")
+        fd = self.ioctl(abi.KVM_CREATE_VCPU, index,
+                        note=lambda _fd: "→ " + _("vCPU {index} (its own fd)").format(index=index))
         try:
             size = self.system.vcpu_mmap_size()
         except BaseException:

@@ -27,8 +27,14 @@ import psutil
 
 from labkit.errors import InvalidOptionError
 from labkit.host.resources import memory
+from labkit.i18n import Phrase, _, joined
+from labkit.i18n import noop as N_
 
 # ----------------------------------------------------------------------------- processes
+
+
+#: The states psutil reports, as the learner reads them (the data keeps psutil's English words).
+PROCESS_STATES = (N_("running"), N_("sleeping"), N_("disk-sleep"), N_("stopped"), N_("zombie"), N_("idle"))
 
 
 @dataclass(frozen=True)
@@ -46,9 +52,10 @@ class ProcessView:
     threads: int
 
     def __str__(self) -> str:
-        return (f"pid {self.pid}, parent {self.ppid}, {self.name}: {self.state}, nice {self.nice}, "
-                f"last ran on CPU {self.cpu}, {self.threads} thread(s), context switches: "
-                f"{self.voluntary_switches} voluntary, {self.involuntary_switches} involuntary")
+        return _("pid {pid}, parent {ppid}, {name}: {state}, nice {nice}, last ran on CPU {cpu}, {threads} thread(s), "
+                 "context switches: {voluntary} voluntary, {involuntary} involuntary").format(
+            pid=self.pid, ppid=self.ppid, name=self.name, state=_(self.state), nice=self.nice, cpu=self.cpu,
+            threads=self.threads, voluntary=self.voluntary_switches, involuntary=self.involuntary_switches)
 
 
 def view(pid: int) -> ProcessView:
@@ -200,6 +207,24 @@ def notable_mappings(regions: list[Mapping], program: str) -> tuple[list[Mapping
     return shown, rest
 
 
+#: How :func:`mapping_counts` reads each kind of :func:`notable_mappings`' rest.
+MAPPING_KINDS = {"shared-library regions": N_("{count} shared-library regions"),
+                 "anonymous regions": N_("{count} anonymous regions"), "other files": N_("{count} other files")}
+
+
+def mapping_counts(rest: dict[str, int]) -> Phrase:
+    """The rest of :func:`notable_mappings` as the learner reads it: "466 shared-library regions, …"."""
+    return joined((Phrase(MAPPING_KINDS[kind], count=count) for kind, count in rest.items()), ", ")
+
+
+def scheduler_policy(pid: int = 0) -> Phrase | int:
+    """The scheduling policy of ``pid`` by name (SCHED_OTHER is Linux's fair scheduler); a number it does not know."""
+    policy = os.sched_getscheduler(pid)
+    if policy == os.SCHED_OTHER:
+        return Phrase(N_("SCHED_OTHER (the fair scheduler)"))
+    return policy
+
+
 def memory_map(pid: int | None = None) -> list[Mapping]:
     """The process's virtual address space, region by region (``/proc/<pid>/maps``)."""
     rows = []
@@ -294,9 +319,9 @@ class CallCost:
 
 def _per_call_ns(func: Callable[[], object], n: int) -> float:
     best = float("inf")
-    for _ in range(5):  # best of 5: the least disturbed run
+    for _round in range(5):  # best of 5: the least disturbed run
         t0 = time.perf_counter_ns()
-        for _ in range(n):
+        for _call in range(n):
             func()
         best = min(best, (time.perf_counter_ns() - t0) / n)
     return best
@@ -392,4 +417,4 @@ def module_license(name: str = "kvm") -> ModuleLicense:
         for entry in builtin.read_bytes().split(b"\0"):
             if entry.startswith(f"{name}.license=".encode()):
                 return ModuleLicense(name, entry.split(b"=", 1)[1].decode(), str(builtin), proprietary)
-    return ModuleLicense(name, None, f"no modinfo and no {builtin} on this host", proprietary)
+    return ModuleLicense(name, None, Phrase(N_("no modinfo and no {path} on this host"), path=builtin), proprietary)

@@ -7,6 +7,8 @@ from typing import Literal
 
 from labkit import host
 from labkit.errors import InvalidOptionError, KvmUnavailableError
+from labkit.i18n import Phrase, joined
+from labkit.i18n import noop as N_
 from labkit.qemu.machine import QemuError
 
 Accel = Literal["auto", "kvm", "tcg"]
@@ -26,8 +28,9 @@ class AccelChoice:
     reason: str
 
     @property
-    def label(self) -> str:
-        return "KVM (the CPU runs guest code)" if self.name == "kvm" else "TCG (QEMU translates guest code)"
+    def label(self) -> Phrase:
+        return Phrase(N_("KVM (the CPU runs guest code)")) if self.name == "kvm" else \
+            Phrase(N_("TCG (QEMU translates guest code)"))
 
 
 def choose_accel(requested: Accel = "auto", purpose: Purpose = "linux",
@@ -41,20 +44,22 @@ def choose_accel(requested: Accel = "auto", purpose: Purpose = "linux",
         raise InvalidOptionError(f"accel must be 'auto', 'kvm' or 'tcg', not {requested!r}",
                                  "use accel='auto' to let labkit choose")
     if requested == "tcg":
-        return AccelChoice("tcg", requested, "TCG was asked for: QEMU translates every guest instruction")
+        return AccelChoice("tcg", requested, Phrase(N_("TCG was asked for: QEMU translates every guest instruction")))
     verdict = (report or host.inspect()).verdict
     if not verdict.usable:
-        why = f"{verdict.label}: " + "; ".join(verdict.reasons)
+        unusable = Phrase(N_("{verdict}: {reasons}"), verdict=verdict.label, reasons=joined(verdict.reasons, "; "))
         if requested == "kvm":
-            raise KvmUnavailableError(f"KVM was asked for, but this host has {why}",
-                                      verdict.fix or "use accel='tcg' (or 'auto')")
-        return AccelChoice("tcg", requested, f"no usable KVM ({why}), so QEMU emulates with TCG")
+            raise KvmUnavailableError(Phrase(N_("KVM was asked for, but this host has {why}"), why=unusable),
+                                      verdict.fix or Phrase(N_("use accel='tcg' (or 'auto')")))
+        return AccelChoice("tcg", requested, Phrase(N_("no usable KVM ({why}), so QEMU emulates with TCG"),
+                                                    why=unusable))
     if purpose == "payload" or verdict.boots_linux:
-        return AccelChoice("kvm", requested, f"{verdict.label}: guest code runs on the CPU itself")
-    why = (f"{verdict.label}: the CPU offers no VT-x/AMD-V, so a Linux guest's kernel would run through "
-           "KVM's instruction emulator, which stops on instructions it lacks")
+        return AccelChoice("kvm", requested, Phrase(N_("{verdict}: guest code runs on the CPU itself"),
+                                                    verdict=verdict.label))
+    why = Phrase(N_("{verdict}: the CPU offers no VT-x/AMD-V, so a Linux guest's kernel would run through "
+                    "KVM's instruction emulator, which stops on instructions it lacks"), verdict=verdict.label)
     if requested == "kvm":
-        raise KvmCannotBootLinuxError(f"KVM cannot boot a Linux guest on this host ({why})",
-                                      "use accel='tcg' or 'auto'; a bare-metal payload does run under KVM "
-                                      "here (labkit.lessons.payload)")
-    return AccelChoice("tcg", requested, f"{why}; QEMU emulates with TCG instead")
+        raise KvmCannotBootLinuxError(Phrase(N_("KVM cannot boot a Linux guest on this host ({why})"), why=why),
+                                      Phrase(N_("use accel='tcg' or 'auto'; a bare-metal payload does run under "
+                                                "KVM here (labkit.lessons.payload)")))
+    return AccelChoice("tcg", requested, Phrase(N_("{why}; QEMU emulates with TCG instead"), why=why))

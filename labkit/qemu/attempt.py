@@ -24,7 +24,8 @@ from qemu.qmp import QMPError
 
 from labkit import host, images
 from labkit.errors import console_tail
-from labkit.i18n import _
+from labkit.i18n import Phrase, _
+from labkit.i18n import noop as N_
 from labkit.qemu.accel import Accel, AccelChoice
 from labkit.qemu.boots import linux_config, machine_with_nonce
 from labkit.qemu.machine import QemuError, QemuMachine, parse_registers
@@ -96,7 +97,7 @@ def kvm_evidence(qemu_output: str, console: str, lines: int = 8) -> str:
     """
     found = re.search(r"^KVM internal error.*$", qemu_output, re.MULTILINE)
     if found is None:
-        return console_tail(console, lines)
+        return console_tail(console, lines) if console.strip() else Phrase(N_("(the console is empty)"))
     block = qemu_output[found.start():].splitlines()
     keep = [line for line in block[:40]
             if line.startswith(("KVM internal error", "emulation failure", "extra data", "RIP=", "Code="))]

@@ -14,6 +14,8 @@ from typing import Any
 
 from labkit import host, images, runtime
 from labkit.errors import GuestPanicError, GuestStoppedError, GuestTimeoutError, InvalidOptionError, from_os_error
+from labkit.i18n import Phrase
+from labkit.i18n import noop as N_
 from labkit.qemu.accel import Accel, AccelChoice, choose_accel
 from labkit.qemu.config import MachineConfig
 from labkit.qemu.machine import QemuMachine, QemuUsage
@@ -100,31 +102,32 @@ def linux_config(image: images.GuestImage, accel: AccelChoice, *, machine: str =
     notes = []
     kernel = image.vmlinux or image.kernel
     if image.vmlinux:
-        notes.append("kernel: the uncompressed vmlinux, entered at its PVH entry point "
-                     "(no firmware loader, no in-guest decompression)")
+        notes.append(Phrase(N_("kernel: the uncompressed vmlinux, entered at its PVH entry point "
+                               "(no firmware loader, no in-guest decompression)")))
     chosen = machine == "auto"
     if chosen:
         machine = "microvm" if image.vmlinux else "pc"
-        notes.append(f"machine: {machine} " + ("(no PCI bus, no firmware to run)" if machine == "microvm"
-                                                 else "(the classic PC; a bzImage goes through SeaBIOS)"))
+        notes.append(Phrase(N_("machine: microvm (no PCI bus, no firmware to run)")) if machine == "microvm"
+                     else Phrase(N_("machine: {machine} (the classic PC; a bzImage goes through SeaBIOS)"),
+                                 machine=machine))
     cmdline = image.cmdline
     if accel.name == "tcg":
         tsc = host.tsc_frequency() if host_tuning else None
         if tsc:
             cmdline += f" tsc_early_khz={tsc.khz}"
-            notes.append(f"tsc_early_khz={tsc.khz}: the guest's TSC is the host's under TCG "
-                         f"(frequency from {tsc.source})")
+            notes.append(Phrase(N_("tsc_early_khz={khz}: the guest's TSC is the host's under TCG "
+                                   "(frequency from {source})"), khz=tsc.khz, source=tsc.source))
         elif machine.startswith("microvm"):
             machine = "pc"
-            notes.append("machine: pc, because this host's TSC frequency is unknown and microvm's guest "
-                         "cannot always calibrate its clock under TCG")
+            notes.append(Phrase(N_("machine: pc, because this host's TSC frequency is unknown and microvm's guest "
+                                   "cannot always calibrate its clock under TCG")))
     if chosen and machine == "microvm" and vcpus == 1 and accel.name == "tcg":
         machine = MICROVM_WITHOUT_ACPI
         cmdline += " reboot=t"
-        notes.append("machine: microvm without ACPI, as the guest has one vCPU: its kernel then runs no ACPI "
-                     "interpreter and, with no local APIC to use, calibrates no APIC timer (~0.13 s less under "
-                     "TCG); it powers off the way QEMU documents for microvm, by resetting itself (reboot=t: a "
-                     "triple fault), which -no-reboot turns into QEMU's exit")
+        notes.append(Phrase(N_("machine: microvm without ACPI, as the guest has one vCPU: its kernel then runs no "
+                               "ACPI interpreter and, with no local APIC to use, calibrates no APIC timer (~0.13 s "
+                               "less under TCG); it powers off the way QEMU documents for microvm, by resetting "
+                               "itself (reboot=t: a triple fault), which -no-reboot turns into QEMU's exit")))
     if append:
         cmdline += " " + append
     config = MachineConfig(accel=accel.name, machine=machine, cpu=cpu, memory_mib=memory_mib, vcpus=vcpus,

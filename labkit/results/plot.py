@@ -30,6 +30,14 @@ def _pyplot(lang: str):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    use_font_for(lang)
+    return plt
+
+
+def use_font_for(lang: str) -> None:
+    """Let matplotlib draw ``lang``'s letters: for Korean, a Hangul font first (else every syllable is a box)."""
+    import matplotlib.pyplot as plt
     from matplotlib import font_manager
 
     if lang == "ko":
@@ -37,7 +45,6 @@ def _pyplot(lang: str):
         hangul = [name for name in HANGUL_FONTS if name in have]
         plt.rcParams["font.family"] = [*hangul, "DejaVu Sans"]
         plt.rcParams["axes.unicode_minus"] = False  # Nanum has no U+2212 minus
-    return plt
 
 
 def _axes(plt, panels: int, width: float = 4.2, height: float = 3.4):
@@ -52,6 +59,11 @@ def _axes(plt, panels: int, width: float = 4.2, height: float = 3.4):
 def _ylabel(result: str, unit: str, info_meaning: dict[str, str], lang: str) -> str:
     text = meaning(info_meaning, lang, result)
     return f"{text} ({unit})" if unit else text
+
+
+def _title(label: str) -> str:
+    """A panel's title: what it shows and its unit, in the learner's language (not the result's id)."""
+    return textwrap.fill(label, 38)
 
 
 def spans_decades(values: list[float]) -> bool:
@@ -89,8 +101,9 @@ def sweep(table: pd.DataFrame, parameter: str, declarations: dict[str, Declarati
         ax.errorbar(xs, rows["median"], yerr=[low, high], fmt="o-" if numeric else "o", capsize=4)  # no line
         # between categories (accel=kvm,tcg): nothing lies between them
         info = decl.results.get(result)
-        ax.set_ylabel(_ylabel(result, decl.unit(result), info.meaning if info else {}, lang))
-        ax.set_title(f"{result} ({decl.notebook})", fontsize="medium")
+        label = _ylabel(result, decl.unit(result), info.meaning if info else {}, lang)
+        ax.set_ylabel(decl.unit(result) or label)
+        ax.set_title(_title(label) + f"\n({decl.notebook})", fontsize="medium")
         ax.set_xlabel(parameter)
         if numeric and spans_decades(values):
             ax.set_xscale("log")
@@ -129,8 +142,9 @@ def by_host_kind(table: pd.DataFrame, path: Path, results: list[str] | None = No
                       fontsize="small")
         unit = mine["unit"].iloc[0] if len(mine) else ""
         info = next((d.results[name] for d in (declarations or {}).values() if name in d.results), None)
-        ax.set_ylabel(_ylabel(name, unit, info.meaning if info else {}, lang))
-        ax.set_title(name, fontsize="medium")
+        label = _ylabel(name, unit, info.meaning if info else {}, lang)
+        ax.set_ylabel(unit or label)
+        ax.set_title(_title(label), fontsize="medium")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3, axis="y")
     machines = hosts[["label", "host_kind", "cpu_model", "kernel"]].drop_duplicates().shape[0]

@@ -49,7 +49,7 @@ from labkit.virt.cmdline import (
     qemu_pids,
 )
 from labkit.virt.connection import Connection, connect
-from labkit.virt.domain import EVENTS, Domain, LifecycleEvent
+from labkit.virt.domain import EVENTS, Domain, LifecycleEvent, event_list
 from labkit.virt.errors import (
     DaemonUnreachableError,
     DomainXmlError,
@@ -68,6 +68,6 @@ __all__ = [
     "DuplicateDomainError", "GuestCapability", "GuestPanicError", "GuestStoppedError", "GuestTimeoutError",
     "HostCapabilities", "LifecycleEvent", "MissingKernelError", "OptionRow", "UriChoice", "UriParts",
     "VirtAccessDeniedError", "VirtError", "choose_domain_type", "choose_uri", "compare_command_lines", "connect",
-    "domain_xml", "kvm_stack", "option_groups", "parse_capabilities", "parse_qemu_log", "qemu_log_path", "qemu_name",
-    "heartbeat", "qemu_pids", "uri_parts",
+    "domain_xml", "event_list", "kvm_stack", "option_groups", "parse_capabilities", "parse_qemu_log",
+    "qemu_log_path", "qemu_name", "heartbeat", "qemu_pids", "uri_parts",
 ]

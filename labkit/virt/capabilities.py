@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from labkit import host
+from labkit.i18n import Phrase
+from labkit.i18n import noop as N_
 from labkit.virt.errors import VirtError
 
 
@@ -85,14 +87,16 @@ def choose_domain_type(offered: Iterable[str], verdict: host.KvmVerdict) -> Doma
     """
     offered = tuple(dict.fromkeys(offered))
     if "kvm" in offered and verdict.boots_linux:
-        return DomainTypeChoice("kvm", offered, f"libvirt offers kvm and the host has {verdict.label}: "
-                                                "the guest's code runs on the CPU's virtualization extensions")
+        return DomainTypeChoice("kvm", offered, Phrase(N_("libvirt offers kvm and the host has {verdict}: the "
+                                                          "guest's code runs on the CPU's virtualization extensions"),
+                                                       verdict=verdict.label))
     if "kvm" in offered:
-        why = (f"libvirt offers kvm (/dev/kvm opens), but this host has {verdict.label}: a Linux guest does "
-               "not boot under it, so the guest runs under QEMU's TCG emulator (type 'qemu')")
+        why = Phrase(N_("libvirt offers kvm (/dev/kvm opens), but this host has {verdict}: a Linux guest does not "
+                        "boot under it, so the guest runs under QEMU's TCG emulator (type 'qemu')"),
+                     verdict=verdict.label)
     else:
-        why = ("libvirt does not offer kvm on this connection (no usable /dev/kvm for the daemon), so the "
-               "guest runs under QEMU's TCG emulator (type 'qemu')")
+        why = Phrase(N_("libvirt does not offer kvm on this connection (no usable /dev/kvm for the daemon), so the "
+                        "guest runs under QEMU's TCG emulator (type 'qemu')"))
     if "qemu" not in offered:
         raise VirtError(f"this connection offers neither kvm nor qemu guests for x86_64 (offered: {offered})",
                         "install qemu-system-x86 (./kvmlab setup) and restart libvirtd")

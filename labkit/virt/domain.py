@@ -9,7 +9,7 @@ import threading
 import time
 import warnings
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,6 +26,8 @@ from labkit.errors import (
     console_tail,
     from_os_error,
 )
+from labkit.i18n import Phrase, _
+from labkit.i18n import noop as N_
 from labkit.virt.cmdline import _strip_env, parse_qemu_log, qemu_log_path
 from labkit.virt.errors import _DUPLICATE_FIX, DaemonUnreachableError, DuplicateDomainError, VirtError, _translate
 from labkit.virt.spec import DomainSpec, _own_xml, _require_files, domain_xml
@@ -72,7 +74,26 @@ class LifecycleEvent:
     detail: str  # e.g. 'booted', 'destroyed', 'shutdown'
 
     def __str__(self) -> str:
-        return f"{self.at:6.2f} s  {self.event} ({self.detail})"
+        return f"{self.at:6.2f} s  " + _words(self)
+
+
+def event_list(events: Iterable[LifecycleEvent]) -> str:
+    """``defined (added); started (booted); …`` in the learner's language (``virsh event``'s words in English)."""
+    return "; ".join(map(_words, events))
+
+
+def _words(event: LifecycleEvent) -> str:
+    """``started (booted)`` in the learner's language."""
+    return _(event.event) + " (" + _(event.detail) + ")"
+
+
+#: The events and their details as the learner reads them (the data keeps libvirt's words; see EVENTS).
+EVENT_WORDS = (N_("defined"), N_("undefined"), N_("started"), N_("suspended"), N_("resumed"), N_("stopped"),
+               N_("shutdown"), N_("pmsuspended"), N_("crashed"), N_("added"), N_("from snapshot"), N_("renamed"),
+               N_("updated"), N_("removed"), N_("booted"), N_("migrated"), N_("restored"), N_("wakeup"),
+               N_("api error"), N_("ioerror"), N_("paused"), N_("postcopy"), N_("postcopy failed"), N_("watchdog"),
+               N_("unpaused"), N_("destroyed"), N_("failed"), N_("saved"), N_("finished"), N_("guest"), N_("host"),
+               N_("disk"), N_("memory"), N_("crashloaded"), N_("panicked"))
 
 
 class Domain:
@@ -297,10 +318,10 @@ class Domain:
             return self._do("snapshot", self.raw.snapshotCreateXML, ET.tostring(snap, encoding="unicode")).getName()
         except VirtError as exc:
             if ET.fromstring(self.live_xml()).find("devices/disk") is None:
-                raise VirtError(f"{self.name} has no disk, and internal snapshots are stored inside the guest's "
-                                f"qcow2 disks: libvirt refuses ({exc.what})",
-                                "use save()/restore() (virsh save/restore) to keep a diskless guest's state, or "
-                                "give the guest a qcow2 disk") from exc
+                raise VirtError(Phrase(N_("{name} has no disk, and internal snapshots are stored inside the guest's "
+                                          "qcow2 disks: libvirt refuses ({error})"), name=self.name, error=exc.what),
+                                Phrase(N_("use save()/restore() (virsh save/restore) to keep a diskless guest's "
+                                          "state, or give the guest a qcow2 disk"))) from exc
             raise
 
     def live_xml(self) -> str:

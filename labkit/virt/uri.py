@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from labkit import libvirtd
 from labkit.errors import InvalidOptionError
+from labkit.i18n import Phrase
+from labkit.i18n import noop as N_
 
 SESSION_URI = "qemu:///session"
 SYSTEM_URI = libvirtd.SYSTEM_URI
@@ -29,12 +31,12 @@ def choose_uri(euid: int | None = None, env: Mapping[str, str] | None = None) ->
     env = os.environ if env is None else env
     euid = os.geteuid() if euid is None else euid
     if env.get(URI_ENV):
-        return UriChoice(env[URI_ENV], f"{URI_ENV} is set")
+        return UriChoice(env[URI_ENV], Phrase(N_("{variable} is set"), variable=URI_ENV))
     if euid == 0:
-        return UriChoice(SYSTEM_URI, "you are root: the system-wide daemon, which manages every root-owned "
-                                     "guest on this host (and may use /dev/kvm)")
-    return UriChoice(SESSION_URI, "you are not root: a private per-user daemon that libvirt starts for you; "
-                                  "your guests run as you and other users cannot see them")
+        return UriChoice(SYSTEM_URI, Phrase(N_("you are root: the system-wide daemon, which manages every root-owned "
+                                               "guest on this host (and may use /dev/kvm)")))
+    return UriChoice(SESSION_URI, Phrase(N_("you are not root: a private per-user daemon that libvirt starts for "
+                                            "you; your guests run as you and other users cannot see them")))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from IPython.display import HTML
 
 from labkit.host import HostReport
 from labkit.i18n import _
+from labkit.i18n import noop as N_
 from labkit.lessons import hypervisor
 from labkit.widgets.static import StaticFallback, StaticHTML
 
@@ -27,9 +28,9 @@ def host_card(report: HostReport, kvm: bool = True) -> StaticHTML:
     v = report.verdict
     rows = [
         (_("kernel"), f"Linux {report.kernel.release}"),
-        ("CPU", f"{report.cpu.model_name} · {report.cpu.logical_cpus} CPUs"
+        ("CPU", f"{report.cpu.model_name} · " + _("{cpus} CPUs").format(cpus=report.cpu.logical_cpus)
                 + (" · " + (report.cpu.hardware_virtualization or _("no VT-x/AMD-V flag")) if kvm else "")),
-        (_("platform"), report.platform.summary),
+        (_("platform"), html.escape(str(report.platform.summary))),
     ]
     if kvm:
         rows.append(("KVM", f"<b style='color:{_COLOURS[v.kind]}'>{html.escape(v.label)}</b>"))
@@ -46,8 +47,8 @@ def stack_view(report: HostReport) -> StaticHTML:
     boxes = "".join(
         f"<div style='border:1px solid #888;border-radius:4px;margin:2px 0;padding:4px 8px;"
         f"background:{'#fff3e0' if 'hypervisor' in layer.name.lower() else '#f5f5f5'}'>"
-        f"<b>{html.escape(layer.name)}</b> — {html.escape(layer.detail)}"
-        "<br><small style='color:#666'>" + _("evidence") + f": {html.escape(layer.evidence)}</small></div>"
+        f"<b>{html.escape(str(layer.name))}</b> — {html.escape(str(layer.detail))}"
+        "<br><small style='color:#666'>" + _("evidence") + f": {html.escape(str(layer.evidence))}</small></div>"
         for layer in reversed(hypervisor.stack(report)))
     return StaticHTML(f"<div class='labkit-stack'>{boxes}</div>")
 
@@ -79,27 +80,31 @@ class ApartmentPlanner(StaticFallback, w.VBox):
 
     def _redraw(self, _change: object = None) -> None:
         self.plan = hypervisor.plan(self.host_cpus, self.host_memory_mib, [
-            hypervisor.GuestSpec(f"flat {i + 1}", self.vcpus.value, self.memory.value)
+            hypervisor.GuestSpec(_("flat {number}").format(number=i + 1), self.vcpus.value, self.memory.value)
             for i in range(self.guests.value)])
         p = self.plan
-        summary = (f"<span style='color:{'#c62828' if p.cpu_overcommit > 1 else '#2e7d32'}'>{p.vcpus} vCPUs on "
-                   f"{p.host_cpus} CPUs ({p.cpu_overcommit:.2f}x)</span> · "
-                   f"<span style='color:{'#c62828' if p.memory_overcommit > 1 else '#2e7d32'}'>{p.memory_mib} MiB "
-                   f"on {p.host_memory_mib} MiB ({p.memory_overcommit:.2f}x)</span>")
-        warnings = "".join(f"<li>{html.escape(n)}</li>" for n in p.warnings)
+        cpus = _("{vcpus} vCPUs on {cpus} CPUs ({ratio:.2f}x)").format(vcpus=p.vcpus, cpus=p.host_cpus,
+                                                                      ratio=p.cpu_overcommit)
+        memory = _("{guests} MiB on {host} MiB ({ratio:.2f}x)").format(guests=p.memory_mib, host=p.host_memory_mib,
+                                                                      ratio=p.memory_overcommit)
+        summary = (f"<span style='color:{'#c62828' if p.cpu_overcommit > 1 else '#2e7d32'}'>{cpus}</span> · "
+                   f"<span style='color:{'#c62828' if p.memory_overcommit > 1 else '#2e7d32'}'>{memory}</span>")
+        warnings = "".join(f"<li>{html.escape(str(n))}</li>" for n in p.warnings)
         self.drawing.value = (f"<div>{building_html(p)}<p>{summary}</p>"
                               f"<ul class='labkit-warnings'>{warnings}</ul></div>")
 
     def static_html(self) -> str:
         sliders = " · ".join(f"{s.description} = {s.value}" for s in (self.guests, self.vcpus, self.memory))
-        return f"<div class='labkit-apartments'><p><i>{sliders}</i> (run the cell to move them)</p>" \
-               f"{self.drawing.value}</div>"
+        return f"<div class='labkit-apartments'><p><i>{sliders}</i> " + _("(run the cell to move them)") + \
+               f"</p>{self.drawing.value}</div>"
 
     def static_text(self) -> str:
         p = self.plan
-        return (f"the building: {p.host_cpus} CPUs, {p.host_memory_mib} MiB; {len(p.guests)} apartments of "
-                f"{self.vcpus.value} vCPUs and {self.memory.value} MiB: {p.vcpus} vCPUs "
-                f"({p.cpu_overcommit:.2f}x), {p.memory_mib} MiB ({p.memory_overcommit:.2f}x)")
+        return _("the building: {cpus} CPUs, {memory} MiB; {guests} apartments of {vcpus} vCPUs and {each} MiB: "
+                 "{all_vcpus} vCPUs ({cpu_ratio:.2f}x), {all_memory} MiB ({memory_ratio:.2f}x)").format(
+            cpus=p.host_cpus, memory=p.host_memory_mib, guests=len(p.guests), vcpus=self.vcpus.value,
+            each=self.memory.value, all_vcpus=p.vcpus, cpu_ratio=p.cpu_overcommit, all_memory=p.memory_mib,
+            memory_ratio=p.memory_overcommit)
 
 
 #: Building drawing: pixels per CPU column, for the host's memory, and the most the floors may take.
@@ -134,16 +139,17 @@ def building_html(p: hypervisor.Plan) -> str:
             box("#e53935" if c >= p.host_cpus else "#ffcdd2" if over_roof else "#fff59d", h) if c < g.vcpus
             else box("#bbdefb", h, "#bbdefb") if c < p.host_cpus else "<td style='padding:0'></td>"
             for c in range(columns))
-        (above if over_roof else below).append(row(windows, f"{html.escape(g.name)}: {g.vcpus} vCPU, "
-                                                            f"{g.memory_mib} MiB"))
+        (above if over_roof else below).append(row(windows, html.escape(
+            _("{name}: {vcpus} vCPU, {memory} MiB").format(name=g.name, vcpus=g.vcpus, memory=g.memory_mib))))
         ground += h
     over = p.memory_overcommit > 1
     roof = row(box("#8d6e63", 12, "#c62828" if over else "#8d6e63", p.host_cpus) + outside,
-               "the host's RAM ends here" if over else "roof", "#c62828" if over else "#6d4c41")
+               _("the host's RAM ends here") if over else _("roof"), "#c62828" if over else "#6d4c41")
     free = house_h - ground
-    empty = row(box("#f5f5f5", free, "#e0e0e0", p.host_cpus) + outside, "free") if free >= 4 else ""
+    empty = row(box("#f5f5f5", free, "#e0e0e0", p.host_cpus) + outside, _("free")) if free >= 4 else ""
     base = row(f"<td colspan='{columns}' style='padding:0;height:4px;border-top:3px solid #424242'></td>",
-               f"the ground: {p.host_cpus} CPUs wide, {p.host_memory_mib} MiB tall")
+               _("the ground: {cpus} CPUs wide, {memory} MiB tall").format(cpus=p.host_cpus,
+                                                                           memory=p.host_memory_mib))
     return (f"<table class='labkit-building' style='border-collapse:separate;border-spacing:2px 1px'>"
             f"{''.join(reversed(above))}{roof}{empty}{''.join(reversed(below))}{base}</table>")
 
@@ -151,17 +157,17 @@ def building_html(p: hypervisor.Plan) -> str:
 #: The four stacks of notebook 02's picture, bottom layer last: (title, [(layer, kind)]).
 #: kinds colour the boxes: hw hardware, hv the hypervisor's code, os a host OS, app a process, vm a guest.
 TYPE_STACKS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
-    ("Type 1 (bare metal): ESXi, Xen, Hyper-V",
-     (("VM · VM · VM", "vm"), ("hypervisor (its own small kernel)", "hv"), ("hardware", "hw"))),
-    ("Type 2 (hosted): VirtualBox, Workstation",
-     (("VM · VM", "vm"), ("hypervisor app · other apps", "app"), ("host OS (Windows, macOS, Linux)", "os"),
-      ("hardware", "hw"))),
-    ("KVM: Linux becomes the hypervisor",
-     (("VM · VM", "vm"), ("QEMU processes (the VMMs) · other apps", "app"),
-      ("Linux kernel + kvm.ko (the hypervisor)", "hv"), ("hardware with VT-x / AMD-V", "hw"))),
-    ("QEMU with TCG: an emulator",
-     (("VM", "vm"), ("QEMU process: translates every guest instruction", "app"), ("host OS", "os"),
-      ("hardware (no help needed)", "hw"))),
+    (N_("Type 1 (bare metal): ESXi, Xen, Hyper-V"),
+     (("VM · VM · VM", "vm"), (N_("hypervisor (its own small kernel)"), "hv"), (N_("hardware"), "hw"))),
+    (N_("Type 2 (hosted): VirtualBox, Workstation"),
+     (("VM · VM", "vm"), (N_("hypervisor app · other apps"), "app"), (N_("host OS (Windows, macOS, Linux)"), "os"),
+      (N_("hardware"), "hw"))),
+    (N_("KVM: Linux becomes the hypervisor"),
+     (("VM · VM", "vm"), (N_("QEMU processes (the VMMs) · other apps"), "app"),
+      (N_("Linux kernel + kvm.ko (the hypervisor)"), "hv"), (N_("hardware with VT-x / AMD-V"), "hw"))),
+    (N_("QEMU with TCG: an emulator"),
+     (("VM", "vm"), (N_("QEMU process: translates every guest instruction"), "app"), (N_("host OS"), "os"),
+      (N_("hardware (no help needed)"), "hw"))),
 )
 _KIND_COLOURS = {"hw": "#cfd8dc", "hv": "#ffcc80", "os": "#c5e1a5", "app": "#b3e5fc", "vm": "#e1bee7"}
 
@@ -172,16 +178,16 @@ def hypervisor_types_picture() -> HTML:
     A plain HTML table with inline colours: it shows before anything runs,
     also in an untrusted notebook (JupyterLab's sanitizer keeps tables, drops SVG and flexbox).
     """
-    titles = "".join(f"<th style='text-align:center;vertical-align:bottom;padding:4px'>{html.escape(title)}</th>"
-                     for title, _ in TYPE_STACKS)
+    titles = "".join(f"<th style='text-align:center;vertical-align:bottom;padding:4px'>{html.escape(_(title))}</th>"
+                     for title, _layers in TYPE_STACKS)
     stacks = "".join(
         "<td style='vertical-align:bottom;width:25%;padding:4px'>" + "".join(
             f"<div style='background-color:{_KIND_COLOURS[kind]};border:1px solid #616161;border-radius:4px;"
-            f"margin:3px 0;padding:6px;text-align:center'>{html.escape(name)}</div>" for name, kind in layers)
-        + "</td>" for _, layers in TYPE_STACKS)
+            f"margin:3px 0;padding:6px;text-align:center'>{html.escape(_(name))}</div>" for name, kind in layers)
+        + "</td>" for _title, layers in TYPE_STACKS)
     legend = " ".join(f"<span style='background-color:{_KIND_COLOURS[k]};border:1px solid #616161;"
-                      f"padding:0 6px'>{name}</span>"
-                      for k, name in (("hw", "hardware"), ("hv", "hypervisor code"), ("os", "host OS"),
-                                      ("app", "process"), ("vm", "guest")))
+                      "padding:0 6px'>" + _(name) + "</span>"
+                      for k, name in (("hw", N_("hardware")), ("hv", N_("hypervisor code")), ("os", N_("host OS")),
+                                      ("app", N_("process")), ("vm", N_("guest"))))
     return HTML(f"<div class='labkit-type-stacks'><table style='width:100%;border-collapse:separate'>"
                 f"<tr>{titles}</tr><tr>{stacks}</tr></table><p style='font-size:smaller'>{legend}</p></div>")

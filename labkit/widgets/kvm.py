@@ -108,10 +108,10 @@ class ExitStepper:
         assert self.machine is not None  # a step was taken on it
         done = _(" — guest stopped ({how})").format(how=self.machine.finished) if self.machine.finished else ""
         self.title.value = f"<b>exit {step.index}</b>: {html.escape(str(step.exit))}{html.escape(done)}"
-        self.registers.value = _pre(f"cpu: {step.special.describe()}\n{step.registers.table(step.special.bits)}\n"
-                                f"{step.special.table()}")
+        self.registers.value = _pre(_("cpu: {state}").format(state=step.special.describe()) + "\n"
+                                    + f"{step.registers.table(step.special.bits)}\n{step.special.table()}")
         self.code.value = _pre(format_code(step.code))
-        self.serial.value = _pre(f"serial so far: {step.serial!r}")
+        self.serial.value = _pre(_("serial so far: {serial!r}").format(serial=step.serial))
         self._buttons(not self.machine.finished)
 
     def _buttons(self, running: bool) -> None:

@@ -12,10 +12,11 @@ import matplotlib.pyplot as plt
 from IPython.display import display
 from matplotlib.figure import Figure
 
-from labkit import host, images, qemu
+from labkit import host, i18n, images, qemu
 from labkit.i18n import _
 from labkit.i18n import noop as N_
 from labkit.lessons import payload
+from labkit.results import plot
 from labkit.widgets.static import html_to_text
 
 
@@ -46,7 +47,7 @@ class ConsoleView:
         return self._text
 
     def _render(self) -> str:
-        tail = "\n".join(self._text.splitlines()[-self.lines:]) or "(waiting for the guest…)"
+        tail = "\n".join(self._text.splitlines()[-self.lines:]) or _("(waiting for the guest…)")
         return (f"<pre style='background:#111;color:#ddd;padding:6px;height:{self.lines * 1.25}em;"
                 f"overflow:auto;white-space:pre-wrap;font-size:85%'>{html.escape(tail)}</pre>")
 
@@ -71,7 +72,7 @@ class Page:
 def _details(summary: str, text: str) -> str:
     """A folded block: ``summary`` is shown, ``text`` opens with one click."""
     return (f"<details><summary>{html.escape(summary)}</summary><pre style='white-space:pre-wrap;font-size:85%'>"
-            f"{html.escape(text)}</pre></details>")
+            f"{html.escape(str(text))}</pre></details>")
 
 
 def _rows(rows: Iterable[tuple[str, str]]) -> str:
@@ -99,7 +100,7 @@ def boot_view(console: str, report: images.GuestReport) -> Page:
 
 def kvm_attempt_view(plan: qemu.KvmPlan, attempt: qemu.KvmAttempt) -> Page:
     """What the bounded KVM attempt showed: why it ran or not, how it ended, and the evidence."""
-    parts = [f"<p>{html.escape(plan.reason)}</p>"]
+    parts = [f"<p>{html.escape(str(plan.reason))}</p>"]
     if attempt.booted:
         done = _("Linux reached its /init under KVM after {seconds:.1f} s.").format(seconds=attempt.seconds)
         parts.append(f"<p>{html.escape(done)}</p>")
@@ -145,16 +146,17 @@ def guest_vs_host(report: images.GuestReport, host_report: host.HostReport) -> P
 
 def plot_accelerators(runs: list[payload.PayloadResult], boots: list[qemu.BootResult]) -> Figure:
     """Left: the payload's loop rate per accelerator and ring (log scale).  Right: Linux boot phases."""
+    plot.use_font_for(i18n.current())
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6))
-    labels = [f"{r.accel.name.upper()}\nring {r.ring}" for r in runs]
+    labels = [_("{accel}\nring {ring}").format(accel=r.accel.name.upper(), ring=r.ring) for r in runs]
     rates = [(r.iterations_per_s or 0) / 1e6 for r in runs]
     bars = left.bar(labels, rates, color=["#2a7" if r.accel.name == "kvm" else "#37c" for r in runs])
     left.bar_label(bars, fmt="%.1f")
     left.set_yscale("log")
     if any(rates):
         left.set_ylim(top=max(rates) * 6)  # room for the tallest bar's label below the title
-    left.set_ylabel("loop iterations per second (millions)")
-    left.set_title("bare-metal payload: the same loop")
+    left.set_ylabel(_("loop iterations per second (millions)"))
+    left.set_title(_("bare-metal payload: the same loop"))
 
     groups: dict[str, list[qemu.BootTimes]] = {}
     for b in boots:
@@ -163,12 +165,12 @@ def plot_accelerators(runs: list[payload.PayloadResult], boots: list[qemu.BootRe
     before = [statistics.median(t.before_kernel_s for t in groups[n]) for n in names]
     kernel = [statistics.median(t.userspace_s for t in groups[n]) - b for n, b in zip(names, before)]
     off = [statistics.median((t.poweroff_s or t.userspace_s) - t.userspace_s for t in groups[n]) for n in names]
-    right.bar(names, before, label="before the guest's clock ran (QEMU, loading, early kernel)", color="#bbb")
-    right.bar(names, kernel, bottom=before, label="guest kernel → /init", color="#37c")
+    right.bar(names, before, label=_("before the guest's clock ran (QEMU, loading, early kernel)"), color="#bbb")
+    right.bar(names, kernel, bottom=before, label=_("guest kernel → /init"), color="#37c")
     right.bar(names, off, bottom=[a + b for a, b in zip(before, kernel)],
-              label="/init: report, awk workload, power-off", color="#e93")
-    right.set_ylabel("seconds since QEMU was launched (median)")
-    right.set_title(f"tiny Linux guest boot ({len(boots)} boots)")
+              label=_("/init: report, awk workload, power-off"), color="#e93")
+    right.set_ylabel(_("seconds since QEMU was launched (median)"))
+    right.set_title(_("tiny Linux guest boot ({boots} boots)").format(boots=len(boots)))
     # below the axes, never over a bar (however tall the bars of this host are)
     right.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     fig.tight_layout()

@@ -17,6 +17,7 @@ import ipywidgets as w
 from labkit import virt
 from labkit.errors import LabkitError
 from labkit.i18n import _
+from labkit.i18n import noop as N_
 from labkit.lessons import hypervisor
 from labkit.widgets.qemu import Page
 from labkit.widgets.static import StaticFallback
@@ -30,7 +31,7 @@ def render(name: str, stats: virt.DomainStats | None, events: list[virt.Lifecycl
         state, rows = "undefined", []
     else:
         state = stats.state
-        rows = [(_("state"), f"<b style='color:{_COLOURS.get(state, '#000')}'>{state}</b>")]
+        rows = [(_("state"), f"<b style='color:{_COLOURS.get(state, '#000')}'>{html.escape(_(state))}</b>")]
         if state not in ("shut off", "crashed"):  # a stopped domain's counters are leftovers: not shown
             rows += [(_("CPU time"), _("{vcpu_s:.2f} s in vCPUs, {qemu_s:.2f} s for all of QEMU").format(
                           vcpu_s=stats.vcpu_time_ns / 1e9, qemu_s=stats.cpu_time_ns / 1e9)),
@@ -57,12 +58,14 @@ ACTIONS_BY_STATE: dict[str, tuple[str, ...]] = {
 }
 #: The dashboard's buttons, in order: label, what it does (the virsh command), tooltip.
 BUTTONS: tuple[tuple[str, str], ...] = (
-    ("start", "boot the guest (virsh start)"),
-    ("pause", "stop its vCPUs; QEMU and its memory stay (virsh suspend)"),
-    ("resume", "let its vCPUs run again (virsh resume)"),
-    ("stop", "pull the plug: QEMU is killed, the definition stays (virsh destroy)"),
-    ("end", "destroy and undefine: the guest and its definition are gone (virsh destroy; virsh undefine)"),
+    (N_("start"), N_("boot the guest (virsh start)")),
+    (N_("pause"), N_("stop its vCPUs; QEMU and its memory stay (virsh suspend)")),
+    (N_("resume"), N_("let its vCPUs run again (virsh resume)")),
+    (N_("stop"), N_("pull the plug: QEMU is killed, the definition stays (virsh destroy)")),
+    (N_("end"), N_("destroy and undefine: the guest and its definition are gone (virsh destroy; virsh undefine)")),
 )
+#: The states a dashboard shows, as the learner reads them (libvirt's words stay the data).
+STATE_WORDS = (N_("running"), N_("paused"), N_("shut off"), N_("crashed"), N_("blocked"), N_("undefined"))
 
 
 def enabled_actions(state: str) -> tuple[str, ...]:
@@ -90,7 +93,7 @@ class Dashboard(StaticFallback, w.VBox):
                    "stop": domain.destroy, "end": domain.close}
         self.buttons: dict[str, w.Button] = {}
         for label, tooltip in BUTTONS:
-            button = w.Button(description=label, tooltip=tooltip, layout=w.Layout(width="7em"))
+            button = w.Button(description=_(label), tooltip=_(tooltip), layout=w.Layout(width="7em"))
             button.on_click(lambda _b, act=actions[label]: self.act(act))
             self.buttons[label] = button
         self.message = w.HTML()
@@ -126,7 +129,7 @@ class Dashboard(StaticFallback, w.VBox):
             action()
             self.message.value = ""
         except LabkitError as exc:
-            self.message.value = f"<span style='color:#c62828'>{html.escape(exc.what)}</span>"
+            self.message.value = f"<span style='color:#c62828'>{html.escape(str(exc.what))}</span>"
         self.refresh()
 
     @property
@@ -182,21 +185,24 @@ def command_line_table(rows: Iterable[virt.OptionRow]) -> Page:
     wrap at commas, slashes and '=' so the table fits the page.
     """
     def cell(values: tuple[str, ...]) -> str:
-        return "<br>".join(f"<code>{_breakable(v) or '(flag)'}</code>" for v in values) or "—"
+        return "<br>".join("<code>" + (_breakable(v) or _("(flag)")) + "</code>" for v in values) or "—"
     body = "".join(
         f"<tr style='background:{'#fff' if r.libvirt == r.labkit else '#fff8e1'}'>{_TD}<code>"
         f"{html.escape(r.option)}</code></td>{_TD}{cell(r.libvirt)}</td>{_TD}{cell(r.labkit)}</td></tr>"
         for r in rows)
     return Page("<table class='labkit-cmdline' style='table-layout:fixed;width:100%'>"
                 "<colgroup><col style='width:14%'><col style='width:43%'><col style='width:43%'></colgroup>"
-                "<tr><th>option</th><th>libvirt generated</th>"
-                f"<th>labkit.qemu builds</th></tr>{body}</table>")
+                + _row_of_headers(_("option"), _("libvirt generated"), _("labkit.qemu builds")) + f"{body}</table>")
 
 
 def stack_table(layers: Iterable[hypervisor.Layer]) -> Page:
     """The KVM stack, top (libvirt) to bottom (hardware): role, where you ran it, what shows it here (static HTML)."""
-    body = "".join(f"<tr><th style='text-align:left'>{html.escape(l.name)}</th>{_TD}{html.escape(l.role)}</td>"
-                   f"{_TD}{html.escape(l.you_ran)}</td>{_TD}{_breakable(l.here)}</td></tr>"
+    body = "".join(f"<tr><th style='text-align:left'>{html.escape(str(l.name))}</th>{_TD}{html.escape(str(l.role))}"
+                   f"</td>{_TD}{html.escape(str(l.you_ran))}</td>{_TD}{_breakable(str(l.here))}</td></tr>"
                    for l in reversed(tuple(layers)))
-    return Page("<table class='labkit-stack'><tr><th>layer</th><th>its job</th><th>you ran</th>"
-                f"<th>on this host</th></tr>{body}</table>")
+    headers = _row_of_headers(_("layer"), _("its job"), _("you ran"), _("on this host"))
+    return Page(f"<table class='labkit-stack'>{headers}{body}</table>")
+
+
+def _row_of_headers(*titles: str) -> str:
+    return "<tr>" + "".join(f"<th>{html.escape(t)}</th>" for t in titles) + "</tr>"
