@@ -33,7 +33,7 @@ import students
 from labkit import runtime
 from labkit.classroom import progress
 from labkit.hub import HubPlan, Limits, accounts, limits, server
-from labkit.hub.client import Student
+from hubclient import Student
 
 pytestmark = [pytest.mark.hub,
               pytest.mark.skipif(students.skip_unless_root() is not None, reason=students.skip_unless_root() or "")]

@@ -36,8 +36,11 @@ from labkit.hub.plan import HubPlan
 RUNUSER = shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin") or "/usr/sbin/runuser"
 
 
-class LabSpawner(LocalProcessSpawner):
-    """LocalProcessSpawner + the lab's notebooks, shared cache, limits and a clean stop."""
+class PlanMixin:
+    """What every lab spawner reads from the hub's plan: the student's account, the lab's venv and image cache.
+
+    Mixed into a JupyterHub spawner (here, and :class:`labkit.hub.slurm.LabSlurmSpawner`).
+    """
 
     plan_file = Unicode(config=True, help="the hub plan (JSON) written by `labkit hub`")
 
@@ -47,22 +50,32 @@ class LabSpawner(LocalProcessSpawner):
 
     @property
     def account(self) -> accounts.Account:
-        account = accounts.lookup(self.user.name)
+        account = accounts.lookup(self.user.name)  # type: ignore[attr-defined]  # the spawner's user
         assert account is not None  # the hub only spawns for its students' accounts
         return account
+
+    def get_env(self) -> dict[str, str]:
+        env = super().get_env()  # type: ignore[misc]  # the spawner's
+        plan = self.plan
+        env["PATH"] = f"{plan.venv / 'bin'}:/usr/local/bin:/usr/bin:/bin"
+        env["LABKIT_SHARED_CACHE"] = str(plan.shared_cache)
+        return env
+
+    def lab_server(self) -> None:
+        """The student's own copy of the notebooks, and their server on it: JupyterLab in ``~/kvm-lab``."""
+        accounts.provide_notebooks(self.account, self.plan.notebooks)
+        self.notebook_dir = str(self.account.lab)
+        self.default_url = "/lab"
+
+
+class LabSpawner(PlanMixin, LocalProcessSpawner):
+    """LocalProcessSpawner + the lab's notebooks, shared cache, limits and a clean stop."""
 
     def _group(self) -> limits.StudentGroup | None:
         support = limits.detect()
         if support.version is None or not self.plan.limits.memory_mib and not self.plan.limits.cpus:
             return None
         return limits.StudentGroup(support, self.user.name)
-
-    def get_env(self) -> dict[str, str]:
-        env = super().get_env()
-        plan = self.plan
-        env["PATH"] = f"{plan.venv / 'bin'}:/usr/local/bin:/usr/bin:/bin"
-        env["LABKIT_SHARED_CACHE"] = str(plan.shared_cache)
-        return env
 
     def make_preexec_fn(self, name: str):
         become_student = super().make_preexec_fn(name)
@@ -76,14 +89,11 @@ class LabSpawner(LocalProcessSpawner):
         return preexec
 
     async def start(self):
-        plan = self.plan
-        accounts.provide_notebooks(self.account, plan.notebooks)
+        self.lab_server()
         group = self._group()
         if group is not None:
-            group.create(plan.limits)
-        self.cmd = [str(plan.venv / "bin/jupyterhub-singleuser")]
-        self.notebook_dir = str(self.account.lab)
-        self.default_url = "/lab"
+            group.create(self.plan.limits)
+        self.cmd = [str(self.plan.venv / "bin/jupyterhub-singleuser")]
         return await super().start()
 
     async def stop(self, now: bool = False) -> None:

@@ -3,8 +3,8 @@
 This is the path a browser takes, without the browser: the hub's login form
 (PAM checks the password), a token the student makes for themselves, their
 server started through the hub, a kernel in it and code executed over the
-kernel's websocket — every request through the hub's proxy.  Tests and
-``bench/seats.py`` drive several students at once with it (asyncio).
+kernel's websocket — every request through the hub's proxy.  The hub tests
+drive several students at once with it (asyncio).
 """
 
 from __future__ import annotations
