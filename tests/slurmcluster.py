@@ -4,10 +4,12 @@ Debian's ``slurm-wlm`` daemons, run by root from a private folder: munged
 with a fresh key, slurmctld on the host side of a bridge, and one slurmd
 per node in its own network namespace (its own address on the bridge) and
 its own UTS namespace (its own hostname, from which slurmd knows its
-NodeName).  The nodes share the host's filesystem — as a real cluster's
-nodes share the lab, the image cache and the homes over NFS — and traffic
-stays on the bridge, whose addresses (198.18.0.0/15 is reserved for
-benchmarks, RFC 2544) route nowhere else.
+NodeName).  Each job gets a private /tmp (``job_container/tmpfs``), gone
+with the job, and a memory cap in its control group (``task/cgroup``).
+The nodes share the host's filesystem — as a real cluster's nodes share
+the lab, the image cache and the homes over NFS — and traffic stays on
+the bridge, whose addresses (198.18.0.0/15, reserved for benchmarks by
+RFC 2544) route nowhere else.
 
 Pitfalls measured on these machines (/work/shared/notes/platform.md):
 ``SlurmctldHost`` must be the host's own hostname with the bridge address;
@@ -28,6 +30,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -93,10 +96,12 @@ class Cluster:
     def wait_for(self, what: str, ok, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while not ok():
-            if time.monotonic() > deadline:
+            dead = [p.args[0] for p in (self.munged, self.slurmctld) if p is not None and p.poll() is not None]
+            if dead or time.monotonic() > deadline:
                 logs = "\n".join(f"--- {p.name}\n" + p.read_text(errors="replace")[-1500:]
-                                 for p in sorted(self.folder.glob("*.log")))
-                raise AssertionError(f"the test cluster: {what} not within {timeout:.0f} s\n{logs}")
+                                 for p in sorted([*self.folder.glob("*.log"), *self.folder.glob("*.out")]))
+                why = f"{', '.join(dead)} exited" if dead else f"not within {timeout:.0f} s"
+                raise AssertionError(f"the test cluster: {what}: {why}\n{logs}")
             time.sleep(0.2)
 
     def power_off(self, node: Node) -> None:
@@ -126,11 +131,10 @@ SlurmctldPidFile={folder}/slurmctld.pid
 SlurmdPidFile={folder}/slurmd-%n.pid
 SlurmctldLogFile={folder}/slurmctld.log
 SlurmdLogFile={folder}/slurmd-%n.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/affinity
-JobAcctGatherType=jobacct_gather/linux
-JobAcctGatherFrequency=task=2
-JobAcctGatherParams=OverMemoryKill
+ProctrackType=proctrack/cgroup
+TaskPlugin=task/cgroup
+JobAcctGatherType=jobacct_gather/none
+MailProg=/bin/true
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory,CR_LLN
 SchedulerType=sched/builtin
@@ -139,13 +143,22 @@ MpiDefault=none
 ReturnToService=2
 SlurmdTimeout={slurmd_timeout}
 KillWait=5
+MessageTimeout=5
 InactiveLimit=0
 MinJobAge=300
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
+JobContainerType=job_container/tmpfs
+PrologFlags=Contain
 {nodes}
 PartitionName=lab Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
+
+
+#: Each job's memory cap in its control group (these hosts: cgroup v1); cores are not pinned, because every
+#: node here shares the host's two (each would pin its first job to CPU 0).
+CGROUP_CONF = "CgroupPlugin=cgroup/v1\nConstrainRAMSpace=yes\nConstrainSwapSpace=no\nConstrainCores=no\n"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def _free_port() -> int:
@@ -193,14 +206,16 @@ def start_slurmd(cluster: Cluster, node: Node) -> None:
 
 
 @contextlib.contextmanager
-def cluster(folder: Path, names: tuple[str, ...] = ("n1", "n2"), cpus: int = 2, memory_mib: int = 4096,
+def cluster(names: tuple[str, ...] = ("n1", "n2"), cpus: int = 4, memory_mib: int = 4096,
             slurmd_timeout: int = 5) -> Iterator[Cluster]:
-    """A cluster of ``names`` (each ``cpus`` CPUs and ``memory_mib`` MiB for jobs) in ``folder``; torn down after.
+    """A cluster of ``names`` (each ``cpus`` CPUs and ``memory_mib`` MiB for jobs); torn down after.
 
+    Its folder (config, keys, logs, spools) is readable by all: students' ``sbatch`` reads slurm.conf.
     ``slurmd_timeout``: after how many seconds without an answer slurmctld marks a node DOWN (Slurm's default is
     300 s; a short one lets a test see a node's loss).
     """
-    folder.mkdir(mode=0o755)
+    folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-", dir="/var/tmp"))  # job_container/tmpfs refuses /tmp
+    folder.chmod(0o755)
     nodes = [Node(name, f"{SUBNET}.{11 + i}") for i, name in enumerate(names)]
     made = Cluster(folder, nodes)
     try:
@@ -216,6 +231,8 @@ def cluster(folder: Path, names: tuple[str, ...] = ("n1", "n2"), cpus: int = 2, 
         made.conf.write_text(SLURM_CONF.format(
             host=socket.gethostname().split(".")[0], controller=CONTROLLER, folder=folder, ctld_port=_free_port(),
             slurmd_port=_free_port(), slurmd_timeout=slurmd_timeout, nodes="\n".join(lines)))
+        (folder / "cgroup.conf").write_text(CGROUP_CONF)
+        (folder / "job_container.conf").write_text(f"AutoBasePath=true\nBasePath={folder}/jobtmp\n")
         made.wait_for("munged's socket", (folder / "munge.sock").exists, 20)
         made.slurmctld = _start(["slurmctld", "-D", "-c", "-f", str(made.conf)], folder, "slurmctld.out")
         for node in nodes:
@@ -257,13 +274,39 @@ def tear_down(made: Cluster) -> None:
             subprocess.run(["ip", "netns", "delete", node.netns], capture_output=True)
     _stop(made.slurmctld)
     _stop(made.munged)
+    for mount in reversed(mounts_under(made.folder)):  # a failed node's jobs leave their private /tmp's mounts
+        subprocess.run(["umount", "--lazy", mount], capture_output=True)
     for node in made.nodes:
         subprocess.run(["ip", "link", "delete", f"{PREFIX}-{node.name}"], capture_output=True)
+        for group in node_cgroups(node.name):  # slurmd leaves its (empty) groups when it stops
+            for sub in sorted(group.rglob("*"), key=lambda p: -len(p.parts)):
+                if sub.is_dir():
+                    with contextlib.suppress(OSError):
+                        sub.rmdir()
+            with contextlib.suppress(OSError):
+                group.rmdir()
     subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
     shutil.rmtree(made.folder, ignore_errors=True)
 
 
-def leftovers(folder: Path) -> list[str]:
+def mounts_under(folder: Path) -> list[str]:
+    """Mount points under ``folder`` (job_container/tmpfs binds each job's private /tmp there), in mount order."""
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return [p for p in points if p.startswith(f"{folder}/")]
+
+
+def node_cgroups(name: str) -> list[Path]:
+    """The control groups slurmd of node ``name`` made (``slurm_<node>`` in each v1 hierarchy)."""
+    return sorted(CGROUP_ROOT.glob(f"*/slurm_{name}"))
+
+
+def job_memory_limit_mib(node: str, uid: int, job: str) -> int:
+    """The memory cap Slurm's task/cgroup put on a job, read back from the kernel."""
+    raw = (CGROUP_ROOT / f"memory/slurm_{node}/uid_{uid}/job_{job}/memory.limit_in_bytes").read_text()
+    return int(raw) >> 20
+
+
+def leftovers(folder: Path, names: tuple[str, ...] = ("n1", "n2")) -> list[str]:
     """What of a test cluster outlived it: namespaces, links, daemons or processes of its folder, the folder."""
     found = [f"network namespace {ns}" for ns in subprocess.run(["ip", "netns", "list"], capture_output=True,
                                                                 text=True).stdout.split() if ns.startswith(PREFIX)]
@@ -273,6 +316,8 @@ def leftovers(folder: Path) -> list[str]:
         argv = proc.info["cmdline"] or []
         if any(str(folder) in arg for arg in argv) or (argv and Path(argv[0]).name in ("slurmstepd",)):
             found.append(f"process {proc.info['pid']}: {' '.join(argv)[:100]}")
+    found += [f"control group {g}" for name in names for g in node_cgroups(name)]
+    found += [f"mount {m}" for m in mounts_under(folder)]
     if folder.exists():
         found.append(f"folder {folder}")
     return found

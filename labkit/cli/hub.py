@@ -8,6 +8,7 @@ from pathlib import Path
 
 from labkit.errors import InvalidOptionError
 from labkit.hub import accounts, limits
+from labkit.hub.k8s import KVM_PLUGINS
 from labkit.hub.plan import CLUSTERS, STATE_DIR, HubPlan
 
 LAB_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -44,6 +45,15 @@ def register(p: argparse.ArgumentParser) -> None:
     cluster.add_argument("--poll-seconds", type=int, default=30,
                          help="how often the hub checks that each server still runs (default 30)")
     start.set_defaults(func=run_start)
+    k8s = hub.add_parser("k8s-values", help="write Zero to JupyterHub values for the lab (Kubernetes; never run here)")
+    k8s.add_argument("--image", default="registry.example.org/kvm-lab",
+                     help="the lab's image, built with repo2docker from this repository (docs/instructor.md)")
+    k8s.add_argument("--tag", default="latest", help="the image's tag")
+    k8s.add_argument("--kvm-plugin", choices=sorted(KVM_PLUGINS), default="kubevirt",
+                     help="the device plugin that gives pods /dev/kvm (kubevirt: devices.kubevirt.io/kvm; "
+                          "generic: squat.ai/kvm)")
+    k8s.add_argument("--out", type=Path, help="write to this file (default: print)")
+    k8s.set_defaults(func=run_k8s_values)
 
 
 def ip_address(text: str) -> str:
@@ -97,3 +107,20 @@ def hub_ip_of(args: argparse.Namespace) -> str:
                                  "compute nodes reach", "give this host's address on the cluster's network, e.g. "
                                                         "--hub-ip 10.0.0.1")
     return args.hub_ip
+
+
+def run_k8s_values(args: argparse.Namespace) -> int:
+    """The chart's values, sized by the doctor's per-seat parts, as YAML."""
+    import yaml
+
+    from labkit.doctor import SEAT_PARTS_MIB
+    from labkit.hub import k8s
+
+    text = k8s.HEADER + yaml.safe_dump(k8s.values(args.image, args.tag, sum(SEAT_PARTS_MIB.values()),
+                                                  args.kvm_plugin), sort_keys=False, allow_unicode=True)
+    if args.out is None:
+        print(text, end="")
+    else:
+        args.out.write_text(text)
+        print(f"Zero to JupyterHub values: {args.out} (helm upgrade --install ... --values {args.out})")
+    return 0

@@ -53,6 +53,7 @@ trap 'kill -TERM $server' TERM
 wait $server
 wait $server
 labkit cleanup --force
+python -c 'import shutil; from labkit import runtime; shutil.rmtree(runtime.run_dir_of(), ignore_errors=True)'
 """
 
 
@@ -77,6 +78,12 @@ class LabSlurmSpawner(PlanMixin, SlurmSpawner):
             env["SLURM_CONF"] = self.plan.slurm_conf
         return env
 
+    async def run_command(self, cmd, input=None, env=None):
+        """batchspawner's ``squeue``/``scancel`` run with the hub's environment: give them the cluster's slurm.conf."""
+        if env is None and self.plan.slurm_conf:
+            env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "SLURM_CONF": self.plan.slurm_conf}
+        return await super().run_command(cmd, input=input, env=env)
+
     async def start(self):
         plan = self.plan
         self.lab_server()
@@ -85,5 +92,5 @@ class LabSlurmSpawner(PlanMixin, SlurmSpawner):
         self.cmd = [str(plan.venv / "bin/jupyterhub-singleuser")]
         self.batchspawner_singleuser_cmd = str(plan.venv / "bin/batchspawner-singleuser")
         node, port = await super().start()
-        shown = await self.run_command(f"scontrol -o show node {node}", env=self.get_env())
+        shown = await self.run_command(f"scontrol -o show node {node}")
         return node_address(shown) or node, port

@@ -27,7 +27,7 @@ import subprocess
 
 import psutil
 from jupyterhub.spawner import LocalProcessSpawner
-from traitlets import Unicode
+from traitlets import HasTraits, Unicode
 
 from labkit import runtime
 from labkit.hub import accounts, limits
@@ -36,7 +36,7 @@ from labkit.hub.plan import HubPlan
 RUNUSER = shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin") or "/usr/sbin/runuser"
 
 
-class PlanMixin:
+class PlanMixin(HasTraits):
     """What every lab spawner reads from the hub's plan: the student's account, the lab's venv and image cache.
 
     Mixed into a JupyterHub spawner (here, and :class:`labkit.hub.slurm.LabSlurmSpawner`).
