@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -179,3 +180,12 @@ def start_hub(plan: HubPlan, passwords: Path, *options: str) -> subprocess.Popen
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=60)[0]
         time.sleep(0.2)
     return proc
+
+
+def stop_class(hub: subprocess.Popen | None, names: tuple[str, ...], timeout: float = 180) -> None:
+    """However a hub test ends: the hub stopped (SIGTERM, as Ctrl-C), the students' accounts removed."""
+    if hub is not None and hub.poll() is None:  # a failed assertion: the hub still stops cleanly
+        hub.send_signal(signal.SIGTERM)
+        hub.communicate(timeout=timeout)
+    for name in names:
+        remove_account(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+from collections.abc import Callable
 from pathlib import Path
 
 from labkit.errors import InvalidOptionError
@@ -42,7 +43,7 @@ def register(p: argparse.ArgumentParser) -> None:
     cluster.add_argument("--partition", default="", help="Slurm partition of the students' jobs (default: the "
                                                          "cluster's)")
     cluster.add_argument("--slurm-conf", type=Path, help="slurm.conf of the cluster (default: Slurm's own)")
-    cluster.add_argument("--poll-seconds", type=int, default=30,
+    cluster.add_argument("--poll-seconds", type=poll_seconds, default=30,
                          help="how often the hub checks that each server still runs (default 30)")
     start.set_defaults(func=run_start)
     k8s = hub.add_parser("k8s-values", help="write Zero to JupyterHub values for the lab (Kubernetes; never run here)")
@@ -66,15 +67,23 @@ def ip_address(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IP address (e.g. 0.0.0.0, 127.0.0.1 or ::)") from None
 
 
-def port_number(text: str) -> int:
-    """argparse type of ``--port``: a TCP port, 1 to 65535."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port {port} is out of range: use 1 to 65535 (e.g. 8000)")
-    return port
+def whole_number(noun: str, label: str, low: int, high: int, example: int) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high``, with errors that name it (``noun``, ``label``)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{label} {value} is out of range: use {low} to {high} (e.g. {example})")
+        return value
+    return parse
+
+
+#: ``--port``: a TCP port.
+port_number = whole_number("a port number", "port", 1, 65535, 8000)
+#: ``--poll-seconds``: 0 would stop the hub from noticing a lost server.
+poll_seconds = whole_number("a number of seconds", "--poll-seconds", 1, 3600, 30)
 
 
 def students_from(args: argparse.Namespace) -> tuple[str, ...]:
