@@ -6,7 +6,8 @@ hostname, cgroup memory caps) and runs the instructor's command,
 ``labkit hub start --cluster slurm``.  Three students log in through the
 hub at once; their servers land on both nodes (where each runs is read from
 Slurm and from the kernel's own hostname), each runs notebook 01 in their
-home and sees only their own things.  Then one node fails (every process in
+home, sees only their own things, and their doctor says whether the node
+gives them KVM or TCG.  Then one node fails (every process in
 it is killed): the hub reports that student's server gone, the student
 starts again on the other node and finds their work in their home.  The
 instructor's ``labkit class status`` reads every student's checks across
@@ -58,7 +59,7 @@ pytestmark = [pytest.mark.hub, pytest.mark.skipif(_why_not() is not None, reason
 #: What each student runs in a kernel of their server: notebook 01 in their home, then what they can see.
 STUDENT_CODE = """
 import json, os, pathlib, socket
-from labkit import runner
+from labkit import doctor, host, runner
 lab = pathlib.Path.home() / "kvm-lab"
 results = runner.run([lab / "01_kernel.ipynb"], lab / "runs", {{}}, progress=False)
 (lab / "mine.txt").write_text({me!r})
@@ -71,6 +72,7 @@ def denied(path):
     return False
 
 print("PROBE " + json.dumps({{"host": socket.gethostname(), "uid": os.getuid(), "cwd": os.getcwd(),
+    "kvm": doctor.check_kvm(host.inspect()).detail, "kvm_usable": os.access("/dev/kvm", os.R_OK | os.W_OK),
     "ok": [r.ok for r in results], "failures": [str(r.failure) for r in results if not r.ok],
     "others_homes_denied": [denied(pathlib.Path("/home") / o) for o in {others!r}]}}))
 """
@@ -175,6 +177,8 @@ def test_a_class_on_two_slurm_nodes_survives_a_node_and_leaves_nothing(tmp_path:
                 assert probe["host"] == jobs[name][1], (name, probe, jobs)
                 assert probe["uid"] == accts[name].uid and probe["cwd"] == str(accts[name].lab)
                 assert all(probe["others_homes_denied"]), (name, probe)
+                # a node whose /dev/kvm the student cannot use serves TCG, and their doctor says so
+                assert probe["kvm_usable"] or "TCG" in probe["kvm"] or "not usable" in probe["kvm"], probe["kvm"]
                 # the memory cap Slurm put on the student's running job, read back from the kernel
                 assert timing["caps"][name] == LIMITS.memory_mib, timing["caps"]
             # after the node's loss: a new job on the other node, and the student's work still in their home

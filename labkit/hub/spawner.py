@@ -14,7 +14,8 @@ needs around it:
 - when the server stops, nothing of the student's keeps running: their
   ``labkit cleanup --force`` removes their guests, libvirt domains and run
   dir while their session libvirtd still answers, then every process left
-  in their group (or, without cgroups, of their uid) is killed.
+  in their group, and then of their account (a clean-up may start a
+  daemon outside the group), is killed.
 """
 
 from __future__ import annotations
@@ -111,13 +112,15 @@ class LabSpawner(PlanMixin, LocalProcessSpawner):
         group = self._group()
         if group is not None:
             group.kill_all()
+        # then every process of the student's account, also outside their group: the session libvirtd that
+        # the clean-up above started (as a child of this hub, not of their server) when theirs had exited
+        left = [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == account.uid]
+        for proc in left:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        psutil.wait_procs(left, timeout=10)
+        if group is not None:
             group.remove()
-        else:  # no control group to tell the server's processes: every process of the student's account
-            left = [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == account.uid]
-            for proc in left:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    proc.kill()
-            psutil.wait_procs(left, timeout=10)
         run_dir = runtime.run_dir_of(runtime.user_name(account.uid))
         if run_dir.is_dir() and not run_dir.is_symlink() and run_dir.stat().st_uid == account.uid:
             shutil.rmtree(run_dir, ignore_errors=True)  # never follows the student's links
