@@ -145,6 +145,8 @@ def test_a_class_on_two_slurm_nodes_survives_a_node_and_leaves_nothing(tmp_path:
                 jobs = running_jobs(cluster)
                 caps = {n: slurmcluster.job_memory_limit_mib(node, accts[n].uid, job)
                         for n, (job, node) in jobs.items()}
+                asked = dict(line.split(maxsplit=1) for line in cluster.run(
+                    "squeue", "-h", "--noconvert", "-t", "RUNNING", "-o", "%u %C %m").splitlines())  # CPUs, memory
                 # one node fails: the student alone on it loses their server, the others keep working meanwhile
                 nodes = [node for _, node in jobs.values()]
                 victim = next(n for n in NAMES if nodes.count(jobs[n][1]) == 1)
@@ -158,7 +160,8 @@ def test_a_class_on_two_slurm_nodes_survives_a_node_and_leaves_nothing(tmp_path:
                 for student in by_name.values():
                     student.close()
                 return {"login_to_server": login_to_server, "gone_after": lost[1], "victim": victim,
-                        "node": node.name, "caps": caps, "unharmed": unharmed}, jobs, probes, after
+                        "node": node.name, "caps": caps, "asked": asked,
+                        "unharmed": unharmed}, jobs, probes, after
 
             timing, jobs, probes, after = asyncio.run(the_class())
             class_table = subprocess.run([str(plan.venv / "bin/labkit"), "class", "status", "--state",
@@ -181,6 +184,7 @@ def test_a_class_on_two_slurm_nodes_survives_a_node_and_leaves_nothing(tmp_path:
                 assert probe["kvm_usable"] or "TCG" in probe["kvm"] or "not usable" in probe["kvm"], probe["kvm"]
                 # the memory cap Slurm put on the student's running job, read back from the kernel
                 assert timing["caps"][name] == LIMITS.memory_mib, timing["caps"]
+                assert timing["asked"][name] == f"1 {LIMITS.memory_mib}M", timing["asked"]  # the job's CPUs, memory
             # after the node's loss: a new job on the other node, and the student's work still in their home
             victim = timing["victim"]
             _, (job, node), (host, mine) = after[victim]
