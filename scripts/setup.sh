@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Set up KVM Lab on a Debian/Ubuntu machine: system packages, the .venv, the guest image.
 # Idempotent and quick when everything is already there.  Used by `./kvmlab lab`, `./kvmlab hub`
-# and `./kvmlab test`; run it alone as `bash scripts/setup.sh [--hub|--test] [--system-only]`.
+# and `./kvmlab test`; run it alone as `bash scripts/setup.sh [--hub|--cluster|--test] [--system-only]`.
 #   (no option)     what a learner needs for the notebooks, nothing more
 #   --hub           + JupyterHub (the `hub` extra) and configurable-http-proxy (npm, on Debian's nodejs)
-#   --test          + everything the test suite needs: the hub, the `test` extra, Chromium
+#   --cluster       + the hub on a Slurm cluster: batchspawner (the `cluster` extra), Slurm and munge (apt)
+#   --test          + everything the test suite needs: the hub, the cluster pieces (the Slurm classroom test
+#                     runs in CI), the `test` extra, Chromium
 #   --system-only   only the apt packages (e.g. before `conda env create`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,10 +16,11 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 profile=lab system_only=0
 for arg in "$@"; do
   case $arg in
-    --hub) [[ $profile == test ]] || profile=hub ;;
+    --hub) [[ $profile == test || $profile == cluster ]] || profile=hub ;;
+    --cluster) [[ $profile == test ]] || profile=cluster ;;
     --test) profile=test ;;
     --system-only) system_only=1 ;;
-    *) printf 'setup: error: unknown option %s\n  fix: use --hub, --test or --system-only (see the top of %s)\n' \
+    *) printf 'setup: error: unknown option %s\n  fix: use --hub, --cluster, --test or --system-only (see the top of %s)\n' \
          "$arg" "$0" >&2; exit 2 ;;
   esac
 done
@@ -35,9 +38,12 @@ APT_PACKAGES=(
   ca-certificates
 )
 EXTRAS=""
+# Slurm's daemons and clients, and munge (its authentication): a test cluster's, or a hub's on a real one.
+SLURM_PACKAGES=(slurmctld slurmd slurm-client munge)
 case $profile in
   hub) EXTRAS="[hub]" ;;
-  test) EXTRAS="[test,hub]"
+  cluster) EXTRAS="[hub,cluster]"; APT_PACKAGES+=("${SLURM_PACKAGES[@]}") ;;
+  test) EXTRAS="[test,hub,cluster]"; APT_PACKAGES+=("${SLURM_PACKAGES[@]}")
         # the JupyterLab end-to-end test (headless); not for learners.  Ubuntu names it
         # chromium-browser (a snap shim there: untested).  Decided by the distribution, not by
         # apt-cache: before the first apt-get update a fresh machine's package lists are empty.
@@ -81,7 +87,7 @@ stamp=.venv/.labkit-installed
 want="$(sha256sum < pyproject.toml | cut -d' ' -f1) $EXTRAS"
 have=$(cat "$stamp" 2>/dev/null || true)
 # A venv set up for more (the tests) serves less (the lab) too: reinstall only when it lacks extras.
-covers() { [[ ${have%% *} == "${want%% *}" && ( -z $EXTRAS || $have == *" $EXTRAS" || $have == *" [test,hub]" ) ]]; }
+covers() { [[ ${have%% *} == "${want%% *}" && ( -z $EXTRAS || $have == *" $EXTRAS" || $have == *" [test,hub,cluster]" ) ]]; }
 if [[ ! -x .venv/bin/python ]] || ! covers; then
   say "creating .venv and installing labkit (editable)${EXTRAS:+ with the extras $EXTRAS}"
   [[ -x .venv/bin/python ]] || "$PY" -m venv .venv

@@ -19,7 +19,6 @@ import asyncio
 import json
 import secrets
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -30,10 +29,10 @@ import psutil
 import pytest
 
 import students
+from hubclient import Student, free_port, remove_account, start_hub, stop_class
 from labkit import runtime
 from labkit.classroom import progress
 from labkit.hub import HubPlan, Limits, accounts, limits, server
-from labkit.hub.client import Student
 
 pytestmark = [pytest.mark.hub,
               pytest.mark.skipif(students.skip_unless_root() is not None, reason=students.skip_unless_root() or "")]
@@ -112,34 +111,6 @@ class RssWatcher(threading.Thread):
     def stop(self) -> None:
         self._done.set()
         self.join()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def remove_account(name: str) -> None:
-    """The account, its home and anything still running as it (after a failure) are removed."""
-    account = accounts.lookup(name)
-    if account is not None:
-        students.stop_everything(account.uid)
-        subprocess.run(["userdel", "--remove", name], capture_output=True)
-
-
-def start_hub(plan: HubPlan, passwords: Path) -> subprocess.Popen:
-    """``labkit hub start`` as the instructor runs it, once it answers on ``plan.url``."""
-    proc = subprocess.Popen(
-        [str(plan.venv / "bin/labkit"), "hub", "start", "--students", ",".join(plan.students), "--passwords",
-         str(passwords), "--ip", plan.ip, "--port", str(plan.port), "--state", str(plan.state_dir),
-         "--memory-mib", str(plan.limits.memory_mib), "--cpus", str(plan.limits.cpus),
-         "--cache", str(plan.shared_cache)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 180
-    while not server.answers(plan):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=60)[0]
-        time.sleep(0.5)
-    return proc
 
 
 async def student_session(url: str, name: str, password: str) -> tuple[str, dict]:
@@ -228,8 +199,4 @@ def test_three_students_run_04_or_05_through_the_hub_and_nothing_is_left(tmp_pat
             for group in groups.values():  # their control groups, and the hub's parent group, are gone
                 assert not group.memory.parent.exists() and not group.cpu.parent.exists()
         finally:
-            if hub is not None and hub.poll() is None:  # a failed assertion above: the hub still stops cleanly
-                hub.send_signal(signal.SIGTERM)
-                hub.communicate(timeout=180)
-            for name in NAMES:
-                remove_account(name)
+            stop_class(hub, NAMES)

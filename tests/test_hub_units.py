@@ -232,6 +232,8 @@ def test_system_accounts_are_told_by_every_sign(tmp_path: Path) -> None:
     (["hub", "start", "--count", "1", "--port", "0"], "port 0 is out of range"),
     (["hub", "start", "--count", "1", "--port", "65536"], "port 65536 is out of range"),
     (["hub", "start", "--count", "1", "--port", "http"], "'http' is not a port number"),
+    (["hub", "start", "--count", "1", "--poll-seconds", "0"], "--poll-seconds 0 is out of range"),
+    (["hub", "start", "--count", "1", "--cluster", "pbs"], "invalid choice: 'pbs'"),
 ])
 def test_more_bad_hub_options_give_one_clear_error(argv: list[str], message: str, capsys) -> None:
     with pytest.raises(SystemExit) as code:  # argparse's own errors exit; labkit's return 2
@@ -330,3 +332,37 @@ def test_doctor_says_whether_students_see_each_others_processes() -> None:
     assert check.name == "process privacy" and check.detail == on_host.detail
     assert (check.status == "ok") is (on_host.hidden is True)
     assert check.fix is None if on_host.hidden else "hidepid=2" in check.fix
+
+
+# --------------------------------------------------------------------------- issue 30: past one host (Slurm)
+
+
+def test_a_slurm_plan_survives_its_json_and_the_config_spawns_slurm_jobs(tmp_path: Path) -> None:
+    plan = HubPlan(Path("/srv/kvm-lab"), ("alice",), tmp_path / "state", "", 8000, Limits(2048, 1.5),
+                   Path("/var/cache/labkit"), "slurm", "10.0.0.1", "lab", "/etc/slurm/slurm.conf", 5)
+    path = config.write(plan)
+    assert HubPlan.load(plan.plan_file) == plan
+    c = Config()
+    exec(compile(path.read_text(), str(path), "exec"), {"c": c})
+    assert c.JupyterHub.spawner_class == "labkit.hub.slurm.LabSlurmSpawner"
+    assert c.LabSlurmSpawner.plan_file == str(plan.plan_file) and c.LabSlurmSpawner.req_partition == "lab"
+    assert c.JupyterHub.hub_ip == "10.0.0.1" and c.Spawner.poll_interval == 5
+    assert plan.limits.slurm_request() == ("2048M", "2")  # Slurm counts whole CPUs: 1.5 asks for 2
+    assert Limits().slurm_request() == ("", "")
+
+
+def test_the_hub_reaches_a_server_at_its_nodes_address() -> None:
+    from labkit.hub import slurm
+
+    line = ("NodeName=n2 Arch=x86_64 CoresPerSocket=1 CPUAlloc=1 NodeAddr=198.18.77.12 NodeHostName=n2 "
+            "Version=22.05.8 OS=Linux State=MIXED")
+    assert slurm.node_address(line) == "198.18.77.12"
+    assert slurm.node_address("NodeName=n3 State=DOWN") is None
+
+
+@pytest.mark.parametrize("hub_ip", [None, "127.0.0.1", "0.0.0.0"])
+def test_a_slurm_hub_needs_an_address_the_nodes_reach(hub_ip: str | None, capsys) -> None:
+    argv = ["hub", "start", "--count", "1", "--cluster", "slurm", "--state", "/nonexistent/x"]
+    assert cli.main(argv + (["--hub-ip", hub_ip] if hub_ip else [])) == 2
+    err = capsys.readouterr().err
+    assert "labkit: error: --cluster slurm needs --hub-ip" in err and "fix:" in err and "Traceback" not in err

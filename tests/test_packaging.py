@@ -83,7 +83,7 @@ def test_setup_rejects_an_unknown_option_before_doing_anything() -> None:
                           timeout=60)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.splitlines() == ["setup: error: unknown option --tset",
-                                        "  fix: use --hub, --test or --system-only (see the top of "
+                                        "  fix: use --hub, --cluster, --test or --system-only (see the top of "
                                         f"{TOP / 'scripts/setup.sh'})"]
 
 

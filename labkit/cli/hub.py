@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import os
-import secrets
-import signal
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from labkit.errors import AccessDeniedError, InvalidOptionError, MissingToolError
+from labkit.errors import InvalidOptionError
 from labkit.hub import accounts, limits
-from labkit.hub.plan import STATE_DIR, HubPlan
+from labkit.hub.k8s import KVM_PLUGINS
+from labkit.hub.plan import CLUSTERS, STATE_DIR, HubPlan
 from labkit.i18n import _
 
 LAB_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -40,7 +37,26 @@ def register(p: argparse.ArgumentParser) -> None:
     start.add_argument("--cpus", type=float, default=1.0, help=_("CPU quota per student (0: none)"))
     start.add_argument("--cache", type=Path, default=Path("/var/cache/labkit"),
                        help=_("shared read-only guest image cache (built if missing)"))
+    cluster = start.add_argument_group("past one host: students' servers as cluster jobs (docs/instructor.md)")
+    cluster.add_argument("--cluster", choices=CLUSTERS, default="local",
+                         help="local: servers on this host (default); slurm: each server a Slurm job (batchspawner)")
+    cluster.add_argument("--hub-ip", type=ip_address, default="",
+                         help="address the compute nodes reach the hub's API at (required with --cluster slurm)")
+    cluster.add_argument("--partition", default="", help="Slurm partition of the students' jobs (default: the "
+                                                         "cluster's)")
+    cluster.add_argument("--slurm-conf", type=Path, help="slurm.conf of the cluster (default: Slurm's own)")
+    cluster.add_argument("--poll-seconds", type=poll_seconds, default=30,
+                         help="how often the hub checks that each server still runs (default 30)")
     start.set_defaults(func=run_start)
+    k8s = hub.add_parser("k8s-values", help="write Zero to JupyterHub values for the lab (Kubernetes; never run here)")
+    k8s.add_argument("--image", default="registry.example.org/kvm-lab",
+                     help="the lab's image, built with repo2docker from this repository (docs/instructor.md)")
+    k8s.add_argument("--tag", default="latest", help="the image's tag")
+    k8s.add_argument("--kvm-plugin", choices=sorted(KVM_PLUGINS), default="kubevirt",
+                     help="the device plugin that gives pods /dev/kvm (kubevirt: devices.kubevirt.io/kvm; "
+                          "generic: squat.ai/kvm)")
+    k8s.add_argument("--out", type=Path, help="write to this file (default: print)")
+    k8s.set_defaults(func=run_k8s_values)
 
 
 def ip_address(text: str) -> str:
@@ -53,15 +69,23 @@ def ip_address(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IP address (e.g. 0.0.0.0, 127.0.0.1 or ::)") from None
 
 
-def port_number(text: str) -> int:
-    """argparse type of ``--port``: a TCP port, 1 to 65535."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port {port} is out of range: use 1 to 65535 (e.g. 8000)")
-    return port
+def whole_number(noun: str, label: str, low: int, high: int, example: int) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high``, with errors that name it (``noun``, ``label``)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{label} {value} is out of range: use {low} to {high} (e.g. {example})")
+        return value
+    return parse
+
+
+#: ``--port``: a TCP port.
+port_number = whole_number("a port number", "port", 1, 65535, 8000)
+#: ``--poll-seconds``: 0 would stop the hub from noticing a lost server.
+poll_seconds = whole_number("a number of seconds", "--poll-seconds", 1, 3600, 30)
 
 
 def students_from(args: argparse.Namespace) -> tuple[str, ...]:
@@ -76,70 +100,38 @@ def students_from(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(accounts.check_name(n) for n in names)
 
 
-def _interrupt(_signum: int, _frame: object) -> None:
-    """SIGTERM stops the hub the way Ctrl-C does (servers, proxy, then the leftover check)."""
-    raise KeyboardInterrupt
-
-
 def run_start(args: argparse.Namespace) -> int:
-    if os.geteuid() != 0:
-        raise AccessDeniedError("the hub creates accounts and runs each student's server as them: it needs root",
-                                "sudo ./kvmlab hub start ...")
-    from labkit.hub import claim
+    from labkit.hub import serve
 
-    students = students_from(args)
-    plan = HubPlan(LAB_ROOT, students, args.state, args.ip, args.port,
-                   limits.Limits(args.memory_mib or None, args.cpus or None), args.cache)
-    given = accounts.read_passwords(args.passwords) if args.passwords else {}
-    for name in students:
-        accounts.check_student(name)
-    with claim.claim(plan):  # before anything is touched: one hub per state folder and port
-        return _serve(plan, given)
+    plan = HubPlan(LAB_ROOT, students_from(args), args.state, args.ip, args.port,
+                   limits.Limits(args.memory_mib or None, args.cpus or None), args.cache, args.cluster,
+                   hub_ip_of(args), args.partition, str(args.slurm_conf or ""), args.poll_seconds)
+    return serve.start(plan, args.passwords)
 
 
-def _serve(plan: HubPlan, given: dict[str, str]) -> int:
-    """Accounts, the shared image, then JupyterHub until Ctrl-C/SIGTERM; 1 if it died or left something."""
-    from labkit.hub import privacy, server  # imports nothing of JupyterHub's; the spawner does, inside the hub
+def hub_ip_of(args: argparse.Namespace) -> str:
+    """The hub API's address: loopback for servers on this host; on a cluster, one the nodes reach (given)."""
+    if args.cluster == "local":
+        return args.hub_ip or "127.0.0.1"
+    if not args.hub_ip or ipaddress.ip_address(args.hub_ip).is_loopback or args.hub_ip in ("0.0.0.0", "::"):
+        raise InvalidOptionError(f"--cluster {args.cluster} needs --hub-ip: an address of this host that the "
+                                 "compute nodes reach", "give this host's address on the cluster's network, e.g. "
+                                                        "--hub-ip 10.0.0.1")
+    return args.hub_ip
 
-    students = plan.students
-    made = {}
-    for name in students:
-        password = given.get(name)
-        if password is None and accounts.lookup(name) is None:
-            password = made[name] = secrets.token_urlsafe(9)
-        accounts.ensure(name, password)
-    plan.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if made:
-        secret = plan.state_dir / "passwords"
-        with open(os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as fh:
-            fh.writelines(f"{n}:{p}\n" for n, p in made.items())
-        print(f"new accounts' passwords: {secret}")
-    # the shared read-only guest image (quick when it is there already)
-    built = subprocess.run([sys.executable, "-m", "labkit", "image", "build", "--into", str(plan.shared_cache)])
-    if built.returncode != 0:
-        raise MissingToolError(f"the shared guest image could not be built into {plan.shared_cache}",
-                               "see the error above; or build it first: sudo labkit image build --into DIR")
-    support = limits.detect()
-    print(f"limits per student: {plan.limits.memory_mib or 'no'} MiB, {plan.limits.cpus or 'no'} CPU quota — "
-          + (f"enforced ({support.reason})" if support.version else f"NOT enforced: {support.reason}"))
-    seen = privacy.process_privacy()
-    print(f"process privacy: {seen.detail}" + ("" if seen.hidden else f"; fix: {privacy.FIX}"))
-    signal.signal(signal.SIGTERM, _interrupt)
-    asked_to_stop = False
-    try:
-        with server.running(plan) as proc:
-            print(f"JupyterHub for {len(students)} students at {plan.url}/ (log: {server.log_file(plan)}); "
-                  "Ctrl-C stops it")
-            try:
-                proc.wait()
-            except KeyboardInterrupt:
-                asked_to_stop = True
-                print("stopping the hub and every student's server...")
-        if not asked_to_stop:
-            print(f"labkit: error: JupyterHub exited by itself (status {proc.returncode})\n"
-                  f"  fix: read {server.log_file(plan)}", file=sys.stderr)
-    finally:  # also when JupyterHub failed to start: what it left is reported
-        left = server.leftovers(plan)
-        for line in left:
-            print(f"left behind: {line}", file=sys.stderr)
-    return 1 if left or not asked_to_stop else 0
+
+def run_k8s_values(args: argparse.Namespace) -> int:
+    """The chart's values, sized by the doctor's per-seat parts, as YAML."""
+    import yaml
+
+    from labkit.doctor import SEAT_PARTS_MIB
+    from labkit.hub import k8s
+
+    text = k8s.HEADER + yaml.safe_dump(k8s.values(args.image, args.tag, sum(SEAT_PARTS_MIB.values()),
+                                                  args.kvm_plugin), sort_keys=False, allow_unicode=True)
+    if args.out is None:
+        print(text, end="")
+    else:
+        args.out.write_text(text)
+        print(f"Zero to JupyterHub values: {args.out} (helm upgrade --install ... --values {args.out})")
+    return 0

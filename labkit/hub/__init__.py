@@ -12,7 +12,7 @@ memory/CPU limits where the host's control groups allow.
 - :mod:`.limits`: per-student control groups (cgroup v2, or v1)
 - :mod:`.spawner`: the lab spawner (imports JupyterHub: the ``hub`` extra)
 - :mod:`.server`: the JupyterHub process, started and stopped cleanly
-- :mod:`.client`: a student over the hub's REST API (tests, benchmarks)
+- :mod:`.serve`: `labkit hub start` after its options: accounts, image, the hub until stopped
 """
 
 from __future__ import annotations

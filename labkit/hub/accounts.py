@@ -13,6 +13,7 @@ import errno
 import os
 import pwd
 import re
+import secrets
 import shutil
 import stat
 import subprocess
@@ -195,3 +196,28 @@ def parse_passwords(text: str) -> dict[str, str]:
                                      "write one 'name:password' per line")
         passwords[check_name(name.strip())] = password
     return passwords
+
+
+#: Where the hub writes the passwords it made for new accounts, in its state folder (root only).
+PASSWORDS_FILE = "passwords"
+
+
+def enroll(students: tuple[str, ...], given: dict[str, str], state_dir: Path) -> Path | None:
+    """Every student's account, with their ``given`` password; new accounts not given one get a random one.
+
+    The random passwords are appended to ``state_dir/passwords`` (0600, root's),
+    which is returned (None when no password was made).
+    """
+    made = {}
+    for name in students:
+        password = given.get(name)
+        if password is None and lookup(name) is None:
+            password = made[name] = secrets.token_urlsafe(9)
+        ensure(name, password)
+    if not made:
+        return None
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    secret = state_dir / PASSWORDS_FILE
+    with open(os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as fh:
+        fh.writelines(f"{n}:{p}\n" for n, p in made.items())
+    return secret

@@ -16,6 +16,8 @@ from labkit.hub.plan import HubPlan
 CONFIG_FILE = "jupyterhub_config.py"
 #: Where JupyterHub writes configurable-http-proxy's pid, in the state folder (the hub stops a proxy left behind).
 PROXY_PID_FILE = "proxy.pid"
+#: The spawner of each kind of hub (:data:`labkit.hub.plan.CLUSTERS`).
+SPAWNERS = {"local": "labkit.hub.spawner.LabSpawner", "slurm": "labkit.hub.slurm.LabSlurmSpawner"}
 
 
 def apply(c, plan: HubPlan) -> None:
@@ -32,10 +34,15 @@ def apply(c, plan: HubPlan) -> None:
     c.JupyterHub.authenticator_class = "pam"
     c.PAMAuthenticator.open_sessions = False  # no systemd-logind or session modules needed
     c.Authenticator.allowed_users = set(plan.students)
-    c.JupyterHub.spawner_class = "labkit.hub.spawner.LabSpawner"
-    c.LabSpawner.plan_file = str(plan.plan_file)
+    c.JupyterHub.spawner_class = SPAWNERS[plan.cluster]
+    for spawner in SPAWNERS.values():
+        c[spawner.rsplit(".", 1)[1]].plan_file = str(plan.plan_file)
     c.Spawner.http_timeout = 120  # a cold JupyterLab on a busy 2-core host takes a while
     c.Spawner.start_timeout = 120
+    c.Spawner.poll_interval = plan.poll_s
+    if plan.cluster == "slurm":  # servers on compute nodes reach the hub's API on an address of the cluster's network
+        c.JupyterHub.hub_ip = plan.hub_ip
+        c.LabSlurmSpawner.req_partition = plan.partition
     c.ConfigurableHTTPProxy.command = [str(plan.proxy)]
     c.ConfigurableHTTPProxy.pid_file = str(state / PROXY_PID_FILE)
 

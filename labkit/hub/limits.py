@@ -22,6 +22,7 @@ their server) and its peak memory use.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import time
@@ -48,6 +49,10 @@ class Limits:
                                      "give each student at least 1024 MiB (see `labkit doctor`'s per-seat line)")
         if self.cpus is not None and not 0.1 <= self.cpus <= 1024:
             raise InvalidOptionError(f"a CPU limit of {self.cpus} per student is out of range", "use e.g. 1 or 0.5")
+
+    def slurm_request(self) -> tuple[str, str]:
+        """A Slurm job's ``--mem`` and ``--cpus-per-task`` for these limits ("" = none): Slurm counts whole CPUs."""
+        return (f"{self.memory_mib}M" if self.memory_mib else "", str(math.ceil(self.cpus)) if self.cpus else "")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from labkit.hub.limits import Limits
 #: Default state folder (database, cookie secret, config, logs): root's, mode 0700.
 STATE_DIR = Path("/var/lib/labkit-hub")
 PLAN_FILE = "plan.json"
+#: Where students' servers run: ``local`` (this host, :mod:`.spawner`) or ``slurm`` (cluster jobs, :mod:`.slurm`).
+CLUSTERS = ("local", "slurm")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,14 @@ class HubPlan:
     port: int = 8000
     limits: Limits = field(default_factory=Limits)
     shared_cache: Path = Path("/var/cache/labkit")
+    cluster: str = "local"
+    #: The address students' servers reach the hub's API at (a compute node must reach it on a cluster).
+    hub_ip: str = "127.0.0.1"
+    #: Slurm: the partition for students' jobs ("" = the cluster's default) and slurm.conf ("" = Slurm's default).
+    partition: str = ""
+    slurm_conf: str = ""
+    #: How often the hub asks whether each server still runs (JupyterHub's default, 30 s; a cluster's node may fail).
+    poll_s: int = 30
 
     @property
     def venv(self) -> Path:
@@ -59,4 +69,6 @@ class HubPlan:
         data = json.loads(Path(path).read_text())
         return cls(lab_root=Path(data["lab_root"]), students=tuple(data["students"]),
                    state_dir=Path(data["state_dir"]), ip=data["ip"], port=data["port"],
-                   limits=Limits(**data["limits"]), shared_cache=Path(data["shared_cache"]))
+                   limits=Limits(**data["limits"]), shared_cache=Path(data["shared_cache"]),
+                   cluster=data["cluster"], hub_ip=data["hub_ip"], partition=data["partition"],
+                   slurm_conf=data["slurm_conf"], poll_s=data["poll_s"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -37,8 +38,14 @@ def log_file(plan: HubPlan) -> Path:
 
 
 def _check_installed(plan: HubPlan) -> None:
-    for path, fix in ((plan.venv / "bin/jupyterhub", "./kvmlab hub (or: bash scripts/setup.sh --hub)"),
-                      (plan.proxy, "./kvmlab hub (or: bash scripts/setup.sh --hub)")):
+    needed = [(plan.venv / "bin/jupyterhub", "./kvmlab hub (or: bash scripts/setup.sh --hub)"),
+              (plan.proxy, "./kvmlab hub (or: bash scripts/setup.sh --hub)")]
+    if plan.cluster == "slurm":
+        needed.append((plan.venv / "bin/batchspawner-singleuser", "bash scripts/setup.sh --cluster"))
+    if plan.cluster == "slurm" and shutil.which("sbatch") is None:
+        raise MissingToolError("Slurm's sbatch is not installed on the hub's host",
+                               "bash scripts/setup.sh --cluster (apt: slurm-client; the hub submits students' jobs)")
+    for path, fix in needed:
         if not path.exists():
             raise MissingToolError(f"{path} is not installed", fix)
 

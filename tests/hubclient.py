@@ -3,25 +3,33 @@
 This is the path a browser takes, without the browser: the hub's login form
 (PAM checks the password), a token the student makes for themselves, their
 server started through the hub, a kernel in it and code executed over the
-kernel's websocket — every request through the hub's proxy.  Tests and
-``bench/seats.py`` drive several students at once with it (asyncio).
+kernel's websocket — every request through the hub's proxy.  The hub tests
+drive several students at once with it (asyncio).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import signal
+import socket
+import subprocess
 import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
+from pathlib import Path
 from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
+import students
+from labkit import runtime
 from labkit.errors import LabkitError
+from labkit.hub import HubPlan, accounts, server
 
 
 class HubClientError(LabkitError):
@@ -143,3 +151,41 @@ class Student:
 
     def close(self) -> None:
         self.http.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def remove_account(name: str) -> None:
+    """The account, its home, its run dir and anything still running as it (after a failure) are removed."""
+    account = accounts.lookup(name)
+    if account is not None:
+        students.stop_everything(account.uid)
+        subprocess.run(["userdel", "--remove", name], capture_output=True)
+    shutil.rmtree(runtime.run_dir_of(name), ignore_errors=True)
+
+
+def start_hub(plan: HubPlan, passwords: Path, *options: str) -> subprocess.Popen:
+    """``labkit hub start`` as the instructor runs it (plus ``options``), once it answers on ``plan.url``."""
+    proc = subprocess.Popen(
+        [str(plan.venv / "bin/labkit"), "hub", "start", "--students", ",".join(plan.students), "--passwords",
+         str(passwords), "--ip", plan.ip, "--port", str(plan.port), "--state", str(plan.state_dir),
+         "--memory-mib", str(plan.limits.memory_mib), "--cpus", str(plan.limits.cpus),
+         "--cache", str(plan.shared_cache), *options], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while not server.answers(plan):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=60)[0]
+        time.sleep(0.2)
+    return proc
+
+
+def stop_class(hub: subprocess.Popen | None, names: tuple[str, ...], timeout: float = 180) -> None:
+    """However a hub test ends: the hub stopped (SIGTERM, as Ctrl-C), the students' accounts removed."""
+    if hub is not None and hub.poll() is None:  # a failed assertion: the hub still stops cleanly
+        hub.send_signal(signal.SIGTERM)
+        hub.communicate(timeout=timeout)
+    for name in names:
+        remove_account(name)
