@@ -43,6 +43,7 @@ LONGEST_FIRST = (
     "tests/test_host_facts.py",
     "tests/e2e/test_jupyterlab.py",
     "tests/test_nested.py",
+    "tests/test_hub_slurm.py",
     "notebooks/06_own_vmm.ipynb",
     "notebooks/ko/06_own_vmm.ipynb",
     "notebooks/04b_memory_storage_network.ipynb",
