@@ -49,3 +49,20 @@ def test_measure_interleaves_both_and_keeps_every_run() -> None:
     assert [r.in_kernel for r in cost.kernel.runs] == [True, True]
     assert [r.in_kernel for r in cost.vmm.runs] == [False, False]
     assert all(r.exits == 200 for r in (*cost.kernel.runs, *cost.vmm.runs))
+
+
+def test_each_round_keeps_the_fastest_of_its_tries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run the scheduler interrupted (the slow one of each round here) is left out, in both configurations."""
+    seconds = iter([0.9, 0.1, 0.2, 5.0, 1.0, 1.1,    # round 1: kernel tries, then VMM tries
+                    0.1, 0.3, 0.2, 1.2, 0.9, 9.0])   # round 2
+    monkeypatch.setattr(exit_cost, "run_once", lambda exits, in_kernel, ring, timeout: exit_cost.ExitCostResult(
+        in_kernel, exits, next(seconds), exits if in_kernel else 0, 0 if in_kernel else exits))
+    cost = exit_cost.measure(exits=100, repeats=2, tries=3)
+    assert [r.seconds for r in cost.kernel.runs] == [0.1, 0.1]
+    assert [r.seconds for r in cost.vmm.runs] == [1.0, 0.9]
+
+
+@pytest.mark.parametrize("tries", [0, -1, 1.5, "3"])
+def test_tries_must_be_a_positive_whole_number(tries: object) -> None:
+    with pytest.raises(InvalidOptionError, match="tries must be"):
+        exit_cost.measure(exits=10, repeats=1, tries=tries)  # type: ignore[arg-type]

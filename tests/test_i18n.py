@@ -325,7 +325,7 @@ def test_a_phrase_is_english_and_shows_the_language_of_the_moment(korean_catalog
         'msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n"Language: ko\\n"\n\n'
         'msgid "guest driver {module} is loaded"\nmsgstr "게스트 드라이버 {module}(이)가 로드되어 있다"\n',
         encoding="utf-8")
-    i18n._translations.cache_clear()
+    i18n.reload()
     i18n.use("ko")
     said = i18n.Phrase("guest driver {module} is loaded", module="virtio_pci")
     assert said == "guest driver virtio_pci is loaded"  # data, JSON and tests see English
