@@ -5,7 +5,9 @@ with a fresh key, slurmctld on the host side of a bridge, and one slurmd
 per node in its own network namespace (its own address on the bridge) and
 its own UTS namespace (its own hostname, from which slurmd knows its
 NodeName).  Each job gets a private /tmp (``job_container/tmpfs``), gone
-with the job, and a memory cap in its control group (``task/cgroup``).
+with the job — unless the lab itself lies under /tmp (a clone there, as CI's may be), which a private /tmp
+would hide from the job (its venv, ``batchspawner-singleuser``): then /tmp stays shared (:data:`PRIVATE_TMP`) —
+and a memory cap in its control group (``task/cgroup``).
 The nodes share the host's filesystem — as a real cluster's nodes share
 the lab, the image cache and the homes over NFS — and traffic stays on
 the bridge, whose addresses (198.18.0.0/15, reserved for benchmarks by
@@ -148,12 +150,15 @@ InactiveLimit=0
 MinJobAge=300
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
-JobContainerType=job_container/tmpfs
+JobContainerType={job_container}
 PrologFlags=Contain
 {nodes}
 PartitionName=lab Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
 
+
+#: Whether each job gets a private /tmp: not when the lab's checkout is under /tmp, where the job would not find it.
+PRIVATE_TMP = not Path(__file__).resolve().parents[1].is_relative_to("/tmp")
 
 #: Each job's memory cap in its control group (these hosts: cgroup v1); cores are not pinned, because every
 #: node here shares the host's two (each would pin its first job to CPU 0).
@@ -230,7 +235,8 @@ def cluster(names: tuple[str, ...] = ("n1", "n2"), cpus: int = 4, memory_mib: in
                  f"RealMemory={memory_mib} State=UNKNOWN" for n in nodes]
         made.conf.write_text(SLURM_CONF.format(
             host=socket.gethostname().split(".")[0], controller=CONTROLLER, folder=folder, ctld_port=_free_port(),
-            slurmd_port=_free_port(), slurmd_timeout=slurmd_timeout, nodes="\n".join(lines)))
+            slurmd_port=_free_port(), slurmd_timeout=slurmd_timeout, nodes="\n".join(lines),
+            job_container="job_container/tmpfs" if PRIVATE_TMP else "job_container/none"))
         (folder / "cgroup.conf").write_text(CGROUP_CONF)
         (folder / "job_container.conf").write_text(f"AutoBasePath=true\nBasePath={folder}/jobtmp\n")
         made.wait_for("munged's socket", (folder / "munge.sock").exists, 20)

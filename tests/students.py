@@ -87,7 +87,8 @@ def exclusive() -> Iterator[None]:
 @contextlib.contextmanager
 def shared_cache() -> Iterator[Path]:
     """A read-only guest image cache built by root the way an instructor does (``labkit image build --into``)."""
-    base = Path(tempfile.mkdtemp(prefix="kvmlab-shared-cache-"))
+    # under /var/tmp: a Slurm job's private /tmp (tests/slurmcluster.py) would hide a cache under /tmp
+    base = Path(tempfile.mkdtemp(prefix="kvmlab-shared-cache-", dir="/var/tmp"))
     try:
         base.chmod(0o755)
         proc = subprocess.run([sys.executable, "-m", "labkit", "image", "build", "--into", str(base / "cache"),
