@@ -166,7 +166,7 @@ def test_a_class_on_two_slurm_nodes_survives_a_node_and_leaves_nothing(tmp_path:
             try:
                 timing, jobs, probes, after = asyncio.run(the_class())
             except HubClientError as exc:  # the hub's log says why (a job that died: its log in the student's home)
-                log = (plan.state_dir / "jupyterhub.log").read_text(errors="replace").splitlines()
+                log = server.log_file(plan).read_text(errors="replace").splitlines()
                 pytest.fail(f"{exc}\nthe hub's log ends:\n" + "\n".join(log[-60:]))
             class_table = subprocess.run([str(plan.venv / "bin/labkit"), "class", "status", "--state",
                                           str(plan.state_dir), "--json"], capture_output=True, text=True)
