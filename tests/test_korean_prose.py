@@ -178,9 +178,7 @@ def english_in(notebook: Path) -> list[str]:
 
 
 #: Notebooks whose English lines are known and left for now, with why (strict: a fixed one must leave this list).
-NOT_YET = {"04b_memory_storage_network": "issue 24: 04b's modules (memory walk, storage, network) are rewritten "
-                                         "in this round by another helper; their 17 English lines are translated "
-                                         "after that merge"}
+NOT_YET: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("notebook", [pytest.param(nb, marks=pytest.mark.xfail(reason=NOT_YET[nb.stem], strict=True))

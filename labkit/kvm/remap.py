@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 from labkit import asm
 from labkit.errors import InvalidOptionError
+from labkit.i18n import _
+from labkit.i18n import noop as N_
 from labkit.kvm import abi, modes
 from labkit.kvm.guests import build
 from labkit.kvm.machine import Machine
@@ -40,17 +42,23 @@ MEMORY = 8 << 20
 MAX_PAGES = 512  # one page table; the rounds alternate between two sets of ``pages`` data pages
 #: KVM's counters worth showing for this workload, and what each counts (vCPU's, then the VM's).
 COUNTERS: dict[str, str] = {
-    "exits": "every exit from the guest, whoever handled it",
-    "pf_taken": "page faults KVM's MMU took (shadow: the guest's own accesses; nested: NPT faults)",
-    "pf_fixed": "of them, fixed by installing a (shadow or nested) page-table entry",
-    "pf_emulate": "of them, resolved by emulating the faulting instruction (a write to a guest page table)",
-    "tlb_flush": "TLB flushes KVM made for the guest",
-    "halt_exits": "hlt exits",
-    "io_exits": "port I/O exits",
-    "mmu_pte_write": "writes to a guest page table that KVM intercepted (VM)",
-    "mmu_flooded": "guest page tables written so often that KVM stopped shadowing them (VM)",
-    "mmu_shadow_zapped": "shadow page tables KVM threw away (VM)",
+    "exits": N_("every exit from the guest, whoever handled it"),
+    "pf_taken": N_("page faults KVM's MMU took (shadow: the guest's own accesses; nested: NPT faults)"),
+    "pf_fixed": N_("of them, fixed by installing a (shadow or nested) page-table entry"),
+    "pf_emulate": N_("of them, resolved by emulating the faulting instruction (a write to a guest page table)"),
+    "tlb_flush": N_("TLB flushes KVM made for the guest"),
+    "halt_exits": N_("hlt exits"),
+    "io_exits": N_("port I/O exits"),
+    "mmu_pte_write": N_("writes to a guest page table that KVM intercepted (VM)"),
+    "mmu_flooded": N_("guest page tables written so often that KVM stopped shadowing them (VM)"),
+    "mmu_shadow_zapped": N_("shadow page tables KVM threw away (VM)"),
 }
+
+
+def legend() -> str:
+    """:data:`COUNTERS`, one a line: the counter's name and what it counts, in the language of the moment."""
+    return "\n".join(f"{name:18} " + _(meaning) for name, meaning in COUNTERS.items())
+
 
 #: The workload; the VMM passes the number of rounds in r8 and of pages in r9.
 SOURCE = """

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import psutil
 
 from labkit.errors import InvalidOptionError
+from labkit.i18n import _
 from labkit.kvm import modes
 from labkit.kvm.guests import build
 from labkit.kvm.machine import Machine
@@ -100,7 +101,7 @@ def map_page(memory: GuestMemory, cr3: int, gva: int, gpa: int, tables: tuple[in
     before the guest runs, as firmware would.
     """
     table = cr3 & _ADDR_MASK
-    for (_, shift), new in zip(LEVELS[:3], tables):
+    for (_level, shift), new in zip(LEVELS[:3], tables):
         at = table + ((gva >> shift) & 511) * 8
         entry = memory.read_u64(at)
         if not entry & modes.PTE_PRESENT:
@@ -192,15 +193,16 @@ def touch_rss(ram_mib: int = 64, touched_mib: int = 16) -> RssGrowth:
 def picture(path: AddressPath) -> str:
     """The two levels of translation for ``path``, top to bottom, as text."""
     steps = " → ".join(f"{s.level}[{s.index}]" for s in path.walk)
-    hpa = f"{path.hpa:#x}" if path.hpa is not None else f"unknown: {path.hpa_unknown_because}"
-    agree = "agrees" if path.gpa_kvm == path.gpa_walk else f"says {path.gpa_kvm}"
+    hpa = f"{path.hpa:#x}" if path.hpa is not None else _("unknown: {why}").format(why=path.hpa_unknown_because)
+    agree = _("(KVM_TRANSLATE agrees)") if path.gpa_kvm == path.gpa_walk else \
+        _("(KVM_TRANSLATE says {gpa})").format(gpa=path.gpa_kvm)
     return "\n".join((
-        f"guest-virtual   {path.gva:#018x}        what the guest's code used",
-        f"   │  level 1, the guest's page tables (CR3 = {path.cr3:#x}): {steps}",
-        f"   │  (KVM_TRANSLATE {agree})",
-        f"guest-physical  {path.gpa_walk or 0:#018x}        what the guest thinks is RAM",
-        f"   │  level 2a, the VMM's memory slot {path.slot}: slot's host address + offset",
-        f"host-virtual    {path.hva:#018x}        an address in the VMM process (this Python)",
-        "   │  level 2b, the host kernel's page tables for this process (/proc/self/pagemap)",
+        f"guest-virtual   {path.gva:#018x}        " + _("what the guest's code used"),
+        "   │  " + _("level 1, the guest's page tables (CR3 = {cr3:#x}): {steps}").format(cr3=path.cr3, steps=steps),
+        f"   │  {agree}",
+        f"guest-physical  {path.gpa_walk or 0:#018x}        " + _("what the guest thinks is RAM"),
+        "   │  " + _("level 2a, the VMM's memory slot {slot}: slot's host address + offset").format(slot=path.slot),
+        f"host-virtual    {path.hva:#018x}        " + _("an address in the VMM process (this Python)"),
+        "   │  " + _("level 2b, the host kernel's page tables for this process (/proc/self/pagemap)"),
         f"host-physical   {hpa}",
     ))

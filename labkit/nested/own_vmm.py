@@ -24,12 +24,15 @@ import json
 import os
 import re
 import sys
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from labkit import host, nested, qemu
+from labkit import host, i18n, nested, qemu
 from labkit.errors import AccessDeniedError, LabkitError, MissingToolError
+from labkit.i18n import _
+from labkit.i18n import noop as N_
 from labkit.nested.errors import CannotRunHereError, NestedError
 from labkit.vmm import uart as uart_module
 from labkit.vmm.linux import boot
@@ -86,9 +89,10 @@ class CapstoneRun:
 
     @property
     def where(self) -> str:
-        return "this host" if self.l1 is None else \
-            (f"inside the emulated AMD-V machine (L1 ready in {self.l1.ready_s:.1f} s, "
-             f"the run took {self.l1.command_s:.1f} s)")
+        if self.l1 is None:
+            return i18n.Phrase(N_("this host"))
+        return i18n.Phrase(N_("inside the emulated AMD-V machine (L1 ready in {ready_s:.1f} s, the run took "
+                              "{command_s:.1f} s)"), ready_s=self.l1.ready_s, command_s=self.l1.command_s)
 
 
 def map_used(pieces: Pieces) -> tuple[tuple[int, int, int], ...]:
@@ -158,7 +162,8 @@ async def run_inside(pieces: Pieces, *, compare_qemu: bool = True,
             on_console(data.decode("utf-8", "replace"))
 
     # the pieces travel on the command line (L1 hides this host's lab run dirs, so not as a file in one)
-    argv = [sys.executable, "-m", "labkit.nested.own_vmm", json.dumps(pieces.spec())] + \
+    # and in the notebook's language: the first exits are described there
+    argv = [sys.executable, "-m", "labkit.nested.own_vmm", json.dumps(pieces.spec()), "--lang", i18n.current()] + \
         ([] if compare_qemu else ["--no-qemu"])
     try:
         l1 = await nested.run(argv, timeout=timeout, stdout=out.extend, stderr=console)
@@ -212,20 +217,36 @@ class Comparison:
     qemu_machine: str
 
     def text(self) -> str:
+        """The table, in the language of the moment (columns padded to their width on a terminal)."""
         def q(value: object) -> str:
             return "—" if value is None else str(value)
-        rows = [("", "labkit's VMM", f"QEMU ({self.qemu_machine})"),
-                ("code", f"{self.own_lines} lines of Python (labkit/vmm)",
-                 f"a {q(self.qemu_binary_mib)} MiB binary" if self.qemu_binary_mib else "—"),
-                ("e820 rows the kernel read", str(self.own_e820_rows), q(self.qemu_e820_rows or None)),
-                ("port ranges its drivers claimed", str(self.own_ports), q(self.qemu_ports or None)),
-                ("exits by reason", ", ".join(f"{k.removeprefix('KVM_EXIT_')} {v}" for k, v in self.own_exits.items()),
-                 "not counted (KVM's counters for QEMU's vCPU are not read)"),
-                ("launch → /init's report", f"{self.own_userspace_s:.2f} s",
+        machine = _("not run") if self.qemu_machine == "not run" else self.qemu_machine
+        rows = [("", _("labkit's VMM"), f"QEMU ({machine})"),
+                (_("code"), _("{lines} lines of Python (labkit/vmm)").format(lines=self.own_lines),
+                 _("a {mib} MiB binary").format(mib=q(self.qemu_binary_mib)) if self.qemu_binary_mib else "—"),
+                (_("e820 rows the kernel read"), str(self.own_e820_rows), q(self.qemu_e820_rows or None)),
+                (_("port ranges its drivers claimed"), str(self.own_ports), q(self.qemu_ports or None)),
+                (_("exits by reason"), exit_counts(self.own_exits, short=True),
+                 _("not counted (KVM's counters for QEMU's vCPU are not read)")),
+                (_("launch → /init's report"), f"{self.own_userspace_s:.2f} s",
                  "—" if self.qemu_userspace_s is None else f"{self.qemu_userspace_s:.2f} s")]
-        width = max(len(r[0]) for r in rows)
-        own_width = max(len(r[1]) for r in rows)
-        return "\n".join(f"{a:<{width}}  {b:<{own_width}}  {c}" for a, b, c in rows)
+        width = max(_width(r[0]) for r in rows)
+        own_width = max(_width(r[1]) for r in rows)
+        return "\n".join(f"{_pad(a, width)}  {_pad(b, own_width)}  {c}" for a, b, c in rows)
+
+
+def exit_counts(exits: dict[str, int], *, short: bool = False) -> str:
+    """``{"KVM_EXIT_IO": 2434, …}`` as ``KVM_EXIT_IO 2434, …`` (``short``: ``IO 2434, …``)."""
+    return ", ".join(f"{k.removeprefix('KVM_EXIT_') if short else k} {v}" for k, v in exits.items())
+
+
+def _width(text: str) -> int:
+    """Columns ``text`` takes on a terminal: Hangul takes two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - _width(text))
 
 
 def compare(run: CapstoneRun) -> Comparison:
@@ -256,7 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec", help="the pieces, as JSON (Pieces.spec)")
     parser.add_argument("--no-qemu", action="store_true")
+    parser.add_argument("--lang", default=None, help="the language of the exits' descriptions (labkit.i18n.use)")
     args = parser.parse_args(argv)
+    i18n.use(args.lang)
     try:
         result = inside(json.loads(args.spec), not args.no_qemu)
     except LabkitError as exc:

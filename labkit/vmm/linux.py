@@ -27,6 +27,7 @@ from pathlib import Path
 
 from labkit import host, images, runtime
 from labkit.errors import InvalidOptionError, console_tail, from_os_error
+from labkit.i18n import _
 from labkit.kvm import abi
 from labkit.kvm.exits import INTERRUPTED, Exit
 from labkit.kvm.memory import MemorySlot
@@ -301,7 +302,7 @@ def boot(kernel: Path | str | None = None, *, command: str | None = None,
                        report_after_first_run_s=report_at - first_run, poweroff_s=stopped - launched,
                        guest_uptime_s=report.uptime_s)
     return LinuxBoot(report, times, exits, console, linux.path, linux.kind, cmdline, memory_mib, interrupts,
-                     unclaimed, first, lines, f"{end} at rip {rip:#x}")
+                     unclaimed, first, lines, _("{exit} at rip {rip:#x}").format(exit=end, rip=rip))
 
 
 def console_lines(uart: Uart, since: float) -> tuple[tuple[float, str], ...]:
