@@ -40,6 +40,8 @@ from pathlib import Path
 
 import psutil
 
+from framework import TOP
+
 PREFIX = "lkslurm"
 BRIDGE = f"{PREFIX}0"
 SUBNET = "198.18.77"
@@ -158,7 +160,7 @@ PartitionName=lab Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 
 
 #: Whether each job gets a private /tmp: not when the lab's checkout is under /tmp, where the job would not find it.
-PRIVATE_TMP = not Path(__file__).resolve().parents[1].is_relative_to("/tmp")
+PRIVATE_TMP = not TOP.is_relative_to("/tmp")
 
 #: Each job's memory cap in its control group (these hosts: cgroup v1); cores are not pinned, because every
 #: node here shares the host's two (each would pin its first job to CPU 0).

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import psutil
 
+from framework import TOP
 from labkit import runtime
 
-TOP = Path(__file__).resolve().parent.parent
 #: One test at a time uses the student accounts (also across worktrees): ``--all-users`` sees them all.
 LOCK = Path(tempfile.gettempdir()) / "kvmlab-tests-students.lock"
 RUNUSER = shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin") or "runuser"
