@@ -1,7 +1,8 @@
 """labkit.nested.watch: telling an idle L1 from one that no interrupt will ever wake.
 
-The dumps are L1's own (QEMU 7.2's ``info registers`` and ``info lapic`` of an L1 idling in ``sleep 75``);
-the stopped states are that dump with one field changed, as the watch would read them.
+The dumps are L1's own (QEMU 7.2's ``info registers`` and ``info lapic``): ``idle-*`` of an L1 idling in
+``sleep 75``, ``stalled-*`` of the L1 caught stopped for good mid L2 boot (woken by a key press, not by an NMI);
+the other states are the idle dump with one field changed, as the watch would read them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "nested"
 REGISTERS = (FIXTURES / "idle-registers.txt").read_text()
 LAPIC = (FIXTURES / "idle-lapic.txt").read_text()
 RAN_OUT = LAPIC.replace("current_count = 7759502", "current_count = 0")
+STALLED_REGISTERS = (FIXTURES / "stalled-registers.txt").read_text()
+STALLED_LAPIC = (FIXTURES / "stalled-lapic.txt").read_text()
 
 
 def test_an_idle_l1_with_its_timer_counting_is_left_alone() -> None:
@@ -30,23 +33,34 @@ def test_halted_with_the_one_shot_timer_run_out_and_nothing_pending_is_stopped_f
     assert found is not None and "no interrupt will wake it" in found
 
 
+def test_the_stall_caught_live_is_stopped_for_good() -> None:
+    """Halted, IF set, the timer's vector 236 in IRR above PPR 0x10: the CPU would take it at once."""
+    assert "HLT=1" in STALLED_REGISTERS and "IRR\t 236" in STALLED_LAPIC and "PPR 0x10" in STALLED_LAPIC
+    found = watch.diagnose(STALLED_REGISTERS, STALLED_LAPIC)
+    assert found is not None and "vector 236 waits in IRR" in found
+
+
 def test_the_evidence_is_the_lines_it_decides_on() -> None:
-    lines = watch.evidence(REGISTERS, RAN_OUT).splitlines()
-    assert [line.split("=")[0].split()[0] for line in lines] == ["RIP", "LVTT", "Timer", "ISR", "IRR"]
-    assert "HLT=1" in lines[0] and "current_count = 0" in lines[2]
+    lines = watch.evidence(STALLED_REGISTERS, STALLED_LAPIC).splitlines()
+    assert [line.split("=")[0].split()[0] for line in lines] == ["RIP", "LVTT", "Timer", "ISR", "IRR", "APR"]
+    assert "HLT=1" in lines[0] and "current_count = 0" in lines[2] and "236" in lines[4] and "PPR 0x10" in lines[5]
 
 
 @pytest.mark.parametrize(("what", "registers", "lapic"), [
     ("running, not halted", REGISTERS.replace("HLT=1", "HLT=0"), RAN_OUT),
     ("interrupts disabled", REGISTERS.replace("RFL=00000246", "RFL=00000046"), RAN_OUT),
-    ("an interrupt waits in IRR", REGISTERS, RAN_OUT.replace("IRR\t (none)", "IRR\t 236")),
+    ("a vector in IRR at the processor priority waits for it to drop", REGISTERS,
+     RAN_OUT.replace("IRR\t (none)", "IRR\t 20")),
+    ("the live stall, running again", STALLED_REGISTERS.replace("HLT=1", "HLT=0"), STALLED_LAPIC),
+    ("the live stall, with interrupts disabled", STALLED_REGISTERS.replace("RFL=00000246", "RFL=00000046"),
+     STALLED_LAPIC),
     ("Linux masked the timer itself", REGISTERS, RAN_OUT.replace("LVTT\t 0x000000ec", "LVTT\t 0x000100ec")),
     ("TSC-deadline: the deadline is not shown", REGISTERS, RAN_OUT.replace("one-shot", "tsc-deadline")),
     ("a dump it cannot read", REGISTERS, "dumping local APIC state for CPU 0\n"),
 ])
 def test_what_can_still_wake_it_or_cannot_be_told_is_not_called_stopped(what: str, registers: str,
                                                                        lapic: str) -> None:
-    assert registers != REGISTERS or lapic != RAN_OUT, what  # each case changes the dump
+    assert (registers, lapic) not in ((REGISTERS, RAN_OUT), (STALLED_REGISTERS, STALLED_LAPIC)), what
     assert watch.diagnose(registers, lapic) is None, what
 
 
@@ -63,7 +77,8 @@ def test_idle_means_under_the_share_for_a_whole_window() -> None:
 
 def test_the_watch_looks_at_an_idle_machine_over_qmp_and_leaves_it_running() -> None:
     """The loop for real, on an idle tiny guest (TCG, in ``sleep``): it samples QEMU's CPU time, reads the vCPU
-    and the APIC over QMP when the window is quiet, finds nothing wrong, and nudges nothing."""
+    and the APIC over QMP when the window is quiet, finds nothing wrong, and nudges nothing.  The nudge itself
+    is a command this QEMU takes as written."""
     sleeper = images.tiny_guest(command="sleep 600", fetch=False, progress=False)
     config, _ = qemu.linux_config(sleeper, qemu.choose_accel("tcg"))
 
@@ -79,6 +94,7 @@ def test_the_watch_looks_at_an_idle_machine_over_qmp_and_leaves_it_running() -> 
                         await asyncio.sleep(0.25)
             finally:
                 watcher.cancel()
+            await vm.qmp("send-key", keys=watch.NUDGE_KEY)
             return looks, (await vm.qmp("query-status"))["status"]
 
     looks, status = asyncio.run(scenario())

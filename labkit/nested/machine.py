@@ -321,7 +321,7 @@ async def _supervise(config: qemu.MachineConfig, relays: list[_Relay], timeout: 
         try:
             await vm.wait_for(re.compile(r"LABKIT-NESTED (EXIT \d+|FAIL)"), timeout)
         except GuestTimeoutError:
-            seen = "".join(f"\nat {look.at_s:g} s: {look.diagnosis}; nudged with an NMI" for look in looks
+            seen = "".join(f"\nat {look.at_s:g} s: {look.diagnosis}; nudged with a key press" for look in looks
                            if look.nudged)
             if looks:  # what L1's vCPU and APIC showed the last time it sat idle: where it waits
                 seen += f"\nL1 idle at {looks[-1].at_s:g} s:\n{looks[-1].evidence}"

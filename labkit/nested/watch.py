@@ -1,16 +1,18 @@
 """Notice an L1 that has stopped for good while its command runs: halted, with nothing left to wake it.
 
-Seen about once in three full CI runs (issue 22): in the middle of an L2 boot, L1's QEMU went quiet (a minute
-of CPU in 19 minutes) and no timer fired inside L1 again, so neither the guest's nor pytest's own timeouts
-came.  An idle L1 is normal — Linux waits for its next timer in ``hlt`` — but then its local APIC timer is
-counting down (``info lapic``: ``current_count`` above 0) or an interrupt is waiting in IRR.  A halted vCPU
-with interrupts enabled, no timer counting and nothing pending will never run again: the timer interrupt
-that should have woken it was lost in TCG's emulation.
+Seen about once in three full CI runs (issue 22), and once caught live: in the middle of an L2 boot, L1's
+QEMU went quiet and stayed so (42 s of CPU in 10 min).  An idle L1 is normal — Linux waits for its next
+timer in ``hlt`` — but the live one showed (``info registers``, ``info lapic``; kept in
+``tests/fixtures/nested/stalled-*.txt``) a vCPU halted with interrupts enabled and its APIC timer's vector
+236 waiting in IRR, above the processor priority (PPR 0x10): an interrupt the CPU would take at once, had
+the APIC's signal to the vCPU not been lost in TCG's emulation.  It never runs again by itself.
 
 The watch samples QEMU's CPU time; once L1 has used less than :data:`IDLE_SHARE` of a CPU for
-:data:`IDLE_WINDOW_S`, it reads the vCPU and its APIC over QMP.  If they show the state above, it says so
-and sends L1 an NMI (QMP ``inject-nmi``): the NMI takes the vCPU out of ``hlt``, and Linux's idle loop,
-running again, finds the expired timer and programs the next one.  Each such event is kept with the run's
+:data:`IDLE_WINDOW_S`, it reads the vCPU and its APIC over QMP.  If they show a stopped vCPU, it says so
+and presses a key on L1's PS/2 keyboard (QMP ``send-key``, a lone Shift): the keyboard's IRQ 1 goes through
+the I/O APIC to the local APIC, which evaluates what is pending again and signals the vCPU — which then
+takes the lost timer interrupt too.  On the live stall an NMI (``inject-nmi``, the nudge before) left L1
+halted; the key press woke it and its command ran to the end.  Each such event is kept with the run's
 result (and printed by ``labkit nested run --times``), so a recovered stall is visible, never silent.
 """
 
@@ -38,9 +40,11 @@ _FLAGS = re.compile(r"\bRFL=([0-9a-f]+)")
 _TIMER_LVT = re.compile(r"^LVTT\s+0x([0-9a-f]+).*?\b(one-shot|periodic|tsc-deadline)\b", re.M)
 _COUNT = re.compile(r"current_count = (\d+)")
 _IRR = re.compile(r"^IRR\s+(.*)$", re.M)
+_PPR = re.compile(r"\bPPR 0x([0-9a-f]+)")
 IF_FLAG = 1 << 9
 LVT_MASKED = 1 << 16
-
+#: The nudge: a Shift key press on L1's PS/2 keyboard (its IRQ 1 is routed by Linux's i8042 driver).
+NUDGE_KEY = [{"type": "qcode", "data": "shift"}]
 
 @dataclass(frozen=True)
 class Look:
@@ -58,23 +62,33 @@ class Look:
 def evidence(registers: str, lapic: str) -> str:
     """The lines of ``info registers`` and ``info lapic`` that :func:`diagnose` reads."""
     lines = [line for line in registers.splitlines() if line.startswith("RIP=")]
-    lines += [line for line in lapic.splitlines() if line.split("\t")[0].strip() in ("LVTT", "Timer", "ISR", "IRR")]
+    lines += [line for line in lapic.splitlines()
+              if line.split("\t")[0].strip() in ("LVTT", "Timer", "ISR", "IRR") or line.startswith("APR")]
     return "\n".join(" ".join(line.split()) for line in lines)
 
 
 def diagnose(registers: str, lapic: str) -> str | None:
     """Why this vCPU will never run again (``info registers`` and ``info lapic`` of L1's one vCPU), or None
     when something can still wake it or the dump cannot tell (it runs; interrupts are disabled on purpose; the
-    timer counts down, is periodic, or was masked by Linux itself; an interrupt waits; or the timer is in
-    TSC-deadline mode, whose deadline ``info lapic`` does not show)."""
+    timer counts down, is periodic, or was masked by Linux itself; the timer is in TSC-deadline mode, whose
+    deadline ``info lapic`` does not show).
+
+    Stopped: halted with interrupts enabled and either an interrupt in IRR above the processor priority —
+    one the CPU takes at once, so its signal was lost (seen live) — or the one-shot timer run out with
+    nothing pending at all, so the interrupt itself was lost (how the first stall's log read)."""
     flags = _FLAGS.search(registers)
     if not _HALTED.search(registers) or flags is None or not int(flags.group(1), 16) & IF_FLAG:
         return None
-    lvt, count, irr = _TIMER_LVT.search(lapic), _COUNT.search(lapic), _IRR.search(lapic)
-    if lvt is None or count is None or irr is None or lvt.group(2) == "tsc-deadline":
+    lvt, count, irr, ppr = _TIMER_LVT.search(lapic), _COUNT.search(lapic), _IRR.search(lapic), _PPR.search(lapic)
+    if irr is None or ppr is None:
         return None
-    pending = irr.group(1).strip()
-    if pending != "(none)":
+    pending = [int(v) for v in irr.group(1).split() if v.isdigit()]
+    deliverable = [v for v in pending if v >> 4 > int(ppr.group(1), 16) >> 4]
+    if deliverable:
+        return (f"L1's vCPU is halted with interrupts enabled while vector {deliverable[-1]} waits in IRR above "
+                f"the processor priority (PPR 0x{ppr.group(1)}): the APIC's signal to the vCPU was lost in TCG's "
+                "emulation, and nothing else will wake it")
+    if pending or lvt is None or count is None or lvt.group(2) == "tsc-deadline":
         return None
     if int(lvt.group(1), 16) & LVT_MASKED or lvt.group(2) != "one-shot" or int(count.group(1)) > 0:
         return None  # a masked timer is Linux's own choice (no timer pending at all); a periodic one reloads
@@ -104,8 +118,8 @@ class IdleWatch:
 
 async def watch(vm: qemu.QemuMachine, looks: list[Look], period_s: float = SAMPLE_S,
                 idle: IdleWatch | None = None) -> None:
-    """Run until cancelled: look at L1 whenever it has idled a whole window, nudge it with an NMI when it is
-    stopped for good, and append each look to ``looks``."""
+    """Run until cancelled: look at L1 whenever it has idled a whole window, nudge it (:data:`NUDGE_KEY`) when it
+    is stopped for good, and append each look to ``looks``."""
     if vm.pid is None:
         return
     process, idle, started = psutil.Process(vm.pid), idle or IdleWatch(), time.monotonic()
@@ -122,7 +136,7 @@ async def watch(vm: qemu.QemuMachine, looks: list[Look], period_s: float = SAMPL
             registers, lapic = await vm.hmp("info registers"), await vm.hmp("info lapic")
             found = diagnose(registers, lapic)
             if found is not None:
-                await vm.qmp("inject-nmi")
+                await vm.qmp("send-key", keys=NUDGE_KEY)
         except (qemu.QemuError, QMPError, OSError):  # QEMU is going away: nothing left to watch
             return
         looks.append(Look(round(time.monotonic() - started, 1), found, evidence(registers, lapic)))
