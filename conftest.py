@@ -36,11 +36,14 @@ EXPECT_SOLVED = "import os; os.environ['LABKIT_EXPECT_SOLVED'] = '1'  # referenc
 #: The test files that take longest on 2 cores (``--durations``), longest first.  xdist (``--dist loadfile
 #: --no-loadscope-reorder``) hands files to its workers in collection order, two to each at the start, so these
 #: start at once and the short ones fill in beside them instead of leaving a long one to run alone at the end.
-#: The third is short on purpose: it is queued behind the first (the one L1 run) on the same worker.
+#: The first two are the two L1 runs (tests/inside_l1.py), one per worker; the third and fourth are short on
+#: purpose: each is queued behind an L1 run on the same worker.
 LONGEST_FIRST = (
-    "tests/test_nested_inside.py",
-    "tests/test_hub.py",
+    "tests/test_nested_inside_kvm.py",
+    "tests/test_nested_inside_qemu.py",
     "tests/test_host_facts.py",
+    "tests/test_nested_watch.py",
+    "tests/test_hub.py",
     "tests/e2e/test_jupyterlab.py",
     "tests/test_nested.py",
     "tests/test_hub_slurm.py",

@@ -1,8 +1,8 @@
 """``labkit nested``: the emulated AMD-V machine (L1), its errors, its release of everything — and the
-lab's hardware-KVM path, tested inside one L1 boot (``tests/nested/``, ``test_hardware_path_inside_l1``).
+lab's hardware-KVM path, tested inside two L1 boots (``tests/nested/``, ``test_nested_inside_{kvm,qemu}.py``).
 
 The live tests boot real L1 machines (QEMU/TCG with an emulated SVM CPU, virtiofsd, the cloud kernel's
-kvm_amd): a few seconds each; the one inside-L1 pytest run takes minutes.
+kvm_amd): a few seconds each; the two inside-L1 pytest runs take minutes.
 """
 
 from __future__ import annotations

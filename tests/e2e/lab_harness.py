@@ -86,7 +86,7 @@ class BrowserTab:
 
 #: Parameters the browser runs with (the notebook's parameters cell, edited as a learner would): 04's "KVM inside
 #: an emulator" boots a whole emulated AMD-V machine, which nbval's run of 04 (both editions) and
-#: tests/test_nested_inside.py already do; in the browser, its console view and the skip message are what count.
+#: tests/test_nested_inside_qemu.py already do; in the browser, its console view and the skip message are what count.
 #: 04b's shadow vs nested paging boots one too (nbval runs it in both editions).
 #: The browser shows that the notebooks run and their widgets live in JupyterLab; what they measure inside L1
 #: is nbval's (both editions) and tests/nested's: here each runs one L1 boot at most, the shortest.

@@ -1,5 +1,5 @@
-"""Every test here runs inside the emulated AMD-V machine (L1): tests/test_nested_inside.py boots it and runs
-pytest on this folder (``LABKIT_IN_L1=1``); run on the host, each test fails saying so (the main run never
+"""Every test here runs inside the emulated AMD-V machine (L1): tests/test_nested_inside_*.py boot it and run
+pytest on this folder's files (``LABKIT_IN_L1=1``); run on the host, each test fails saying so (the main run never
 collects this folder: ``norecursedirs``)."""
 
 from __future__ import annotations
@@ -15,4 +15,4 @@ IN_L1 = os.environ.get("LABKIT_IN_L1") == "1"
 def inside_l1() -> None:
     if not IN_L1:
         pytest.fail("these tests run inside the emulated AMD-V machine: run "
-                    "tests/test_nested_inside.py::test_hardware_path_inside_l1 (labkit nested run -- pytest ...)")
+                    "tests/test_nested_inside_kvm.py or _qemu.py (labkit nested run -- pytest ...)")

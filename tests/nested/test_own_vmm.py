@@ -7,16 +7,11 @@ report with this boot's nonce read from the VMM's own UART, and the guest's rese
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import psutil
+from inside import qemus
 
 from labkit import images, vmm
-
-
-def qemus() -> list[str]:
-    return [" ".join(p.info["cmdline"][:2]) for p in psutil.process_iter(["cmdline"])
-            if p.info["cmdline"] and Path(p.info["cmdline"][0]).name.startswith("qemu-system")]
 
 
 def test_labkits_vmm_boots_the_tiny_guest_to_its_report() -> None:

@@ -1,9 +1,9 @@
-"""The lab's hardware-KVM path, tested inside one boot of the emulated AMD-V machine (``labkit nested``).
+"""Running ``tests/nested/`` inside the emulated AMD-V machine (L1), for ``tests/test_nested_inside_*.py``.
 
-One L1 runs pytest on ``tests/nested/`` (host verdict and doctor, the raw VMM on SVM, QEMU and libvirt under
-KVM, notebooks 03 and 04 taking their hardware branch).  It is the longest test of the suite, in a file of its
-own so that it starts first (``conftest.LONGEST_FIRST``) on one xdist worker while the others run beside it;
-``tests/test_nested.py`` tests the ``labkit nested`` command itself.
+The hardware-KVM path is tested in two L1 boots, one per file, so that xdist starts both at once on their own
+workers (``conftest.LONGEST_FIRST``): KVM itself (``test_kvm_path.py``, ``test_own_vmm.py``) and QEMU with
+libvirt (``test_qemu_libvirt_path.py``).  Each L1 has one vCPU, so the two together take the 2 host cores for
+a few minutes, and the suite's critical path is half of what one L1 running everything was.
 """
 
 from __future__ import annotations
@@ -12,18 +12,13 @@ import os
 import re
 import sys
 
-import pytest
-
 from framework import TOP, labkit_nested
 
-pytestmark = pytest.mark.nested
-
-
-#: Bounds of the inside run.  Per test inside L1 (pytest-timeout, signal method: the stuck test fails with its
+#: Bounds of an inside run.  Per test inside L1 (pytest-timeout, signal method: the stuck test fails with its
 #: traceback and the run goes on; faulthandler dumps every thread's stack shortly before, in case the test is
 #: stuck in C where no signal handler runs): the slowest test (notebook 04) takes ~1.5 min alone, ~3 min loaded.
 INSIDE_TEST_TIMEOUT_S = 420
-#: The whole L1 run, from the host (labkit nested run --timeout): 3.5 min alone, ~7 min on a loaded 2-core host.
+#: One L1 run, from the host (labkit nested run --timeout): ~2.5 min alone, ~5 min on a loaded 2-core host.
 INSIDE_RUN_TIMEOUT_S = 1200
 #: L1's niceness as root: ahead of the suite's other tests (0), not of the host's own work (-10 and below).
 L1_NICENESS = -5
@@ -38,24 +33,15 @@ def running_inside(stdout: str) -> str | None:
     return None
 
 
-def test_running_inside_names_the_test_that_had_not_ended() -> None:
-    done = ("tests/nested/t.py::test_a PASSED                  [  5%]\n"
-            "tests/nested/t.py::test_b[kvm] FAILED             [ 11%]\n")
-    assert running_inside(done) is None
-    assert running_inside(done + "tests/nested/t.py::test_c[auto] ") == "tests/nested/t.py::test_c[auto]"
-    assert running_inside("") is None
-
-
-@pytest.mark.timeout(INSIDE_RUN_TIMEOUT_S + 120)
-def test_hardware_path_inside_l1() -> None:
-    """One L1 boot runs tests/nested (host/doctor, raw VMM on SVM, QEMU and libvirt under KVM, notebooks)."""
+def run_in_l1(*paths: str) -> None:
+    """Boot one L1 and run pytest on ``paths`` (under tests/nested) in it: every collected test must pass."""
     # One vCPU: twice, on a loaded host, a 2-vCPU L1 stopped making progress mid-run (no output, no timer
     # firing inside for many minutes while QEMU kept burning CPU: most likely a livelock between L1's vCPUs
-    # around nested SVM); with one there is no cross-vCPU wait, and on 2 host cores it costs little.
+    # around nested SVM); with one there is no cross-vCPU wait.
     # As root (CI), L1 runs at a higher priority than the tests beside it: it is the suite's critical path (one
-    # TCG vCPU, one host thread doing most of the work), and the others fill the remaining core around it.
+    # TCG vCPU, one host thread doing most of the work), and the others fill the remaining time around it.
     proc = labkit_nested("run", "--vcpus", "1", "--times", "--timeout", str(INSIDE_RUN_TIMEOUT_S), "--",
-                         sys.executable, "-m", "pytest", "tests/nested", "-o", "addopts=",
+                         sys.executable, "-m", "pytest", *paths, "-o", "addopts=",
                          "-p", "no:cacheprovider", "-p", "timeout", f"--timeout={INSIDE_TEST_TIMEOUT_S}",
                          "-o", f"faulthandler_timeout={INSIDE_TEST_TIMEOUT_S - 30}",
                          "-v", "--color=no", "-rfEs", "--durations=8",
