@@ -150,6 +150,9 @@ def run_one(path: Path, out_dir: Path, parameters: dict[str, object], tag: str =
     A kernel that never answers (``start_timeout`` seconds) is a
     :class:`KernelNotAnsweringError`: nothing in the notebook ran.
     """
+    from labkit import notebook_format
+
+    notebook_format.load()  # before papermill imports nbformat (the reason is there)
     import papermill
     from papermill.exceptions import PapermillExecutionError
 

@@ -165,3 +165,20 @@ def test_korean_edition_runs_under_papermill_and_speaks_korean(tmp_path: Path) -
     checks = [line for line in printed.splitlines() if line.startswith("✔ ")]
     assert checks and all(any("\uac00" <= ch <= "\ud7a3" for ch in line) for line in checks), checks[:3]
     assert any("\uac00" <= ch <= "\ud7a3" for ch in nb.cells[0].source)  # the markdown is Korean too
+
+
+def test_notebooks_are_read_and_run_without_the_iri_format_checker() -> None:
+    """labkit imports nbformat (and papermill) with jsonschema's ``iri`` checker left out
+    (:mod:`labkit.notebook_format`: its parsers took 0.85 s of every ``labkit run`` here); nbformat still
+    validates, so a broken notebook is still refused."""
+    code = ("import sys\nfrom pathlib import Path\nfrom labkit import runner\nfrom labkit.results import declaration\n"
+            "nb = declaration.read_notebook(Path('notebooks/01_kernel.ipynb'))\n"
+            "import nbformat, papermill\n"
+            "nb.cells[0].cell_type = 'nonsense'\n"
+            "try:\n    nbformat.validate(nb)\n    print('accepted')\n"
+            "except nbformat.ValidationError:\n    print('refused')\n"
+            "print(sys.modules.get('rfc3987_syntax', 'never imported'))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(runner.__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["refused", "None"], proc.stdout

@@ -75,7 +75,9 @@ def meaning(texts: dict[str, str], lang: str, fallback: str) -> str:
 
 def read_notebook(path: Path):
     """``path`` as an nbformat v4 notebook, or one :class:`NotebookFileError` saying what it is instead."""
-    import nbformat  # the CLI starts faster without it
+    from labkit import notebook_format  # here, not at the top: the CLI starts faster without nbformat
+
+    nbformat = notebook_format.load()
 
     fix = "name a Jupyter notebook (.ipynb) saved by Jupyter, e.g. one of notebooks/"
     try:
