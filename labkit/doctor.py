@@ -134,7 +134,7 @@ def check_libvirt() -> Check:
     if daemon.running:
         return Check("libvirt", "ok", daemon.detail)
     return Check("libvirt", "warn", _("{detail} (notebook 05 starts it when it needs it)").format(detail=daemon.detail),
-                 "labkit virt up (as root, where no init system runs libvirtd)")
+                 _("labkit virt up (as root, where no init system runs libvirtd)"))
 
 
 def check_notebooks(report: host.HostReport, checks: list[Check]) -> list[Check]:

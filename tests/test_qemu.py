@@ -168,9 +168,12 @@ def test_linux_config_derives_from_the_host(guest: images.GuestImage, tsc: host.
     assert config.append.startswith(images.BASE_CMDLINE) and notes
     plain, _ = qemu.linux_config(guest, tcg, machine="pc", host_tuning=False)
     assert plain.machine == "pc" and "tsc_early_khz" not in plain.append
-    kvm, _ = qemu.linux_config(guest, qemu.AccelChoice("kvm", "auto", "test"))
+    kvm, kvm_notes = qemu.linux_config(guest, qemu.AccelChoice("kvm", "auto", "test"))
     assert "tsc_early_khz" not in kvm.append  # KVM guests have kvm-clock
-    assert kvm.machine != qemu.MICROVM_WITHOUT_ACPI and "reboot=t" not in kvm.append.split()
+    assert kvm.machine == qemu.MICROVM_WITH_RTC and "reboot=t" not in kvm.append.split()  # its RTC: see the note
+    assert any("rtc=on" in note for note in kvm_notes)
+    named, _ = qemu.linux_config(guest, qemu.AccelChoice("kvm", "kvm", "test"), machine="microvm")
+    assert named.machine == "microvm"  # a machine the caller names is kept
 
 
 def test_parse_registers() -> None:

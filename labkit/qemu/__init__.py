@@ -36,6 +36,7 @@ from labkit.qemu.attempt import (
     plan_kvm_boot,
 )
 from labkit.qemu.boots import (
+    MICROVM_WITH_RTC,
     MICROVM_WITHOUT_ACPI,
     WORKLOAD_COMMAND,
     WORKLOAD_ITERATIONS,
@@ -75,7 +76,8 @@ from labkit.qemu.machine import (
 __all__ = [
     "BIOS_ORIGIN", "BIOS_SIZE", "bios_image",
     "ATTEMPT_S", "NOT_TRIED", "KvmAttempt", "KvmPlan", "attempt_kvm_boot", "kvm_evidence", "plan_kvm_boot",
-    "DEBUG_EXIT_DEVICE", "DEBUG_EXIT_PORT", "MICROVM_WITHOUT_ACPI", "QEMU", "WORKLOAD_COMMAND", "WORKLOAD_ITERATIONS",
+    "DEBUG_EXIT_DEVICE", "DEBUG_EXIT_PORT", "MICROVM_WITH_RTC", "MICROVM_WITHOUT_ACPI", "QEMU", "WORKLOAD_COMMAND",
+    "WORKLOAD_ITERATIONS",
     "Accel", "AccelChoice", "BootResult", "BootSummary", "BootTimes", "ConsoleChunk", "GuestPanicError",
     "GuestStoppedError", "GuestTimeoutError", "KvmCannotBootLinuxError", "LaunchError", "MachineConfig",
     "MissingKernelError", "Purpose", "QemuError", "QemuMachine", "QemuUsage", "Spread", "boot", "boot_blocking",
