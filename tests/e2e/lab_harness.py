@@ -34,6 +34,9 @@ from playwright.sync_api import Browser, Page, sync_playwright
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
 SCREENSHOTS = REPO / "build" / "e2e"
+#: Set to 1 for a screenshot of every notebook; without it, only of a notebook whose test failed (a whole-notebook
+#: picture is ~1 s of Chromium's CPU each: 17 of them were ~2 % of the suite's CPU, for pictures nobody looked at).
+ALL_SCREENSHOTS = os.environ.get("LABKIT_E2E_SCREENSHOTS") == "1"
 
 #: Debian's chromium (installed by scripts/setup.sh); never `playwright install`'s download.
 CHROMIUM = "/usr/bin/chromium"
@@ -89,8 +92,11 @@ class BrowserTab:
 #: tests/test_nested_inside_qemu.py already do; in the browser, its console view and the skip message are what count.
 #: 04b's shadow vs nested paging boots one too (nbval runs it in both editions).
 #: The browser shows that the notebooks run and their widgets live in JupyterLab; what they measure inside L1
-#: is nbval's (both editions) and tests/nested's: here each runs one L1 boot at most, the shortest.
-BROWSER_PARAMETERS = {"04_qemu": {"nested_demo": "False"}, "04b_memory_storage_network": {"paging_demo": "False"},
+#: is nbval's (both editions) and tests/nested's: here each runs one L1 boot at most, the shortest.  So are the
+#: medians of three boots per accelerator (04) and the 2 MiB sent through each NIC under TCG (04b): the browser
+#: draws the same plot and tables from one boot and 1 MiB.
+BROWSER_PARAMETERS = {"04_qemu": {"nested_demo": "False", "boots_per_accel": "1"},
+                      "04b_memory_storage_network": {"paging_demo": "False", "net_mib": "1"},
                       "06_own_vmm": {"compare_qemu": "False"}}
 
 

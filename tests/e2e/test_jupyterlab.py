@@ -16,10 +16,11 @@ kernel, and then asserts what a student would see:
 A second test opens each notebook as committed — saved outputs, not trusted,
 no cell run, as a learner first sees it — and asserts that no output shows a
 widget's repr (``ApartmentPlanner(children=(…``): a saved widget shows as a
-widget or as its static picture (build/e2e/<notebook>-as-saved.png).
+widget or as its static picture (build/e2e/<notebook>-as-saved.png, when it
+fails or is asked for).
 
-A screenshot of each notebook goes to build/e2e/<notebook>.png (also when the
-test fails).  A new notebook needs one ``EXPECTED`` entry; the test says so.
+A screenshot of a notebook whose test failed goes to build/e2e/<notebook>.png
+(of every notebook with ``LABKIT_E2E_SCREENSHOTS=1``).  A new notebook needs one ``EXPECTED`` entry; the test says so.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from lab_harness import (
+    ALL_SCREENSHOTS,
     NOTEBOOK_DIR,
     SCREENSHOTS,
     BrowserTab,
@@ -158,15 +160,15 @@ def screenshots() -> Path:
 
 @pytest.fixture
 def tab(browser: Browser, lab: Lab, screenshots: Path, request: pytest.FixtureRequest) -> Iterator[BrowserTab]:
-    """A fresh tab per notebook; afterwards its screenshot, then every kernel shut down.
-
-    The screenshot is taken also when the test failed — that is when it helps
-    most (pytest runs the code after ``yield`` whatever the test's outcome).
-    """
+    """A fresh tab per notebook; afterwards its screenshot when the test failed (that is when it helps; pytest
+    runs the code after ``yield`` whatever the outcome) or when asked (``ALL_SCREENSHOTS``), then every kernel
+    shut down."""
+    failed = request.session.testsfailed
     try:
         with browser_tab(browser) as t:
             yield t
-            screenshot_whole_notebook(t.page, screenshots / f"{request.node.callspec.id}.png")
+            if ALL_SCREENSHOTS or request.session.testsfailed > failed:
+                screenshot_whole_notebook(t.page, screenshots / f"{request.node.callspec.id}.png")
     finally:
         lab.shutdown_kernels()
 
@@ -345,7 +347,8 @@ def test_saved_notebook_shows_no_widget_repr(notebook: Path, lab: Lab, browser: 
             open_notebook(t.page, lab.open_url(saved.name))
             t.page.wait_for_timeout(2000)  # let saved widget state restore, where it will
             problems = repr_problems(t.page)
-            screenshot_whole_notebook(t.page, screenshots / f"{notebook.stem}-as-saved.png")
+            if ALL_SCREENSHOTS or problems:
+                screenshot_whole_notebook(t.page, screenshots / f"{notebook.stem}-as-saved.png")
         assert not problems, "widget reprs in the saved notebook:\n" + "\n".join(problems)
     finally:
         lab.shutdown_kernels()
