@@ -36,15 +36,16 @@ EXPECT_SOLVED = "import os; os.environ['LABKIT_EXPECT_SOLVED'] = '1'  # referenc
 #: The test files that take longest on 2 cores (``--durations``), longest first.  xdist (``--dist loadfile
 #: --no-loadscope-reorder``) hands files to its workers in collection order, one to each and then a second to
 #: each at the start, so these start at once and the short ones fill in beside them instead of leaving a long
-#: one to run alone at the end.  With 3 workers (:func:`pytest_xdist_auto_num_workers`): the two L1 runs
-#: (tests/inside_l1.py) and the hub start on one worker each; the fourth and fifth are short on purpose: each
-#: is queued behind an L1 run on the same worker.
+#: one to run alone at the end.  The first two are the two L1 runs (tests/inside_l1.py), one per worker; the
+#: third and fourth are short on purpose: each is queued behind an L1 run on the same worker.  (One worker more
+#: than cores was tried: the two L1s and the tests beside them slowed each other, 1,306 s of CPU instead of
+#: 1,102, and the browser's L1 boot of notebook 06 starved past its 300 s.)
 LONGEST_FIRST = (
     "tests/test_nested_inside_kvm.py",
     "tests/test_nested_inside_qemu.py",
-    "tests/test_hub.py",
     "tests/test_host_facts.py",
     "tests/test_nested_watch.py",
+    "tests/test_hub.py",
     "tests/e2e/test_jupyterlab.py",
     "tests/test_nested.py",
     "tests/test_hub_slurm.py",
@@ -57,13 +58,6 @@ LONGEST_FIRST = (
     "notebooks/05_libvirt.ipynb",
     "notebooks/ko/05_libvirt.ipynb",
 )
-
-
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: one worker more than this host has cores.  Many tests wait more than they compute — on a
-    browser, a hub, libvirtd's guests, L1's QEMU (the two inside-L1 tests' workers do nothing but wait) — and with
-    one worker per core a 2-core run left a third of its CPU time idle (run 13: 1,102 s of CPU in 783 s)."""
-    return (os.cpu_count() or 1) + 1
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -179,8 +179,8 @@ def status(uri: str = SYSTEM_URI) -> Daemon:
                else Phrase(N_("started by labkit")) if started else Phrase(N_("not started by labkit")))
         return Daemon(uri, True, pid, started, timeout,
                       Phrase(N_("libvirtd answers on {uri} (pid {pid}, {who})"), uri=uri, pid=pid, who=who))
-    return Daemon(uri, False, pid, False, None, Phrase(N_("no libvirtd answers on {uri}: libvirt says “{reason}”"), uri=uri,
-                                                       reason=reason))
+    return Daemon(uri, False, pid, False, None,
+                  Phrase(N_("no libvirtd answers on {uri}: libvirt says “{reason}”"), uri=uri, reason=reason))
 
 
 def start(idle_timeout_s: int = IDLE_TIMEOUT_S, ready_timeout_s: float = 60.0) -> Daemon:
