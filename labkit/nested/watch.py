@@ -46,6 +46,7 @@ LVT_MASKED = 1 << 16
 #: The nudge: a Shift key press on L1's PS/2 keyboard (its IRQ 1 is routed by Linux's i8042 driver).
 NUDGE_KEY = [{"type": "qcode", "data": "shift"}]
 
+
 @dataclass(frozen=True)
 class Look:
     """One look at an L1 that had idled a whole window: what the watch found, and whether it nudged L1."""
