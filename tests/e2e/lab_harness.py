@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
 SCREENSHOTS = REPO / "build" / "e2e"
 #: Set to 1 for a screenshot of every notebook; without it, only of a notebook whose test failed (a whole-notebook
-#: picture is ~1 s of Chromium's CPU each: 17 of them were ~2 % of the suite's CPU, for pictures nobody looked at).
+#: picture took 1.0–1.4 s each, 16 per run: two per notebook; the Korean test's one, which it reads, stays).
 ALL_SCREENSHOTS = os.environ.get("LABKIT_E2E_SCREENSHOTS") == "1"
 
 #: Debian's chromium (installed by scripts/setup.sh); never `playwright install`'s download.
