@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
 SCREENSHOTS = REPO / "build" / "e2e"
 #: Set to 1 for a screenshot of every notebook; without it, only of a notebook whose test failed (a whole-notebook
-#: picture took 1.0–1.4 s each, 16 per run: two per notebook; the Korean test's one, which it reads, stays).
+#: picture took 1.0–1.4 s each, 16 per run: two per notebook; the Korean test still takes its one).
 ALL_SCREENSHOTS = os.environ.get("LABKIT_E2E_SCREENSHOTS") == "1"
 
 #: Debian's chromium (installed by scripts/setup.sh); never `playwright install`'s download.
