@@ -360,6 +360,10 @@ def test_run_dirs_under_another_xdg_runtime_dir_or_tmpdir_are_found_later(
     assert left[0].parent == xdg / "labkit" and left[1].parent.parent == elsewhere
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)  # later, in a plain environment
     monkeypatch.setattr(runtime.tempfile, "gettempdir", lambda: str(plain))
+    # and the usual places are empty ones of this test: the host's /tmp/labkit-root may hold, for a moment, the
+    # scratch dir of a process another test has just killed on purpose (seen once, a virt-PID-XXXXXXXX)
+    monkeypatch.setattr(runtime, "USUAL_TMP", plain)
+    monkeypatch.setattr(runtime, "USUAL_RUNTIME", tmp_path / "run-user")
 
     def dirs(report: cleanup.CleanupReport) -> set[str]:
         return {i.name for i in report.removed if i.kind == "dir"}
