@@ -1,8 +1,8 @@
 """The lab as students use it: every notebook run in JupyterLab, in a real (headless) browser.
 
-For each notebook in notebooks/, in order, one test opens it in the one
-JupyterLab of this module, runs all cells from the Run menu, waits for the
-kernel, and then asserts what a student would see:
+For each notebook in notebooks/, in order, one test opens it (File → Open
+from Path…) in the one JupyterLab page of this module, runs all cells from the
+Run menu, waits for the kernel, and then asserts what a student would see:
 
 - every code cell ran and none shows an error;
 - every ipywidgets view rendered as a live widget — not "Loading widget...",
@@ -40,11 +40,14 @@ from lab_harness import (
     BrowserTab,
     Lab,
     browser_tab,
+    close_all_tabs,
     headless_chromium,
+    open_from_path,
     running_lab,
     screenshot_whole_notebook,
 )
 from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 pytestmark = pytest.mark.e2e
@@ -53,6 +56,11 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 RUN_TIMEOUT_MS = 300_000  # the whole notebook; CI machines have 2 shared cores
 RENDER_TIMEOUT_MS = 30_000  # widget views appear shortly after their output arrives
 ROUND_TRIP_TIMEOUT_MS = 30_000  # browser -> kernel -> browser after one input
+#: How often a wait re-evaluates its condition in the page.  Playwright's default is every animation frame
+#: (~60 times a second), and these conditions query every cell of the notebook; measured over this module,
+#: Chromium's renderer took 80.5 s of CPU time with that and 77.6 s with 200 ms (most of it is JupyterLab
+#: loading: see lab_harness.open_from_path).
+POLL_MS = 200
 
 
 #: What an input does to a control, as a student would do it.
@@ -158,36 +166,50 @@ def screenshots() -> Path:
     return SCREENSHOTS
 
 
+@pytest.fixture(scope="module")
+def app(browser: Browser, lab: Lab) -> Iterator[BrowserTab]:
+    """One JupyterLab page for the module: each test opens its notebook in it (File → Open from Path…) and
+    closes it afterwards, as a learner goes from notebook to notebook (see lab_harness.open_from_path)."""
+    with browser_tab(browser) as t:
+        t.page.goto(lab.open_url())
+        expect(t.page.get_by_role("menuitem", name="File", exact=True)).to_be_visible()
+        yield t
+
+
 @pytest.fixture
-def tab(browser: Browser, lab: Lab, screenshots: Path, request: pytest.FixtureRequest) -> Iterator[BrowserTab]:
-    """A fresh tab per notebook; afterwards its screenshot when the test failed (that is when it helps; pytest
-    runs the code after ``yield`` whatever the outcome) or when asked (``ALL_SCREENSHOTS``), then every kernel
-    shut down."""
+def tab(app: BrowserTab, lab: Lab, screenshots: Path, request: pytest.FixtureRequest) -> Iterator[BrowserTab]:
+    """The module's page, its console errors from this test only; afterwards its screenshot when the test failed
+    (that is when it helps; pytest runs the code after ``yield`` whatever the outcome) or when asked
+    (``ALL_SCREENSHOTS``), every tab closed and every kernel shut down.  A page that cannot close its tabs
+    (a test failed half-way through a dialog) is loaded afresh, so the next notebook starts clean."""
     failed = request.session.testsfailed
+    app.console_errors.clear()
     try:
-        with browser_tab(browser) as t:
-            yield t
-            if ALL_SCREENSHOTS or request.session.testsfailed > failed:
-                screenshot_whole_notebook(t.page, screenshots / f"{request.node.callspec.id}.png")
+        yield app
+        if ALL_SCREENSHOTS or request.session.testsfailed > failed:
+            screenshot_whole_notebook(app.page, screenshots / f"{request.node.callspec.id}.png")
     finally:
+        try:
+            close_all_tabs(app.page)
+        except PlaywrightError:
+            app.page.goto(lab.open_url())
         lab.shutdown_kernels()
 
 
-
-def open_notebook(page: Page, url: str) -> None:
-    """Load JupyterLab on the notebook and wait until its kernel is connected and idle.
+def open_notebook(page: Page, path: str) -> None:
+    """Open ``path`` in the JupyterLab of ``page`` and wait until its kernel is connected and idle.
 
     The execution indicator says "idle" before any kernel exists, so the
     toolbar's kernel name must also have left "No Kernel".
     """
-    page.goto(url)
+    open_from_path(page, path)
     page.wait_for_function(
         """() => {
             const bar = document.querySelector('.jp-NotebookPanel-toolbar');
             const name = bar?.querySelector('.jp-Toolbar-kernelName')?.textContent.trim();
             return bar?.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset.status === 'idle'
                 && name && name !== 'No Kernel';
-        }""")
+        }""", polling=POLL_MS)
 
 
 PROMPTS_JS = "[...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')].map(p => p.textContent)"
@@ -201,12 +223,12 @@ def run_all_cells(page: Page) -> None:
     """
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-    page.wait_for_function(f"() => {PROMPTS_JS}.some(p => /\\[(\\*|\\d+)\\]/.test(p))")
+    page.wait_for_function(f"() => {PROMPTS_JS}.some(p => /\\[(\\*|\\d+)\\]/.test(p))", polling=POLL_MS)
     page.wait_for_function(
         f"""() => !{PROMPTS_JS}.some(p => p.includes('*'))
             && document.querySelector('.jp-NotebookPanel-toolbar .jp-Notebook-ExecutionIndicator')
                        ?.dataset.status === 'idle'""",
-        timeout=RUN_TIMEOUT_MS)
+        timeout=RUN_TIMEOUT_MS, polling=POLL_MS)
 
 
 def save_and_read(page: Page, path: Path) -> nbformat.NotebookNode:
@@ -265,7 +287,7 @@ def widget_problems(page: Page, nb: nbformat.NotebookNode) -> list[str]:
     try:
         page.wait_for_function(
             f"want => ({OUTPUTS_JS})().every((outs, i) => outs.filter(o => o === 'widget').length >= want[i])",
-            arg=expected, timeout=RENDER_TIMEOUT_MS)
+            arg=expected, timeout=RENDER_TIMEOUT_MS, polling=POLL_MS)
     except PlaywrightTimeout:  # reported below, with what the page shows instead
         pass
     shown = page.evaluate(OUTPUTS_JS)
@@ -302,7 +324,8 @@ def poke(page: Page, p: Poke) -> None:
     ACTIONS[p.action](control)
     try:
         page.wait_for_function("([el, before]) => el.innerHTML !== before",
-                               arg=[watched.element_handle(), before], timeout=ROUND_TRIP_TIMEOUT_MS)
+                               arg=[watched.element_handle(), before], timeout=ROUND_TRIP_TIMEOUT_MS,
+                               polling=POLL_MS)
     except PlaywrightTimeout:
         pytest.fail(f"{p}: {p.watch!r} did not change within {ROUND_TRIP_TIMEOUT_MS // 1000} s")
     if p.shows:
@@ -317,7 +340,7 @@ def test_notebook_in_jupyterlab(notebook: Path, lab: Lab, tab: BrowserTab) -> No
         f"'{notebook.stem}': Expected(views=(<CSS class of each labkit view>,), "
         f"pokes=(Poke(<view>, <control>, 'slide'|'click', <part that must change>),))")
     page = tab.page
-    open_notebook(page, lab.open_url(notebook.name))
+    open_notebook(page, notebook.name)
     run_all_cells(page)
     saved = save_and_read(page, lab.root / notebook.name)
     assert not (problems := cell_problems(saved)), "cells failed:\n" + "\n".join(problems)
@@ -339,17 +362,15 @@ REPR_STILL_SAVED: set[str] = set()
 @pytest.mark.parametrize("notebook", [
     pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="widgets without a static picture yet (issue 14)"))
     if p.stem in REPR_STILL_SAVED else p for p in sorted(NOTEBOOK_DIR.glob("*.ipynb"))], ids=lambda p: p.stem)
-def test_saved_notebook_shows_no_widget_repr(notebook: Path, lab: Lab, browser: Browser, screenshots: Path) -> None:
+def test_saved_notebook_shows_no_widget_repr(notebook: Path, lab: Lab, tab: BrowserTab, screenshots: Path) -> None:
     saved = lab.root / f"as-saved-{notebook.name}"
     shutil.copy(notebook, saved)  # with its outputs and widget state, untrusted: a fresh clone
     try:
-        with browser_tab(browser) as t:
-            open_notebook(t.page, lab.open_url(saved.name))
-            t.page.wait_for_timeout(2000)  # let saved widget state restore, where it will
-            problems = repr_problems(t.page)
-            if ALL_SCREENSHOTS or problems:
-                screenshot_whole_notebook(t.page, screenshots / f"{notebook.stem}-as-saved.png")
+        open_notebook(tab.page, saved.name)
+        tab.page.wait_for_timeout(2000)  # let saved widget state restore, where it will
+        problems = repr_problems(tab.page)
+        if ALL_SCREENSHOTS or problems:
+            screenshot_whole_notebook(tab.page, screenshots / f"{notebook.stem}-as-saved.png")
         assert not problems, "widget reprs in the saved notebook:\n" + "\n".join(problems)
     finally:
-        lab.shutdown_kernels()
         saved.unlink()
