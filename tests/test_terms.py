@@ -1,13 +1,14 @@
 """One Korean term per concept: no Korean text of the lab writes a form the term base avoids.
 
 The term base is docs/terms.ko.yaml (labkit.i18n.terms).  Read here: every
-notebook catalog (notebooks/ko/catalog/*.yaml, the `ko:` texts), every
+notebook catalog (notebooks/ko/catalog/*.yaml, the `ko:` texts; of a code cell, its comments), every
 gettext catalog's Korean (labkit/locale/ko/LC_MESSAGES/*.po, msgstr only),
 README.ko.md and the glossary's Korean column.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 import yaml
 from babel.messages.pofile import read_po
 
-from labkit.i18n import terms
+from labkit.i18n import notebooks, terms
 
 REPO = Path(__file__).resolve().parents[1]
 GLOSSARY = REPO / "notebooks" / "glossary.md"
@@ -25,8 +26,12 @@ GLOSSARY = REPO / "notebooks" / "glossary.md"
 def korean_texts() -> Iterator[tuple[str, str]]:
     """(where, Korean text) for every Korean text of the lab."""
     for catalog in sorted((REPO / "notebooks" / "ko" / "catalog").glob("*.yaml")):
+        english = json.loads((REPO / "notebooks" / f"{catalog.stem}.ipynb").read_text(encoding="utf-8"))
+        code = {cell["id"] for cell in english["cells"] if cell["cell_type"] == "code"}
         for cell_id, entry in (yaml.load(catalog.read_text(encoding="utf-8"), Loader=yaml.BaseLoader) or {}).items():
-            yield f"{catalog.relative_to(REPO)} cell {cell_id}", entry["ko"]
+            # a code cell's entry translates its comments only: the rest is the English code, identifiers and all
+            text = notebooks.code_comments(entry["ko"]) if cell_id in code else entry["ko"]
+            yield f"{catalog.relative_to(REPO)} cell {cell_id}", text
     for po in sorted((REPO / "labkit" / "locale" / "ko" / "LC_MESSAGES").glob("*.po")):
         with po.open("rb") as f:
             for message in read_po(f):
@@ -68,6 +73,15 @@ def test_strays_skip_code_and_allowed_phrases_and_name_the_line() -> None:
     assert "write 링 0 (ring 0)" in str(stray)
     level = terms.load()  # a wrapped line does not hide an avoided form of two words
     assert [s.form for s in terms.strays("게스트의 권한\n수준에", level)] == ["권한\n수준"]
+
+
+def test_a_code_entry_is_read_for_its_comments_only() -> None:
+    """Notebook 04's plot cell: ``runs + ring0`` is the English code, kept; a comment is the translator's."""
+    ring = terms.Term("링 0", "ring 0", (re.compile(r"\b[Rr]ing[ -]?[0-3]\b"),))
+    code = "fig = plot(runs + ring0, boots)  # 가속기별 중앙값\n!ls /dev  # ring 3 모드\nx = 1  # ring 0 루프\n"
+    assert [(s.form, s.line) for s in terms.strays(notebooks.code_comments(code), [ring])] == [
+        ("ring 3", 2), ("ring 0", 3)]
+    assert [s.line for s in terms.strays(code, [ring])] == [1, 2, 3]  # read as prose, the code strays too
 
 
 def test_a_malformed_term_base_is_refused(tmp_path: Path) -> None:

@@ -29,6 +29,8 @@ from labkit.errors import InvalidOptionError, LabkitError, MissingToolError
 
 #: The languages that have a notebook edition (each a folder under notebooks/).
 EDITIONS = ("ko",)
+#: A comment on an IPython shell line: a `#` after a blank (quotes in shell lines are not parsed here).
+_SHELL_COMMENT = re.compile(r"(^|\s)#.*$")
 #: The line of every English parameters cell that the edition rewrites.
 _LANG_LINE = re.compile(r'^(lang\s*=\s*)"en"', re.MULTILINE)
 
@@ -99,8 +101,29 @@ def code_tokens(source: str) -> list[tuple[int, str]]:
                   if t.type not in (tokenize.COMMENT, tokenize.NL)]
     except (tokenize.TokenError, SyntaxError):
         tokens = [(-1, line) for line in python.splitlines()]
-    # a shell comment starts at a `#` after a blank (quotes inside IPython shell lines are not parsed here)
-    return tokens + [(-2, re.sub(r"(^|\s)#.*$", "", line.strip()).rstrip()) for line in shell]
+    return tokens + [(-2, _SHELL_COMMENT.sub("", line.strip()).rstrip()) for line in shell]
+
+
+def code_comments(source: str) -> str:
+    """A code cell's ``#`` comments, each on its line (the code blanked): the only prose of a code entry.
+
+    What a term check reads of a translated code cell: its identifiers
+    (``ring0``, ``vm_fd``) are code, not words the translation chose.
+    """
+    lines = source.splitlines()
+    shell = {n for n, line in enumerate(lines) if line.lstrip().startswith(("!", "%"))}
+    comments = [""] * len(lines)
+    python = "\n".join("" if n in shell else line for n, line in enumerate(lines))
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(python).readline):
+            if token.type == tokenize.COMMENT:
+                comments[token.start[0] - 1] = token.string
+    except (tokenize.TokenError, SyntaxError):
+        return source  # not Python after all: all of it is read
+    for n in shell:
+        found = _SHELL_COMMENT.search(lines[n].strip())
+        comments[n] = found.group().strip() if found else ""
+    return "\n".join(comments)
 
 
 def _read(english: Path, lang: str) -> tuple[Any, dict[str, dict[str, Any]]]:
