@@ -41,17 +41,18 @@ def run_in_l1(*paths: str) -> None:
     # As root (CI), L1 runs at a higher priority than the tests beside it: it is the suite's critical path (one
     # TCG vCPU, one host thread doing most of the work), and the others fill the remaining time around it.
     proc = labkit_nested("run", "--vcpus", "1", "--times", "--timeout", str(INSIDE_RUN_TIMEOUT_S), "--",
+                         # env: L1's job passes on only the lab's variables (labkit.nested.job.PASSED)
+                         "env", "PYTEST_DISABLE_PLUGIN_AUTOLOAD=1",
                          sys.executable, "-m", "pytest", *paths, "-o", "addopts=", "--confcutdir", "tests/nested",
                          "-p", "no:cacheprovider", "-p", "timeout", f"--timeout={INSIDE_TEST_TIMEOUT_S}",
                          "-o", f"faulthandler_timeout={INSIDE_TEST_TIMEOUT_S - 30}",
                          "-v", "--color=no", "-rfEs", "--durations=8",
                          # PYTHONPATH: labkit importable even while another test (./kvmlab lab runs setup)
                          # reinstalls the editable package for a moment.  Only the plugin and conftest the
-                         # inside tests use (timeout; tests/nested/conftest.py): the others (nbval, xdist, anyio,
-                         # the main run's conftest.py files) took 2.1 of 2.2 s of pytest's start on a loaded host,
-                         # some 30 s in L1, where Python runs ~15x slower.  LABKIT_RESULTS as the main run sets it.
-                         env={"LABKIT_IN_L1": "1", "PYTHONPATH": str(TOP), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
-                              "LABKIT_RESULTS": "off"},
+                         # inside tests use (timeout; tests/nested/conftest.py): with the others (nbval, xdist,
+                         # anyio, the main run's conftest.py files) pytest took 26-29 s to collect in L1, without
+                         # them 5.8 s.  LABKIT_RESULTS as the main run sets it.
+                         env={"LABKIT_IN_L1": "1", "PYTHONPATH": str(TOP), "LABKIT_RESULTS": "off"},
                          timeout=INSIDE_RUN_TIMEOUT_S + 60,
                          niceness=L1_NICENESS if os.geteuid() == 0 else 0)
     print(proc.stdout[-4000:], proc.stderr[-1500:])
