@@ -157,6 +157,34 @@ def test_a_translated_code_cell_may_differ_only_in_comments(tmp_path: Path) -> N
                      ("shell", "the translated code cell differs from the English in more than comments")}
 
 
+TEMPLATE = ('my_guest = r"""\n# Print your digits, then halt.\nstart:\n    mov dx, SERIAL_PORT   # COM1\n    hlt\n"""\n'
+            'my_xml = """<domain>  <!-- your machine -->  </domain>"""\n\n\n'
+            'class MyDevice:\n    """The calculator."""\n\n    def read(self) -> bytes:\n        """Return them."""\n'
+            '        return bytes(f"{1:#x}", "ascii")\n')
+TEMPLATE_KO = TEMPLATE.replace("Print your digits, then halt.", "숫자를 출력하고 멈춘다.").replace(
+    "# COM1", "# COM1의 데이터 레지스터").replace("your machine", "여러분의 머신").replace(
+    "The calculator.", "계산기.").replace("Return them.", "그 바이트를 돌려준다.")
+
+
+@pytest.mark.parametrize(("tags", "ko", "in_step"), [
+    (["exercise:demo"], TEMPLATE_KO, True),  # docstrings, and the assembly's and the XML's comments
+    (["exercise:demo"], TEMPLATE_KO.replace("hlt", "nop"), False),  # the assembly itself is code
+    (["exercise:demo"], TEMPLATE_KO.replace("{1:#x}", "{1:x}"), False),  # a format's # is no comment
+    ([], TEMPLATE_KO, False),  # outside a template, a string is code
+])
+def test_an_exercise_template_may_translate_the_prose_in_its_strings(
+        tmp_path: Path, tags: list[str], ko: str, in_step: bool) -> None:
+    english = _scratch(tmp_path)
+    nb = nbformat.read(english, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(TEMPLATE, id="template", metadata={"tags": tags}))
+    nbformat.write(nb, english)
+    path = editions.catalog_path(english, "ko")
+    catalog = yaml.safe_load(path.read_text(encoding="utf-8"))
+    catalog["template"] = {"en": editions.source_hash(TEMPLATE), "ko": ko}
+    path.write_text(yaml.safe_dump(catalog, allow_unicode=True), encoding="utf-8")
+    assert (editions.problems(english, "ko") == []) == in_step, editions.problems(english, "ko")
+
+
 def test_a_parameters_cell_without_lang_is_an_error(tmp_path: Path) -> None:
     english = _scratch(tmp_path)
     _edit_english(english, "params", "budget = 3")

@@ -5,7 +5,9 @@ English cell id to ``{en: <hash of the English source>, ko: <translation>}``.
 The edition ``notebooks/<lang>/NN_name.ipynb`` is *generated*: the English
 notebook's cells, ids, tags and metadata, with each markdown cell replaced
 by its translation, code cells copied (a code entry may differ from the
-English only in ``#`` comments), and the parameters cell's ``lang = "en"``
+English only in ``#`` comments; an exercise's template also in its
+docstrings and in the comments of the assembly or XML it holds), and the
+parameters cell's ``lang = "en"``
 set to the edition's language.  When an English cell changes, its hash no
 longer matches and :func:`problems` names the cell to translate again —
 ``tests/test_translations.py`` turns that into a failing test.
@@ -30,7 +32,8 @@ from labkit.errors import InvalidOptionError, LabkitError, MissingToolError
 #: The languages that have a notebook edition (each a folder under notebooks/).
 EDITIONS = ("ko",)
 #: A comment on an IPython shell line: a `#` after a blank (quotes in shell lines are not parsed here).
-_SHELL_COMMENT = re.compile(r"(^|\s)#.*$")
+_SHELL_COMMENT = re.compile(r"(^|\s)#.*$", re.MULTILINE)
+_XML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 #: The line of every English parameters cell that the edition rewrites.
 _LANG_LINE = re.compile(r'^(lang\s*=\s*)"en"', re.MULTILINE)
 
@@ -87,21 +90,38 @@ def load_catalog(path: Path) -> dict[str, dict[str, Any]]:
     return {str(k): v for k, v in data.items()}
 
 
-def code_tokens(source: str) -> list[tuple[int, str]]:
+def code_tokens(source: str, template: bool = False) -> list[tuple[int, str]]:
     """A code cell's tokens without comments: two cells with equal tokens differ only in ``#`` comments.
 
     IPython lines (``!cmd``, ``%magic``) are not Python; they are compared
-    as text, line by line, without their shell comment.
+    as text, line by line, without their shell comment.  An exercise's
+    template (``template``: the cell the learner rewrites, which a reference
+    run replaces with the solution) may also translate the prose inside its
+    strings: docstrings, and the comments of the assembly or XML it holds
+    (:func:`_template_string`).
     """
     lines = source.splitlines(keepends=True)
     shell = [line for line in lines if line.lstrip().startswith(("!", "%"))]
     python = "".join("\n" if line.lstrip().startswith(("!", "%")) else line for line in lines)
     try:
-        tokens = [(t.type, t.string) for t in tokenize.generate_tokens(io.StringIO(python).readline)
-                  if t.type not in (tokenize.COMMENT, tokenize.NL)]
+        tokens: list[tuple[int, str]] = []
+        for t in tokenize.generate_tokens(io.StringIO(python).readline):
+            if t.type in (tokenize.COMMENT, tokenize.NL):
+                continue
+            if template and t.type == tokenize.STRING:  # a statement of its own (after INDENT, NEWLINE): a docstring
+                alone = not tokens or tokens[-1][0] in (tokenize.INDENT, tokenize.NEWLINE)
+                tokens.append((t.type, "<docstring>" if alone else _template_string(t.string)))
+            else:
+                tokens.append((t.type, t.string))
     except (tokenize.TokenError, SyntaxError):
         tokens = [(-1, line) for line in python.splitlines()]
     return tokens + [(-2, _SHELL_COMMENT.sub("", line.strip()).rstrip()) for line in shell]
+
+
+def _template_string(literal: str) -> str:
+    """A template's string without the comments of the code it holds: ``# …`` after a blank or at a line's
+    start (GNU as, shell) and ``<!-- … -->`` (XML).  ``{x:#x}`` and ``"#"`` keep their ``#``."""
+    return _XML_COMMENT.sub("", _SHELL_COMMENT.sub("", literal))
 
 
 def code_comments(source: str) -> str:
@@ -155,7 +175,8 @@ def _problems(name: str, nb: Any, catalog: dict[str, dict[str, Any]], lang: str)
         if entry.get("en") != source_hash(cell.source):
             problem(cell.id, "the English cell changed since it was translated",
                     f"translate it again and set `en: {source_hash(cell.source)}`")
-        if cell.cell_type == "code" and code_tokens(text) != code_tokens(cell.source):
+        template = any(tag.startswith("exercise:") for tag in cell.metadata.get("tags", []))
+        if cell.cell_type == "code" and code_tokens(text, template) != code_tokens(cell.source, template):
             problem(cell.id, "the translated code cell differs from the English in more than comments",
                     "copy the English code and translate only the # comments")
     for cell_id in catalog:
