@@ -240,6 +240,24 @@ def test_cache_is_capped_least_recently_used_first(guest: images.GuestImage, emp
         images.build_initramfs("echo 4")
 
 
+def test_nothing_is_pruned_while_an_emulated_machine_reads_the_cache(guest: images.GuestImage, empty_caches: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """L1 sees the host's cache (labkit.nested holds images.reading for its life): an image L1 found stays,
+    even idle and over the cap, until it is gone; then the next build prunes (seen: Errno 116 inside L1)."""
+    import time
+    monkeypatch.setenv(images.CACHE_MAX_ENV, "3")
+    old = time.time() - images.PRUNE_MIN_AGE_S - 60
+    first = images.build_initramfs("echo 1")
+    for path in first.parent.iterdir():
+        os.utime(path, (old, old))
+    with images.reading(images.user_cache()):
+        images.build_initramfs("echo 2")
+        images.build_initramfs("echo 3")
+        assert first.exists()
+    images.build_initramfs("echo 4")
+    assert not first.exists()
+
+
 def test_clear_cache_keeps_what_is_in_use(guest: images.GuestImage, empty_caches: Path) -> None:
     import time
     idle, busy = images.build_initramfs("echo idle"), images.build_initramfs("echo busy")

@@ -48,6 +48,7 @@ from labkit.images.cache import (
     clear_cache,
     prune,
     publish,
+    reading,
     shared_caches,
     user_cache,
     verified,
@@ -85,7 +86,7 @@ __all__ = [
     "CachedFile", "CorruptCacheError", "ExplainedLine", "GuestImage", "GuestPanicError", "GuestReport",
     "ImageError", "Kernel", "ReportNotFoundError", "build_initramfs", "cache_info", "cache_max_bytes", "cache_size",
     "check_into", "clear_cache", "explain", "fetch_kernel", "find_kernel", "find_panic", "initramfs_key",
-    "kernel_package", "nonce", "parse_report", "poweroff_announced", "prune", "publish", "read_kernel_file",
+    "kernel_package", "nonce", "parse_report", "poweroff_announced", "prune", "publish", "read_kernel_file", "reading",
     "report_prefix", "report_rows", "shared_caches", "tiny_guest", "user_cache", "verified", "with_nonce",
     "without_report",
 ]

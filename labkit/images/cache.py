@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from labkit import runtime
 from labkit.errors import InvalidOptionError, LabkitError, from_os_error
@@ -183,6 +184,33 @@ def locked(cache: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+#: Held shared (``flock``) while an emulated machine reads the cache through its view of this host's files.
+READERS_LOCK = ".readers"
+
+
+@contextlib.contextmanager
+def reading(cache: Path) -> Iterator[None]:
+    """Keep :func:`prune` off ``cache`` while a reader it cannot see may use any image: L1 (:mod:`labkit.nested`).
+
+    Seen: notebook 06's QEMU boot inside L1 found its initramfs, and a moment later the host's prune (another
+    test building an image) removed it: ``OSError: [Errno 116] Stale file handle`` inside L1.  A prune meanwhile
+    removes nothing; the next build after the reader is gone prunes.
+    """
+    with contextlib.ExitStack() as stack:
+        try:
+            lock = stack.enter_context(_readers(cache))
+        except OSError:  # no cache yet, or one this user cannot write: nothing of it is pruned now
+            pass
+        else:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+        yield
+
+
+def _readers(cache: Path) -> IO[str]:
+    """The cache's readers lock file, private as the cache is."""
+    return os.fdopen(os.open(cache / READERS_LOCK, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600), "a")
+
+
 def _make_private(cache: Path) -> None:
     """Tighten a user cache an older labkit left world-readable (0755/0644) to 0700/0600."""
     for path in [cache, *cache.rglob("*")]:
@@ -277,9 +305,19 @@ def prune(cache: Path, keep: tuple[Path, ...] = ()) -> list[Path]:
     """Remove least recently used images until the cache is under :func:`cache_max_bytes`; what went.
 
     ``keep`` (the image just built) and anything used in the last
-    :data:`PRUNE_MIN_AGE_S` seconds stay, even over the cap.
+    :data:`PRUNE_MIN_AGE_S` seconds stay, even over the cap; everything stays
+    while an emulated machine reads the cache (:func:`reading`).
     """
     limit, fresh = cache_max_bytes(), time.time() - PRUNE_MIN_AGE_S
+    with _readers(cache) as readers:
+        try:
+            fcntl.flock(readers, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return []  # an emulated machine may be using any of them (:func:`reading`)
+        return _prune(cache, keep, limit, fresh)
+
+
+def _prune(cache: Path, keep: tuple[Path, ...], limit: int, fresh: float) -> list[Path]:
     entries = sorted(_entries(cache), key=lambda e: _used_at(e[0]))
     total = sum(_size(files) for _, files in entries)
     removed = []

@@ -271,6 +271,7 @@ async def run(argv: Sequence[str], *, memory_mib: int = DEFAULT_MEMORY_MIB, vcpu
         with contextlib.ExitStack() as release:
             release.callback(Virtiofsd(scratch / "vfs.sock", scratch / "virtiofsd.log").start().stop)
             kernel, initrd = prepare()
+            release.enter_context(images.reading(images.user_cache()))  # L1 reads it: no prune meanwhile
             (scratch / "job.sh").write_text(job.script(
                 argv, environment, cwd, uid=os.getuid(), gid=os.getgid(),
                 terminal=(terminal.lines, terminal.columns) if terminal else (24, 80) if interactive else None))
