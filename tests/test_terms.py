@@ -1,7 +1,8 @@
 """One Korean term per concept: no Korean text of the lab writes a form the term base avoids.
 
 The term base is docs/terms.ko.yaml (labkit.i18n.terms).  Read here: every
-notebook catalog (notebooks/ko/catalog/*.yaml, the `ko:` texts; of a code cell, its comments), every
+notebook catalog (notebooks/ko/catalog/*.yaml, the `ko:` texts; of a code cell, its comments; of an
+exercise's template, also its strings), every
 gettext catalog's Korean (labkit/locale/ko/LC_MESSAGES/*.po, msgstr only),
 README.ko.md and the glossary's Korean column.
 """
@@ -17,6 +18,7 @@ import pytest
 import yaml
 from babel.messages.pofile import read_po
 
+from labkit.exercises import exercise_name
 from labkit.i18n import notebooks, terms
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,10 +29,11 @@ def korean_texts() -> Iterator[tuple[str, str]]:
     """(where, Korean text) for every Korean text of the lab."""
     for catalog in sorted((REPO / "notebooks" / "ko" / "catalog").glob("*.yaml")):
         english = json.loads((REPO / "notebooks" / f"{catalog.stem}.ipynb").read_text(encoding="utf-8"))
-        code = {cell["id"] for cell in english["cells"] if cell["cell_type"] == "code"}
+        code = {cell["id"]: exercise_name(cell) is not None for cell in english["cells"] if cell["cell_type"] == "code"}
         for cell_id, entry in (yaml.load(catalog.read_text(encoding="utf-8"), Loader=yaml.BaseLoader) or {}).items():
-            # a code cell's entry translates its comments only: the rest is the English code, identifiers and all
-            text = notebooks.code_comments(entry["ko"]) if cell_id in code else entry["ko"]
+            # a code cell's entry translates its comments (a template's: and its strings): the rest is the English
+            # code, identifiers and all
+            text = notebooks.code_comments(entry["ko"], code[cell_id]) if cell_id in code else entry["ko"]
             yield f"{catalog.relative_to(REPO)} cell {cell_id}", text
     for po in sorted((REPO / "labkit" / "locale" / "ko" / "LC_MESSAGES").glob("*.po")):
         with po.open("rb") as f:
@@ -82,6 +85,8 @@ def test_a_code_entry_is_read_for_its_comments_only() -> None:
     assert [(s.form, s.line) for s in terms.strays(notebooks.code_comments(code), [ring])] == [
         ("ring 3", 2), ("ring 0", 3)]
     assert [s.line for s in terms.strays(code, [ring])] == [1, 2, 3]  # read as prose, the code strays too
+    template = 'guest = r"""\nstart:   # ring 3 모드\n    hlt\n"""\n\n\ndef f() -> None:\n    """ring 0 모드"""\n'
+    assert [s.line for s in terms.strays(notebooks.code_comments(template, template=True), [ring])] == [2, 8]
 
 
 def test_a_malformed_term_base_is_refused(tmp_path: Path) -> None:

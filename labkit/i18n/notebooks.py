@@ -101,8 +101,8 @@ def code_tokens(source: str, template: bool = False) -> list[tuple[int, str]]:
     (:func:`_template_string`).
     """
     lines = source.splitlines(keepends=True)
-    shell = [line for line in lines if line.lstrip().startswith(("!", "%"))]
-    python = "".join("\n" if line.lstrip().startswith(("!", "%")) else line for line in lines)
+    shell = [line for line in lines if _ipython(line)]
+    python = "".join("\n" if _ipython(line) else line for line in lines)
     try:
         tokens: list[tuple[int, str]] = []
         for t in tokenize.generate_tokens(io.StringIO(python).readline):
@@ -118,26 +118,36 @@ def code_tokens(source: str, template: bool = False) -> list[tuple[int, str]]:
     return tokens + [(-2, _SHELL_COMMENT.sub("", line.strip()).rstrip()) for line in shell]
 
 
+def _ipython(line: str) -> bool:
+    """An IPython line (``!cmd``, ``%magic``): not Python, so not tokenized."""
+    return line.lstrip().startswith(("!", "%"))
+
+
 def _template_string(literal: str) -> str:
     """A template's string without the comments of the code it holds: ``# …`` after a blank or at a line's
     start (GNU as, shell) and ``<!-- … -->`` (XML).  ``{x:#x}`` and ``"#"`` keep their ``#``."""
     return _XML_COMMENT.sub("", _SHELL_COMMENT.sub("", literal))
 
 
-def code_comments(source: str) -> str:
+def code_comments(source: str, template: bool = False) -> str:
     """A code cell's ``#`` comments, each on its line (the code blanked): the only prose of a code entry.
 
     What a term check reads of a translated code cell: its identifiers
-    (``ring0``, ``vm_fd``) are code, not words the translation chose.
+    (``ring0``, ``vm_fd``) are code, not words the translation chose.  Of an
+    exercise's template (``template``, see :func:`code_tokens`) also its
+    strings, where the translation writes docstrings and assembly or XML comments.
     """
     lines = source.splitlines()
-    shell = {n for n, line in enumerate(lines) if line.lstrip().startswith(("!", "%"))}
+    shell = {n for n, line in enumerate(lines) if _ipython(line)}
     comments = [""] * len(lines)
     python = "\n".join("" if n in shell else line for n, line in enumerate(lines))
     try:
         for token in tokenize.generate_tokens(io.StringIO(python).readline):
             if token.type == tokenize.COMMENT:
-                comments[token.start[0] - 1] = token.string
+                comments[token.start[0] - 1] += token.string
+            elif template and token.type == tokenize.STRING:
+                for row, text in enumerate(token.string.split("\n"), token.start[0] - 1):
+                    comments[row] += text + " "
     except (tokenize.TokenError, SyntaxError):
         return source  # not Python after all: all of it is read
     for n in shell:
