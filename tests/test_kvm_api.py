@@ -36,6 +36,16 @@ def real_mode_vm(kvm: Kvm, source: str):
     return vm, code
 
 
+def test_every_label_of_a_program_has_its_address_and_the_callers_values_are_not_labels() -> None:
+    """Labels in code, data and bss, at the origin asked for; ``--defsym`` values are the caller's, not labels."""
+    code = asm.assemble("start: mov $PORT, %dx\nloop: jmp loop\n.data\nvalue: .long 5\n.bss\nbuffer: .skip 4\n",
+                        bits=64, origin=0x1000, defines={"PORT": 0x3F8})
+    assert code.image[:4] == bytes.fromhex("66 ba f8 03")  # mov $0x3f8, %dx
+    assert (code.symbol("start"), code.symbol("loop"), code.symbol("value")) == (0x1000, 0x1004, 0x1006)
+    assert code.symbol("buffer") == 0x100A and "PORT" not in code.symbols
+    assert asm.assemble("boot: hlt\n", bits=16, origin=0x7C00).symbol("boot") == 0x7C00
+
+
 def test_missing_dev_kvm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(system, "DEV_KVM", tmp_path / "kvm")
     with pytest.raises(KvmUnavailableError) as info:
