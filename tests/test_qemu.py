@@ -119,6 +119,32 @@ def test_bad_options(change: dict, message: str) -> None:
         qemu.MachineConfig(**change).validate()
 
 
+def test_qemus_lists_are_asked_once_per_binary_and_again_when_it_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``-machine help`` is a QEMU start (2.3 s inside the emulated AMD-V machine): each process asked it before
+    every validation; now the list is kept per binary in the user's cache, and a changed binary is asked anew."""
+    from labkit.qemu import config
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    asked = tmp_path / "asked"
+    fake = tmp_path / "qemu-system-x86_64"
+    fake.write_text(f"#!/bin/sh\necho \"$1\" >> {asked}\n"
+                    "printf 'Supported machines are:\\npc  Standard PC\\nq35  Standard PC (Q35)\\n'\n")
+    fake.chmod(0o755)
+
+    def machines() -> frozenset[str]:
+        config._help_names.cache_clear()  # a new process: nothing kept in memory
+        return config.machine_types(str(fake))
+
+    assert machines() == machines() == {"pc", "q35"}
+    assert asked.read_text().split() == ["-machine"]  # once: the second process read the list kept
+    fake.write_text(fake.read_text().replace("q35", "microvm"))  # a new QEMU (another size, another mtime)
+    assert machines() == {"pc", "microvm"} and asked.read_text().split() == ["-machine", "-machine"]
+    fake.write_text(f"#!/bin/sh\necho \"$1\" >> {asked}\nexit 1\n")  # lists nothing: asked each time, not kept
+    assert machines() == machines() == frozenset()
+    assert len(asked.read_text().split()) == 4 and len(list((tmp_path / "cache").rglob("help-*.json"))) == 2
+
+
 def test_cpu_max_under_nested_kvm_refused() -> None:
     config = qemu.MachineConfig(accel="kvm", cpu="max")
     with pytest.raises(InvalidOptionError, match="max"):
