@@ -123,8 +123,6 @@ def test_qemus_lists_are_asked_once_per_binary_and_again_when_it_changes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``-machine help`` is a QEMU start (2.3 s inside the emulated AMD-V machine): each process asked it before
     every validation; now the list is kept per binary in the user's cache, and a changed binary is asked anew."""
-    from labkit.qemu import config
-
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     asked = tmp_path / "asked"
     fake = tmp_path / "qemu-system-x86_64"
@@ -133,8 +131,11 @@ def test_qemus_lists_are_asked_once_per_binary_and_again_when_it_changes(
     fake.chmod(0o755)
 
     def machines() -> frozenset[str]:
-        config._help_names.cache_clear()  # a new process: nothing kept in memory
-        return config.machine_types(str(fake))
+        """What a new process (nothing kept in its memory) finds."""
+        proc = subprocess.run([sys.executable, "-c", "import sys; from labkit.qemu import config; "
+                               "print(*sorted(config.machine_types(sys.argv[1])))", str(fake)],
+                              capture_output=True, text=True, check=True)
+        return frozenset(proc.stdout.split())
 
     assert machines() == machines() == {"pc", "q35"}
     assert asked.read_text().split() == ["-machine"]  # once: the second process read the list kept
