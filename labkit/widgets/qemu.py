@@ -6,11 +6,10 @@ import html
 import statistics
 import threading
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
 from IPython.display import display
-from matplotlib.figure import Figure
 
 from labkit import host, i18n, images, qemu
 from labkit.i18n import _
@@ -18,6 +17,9 @@ from labkit.i18n import noop as N_
 from labkit.lessons import payload
 from labkit.results import plot
 from labkit.widgets.static import html_to_text
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class ConsoleView:
@@ -146,6 +148,10 @@ def guest_vs_host(report: images.GuestReport, host_report: host.HostReport) -> P
 
 def plot_accelerators(runs: list[payload.PayloadResult], boots: list[qemu.BootResult]) -> Figure:
     """Left: the payload's loop rate per accelerator and ring (log scale).  Right: Linux boot phases."""
+    # here, not at the top: pyplot takes 0.43 s to import here and ~8 s inside the emulated AMD-V machine, and
+    # notebook 05 (its console view) and notebook 04's first cells need none of it
+    import matplotlib.pyplot as plt
+
     plot.use_font_for(i18n.current())
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6))
     labels = [_("{accel}\nring {ring}").format(accel=r.accel.name.upper(), ring=r.ring) for r in runs]
