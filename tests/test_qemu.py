@@ -124,6 +124,7 @@ def test_qemus_lists_are_asked_once_per_binary_and_again_when_it_changes(
     """``-machine help`` is a QEMU start (2.3 s inside the emulated AMD-V machine): each process asked it before
     every validation; now the list is kept per binary in the user's cache, and a changed binary is asked anew."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
     asked = tmp_path / "asked"
     fake = tmp_path / "qemu-system-x86_64"
     fake.write_text(f"#!/bin/sh\necho \"$1\" >> {asked}\n"
@@ -139,6 +140,8 @@ def test_qemus_lists_are_asked_once_per_binary_and_again_when_it_changes(
 
     assert machines() == machines() == {"pc", "q35"}
     assert asked.read_text().split() == ["-machine"]  # once: the second process read the list kept
+    kept = tmp_path / "cache" / "labkit" / "qemu"
+    assert {oct(p.stat().st_mode & 0o777) for p in (kept, kept.parent)} == {"0o700"}  # the user's alone
     fake.write_text(fake.read_text().replace("q35", "microvm"))  # a new QEMU (another size, another mtime)
     assert machines() == {"pc", "microvm"} and asked.read_text().split() == ["-machine", "-machine"]
     fake.write_text(f"#!/bin/sh\necho \"$1\" >> {asked}\nexit 1\n")  # lists nothing: asked each time, not kept

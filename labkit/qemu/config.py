@@ -52,7 +52,8 @@ def _help_names(binary: str, option: str) -> frozenset[str]:
             names.add(words[0])
     if memo and names:
         with contextlib.suppress(OSError):  # a read-only or full cache: asked again next time
-            memo.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for folder in (memo.parent.parent, memo.parent):  # private, as the rest of the user's cache
+                folder.mkdir(mode=0o700, exist_ok=True)
             imagecache.write_atomically(json.dumps(sorted(names)).encode(), memo, 0o600)
     return frozenset(names)
 
