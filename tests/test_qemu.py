@@ -144,9 +144,12 @@ def test_qemus_lists_are_asked_once_per_binary_and_again_when_it_changes(
     assert {oct(p.stat().st_mode & 0o777) for p in (kept, kept.parent)} == {"0o700"}  # the user's alone
     fake.write_text(fake.read_text().replace("q35", "microvm"))  # a new QEMU (another size, another mtime)
     assert machines() == {"pc", "microvm"} and asked.read_text().split() == ["-machine", "-machine"]
+    for kept_list in kept.glob("help-*.json"):
+        kept_list.write_text("[]")  # emptied (by hand, a full disk): asked again, not "QEMU has no machines"
+    assert machines() == {"pc", "microvm"} and len(asked.read_text().split()) == 3
     fake.write_text(f"#!/bin/sh\necho \"$1\" >> {asked}\nexit 1\n")  # lists nothing: asked each time, not kept
     assert machines() == machines() == frozenset()
-    assert len(asked.read_text().split()) == 4 and len(list((tmp_path / "cache").rglob("help-*.json"))) == 2
+    assert len(asked.read_text().split()) == 5 and len(list(kept.glob("help-*.json"))) == 2
 
 
 def test_cpu_max_under_nested_kvm_refused() -> None:

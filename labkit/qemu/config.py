@@ -40,8 +40,9 @@ def _help_names(binary: str, option: str) -> frozenset[str]:
     mtime): the list changes only with the binary, and asking costs a QEMU start — ~40 ms here, 2.3 s inside
     the emulated AMD-V machine, once per process that validates a machine there."""
     memo = _help_memo(binary, option)
-    with contextlib.suppress(OSError, ValueError, TypeError):
-        return frozenset(json.loads(memo.read_text()) if memo else ())  # an empty list is asked again
+    with contextlib.suppress(OSError, ValueError, TypeError):  # none kept, or not a list: ask
+        if memo is not None and (kept := frozenset(json.loads(memo.read_text()))):
+            return kept
     out = subprocess.run([binary, option, "help"], capture_output=True, text=True, check=False).stdout
     names = set()
     for line in out.splitlines():
