@@ -221,9 +221,10 @@ def cluster(names: tuple[str, ...] = ("n1", "n2"), cpus: int = 4, memory_mib: in
     ``slurmd_timeout``: after how many seconds without an answer slurmctld marks a node DOWN (Slurm's default is
     300 s; a short one lets a test see a node's loss).
     """
+    nodes = [Node(name, f"{SUBNET}.{11 + i}") for i, name in enumerate(names)]
+    reclaim(nodes)
     folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-", dir="/var/tmp"))  # job_container/tmpfs refuses /tmp
     folder.chmod(0o755)
-    nodes = [Node(name, f"{SUBNET}.{11 + i}") for i, name in enumerate(names)]
     made = Cluster(folder, nodes)
     try:
         _network(nodes)
@@ -249,6 +250,20 @@ def cluster(names: tuple[str, ...] = ("n1", "n2"), cpus: int = 4, memory_mib: in
         yield made
     finally:
         tear_down(made)
+
+
+def reclaim(nodes: list[Node]) -> None:
+    """Tear down what a run killed before its ``finally`` left (seen: pytest interrupted from outside ended its
+    workers mid-test, and munged, slurmctld and both slurmd outlived them): its daemons (found by the folder in
+    their command lines), then its namespaces, links and folder as :func:`tear_down` does.  Without this the
+    next cluster's bridge already existed ("File exists")."""
+    folders = sorted(Path("/var/tmp").glob(f"{PREFIX}-*"))  # the caller holds students.exclusive(): none is live
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(str(folder) in arg for folder in folders for arg in proc.info["cmdline"] or ()):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+    for folder in folders or [Path("/var/tmp") / PREFIX]:  # none: namespaces and links alone, if any were left
+        tear_down(Cluster(folder, nodes))
 
 
 def _all_idle(made: Cluster) -> bool:
