@@ -134,9 +134,11 @@ def test_killed_run_leaves_what_cleanup_removes_exactly(foreign_domain: str) -> 
 
         # Another lab process of this user (a test in another worker) may reclaim some of them meanwhile, as
         # designed: each leftover is either reported by cleanup or already gone, and none is ever kept.
+        # That a dry run removes nothing is proven where no other process can reclaim meanwhile: in
+        # test_a_students_cleanup_and_roots_all_users (exactly these would go, then exactly these are removed);
+        # here, checking that they still exist raced with those reclaims (CI-like run 33: one was gone).
         dry = labkit_cleanup("--dry-run")
         assert owned_by(dry, killed.pid) <= {(k, n, "would remove") for k, n in leftovers}
-        assert all(exists(k, n) for k, n, _ in owned_by(dry, killed.pid))  # a dry run removes nothing
 
         report = labkit_cleanup()
         assert owned_by(report, killed.pid) <= {(k, n, "removed") for k, n in leftovers}
