@@ -3,8 +3,8 @@
 papermill writes the whole output notebook at the run's start, at each cell's start and end, and at the end.
 Each write serialises the notebook with ``indent=1`` (json's pure-Python encoder: the C one takes no indent),
 deep-copies and validates it: for notebook 03 (84 code cells, ~115 KB) 171 writes took 5.2 of the run's
-8.5 s of papermill's CPU on the host; inside the emulated AMD-V machine, where Python runs ~20 times slower,
-the run took 101 s of CPU with them and 65 s without.  Here a run's output still fills in as it goes — saved at the
+8.5 s of papermill's CPU on the host, and inside the emulated AMD-V machine, where Python runs ~17 times
+slower, a fifth of every short cell's time.  Here a run's output still fills in as it goes — saved at the
 start, then at a cell's start or end once :data:`SAVE_EVERY_S` has passed since the last save (and, as
 papermill does, while a long cell prints) — and it is whole at the end: the run's end is always saved (an
 interrupted run keeps what ran), and papermill writes the finished notebook after the engine returns.
