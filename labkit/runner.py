@@ -156,7 +156,6 @@ def run_one(path: Path, out_dir: Path, parameters: dict[str, object], tag: str =
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    from labkit import papermill_engine
     from labkit.jupyter import AsyncPrivateKernelManager
 
     declared = declared_parameters(path)
@@ -169,9 +168,7 @@ def run_one(path: Path, out_dir: Path, parameters: dict[str, object], tag: str =
         with kernel_home():
             papermill.execute_notebook(str(path), str(output), parameters=params, progress_bar=False,
                                        kernel_name="python3", cwd=str(path.parent), start_timeout=start_timeout,
-                                       kernel_manager_class=AsyncPrivateKernelManager,
-                                       engine_name=papermill_engine.NAME,
-                                       autosave_cell_every=papermill_engine.SAVE_EVERY_S)
+                                       kernel_manager_class=AsyncPrivateKernelManager)
     except PapermillExecutionError as exc:
         head = (exc.source or "").strip().splitlines()
         # papermill counts the injected-parameters cell; report the index in the original notebook

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
@@ -43,44 +42,6 @@ def test_parameters_reach_the_notebook(tmp_path: Path) -> None:
     assert result.ok and result.failure is None
     assert result.results == {"size": 21, "doubled": 42, "label": "x"}
     assert result.output == tmp_path / "10_echo.ipynb" and result.output.exists()
-
-
-def test_a_run_fills_its_output_as_it_goes_without_rewriting_it_at_every_cell(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """papermill alone writes the whole output notebook at each cell's start and end (2 × 41 cells here); labkit's
-    engine saves the run's start and end, and in between only once SAVE_EVERY_S has passed.  The last cell waits
-    until the file on disk shows the first cell's output: a run's progress can be watched."""
-    import nbformat
-    import papermill.engines
-
-    from labkit import papermill_engine
-
-    monkeypatch.setattr(papermill_engine, "SAVE_EVERY_S", 1)
-    output = tmp_path / "out" / "progress.ipynb"
-    waits = (f"import json, pathlib, time\nfor _ in range(600):\n"
-             f"    if json.loads(pathlib.Path({str(output)!r}).read_text())['cells'][0]['outputs']: break\n"
-             f"    print('.', end='', flush=True); time.sleep(0.1)\n"
-             f"else:\n    raise RuntimeError('the output was not saved while the run went on')\nprint('seen')")
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                           "language": "python"}})
-    nb.cells = ([nbformat.v4.new_code_cell("print('first cell ran')")]
-                + [nbformat.v4.new_code_cell(f"x = {n}") for n in range(39)] + [nbformat.v4.new_code_cell(waits)])
-    nbformat.write(nb, tmp_path / "progress.ipynb")
-    writes: list[float] = []
-    real_write = papermill.engines.write_ipynb
-
-    def counted(*args: object, **kwargs: object) -> None:
-        writes.append(time.monotonic())
-        real_write(*args, **kwargs)
-
-    monkeypatch.setattr(papermill.engines, "write_ipynb", counted)
-    result = runner.run_one(tmp_path / "progress.ipynb", tmp_path / "out", {})
-    assert result.ok, result.failure
-    done = nbformat.read(output, as_version=4)
-    assert done.cells[0].outputs[0]["text"] == "first cell ran\n" and done.cells[-1].outputs[-1]["text"] == "seen\n"
-    assert 3 <= len(writes) < 2 * len(nb.cells)  # the start, at least one while it ran, the end
-    gaps = [later - earlier for earlier, later in zip(writes[:-1], writes[1:-1])]  # the end is saved whenever
-    assert all(gap >= 0.95 for gap in gaps), gaps
 
 
 def test_failing_notebook_names_the_cell(tmp_path: Path) -> None:
