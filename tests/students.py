@@ -84,11 +84,16 @@ def exclusive() -> Iterator[None]:
         yield
 
 
+#: A shared cache's folder: under /var/tmp, since a Slurm job's private /tmp (tests/slurmcluster.py) would hide
+#: one under /tmp; named after the test process that made it, which removes it when done.
+SHARED_CACHE_PREFIX = "kvmlab-shared-cache-"
+
+
 @contextlib.contextmanager
 def shared_cache() -> Iterator[Path]:
     """A read-only guest image cache built by root the way an instructor does (``labkit image build --into``)."""
-    # under /var/tmp: a Slurm job's private /tmp (tests/slurmcluster.py) would hide a cache under /tmp
-    base = Path(tempfile.mkdtemp(prefix="kvmlab-shared-cache-", dir="/var/tmp"))
+    reclaim_shared_caches()
+    base = Path(tempfile.mkdtemp(prefix=f"{SHARED_CACHE_PREFIX}{os.getpid()}-", dir="/var/tmp"))
     try:
         base.chmod(0o755)
         proc = subprocess.run([sys.executable, "-m", "labkit", "image", "build", "--into", str(base / "cache"),
@@ -97,6 +102,15 @@ def shared_cache() -> Iterator[Path]:
         yield base / "cache"
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def reclaim_shared_caches() -> None:
+    """Remove the caches whose test process is gone: a run killed from outside ends its workers before their
+    ``finally`` (seen: one ~70 MB cache left per killed run)."""
+    for old in Path("/var/tmp").glob(f"{SHARED_CACHE_PREFIX}*-*"):
+        owner = old.name.removeprefix(SHARED_CACHE_PREFIX).split("-")[0]
+        if owner.isdigit() and not psutil.pid_exists(int(owner)):
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
