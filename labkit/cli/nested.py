@@ -22,9 +22,8 @@ def register(p: argparse.ArgumentParser) -> None:
     for mode in (run, shell):
         mode.add_argument("--memory", type=int, default=nested.machine.DEFAULT_MEMORY_MIB, metavar="MiB",
                           help=_("L1's memory (default {mib})").format(mib=nested.machine.DEFAULT_MEMORY_MIB))
-        mode.add_argument("--vcpus", type=int, metavar="N",
-                          help=_("L1's virtual CPUs (default {vcpus}, or this host's CPUs if fewer)").format(
-                              vcpus=nested.machine.DEFAULT_VCPUS))
+        mode.add_argument("--vcpus", type=int, default=nested.machine.DEFAULT_VCPUS, metavar="N",
+                          help=_("L1's virtual CPUs (default {vcpus})").format(vcpus=nested.machine.DEFAULT_VCPUS))
         mode.add_argument("--timeout", type=seconds, default=1800.0, metavar="S",
                           help=_("kill L1 after S seconds (default 1800)"))
         mode.add_argument("--times", action="store_true",
