@@ -29,7 +29,7 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -226,6 +226,12 @@ def headless_chromium() -> Iterator[Browser]:
             browser.close()
     finally:
         pw.stop()
+
+
+#: How long an ``expect(...)`` assertion waits unless told (Playwright's default is 5 s): beside the suite's other
+#: workers JupyterLab once took longer to draw its menu bar (run 42, the Korean one).  Page actions: 60 s.
+EXPECT_TIMEOUT_MS = 30_000
+expect.set_options(timeout=EXPECT_TIMEOUT_MS)
 
 
 @contextmanager
