@@ -40,7 +40,8 @@ def test_kvmlab_lab_serves_the_notebooks(tmp_path: Path) -> None:
         listing = wait_for(answered, 90, "JupyterLab to answer", interval=0.5)
         names = {item["name"] for item in listing["content"]}
         assert {"01_kernel.ipynb", "02_hypervisor_types.ipynb"} <= names
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=5) as resp:
+        # 30 s: the first /lab page renders JupyterLab's template and settings, on a host the suite keeps busy
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=30) as resp:
             assert resp.status == 200 and b"JupyterLab" in resp.read()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
