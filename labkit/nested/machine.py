@@ -59,7 +59,7 @@ DEFAULT_MEMORY_MIB = 2048
 #: L1's vCPUs unless asked.  One: three times on a loaded host a 2-vCPU L1 stopped making progress while its
 #: QEMU kept burning CPU — in CI, in the raw VMM's test inside L1, and in notebook 04's demo under nbval (CI-like
 #: run 43, beside the suite's four workers: over 8 minutes) — most likely a livelock between the emulated vCPUs
-#: around nested SVM (docs/developing.md).  One vCPU has no cross-vCPU wait, and every guest the lab runs in L1 has one.
+#: around nested SVM (docs/developing.md).  One vCPU has no cross-vCPU wait; the lab's own guests in L1 have one.
 DEFAULT_VCPUS = 1
 
 #: From launch to /nested-init's READY: measured 3–4.5 s on an idle 2-core host; generous under load.
