@@ -16,11 +16,11 @@ from framework import TOP, labkit_nested
 
 #: Bounds of an inside run.  Per test inside L1 (pytest-timeout, signal method: the stuck test fails with its
 #: traceback and the run goes on; faulthandler dumps every thread's stack shortly before, in case the test is
-#: stuck in C where no signal handler runs): the slowest test (notebook 04) takes ~1.5 min alone, ~3.5 min beside
-#: the suite's four workers (run 41: 208 s).
+#: stuck in C where no signal handler runs): the slowest test (notebook 04) takes ~1.5 min alone, ~3 min loaded,
+#: 3.5 min beside four workers (run 41: 208 s).
 INSIDE_TEST_TIMEOUT_S = 420
-#: One L1 run, from the host (labkit nested run --timeout): ~2.5 min alone, ~5.5 min on a loaded 2-core host
-#: (run 41: 328 s).
+#: One L1 run, from the host (labkit nested run --timeout): ~2.5 min alone, ~5 min on a loaded 2-core host
+#: (run 41, four workers: 328 s).
 INSIDE_RUN_TIMEOUT_S = 1200
 #: L1's niceness as root: ahead of the suite's other tests (0), not of the host's own work (-10 and below).
 L1_NICENESS = -5
