@@ -109,7 +109,7 @@ def reclaim_shared_caches() -> None:
     ``finally`` (seen: one ~70 MB cache left per killed run)."""
     for old in Path("/var/tmp").glob(f"{SHARED_CACHE_PREFIX}*-*"):
         owner = old.name.removeprefix(SHARED_CACHE_PREFIX).split("-")[0]
-        if owner.isdigit() and not psutil.pid_exists(int(owner)):
+        if owner.isdigit() and not runtime.owner_alive(int(owner), since=old.stat().st_ctime):
             shutil.rmtree(old, ignore_errors=True)
 
 
