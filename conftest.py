@@ -37,7 +37,8 @@ EXPECT_SOLVED = "import os; os.environ['LABKIT_EXPECT_SOLVED'] = '1'  # referenc
 #: --no-loadscope-reorder``) hands files to its workers in collection order, one to each and then one more to
 #: each worker with at most two tests pending, so these start at once and the short ones fill in beside them
 #: instead of leaving a long one to run alone at the end.  The first two are the two L1 runs
-#: (tests/inside_l1.py), each on its own worker from the start, each with a file queued behind it.  ``-n auto``
+#: (tests/inside_l1.py), each on its own worker from the start; the third and fourth are short on purpose:
+#: each is queued behind an L1 run on the same worker.  ``-n auto``
 #: is one worker per core: two per core kept the cores busier (pytest 8:23–9:51 instead of 10:16–10:34) but
 #: the heavier load broke timing-bound claims and waits (docs/developing.md, runs 39–46).
 LONGEST_FIRST = (
